@@ -1,0 +1,32 @@
+"""Shared pytest fixtures: paths to the real DICOM files beside the project, temporary outputs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RTDEEP_NO_PROGRESS", "1")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DIR = Path(os.environ.get("RTDEEP_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
+REAL_DICOM_DIR = SHARED_DIR / "data" / "real-dicom"
+
+
+@pytest.fixture(scope="session")
+def real_dicom_dir() -> Path:
+    """../shared/data/real-dicom: files written by other systems (MIM, GE, oblique CT)."""
+    if not REAL_DICOM_DIR.is_dir():
+        pytest.fail(f"real DICOM test data not found at {REAL_DICOM_DIR} (set RTDEEP_SHARED_DIR)")
+    return REAL_DICOM_DIR
+
+
+def hash_tree(root: Path) -> dict[str, str]:
+    """SHA256 of every file under ``root``: tests compare before and after to prove inputs untouched."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -1,0 +1,5 @@
+import sys
+
+from rtdeep.cli import main
+
+sys.exit(main())
