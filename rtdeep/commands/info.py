@@ -1,0 +1,90 @@
+"""``rtdeep info DIR``: what a DICOM folder holds (patients, studies, series, ROIs, dose, plan)."""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = "list the patients, studies, series, ROIs (volumes in cc), dose grid and plan in a DICOM folder"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", type=Path, help="folder holding DICOM files (searched recursively)")
+    parser.add_argument("--series", default=None, metavar="UID",
+                        help="CT SeriesInstanceUID to describe in detail (default: every CT series)")
+    parser.add_argument("--prescription-gy", type=float, default=None,
+                        help="prescription (Gy) to convert a RELATIVE dose")
+
+
+def _print_inventory(infos: list, skipped: list[str], folder: Path) -> None:
+    print(f"Folder {folder}: {len(infos)} DICOM file(s), {len(skipped)} skipped")
+    patients: dict[tuple[str, str], dict[str, dict[str, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for info in infos:
+        patients[(info.patient_id, info.patient_name)][info.study_instance_uid][info.series_instance_uid].append(info)
+    for (patient_id, patient_name), studies in patients.items():
+        print(f"Patient {patient_name or '(no name)'} [ID {patient_id or '-'}]")
+        for study_uid, series in studies.items():
+            first = next(iter(series.values()))[0]
+            print(f"  Study {study_uid} date {first.study_date or '-'} '{first.study_description}'")
+            for series_uid, files in series.items():
+                print(f"    Series {files[0].modality:<8} {len(files):>4} file(s)  '{files[0].series_description}'"
+                      f"  {series_uid}")
+
+
+def _print_study(study, folder: Path) -> None:
+    ct = study.ct
+    volume = ct.volume
+    n_i, n_j, n_k = volume.size_ijk
+    spacing = " x ".join(f"{s:.3g}" for s in volume.spacing_mm)
+    print(f"CT {ct.series_instance_uid}: {n_i}x{n_j}x{n_k} voxels, spacing {spacing} mm, "
+          f"HU {volume.array.min():.0f} to {volume.array.max():.0f}")
+    if study.structure_set is not None:
+        print(f"Structure set {study.structure_set.path.name} '{study.structure_set.label}': "
+              f"{len(study.structure_set.rois)} ROI(s)")
+        for roi in study.structure_set.rois:
+            print(f"  {roi.number:>3}  {roi.name:<24} {roi.interpreted_type or '-':<10} "
+                  f"{roi.volume_cc(volume):10.2f} cc")
+    if study.dose is not None:
+        grid = study.dose.dose
+        d_i, d_j, d_k = grid.size_ijk
+        dose_spacing = " x ".join(f"{s:.3g}" for s in grid.spacing_mm)
+        print(f"Dose {study.dose.path.name} ({study.dose.summation_type}): {d_i}x{d_j}x{d_k} voxels, spacing "
+              f"{dose_spacing} mm, max {float(grid.array.max()):.2f} Gy")
+    if study.plan is not None:
+        plan = study.plan
+        prescription = f"{plan.prescription_gy:.2f} Gy" if plan.prescription_gy is not None else "no prescription"
+        fractions = f" in {plan.fractions} fraction(s)" if plan.fractions else ""
+        print(f"Plan {plan.path.name} '{plan.label}': {prescription}{fractions}, {len(plan.beams)} beam(s)")
+        for beam in plan.beams:
+            angles = ", ".join(f"{a:g}" for a in beam.gantry_angles_deg[:4])
+            more = " ... (arc)" if len(beam.gantry_angles_deg) > 4 else ""
+            print(f"  {beam.number:>3}  {beam.name:<16} {beam.radiation_type} {beam.energy} gantry {angles}{more} "
+                  f"deg, {beam.meterset_mu:.1f} MU")
+    for warning in study.warnings:
+        print(f"warning: {warning}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtdeep.dicomrt.scan import scan_folder
+    from rtdeep.dicomrt.study import load_study
+    from rtdeep.errors import DicomReadError
+
+    folder: Path = args.folder
+    infos, skipped = scan_folder(folder)
+    if not infos:
+        raise DicomReadError(f"no DICOM files found ({len(skipped)} other file(s) skipped)", path=folder)
+    _print_inventory(infos, skipped, folder)
+    for warning in skipped:
+        print(f"warning: {warning}")
+    series_uids = sorted({info.series_instance_uid for info in infos if info.modality == "CT"})
+    if args.series is not None:
+        series_uids = [args.series]
+    for series_uid in series_uids:
+        print()
+        study = load_study(folder, series_instance_uid=series_uid, prescription_gy=args.prescription_gy)
+        study.warnings[:] = [w for w in study.warnings if w not in skipped]
+        _print_study(study, folder)
+    return 0

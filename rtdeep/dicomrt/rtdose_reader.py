@@ -1,0 +1,257 @@
+"""Read an RT Dose (Gy on its own grid) and resample it onto a CT grid.
+
+Relative doses (DoseUnits RELATIVE) are refused unless a prescription is given. Then the values
+(after DoseGridScaling) are read as *fractions of the prescription* (1.0 = 100 %); when their
+maximum exceeds :data:`PERCENT_THRESHOLD` they are read as *percent* of the prescription instead
+(no real plan has a hot spot of five times its prescription), and a warning says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from scipy import ndimage
+
+from rtdeep.dicomrt.types import CtSeries, DoseGrid
+from rtdeep.errors import DicomReadError, DoseError, FrameOfReferenceError
+from rtdeep.volume import Volume
+
+__all__ = ["PERCENT_THRESHOLD", "read_rtdose", "resample_dose"]
+
+logger = logging.getLogger(__name__)
+
+#: relative dose values above this maximum are taken as percent rather than fractions
+PERCENT_THRESHOLD = 5.0
+_EDGE_TOLERANCE = 1e-3  # index units: CT voxel centres this close outside the dose grid still count
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return "" if value is None else str(value).strip()
+
+
+def _read(path: Path) -> pydicom.Dataset:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: RT Dose file not found")
+    try:
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:
+            ds = pydicom.dcmread(path, force=True)
+    except Exception as error:
+        raise DicomReadError(f"cannot read RT Dose ({error})", path=path) from error
+    if _text(ds, "Modality") != "RTDOSE":
+        raise DoseError(f"not an RT Dose (Modality '{_text(ds, 'Modality')}')", path=path, tag="Modality (0008,0060)")
+    return ds
+
+
+def _floats(ds: pydicom.Dataset, keyword: str, tag: str, path: Path) -> np.ndarray:
+    value = ds.get(keyword)
+    if value is None:
+        raise DoseError(f"missing {keyword}", path=path, tag=f"{keyword} {tag}")
+    values = value if isinstance(value, (list, tuple, MultiValue)) else [value]
+    return np.asarray([float(v) for v in values], dtype=np.float64)
+
+
+def _frame_offsets(ds: pydicom.Dataset, position: np.ndarray, normal: np.ndarray, n_frames: int,
+                   path: Path) -> np.ndarray:
+    """GridFrameOffsetVector as offsets (mm) from the first frame along the normal."""
+    if n_frames == 1 and "GridFrameOffsetVector" not in ds:
+        return np.zeros(1)
+    offsets = _floats(ds, "GridFrameOffsetVector", "(3004,000C)", path)
+    if offsets.size != n_frames:
+        raise DoseError(f"GridFrameOffsetVector has {offsets.size} values for {n_frames} frames", path=path,
+                        tag="GridFrameOffsetVector (3004,000C)")
+    if abs(offsets[0]) > 1e-6:
+        # absolute form (the first offset equals the first frame's position along the normal)
+        if abs(offsets[0] - position @ normal) > 1e-2 and abs(offsets[0] - position[2]) > 1e-2:
+            raise DoseError(
+                f"first GridFrameOffsetVector value {offsets[0]:g} is neither 0 (relative) nor the first "
+                f"frame's position {position @ normal:g} mm (absolute)", path=path,
+                tag="GridFrameOffsetVector (3004,000C)")
+        offsets = offsets - offsets[0]
+    return offsets
+
+
+def _relative_scale(dose: np.ndarray, prescription_gy: float | None, path: Path) -> float:
+    if prescription_gy is None:
+        raise DoseError("dose is RELATIVE; pass the prescription in Gy (prescription_gy) to convert it", path=path,
+                        tag="DoseUnits (3004,0002)")
+    if float(dose.max(initial=0.0)) > PERCENT_THRESHOLD:
+        logger.warning("%s: relative dose maximum %.1f > %.1f: read as percent of the prescription", path,
+                       float(dose.max()), PERCENT_THRESHOLD)
+        return prescription_gy / 100.0
+    return prescription_gy
+
+
+def read_rtdose(path: str | os.PathLike[str], prescription_gy: float | None = None) -> DoseGrid:
+    """Read an RT Dose file in Gy on its own grid.
+
+    Args:
+        path: the RTDOSE file (single- or multi-frame).
+        prescription_gy: needed only for DoseUnits RELATIVE (see the module docstring).
+
+    Returns:
+        A :class:`DoseGrid`: float32 dose in Gy ``[k, j, i]`` with k increasing along the slice
+        normal, affine to LPS mm built from ImagePositionPatient, ImageOrientationPatient,
+        PixelSpacing and GridFrameOffsetVector (relative or absolute form).
+
+    Raises:
+        DoseError: relative units without a prescription (names DoseUnits (3004,0002)), unknown
+            units, irregular frame offsets, missing geometry.
+    """
+    path = Path(path)
+    ds = _read(path)
+    units = _text(ds, "DoseUnits").upper()
+    if units not in ("GY", "RELATIVE"):
+        raise DoseError(f"unknown DoseUnits '{units}' (expected GY or RELATIVE)", path=path, tag="DoseUnits (3004,0002)")
+    try:
+        stored = np.asarray(ds.pixel_array)
+    except Exception as error:
+        raise DicomReadError(f"cannot read dose pixel data ({error})", path=path, tag="PixelData (7FE0,0010)") from error
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    stored = stored.reshape(n_frames, int(ds.Rows), int(ds.Columns))
+    scaling = float(ds.get("DoseGridScaling", 1.0) or 1.0)
+    dose = stored.astype(np.float32) * np.float32(scaling)
+    if units == "RELATIVE":
+        dose *= np.float32(_relative_scale(dose, prescription_gy, path))
+
+    iop = _floats(ds, "ImageOrientationPatient", "(0020,0037)", path)
+    position = _floats(ds, "ImagePositionPatient", "(0020,0032)", path)
+    pixel_spacing = _floats(ds, "PixelSpacing", "(0028,0030)", path)
+    row_dir, col_dir = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
+    normal = np.cross(row_dir, col_dir)
+    offsets = _frame_offsets(ds, position, normal, n_frames, path)
+    gap = 1.0
+    if n_frames > 1:
+        steps = np.diff(offsets)
+        gap = float(np.mean(steps))
+        if abs(gap) < 1e-6 or np.abs(steps - gap).max() > max(1e-3 * abs(gap), 1e-3):
+            raise DoseError(f"irregular frame spacing {steps.min():g} to {steps.max():g} mm", path=path,
+                            tag="GridFrameOffsetVector (3004,000C)")
+    if gap < 0:  # frames stored in decreasing position: flip so k increases along the normal
+        dose = dose[::-1].copy()
+        position = position + normal * offsets[-1]
+        gap = -gap
+    affine = np.eye(4)
+    affine[:3, 0] = row_dir * pixel_spacing[1]
+    affine[:3, 1] = col_dir * pixel_spacing[0]
+    affine[:3, 2] = normal * gap
+    affine[:3, 3] = position
+    plans = ds.get("ReferencedRTPlanSequence", []) or []
+    return DoseGrid(
+        dose=Volume(np.ascontiguousarray(dose), affine),
+        frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        dose_type=_text(ds, "DoseType") or "PHYSICAL",
+        summation_type=_text(ds, "DoseSummationType") or "PLAN",
+        referenced_plan_uid=_text(plans[0], "ReferencedSOPInstanceUID") if len(plans) else "",
+        path=path,
+    )
+
+
+def _separable(combined: np.ndarray) -> bool:
+    """True when CT axis a maps to dose axis a alone (both grids axis-aligned the same way)."""
+    return bool(np.allclose(combined[:3, :3], np.diag(np.diag(combined[:3, :3])), atol=1e-6))
+
+
+def _axis_weights(coords: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation along one axis: lower index, weight of upper, and inside flags."""
+    inside = (coords >= -_EDGE_TOLERANCE) & (coords <= size - 1 + _EDGE_TOLERANCE)
+    coords = np.clip(coords, 0, size - 1)
+    lower = np.minimum(np.floor(coords).astype(np.int64), max(size - 2, 0))
+    weight = coords - lower
+    upper = np.minimum(lower + 1, size - 1)
+    return lower, upper, weight.astype(np.float32), inside
+
+
+def _resample_separable(dose: np.ndarray, combined: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, bool]:
+    n_k, n_j, n_i = shape
+    scale, shift = np.diag(combined[:3, :3]), combined[:3, 3]
+    axes = [_axis_weights(np.arange(n) * scale[a] + shift[a], dose.shape[2 - a]) for a, n in enumerate((n_i, n_j, n_k))]
+    (li, ui, wi, ini), (lj, uj, wj, inj), (lk, uk, wk, ink) = axes
+    out = np.zeros(shape, dtype=np.float32)
+    ks, js, is_ = np.flatnonzero(ink), np.flatnonzero(inj), np.flatnonzero(ini)
+    if not (ks.size and js.size and is_.size):
+        return out, False
+    # interpolate along k, then j, then i, over the CT voxels inside the dose grid, a few slices at a time
+    for start in range(0, ks.size, 16):
+        block = ks[start:start + 16]
+        slab = dose[lk[block]] * (1 - wk[block])[:, None, None] + dose[uk[block]] * wk[block][:, None, None]
+        slab = slab[:, lj[js]] * (1 - wj[js])[None, :, None] + slab[:, uj[js]] * wj[js][None, :, None]
+        slab = slab[:, :, li[is_]] * (1 - wi[is_]) + slab[:, :, ui[is_]] * wi[is_]
+        out[np.ix_(block, js, is_)] = slab
+    return out, True
+
+
+def _resample_general(dose: np.ndarray, combined: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, bool]:
+    n_k, n_j, n_i = shape
+    upper = np.array(dose.shape[::-1], dtype=np.float64) - 1  # (i, j, k) limits
+    out = np.zeros(shape, dtype=np.float32)
+    jj, ii = np.mgrid[0:n_j, 0:n_i].astype(np.float64)
+    any_inside = False
+    for k in range(n_k):
+        coords = [combined[a, 0] * ii + combined[a, 1] * jj + combined[a, 2] * k + combined[a, 3] for a in range(3)]
+        inside = np.ones((n_j, n_i), dtype=bool)
+        for a in range(3):
+            inside &= (coords[a] >= -_EDGE_TOLERANCE) & (coords[a] <= upper[a] + _EDGE_TOLERANCE)
+        if not inside.any():
+            continue
+        any_inside = True
+        points = np.stack([np.clip(coords[a][inside], 0, upper[a]) for a in (2, 1, 0)])  # (k, j, i) order
+        out[k][inside] = ndimage.map_coordinates(dose, points, order=1, mode="nearest")
+    return out, any_inside
+
+
+def resample_dose(dose: DoseGrid, ct: CtSeries) -> Volume:
+    """Trilinear resampling of a dose onto the CT grid.
+
+    Args:
+        dose: an RT Dose on its own grid (Gy).
+        ct: the CT whose grid receives the dose.
+
+    Returns:
+        A :class:`Volume` on ``ct.volume``'s grid, float32 Gy; CT voxels whose centres lie outside
+        the dose grid (beyond the centres of its edge voxels) are 0.
+
+    Raises:
+        FrameOfReferenceError: dose and CT have different FrameOfReferenceUIDs.
+        DoseError: the dose grid does not overlap the CT at all.
+    """
+    if dose.frame_of_reference_uid and ct.frame_of_reference_uid and (
+        dose.frame_of_reference_uid != ct.frame_of_reference_uid
+    ):
+        raise FrameOfReferenceError(
+            f"dose frame of reference {dose.frame_of_reference_uid} differs from the CT's "
+            f"{ct.frame_of_reference_uid}", path=dose.path, tag="FrameOfReferenceUID (0020,0052)")
+    combined = np.linalg.inv(dose.dose.affine) @ ct.volume.affine
+    values = dose.dose.array.astype(np.float32, copy=False)
+    overlap = _overlaps(dose.dose, ct.volume)
+    if overlap:
+        resample = _resample_separable if _separable(combined) else _resample_general
+        resampled, overlap = resample(values, combined, ct.volume.shape)
+    if not overlap:
+        ct_lo, ct_hi = ct.volume.bounds_lps()
+        dose_lo, dose_hi = dose.dose.bounds_lps()
+        raise DoseError(
+            f"dose grid (LPS {np.round(dose_lo, 1).tolist()} to {np.round(dose_hi, 1).tolist()} mm) does not "
+            f"overlap the CT (LPS {np.round(ct_lo, 1).tolist()} to {np.round(ct_hi, 1).tolist()} mm)",
+            path=dose.path, tag="ImagePositionPatient (0020,0032)")
+    return Volume(resampled, ct.volume.affine.copy())
+
+
+def _overlaps(dose: Volume, grid: Volume) -> bool:
+    """True when at least one CT voxel centre lies within the dose grid's extent."""
+    combined = np.linalg.inv(dose.affine) @ grid.affine
+    n_i, n_j, n_k = grid.size_ijk
+    corners = np.array([[i, j, k, 1] for i in (0, n_i - 1) for j in (0, n_j - 1) for k in (0, n_k - 1)], float)
+    mapped = corners @ combined.T
+    lo, hi = mapped[:, :3].min(axis=0), mapped[:, :3].max(axis=0)
+    limits = np.array(dose.size_ijk, dtype=np.float64) - 1
+    return bool(np.all(hi >= -_EDGE_TOLERANCE) and np.all(lo <= limits + _EDGE_TOLERANCE))

@@ -1,0 +1,137 @@
+"""Read what a clinician reads off an RT Plan: prescription, fractions, beams, references."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from rtdeep.dicomrt.types import Beam, PlanSummary
+from rtdeep.errors import DicomReadError, PlanError
+
+__all__ = ["read_rtplan"]
+
+
+def _text(ds: pydicom.Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return "" if value is None else str(value).strip()
+
+
+def _float(ds: pydicom.Dataset, keyword: str) -> float | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _read(path: Path) -> pydicom.Dataset:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: RT Plan file not found")
+    try:
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:
+            ds = pydicom.dcmread(path, force=True)
+    except Exception as error:
+        raise DicomReadError(f"cannot read RT Plan ({error})", path=path) from error
+    if _text(ds, "Modality") != "RTPLAN":
+        raise PlanError(f"not an RT Plan (Modality '{_text(ds, 'Modality')}')", path=path, tag="Modality (0008,0060)")
+    return ds
+
+
+def _prescription(ds: pydicom.Dataset) -> tuple[float | None, int | None]:
+    """Total prescribed dose (Gy) and the target ROI number, from the TARGET dose references."""
+    for item in ds.get("DoseReferenceSequence", []) or []:
+        dose = _float(item, "TargetPrescriptionDose")
+        if dose is not None and _text(item, "DoseReferenceType") in ("TARGET", ""):
+            roi = item.get("ReferencedROINumber")
+            return dose, int(roi) if roi not in (None, "") else None
+    return None, None
+
+
+def _beam_meterset(ds: pydicom.Dataset) -> tuple[dict[int, float], dict[int, float], int | None]:
+    """BeamMeterset (MU) and BeamDose (Gy per fraction) per beam number, and the fractions planned."""
+    meterset: dict[int, float] = {}
+    beam_dose: dict[int, float] = {}
+    fractions = None
+    for group in ds.get("FractionGroupSequence", []) or []:
+        if fractions is None and group.get("NumberOfFractionsPlanned") not in (None, ""):
+            fractions = int(group.NumberOfFractionsPlanned)
+        for ref in group.get("ReferencedBeamSequence", []) or []:
+            number = int(ref.ReferencedBeamNumber)
+            if _float(ref, "BeamMeterset") is not None:
+                meterset[number] = meterset.get(number, 0.0) + float(ref.BeamMeterset)
+            if _float(ref, "BeamDose") is not None:
+                beam_dose[number] = beam_dose.get(number, 0.0) + float(ref.BeamDose)
+    return meterset, beam_dose, fractions
+
+
+def _beam(item: pydicom.Dataset, meterset: dict[int, float], path: Path) -> Beam:
+    number = int(item.get("BeamNumber", 0) or 0)
+    points = list(item.get("ControlPointSequence", []) or [])
+    if not points:
+        raise PlanError(f"beam {number} has no control points", path=path, tag="ControlPointSequence (300A,0111)")
+    gantry: list[float] = []
+    for point in points:
+        angle = _float(point, "GantryAngle")
+        if angle is not None and angle not in gantry:
+            gantry.append(angle)
+    first = points[0]
+    energy = _float(first, "NominalBeamEnergy")
+    isocenter = first.get("IsocenterPosition")
+    return Beam(
+        name=_text(item, "BeamName") or f"Beam {number}",
+        number=number,
+        gantry_angles_deg=gantry,
+        energy=f"{energy:g}" if energy is not None else "",
+        radiation_type=_text(item, "RadiationType"),
+        meterset_mu=meterset.get(number, 0.0),
+        isocenter_lps=tuple(float(v) for v in isocenter) if isocenter else (0.0, 0.0, 0.0),  # type: ignore[arg-type]
+        collimator_angle_deg=_float(first, "BeamLimitingDeviceAngle") or 0.0,
+        couch_angle_deg=_float(first, "PatientSupportAngle") or 0.0,
+    )
+
+
+def read_rtplan(path: str | os.PathLike[str]) -> PlanSummary:
+    """Summarise an RT Plan.
+
+    The prescription is the TargetPrescriptionDose of the first TARGET item of
+    DoseReferenceSequence; without one, it is the sum of BeamDose (Gy per fraction) over the beams
+    of FractionGroupSequence times NumberOfFractionsPlanned. Gantry angles are the distinct angles
+    of each beam's control points (one for a static beam, several for an arc).
+
+    Args:
+        path: the RTPLAN file.
+
+    Returns:
+        A :class:`PlanSummary` (Gy, MU, degrees, LPS mm).
+
+    Raises:
+        PlanError: not an RT Plan, or a beam without control points.
+    """
+    path = Path(path)
+    ds = _read(path)
+    prescription_gy, target_roi = _prescription(ds)
+    meterset, beam_dose, fractions = _beam_meterset(ds)
+    if prescription_gy is None and beam_dose and fractions:
+        prescription_gy = sum(beam_dose.values()) * fractions
+    beams = [_beam(item, meterset, path) for item in ds.get("BeamSequence", []) or []]
+    structure_sets = ds.get("ReferencedStructureSetSequence", []) or []
+    doses = ds.get("ReferencedDoseSequence", []) or []
+    return PlanSummary(
+        label=_text(ds, "RTPlanLabel") or _text(ds, "RTPlanName"),
+        prescription_gy=prescription_gy,
+        fractions=fractions,
+        beams=beams,
+        frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
+        sop_instance_uid=_text(ds, "SOPInstanceUID"),
+        referenced_structure_set_uid=_text(structure_sets[0], "ReferencedSOPInstanceUID") if structure_sets else "",
+        referenced_dose_uids=[_text(item, "ReferencedSOPInstanceUID") for item in doses],
+        target_roi_number=target_roi,
+        path=path,
+    )

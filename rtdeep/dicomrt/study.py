@@ -1,0 +1,114 @@
+"""Load one patient's study from a folder: CT, structure set, dose (resampled to the CT), plan.
+
+Objects are paired by FrameOfReferenceUID and then by their references: the RTSTRUCT that
+references the CT series, the RTPLAN that references that RTSTRUCT, the RTDOSE that references
+that plan (a PLAN-summed dose preferred over BEAM/FRACTION ones). When several candidates remain,
+the first by path is taken and a warning names the others.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rtdeep.dicomrt.ct_reader import read_ct_series
+from rtdeep.dicomrt.rtdose_reader import read_rtdose, resample_dose
+from rtdeep.dicomrt.rtplan_reader import read_rtplan
+from rtdeep.dicomrt.rtstruct_reader import read_rtstruct
+from rtdeep.dicomrt.scan import DicomFileInfo, scan_folder
+from rtdeep.dicomrt.types import Study
+from rtdeep.errors import SeriesError
+
+__all__ = ["load_study", "pick_related"]
+
+
+def pick_related(
+    candidates: Sequence[DicomFileInfo],
+    kind: str,
+    matches: Callable[[DicomFileInfo], bool],
+    warnings: list[str],
+) -> DicomFileInfo | None:
+    """Choose one of ``candidates``: those for which ``matches`` holds if any; warn when ambiguous."""
+    if not candidates:
+        return None
+    preferred = [info for info in candidates if matches(info)] or list(candidates)
+    if len(preferred) > 1:
+        others = ", ".join(info.path.name for info in preferred[1:])
+        warnings.append(f"{len(preferred)} {kind} files match the CT; using {preferred[0].path} (not {others})")
+    return preferred[0]
+
+
+def load_study(
+    folder: str | os.PathLike[str],
+    *,
+    series_instance_uid: str | None = None,
+    prescription_gy: float | None = None,
+) -> Study:
+    """Read the CT series in ``folder`` and the RT objects drawn on it.
+
+    Args:
+        folder: a folder (searched recursively) holding one CT series (or several, then choose one
+            with ``series_instance_uid``) and any of RTSTRUCT, RTDOSE, RTPLAN.
+        series_instance_uid: the CT series to load when the folder holds several.
+        prescription_gy: passed to :func:`read_rtdose` for RELATIVE doses.
+
+    Returns:
+        A :class:`Study`; ``dose_on_ct`` is the dose resampled (trilinear) to the CT grid in Gy.
+        ``warnings`` collects skipped files and the readers' warnings.
+
+    Raises:
+        SeriesError: no CT series, or several and no UID given (the message lists them).
+        FrameOfReferenceError, StructureError, DoseError: from the readers.
+    """
+    folder = Path(folder)
+    infos, warnings = scan_folder(folder)
+    ct_infos = [info for info in infos if info.modality == "CT"]
+    if not ct_infos:
+        raise SeriesError("no CT images found", path=folder)
+    uids = {info.series_instance_uid for info in ct_infos}
+    if series_instance_uid is None and len(uids) == 1:
+        series_instance_uid = next(iter(uids))
+    files = [info.path for info in ct_infos if info.series_instance_uid == series_instance_uid]
+    ct = read_ct_series(files if files else folder, series_instance_uid)
+    warnings.extend(ct.warnings)
+
+    def other_frame(info: DicomFileInfo) -> bool:
+        return bool(ct.frame_of_reference_uid and info.frame_of_reference_uid
+                    and info.frame_of_reference_uid != ct.frame_of_reference_uid)
+
+    by_modality: dict[str, list[DicomFileInfo]] = {}
+    for info in infos:
+        if info.modality not in ("RTSTRUCT", "RTDOSE", "RTPLAN"):
+            continue
+        if other_frame(info):
+            warnings.append(f"{info.path}: {info.modality} on frame of reference {info.frame_of_reference_uid}, "
+                            f"not the CT's {ct.frame_of_reference_uid}; ignored")
+        else:
+            by_modality.setdefault(info.modality, []).append(info)
+
+    def related(modality: str, matches: Callable[[DicomFileInfo], bool]) -> DicomFileInfo | None:
+        # without a frame of reference on either side, only an object that references its partner counts
+        known = bool(ct.frame_of_reference_uid)
+        pool = [info for info in by_modality.get(modality, [])
+                if (known and info.frame_of_reference_uid) or matches(info)]
+        if modality == "RTDOSE" and any(info.dose_summation_type == "PLAN" for info in pool):
+            pool = [info for info in pool if info.dose_summation_type == "PLAN"]
+        return pick_related(pool, modality, matches, warnings)
+
+    structure_info = related("RTSTRUCT", lambda info: ct.series_instance_uid in info.referenced_uids)
+    plan_info = related(
+        "RTPLAN", lambda info: structure_info is not None and structure_info.sop_instance_uid in info.referenced_uids)
+    dose_info = related(
+        "RTDOSE", lambda info: plan_info is not None and plan_info.sop_instance_uid in info.referenced_uids)
+
+    study = Study(ct=ct, warnings=warnings)
+    if structure_info is not None:
+        study.structure_set = read_rtstruct(structure_info.path, ct)
+        warnings.extend(study.structure_set.warnings)
+    if plan_info is not None:
+        study.plan = read_rtplan(plan_info.path)
+    if dose_info is not None:
+        study.dose = read_rtdose(dose_info.path, prescription_gy=prescription_gy)
+        study.dose_on_ct = resample_dose(study.dose, ct)
+    return study
