@@ -1,0 +1,197 @@
+"""Structure (ROI) name matching with TG-263 synonyms.
+
+Clinics spell the same organ many ways: ``Lung_L`` (TG-263), ``Lung L``, ``L_Lung``, ``LUNG_LT``,
+``Left Lung``. A requested name is matched against the names a structure set holds in this order,
+and the first rule that finds something wins:
+
+1. exact spelling;
+2. the same spelling ignoring case;
+3. the same *canonical key*: the name is split into words (at spaces, ``_``, ``-``, ``.`` and
+   lower-to-upper case changes), laterality words (``l``, ``lt``, ``left``, ``r``, ``rt``, ``right``)
+   become a side, organ words are mapped to one TG-263 root (``oesophagus`` -> ``esophagus``,
+   ``body``/``outline``/``skin`` -> ``external``, ``both lungs``/``lung total`` -> ``lungs``, ...);
+4. a pattern with ``*``, ``?`` or ``[`` is a case-insensitive shell pattern that may match several
+   names (or none: used for optional exclusions such as ``GTV*``).
+
+A name that matches nothing raises :class:`~rtdeep.errors.StructureError` listing the available
+names; one that matches two names by key raises too (ambiguous), so nothing is guessed silently.
+Every match records how it was made, so callers can say which name was used.
+
+Example:
+    >>> match_roi_name("Lung L", ["LUNG_LT", "LUNG_RT", "GTV"]).used
+    'LUNG_LT'
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from rtdeep.errors import StructureError
+
+__all__ = ["NameMatch", "canonical_key", "is_pattern", "match_roi_name", "resolve_roi_names"]
+
+_LEFT = {"l", "lt", "lft", "left", "sin", "sinister"}
+_RIGHT = {"r", "rt", "rgt", "right", "dx", "dex", "dexter"}
+_BOTH = {"total", "both", "bilat", "bilateral", "combined", "all"}
+
+#: one word (or two joined) -> TG-263 root
+_ROOT_SYNONYMS = {
+    "lungs": "lungs",
+    "lung": "lung",
+    "oesophagus": "esophagus",
+    "esophagus": "esophagus",
+    "eso": "esophagus",
+    "spinalcord": "spinalcord",
+    "cord": "spinalcord",
+    "spinal": "spinal",
+    "body": "external",
+    "external": "external",
+    "outline": "external",
+    "skin": "external",
+    "patient": "external",
+    "ext": "external",
+    "parotid": "parotid",
+    "parotidgland": "parotid",
+    "parotids": "parotids",
+    "submandibular": "glnd_submand",
+    "smg": "glnd_submand",
+    "submand": "glnd_submand",
+    "brainstem": "brainstem",
+    "heart": "heart",
+    "liver": "liver",
+}
+_DROP_WORDS = {"gland", "glnd", "structure", "roi"}
+
+
+@dataclass(frozen=True)
+class NameMatch:
+    """How a requested ROI name was found.
+
+    Attributes:
+        requested: the name asked for.
+        used: the name in the structure set that was used.
+        how: ``"exact"``, ``"case"``, ``"synonym"`` (canonical key) or ``"pattern"``.
+    """
+
+    requested: str
+    used: str
+    how: str
+
+    def describe(self) -> str:
+        """One line for logs: ``Lung_L -> 'LUNG_LT' (TG-263 synonym)``."""
+        label = {"exact": "exact", "case": "case-insensitive", "synonym": "TG-263 synonym",
+                 "pattern": "pattern"}[self.how]
+        return f"{self.requested} -> '{self.used}' ({label})"
+
+
+def _words(name: str) -> list[str]:
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", name.strip())
+    return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
+
+
+def canonical_key(name: str) -> str:
+    """Canonical key of an ROI name: TG-263 root plus side, e.g. ``"lung_L"`` for ``"L_Lung"``.
+
+    Args:
+        name: an ROI name as written in an RT Structure Set.
+
+    Returns:
+        ``root`` or ``root_L`` / ``root_R``; names that differ only in spelling get the same key.
+    """
+    words = _words(name)
+    side = ""
+    both = False
+    roots: list[str] = []
+    for word in words:
+        if word in _LEFT:
+            side = "L"
+        elif word in _RIGHT:
+            side = "R"
+        elif word in _BOTH:
+            both = True
+        elif word not in _DROP_WORDS:
+            roots.append(word)
+    joined = "".join(roots)
+    root = _ROOT_SYNONYMS.get(joined)
+    if root is None:
+        root = "".join(_ROOT_SYNONYMS.get(word, word) for word in roots)
+    if root == "spinal":
+        root = "spinalcord"
+    if both and root in ("lung", "lungs"):
+        return "lungs"
+    if both and not side:
+        return root
+    return f"{root}_{side}" if side else root
+
+
+def is_pattern(name: str) -> bool:
+    """True when ``name`` is a shell pattern (contains ``*``, ``?`` or ``[``)."""
+    return any(ch in name for ch in "*?[")
+
+
+def _not_found(requested: str, available: Sequence[str], detail: str = "") -> StructureError:
+    listing = ", ".join(f"'{n}'" for n in available) or "(none)"
+    return StructureError(f"structure not found{detail}; available structures: {listing}", roi=requested)
+
+
+def match_roi_name(requested: str, available: Iterable[str]) -> NameMatch:
+    """Find one structure for ``requested`` among ``available`` (see the module rules 1-3).
+
+    Args:
+        requested: the name asked for (not a pattern).
+        available: names present in the structure set.
+
+    Returns:
+        The match.
+
+    Raises:
+        StructureError: nothing matches (the message lists the available names) or the
+            synonym rule finds more than one name.
+    """
+    names = list(available)
+    if requested in names:
+        return NameMatch(requested, requested, "exact")
+    folded = [n for n in names if n.casefold() == requested.casefold()]
+    if len(folded) == 1:
+        return NameMatch(requested, folded[0], "case")
+    key = canonical_key(requested)
+    by_key = [n for n in names if canonical_key(n) == key]
+    if len(by_key) == 1:
+        return NameMatch(requested, by_key[0], "synonym")
+    if len(folded) + len(by_key) > 1:
+        candidates = ", ".join(f"'{n}'" for n in (folded or by_key))
+        raise StructureError(f"name is ambiguous: it matches {candidates}; give the exact name", roi=requested)
+    raise _not_found(requested, names)
+
+
+def resolve_roi_names(requested: Sequence[str], available: Iterable[str]) -> list[NameMatch]:
+    """Match every requested name; patterns may match several names or none.
+
+    Args:
+        requested: names or shell patterns.
+        available: names present in the structure set.
+
+    Returns:
+        Matches in request order (a pattern contributes one match per name it covers; a name
+        used twice appears once).
+
+    Raises:
+        StructureError: a plain name that matches nothing or is ambiguous.
+    """
+    names = list(available)
+    matches: list[NameMatch] = []
+    seen: set[str] = set()
+    for name in requested:
+        if is_pattern(name):
+            found = [NameMatch(name, n, "pattern") for n in names
+                     if fnmatch.fnmatchcase(n.casefold(), name.casefold())]
+        else:
+            found = [match_roi_name(name, names)]
+        for match in found:
+            if match.used not in seen:
+                seen.add(match.used)
+                matches.append(match)
+    return matches

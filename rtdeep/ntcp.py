@@ -1,0 +1,181 @@
+"""Normal-tissue complication probability (NTCP) from a DVH: gEUD, Lyman-Kutcher-Burman, and
+the QUANTEC logistic mean-lung-dose model.
+
+Published parameters are fitted to doses in 2 Gy fractions. When a plan's fractionation differs,
+pass ``n_fractions`` (and the tissue's alpha/beta) and every dose bin is converted to EQD2 first:
+``EQD2 = D (d + a/b) / (2 + a/b)`` with ``d = D / n_fractions`` the dose per fraction of that bin.
+
+Doses in Gy; probabilities in [0, 1].
+
+Example:
+    >>> round(logistic_mld_ntcp(20.0), 3)   # QUANTEC: about 20 % at a mean lung dose of 20 Gy
+    0.206
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from rtdeep.dvh import DVH
+
+__all__ = [
+    "LKB_PARAMETERS",
+    "QUANTEC_MLD_LOGISTIC",
+    "LkbParameters",
+    "eqd2_gy",
+    "geud_from_dvh",
+    "geud_gy",
+    "lkb_ntcp",
+    "lkb_ntcp_from_dvh",
+    "logistic_mld_ntcp",
+    "ntcp_report",
+]
+
+
+@dataclass(frozen=True)
+class LkbParameters:
+    """One Lyman-Kutcher-Burman parameter set.
+
+    Attributes:
+        td50_gy: uniform dose giving 50 % complication probability (EQD2, Gy).
+        m: slope (standard deviation of the probit, relative to TD50).
+        n: volume effect; gEUD uses ``a = 1 / n`` (n = 1: mean dose).
+        alpha_beta_gy: alpha/beta of the tissue for EQD2 conversion.
+        organ, endpoint, source: what it predicts and where it comes from.
+    """
+
+    td50_gy: float
+    m: float
+    n: float
+    alpha_beta_gy: float
+    organ: str
+    endpoint: str
+    source: str
+
+
+#: Named LKB parameter sets.
+LKB_PARAMETERS: dict[str, LkbParameters] = {
+    "pneumonitis-quantec": LkbParameters(
+        31.4, 0.45, 1.0, 3.0, "Lungs minus GTV", "symptomatic radiation pneumonitis",
+        "QUANTEC lung (Marks et al. 2010), pooled fit of Semenenko & Li 2008",
+    ),
+    "pneumonitis-seppenwoolde": LkbParameters(
+        30.8, 0.37, 0.99, 3.0, "Lungs minus GTV", "radiation pneumonitis grade >= 2",
+        "Seppenwoolde et al. 2003, quoted by QUANTEC lung (Marks et al. 2010)",
+    ),
+    "xerostomia-parotid": LkbParameters(
+        39.9, 0.40, 1.0, 3.0, "Parotid (each gland)", "xerostomia (saliva flow < 25 % of baseline)",
+        "QUANTEC salivary glands (Deasy et al. 2010)",
+    ),
+}
+
+#: QUANTEC logistic model of pneumonitis on mean lung dose: b0, b1 (per Gy).
+QUANTEC_MLD_LOGISTIC = {"b0": -3.87, "b1_per_gy": 0.126}
+
+
+def eqd2_gy(dose_gy: np.ndarray | float, n_fractions: int | None, alpha_beta_gy: float) -> np.ndarray:
+    """Equivalent dose in 2 Gy fractions.
+
+    Args:
+        dose_gy: total physical dose(s) in Gy.
+        n_fractions: number of fractions the dose was given in (None: return the dose unchanged).
+        alpha_beta_gy: alpha/beta of the tissue (Gy).
+
+    Returns:
+        EQD2 in Gy, same shape as ``dose_gy``.
+    """
+    dose = np.asarray(dose_gy, dtype=np.float64)
+    if n_fractions is None:
+        return dose
+    if n_fractions < 1:
+        raise ValueError(f"n_fractions must be >= 1, got {n_fractions}")
+    per_fraction = dose / n_fractions
+    return dose * (per_fraction + alpha_beta_gy) / (2.0 + alpha_beta_gy)
+
+
+def geud_gy(dose_gy: np.ndarray, volume: np.ndarray | None, n: float) -> float:
+    """Generalised equivalent uniform dose ``(sum v_i D_i^a)^(1/a)``, ``a = 1/n``.
+
+    Args:
+        dose_gy: doses (bin centres or voxel doses), Gy.
+        volume: volume of each dose (any unit; normalised here); None = equal volumes.
+        n: volume-effect parameter (n = 1 gives the mean dose).
+    """
+    dose = np.asarray(dose_gy, dtype=np.float64)
+    weights = np.ones_like(dose) if volume is None else np.asarray(volume, dtype=np.float64)
+    total = weights.sum()
+    if total <= 0:
+        raise ValueError("gEUD needs a positive total volume")
+    a = 1.0 / n
+    return float((np.dot(weights, np.power(dose, a)) / total) ** (1.0 / a))
+
+
+def _bin_doses(dvh: DVH) -> np.ndarray:
+    return (np.arange(dvh.differential_cc.size) + 0.5) * dvh.bin_width_gy
+
+
+def geud_from_dvh(
+    dvh: DVH, n: float, *, n_fractions: int | None = None, alpha_beta_gy: float = 3.0
+) -> float:
+    """gEUD (Gy, EQD2 when ``n_fractions`` is given) of a DVH's bin centres.
+
+    For ``n = 1`` and no conversion the exact mean dose of the DVH is returned, not the binned one.
+    """
+    if n == 1.0 and n_fractions is None:
+        return dvh.mean_gy
+    doses = eqd2_gy(_bin_doses(dvh), n_fractions, alpha_beta_gy)
+    return geud_gy(doses, dvh.differential_cc, n)
+
+
+def lkb_ntcp(geud: float, td50_gy: float, m: float) -> float:
+    """LKB probability ``Phi((gEUD - TD50) / (m TD50))``."""
+    t = (geud - td50_gy) / (m * td50_gy)
+    return 0.5 * (1.0 + math.erf(t / math.sqrt(2.0)))
+
+
+def lkb_ntcp_from_dvh(
+    dvh: DVH,
+    parameters: LkbParameters | str = "pneumonitis-quantec",
+    *,
+    n_fractions: int | None = None,
+    alpha_beta_gy: float | None = None,
+) -> float:
+    """LKB NTCP of a DVH with a named or given parameter set.
+
+    Args:
+        dvh: the organ's DVH (for pneumonitis: lungs minus GTV).
+        parameters: a key of :data:`LKB_PARAMETERS` or an :class:`LkbParameters`.
+        n_fractions: convert to EQD2 with this many fractions (None: doses already in 2 Gy fractions).
+        alpha_beta_gy: override the parameter set's alpha/beta.
+    """
+    params = LKB_PARAMETERS[parameters] if isinstance(parameters, str) else parameters
+    ab = params.alpha_beta_gy if alpha_beta_gy is None else alpha_beta_gy
+    return lkb_ntcp(geud_from_dvh(dvh, params.n, n_fractions=n_fractions, alpha_beta_gy=ab),
+                    params.td50_gy, params.m)
+
+
+def logistic_mld_ntcp(mean_lung_dose_gy: float, b0: float = -3.87, b1_per_gy: float = 0.126) -> float:
+    """QUANTEC logistic pneumonitis risk ``1 / (1 + exp(-(b0 + b1 MLD)))`` (MLD in EQD2 Gy)."""
+    return 1.0 / (1.0 + math.exp(-(b0 + b1_per_gy * mean_lung_dose_gy)))
+
+
+def ntcp_report(
+    lung_dvh: DVH, *, n_fractions: int | None = None, alpha_beta_gy: float = 3.0
+) -> Mapping[str, float]:
+    """Pneumonitis NTCP of a (normal) lung DVH with every model here.
+
+    Returns:
+        ``mld_gy`` (EQD2 when converted), ``logistic_mld``, and ``lkb_<name>`` for each lung set.
+    """
+    mld = geud_from_dvh(lung_dvh, 1.0, n_fractions=n_fractions, alpha_beta_gy=alpha_beta_gy)
+    report = {"mld_gy": mld, "logistic_mld": logistic_mld_ntcp(mld)}
+    for name, params in LKB_PARAMETERS.items():
+        if name.startswith("pneumonitis"):
+            report[f"lkb_{name}"] = lkb_ntcp_from_dvh(
+                lung_dvh, params, n_fractions=n_fractions, alpha_beta_gy=alpha_beta_gy
+            )
+    return report
