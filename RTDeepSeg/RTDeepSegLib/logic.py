@@ -1,0 +1,301 @@
+"""RTDeepSeg processing on MRML nodes: segment a CT, compare with reference contours, export RTSTRUCT.
+
+Needs ``slicer`` (MRML) and ``vtk`` but not ``qt``, so the same class runs in the Slicer desktop
+application, in the web app and under pytest with ``slicer-core``. Public methods use Slicer's
+camelCase; they take explicit nodes and raise ``ValueError`` (rtdeep's typed errors derive from it)
+with a message that names the node, ROI or file.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import slicer
+
+from rtdeep.dicomrt.types import Roi
+from rtdeep.slicer import worker
+from rtdeep.slicer.segmentation_node import (
+    add_rois_to_segmentation_node,
+    labelmap_name,
+    rois_from_segmentation_node,
+    segmentation_node_from_rois,
+)
+from rtdeep.slicer.subject_hierarchy import ct_series_from_volume_node, place_beside
+from rtdeep.slicer.table_node import table_node_from_rows
+from rtdeep.slicer.volume_node import volume_from_node
+from rtdeep.volume import Volume
+
+__all__ = ["REVIEW_REFERENCE_RGB", "REVIEW_TEST_RGB", "SegmentationLogic", "SegmentationResult"]
+
+#: overlay colours of the review (the talk's convention): reference yellow, method red
+REVIEW_REFERENCE_RGB = (1.0, 1.0, 0.0)
+REVIEW_TEST_RGB = (1.0, 0.0, 0.0)
+
+
+@dataclass
+class SegmentationResult:
+    """What :meth:`SegmentationLogic.process` made.
+
+    Attributes:
+        segmentationNode: the new (or refilled) segmentation node, one segment per ROI.
+        rois: the ROIs (bool masks ``[k, j, i]`` on the input CT grid).
+        metricsTableNode: per-ROI agreement with the reference (None without a reference).
+        metricRows: the table's rows (``roi_name``, ``dice``, ``hd95_mm``, ...).
+    """
+
+    segmentationNode: Any
+    rois: list[Roi]
+    metricsTableNode: Any = None
+    metricRows: list[dict[str, Any]] = field(default_factory=list)
+
+    def dice(self, roi_name: str) -> float:
+        """Dice of one ROI (NaN when it was not compared)."""
+        for row in self.metricRows:
+            if row.get("roi_name") == roi_name:
+                return float(row["dice"])
+        return math.nan
+
+
+class SegmentationLogic:
+    """Segment a CT volume node and turn the result into MRML nodes.
+
+    Args:
+        scene: the MRML scene (``slicer.mrmlScene`` when None, read at each call).
+        atlasCount: atlases the atlas model registers (its default when None; fewer is faster).
+    """
+
+    def __init__(self, scene: Any = None, atlasCount: int | None = None) -> None:
+        self._scene = scene
+        self.atlasCount = atlasCount
+
+    @property
+    def scene(self) -> Any:
+        return self._scene if self._scene is not None else slicer.mrmlScene
+
+    # -- checks ---------------------------------------------------------------------------------
+    @staticmethod
+    def validateInputs(inputVolume: Any, site: str, model: str) -> None:
+        """Raise ``ValueError`` naming what is wrong with the inputs of :meth:`process`."""
+        if inputVolume is None:
+            raise ValueError("Select an input CT volume.")
+        if not inputVolume.IsA("vtkMRMLScalarVolumeNode") or inputVolume.IsA("vtkMRMLLabelMapVolumeNode"):
+            raise ValueError(f"Input '{inputVolume.GetName()}' is not a scalar (CT) volume.")
+        if inputVolume.GetImageData() is None:
+            raise ValueError(f"Input volume '{inputVolume.GetName()}' has no voxels.")
+        if site not in worker.SITES:
+            raise ValueError(f"Unknown site '{site}': choose one of {', '.join(worker.SITES)}.")
+        if not model:
+            raise ValueError("Select a model (a bundled network or 'atlas').")
+
+    # -- processing -----------------------------------------------------------------------------
+    def segmentVolume(self, inputVolume: Any, site: str, model: str, device: str = "cpu") -> list[Roi]:
+        """Run the model in this process (tests, scripts); the widget uses the subprocess instead."""
+        self.validateInputs(inputVolume, site, model)
+        return worker.segment_ct(
+            volume_from_node(inputVolume), site, model, device=device, n_atlases=self.atlasCount
+        )
+
+    def process(
+        self,
+        inputVolume: Any,
+        site: str,
+        model: str,
+        referenceSegmentation: Any = None,
+        outputSegmentation: Any = None,
+        device: str = "cpu",
+    ) -> SegmentationResult:
+        """Segment ``inputVolume`` with ``model`` and show the result.
+
+        Args:
+            inputVolume: CT scalar volume node (HU).
+            site: ``"thorax"`` or ``"headneck"``.
+            model: bundle name (e.g. ``"thorax_unet3d"``) or ``"atlas"``.
+            referenceSegmentation: reference contours (e.g. the RTSTRUCT SlicerRT imported) to
+                compare with; None for no comparison.
+            outputSegmentation: segmentation node to refill; None makes a new node.
+            device: torch device.
+
+        Returns:
+            The segmentation node, ROIs and metrics (see :class:`SegmentationResult`).
+        """
+        rois = self.segmentVolume(inputVolume, site, model, device)
+        return self.showResults(inputVolume, rois, model, referenceSegmentation, outputSegmentation)
+
+    def showResults(
+        self,
+        inputVolume: Any,
+        rois: list[Roi],
+        model: str,
+        referenceSegmentation: Any = None,
+        outputSegmentation: Any = None,
+    ) -> SegmentationResult:
+        """Turn ROIs on ``inputVolume``'s grid into a segmentation node (and metrics table).
+
+        The segmentation's reference geometry is the input volume, it sits under the input's study
+        in the subject hierarchy, segments carry the ROI names and colours.
+        """
+        name = f"{inputVolume.GetName()} {model}"
+        if outputSegmentation is None:
+            segmentation_node = segmentation_node_from_rois(self.scene, rois, inputVolume, name)
+        else:
+            segmentation_node = outputSegmentation
+            segmentation_node.GetSegmentation().RemoveAllSegments()
+            segmentation_node.GetSegmentation().SetSourceRepresentationName(labelmap_name())
+            segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(inputVolume)
+            segmentation_node.CreateDefaultDisplayNodes()
+            add_rois_to_segmentation_node(segmentation_node, rois, inputVolume)
+        place_beside(segmentation_node, inputVolume)
+        result = SegmentationResult(segmentationNode=segmentation_node, rois=list(rois))
+        if referenceSegmentation is not None:
+            result.metricsTableNode, result.metricRows = self.compare(
+                segmentation_node, referenceSegmentation, inputVolume
+            )
+        return result
+
+    def compare(
+        self, testSegmentation: Any, referenceSegmentation: Any, referenceVolume: Any, tableNode: Any = None
+    ) -> tuple[Any, list[dict[str, Any]]]:
+        """Per-ROI Dice, HD95, mean surface distance and surface Dice of test against reference.
+
+        Both segmentations are read as masks on ``referenceVolume``'s grid; ROIs are paired by
+        TG-263 name (``rtdeep.metrics.match_roi_names``).
+
+        Returns:
+            (table node, rows). One row per reference ROI that the test segmentation also has.
+
+        Raises:
+            ValueError: no ROI of the two segmentations could be paired.
+        """
+        from rtdeep.metrics import compare_structure_sets
+
+        grid: Volume = volume_from_node(referenceVolume)
+        reference_rois = rois_from_segmentation_node(referenceSegmentation, grid)
+        test_rois = rois_from_segmentation_node(testSegmentation, grid)
+        rows = compare_structure_sets(reference_rois, test_rois, grid)
+        if not rows:
+            raise ValueError(
+                f"No segment of '{testSegmentation.GetName()}' ({', '.join(r.name for r in test_rois)}) matches a "
+                f"segment of '{referenceSegmentation.GetName()}' ({', '.join(r.name for r in reference_rois)})."
+            )
+        name = f"{testSegmentation.GetName()} vs {referenceSegmentation.GetName()}"
+        table = table_node_from_rows(self.scene, rows, name, node=tableNode)
+        place_beside(table, referenceVolume)
+        return table, rows
+
+    @staticmethod
+    def showReviewOverlay(testSegmentation: Any, referenceSegmentation: Any, enabled: bool = True) -> None:
+        """Review colours: reference outlines yellow, test outlines red (segment colours kept)."""
+        for node, rgb in ((referenceSegmentation, REVIEW_REFERENCE_RGB), (testSegmentation, REVIEW_TEST_RGB)):
+            display = node.GetDisplayNode()
+            if display is None:
+                node.CreateDefaultDisplayNodes()
+                display = node.GetDisplayNode()
+            segmentation = node.GetSegmentation()
+            for index in range(segmentation.GetNumberOfSegments()):
+                segment_id = segmentation.GetNthSegmentID(index)
+                if enabled:
+                    display.SetSegmentOverrideColor(segment_id, *rgb)
+                else:
+                    display.UnsetSegmentOverrideColor(segment_id)
+            display.SetVisibility2DFill(not enabled)
+            display.SetVisibility2DOutline(True)
+
+    # -- RTSTRUCT export ------------------------------------------------------------------------
+    def exportRtStruct(
+        self,
+        segmentationNode: Any,
+        referenceVolume: Any,
+        outputPath: str | Path,
+        ctFolder: str | Path | None = None,
+        segmentIds: list[str] | None = None,
+        label: str = "RTDEEP",
+    ) -> Path:
+        """Write the segments as an RT Structure Set that references the CT series.
+
+        The CT's UIDs come from the volume node's DICOM identity (a CT loaded through Slicer's DICOM
+        module), or from ``ctFolder`` (the CT's DICOM files, read again) when given.
+
+        Args:
+            segmentationNode: the segments to export (masks read on the CT grid).
+            referenceVolume: the CT volume node.
+            outputPath: the RTSTRUCT file to write (must not exist).
+            ctFolder: the CT series' folder, when the volume node lacks DICOM UIDs.
+            segmentIds: segments to export (all when None).
+            label: StructureSetLabel.
+
+        Raises:
+            ValueError: no segments, missing DICOM identity, or a CT folder whose grid differs
+                from the volume node.
+        """
+        from rtdeep.dicomrt.rtstruct_writer import write_rtstruct
+
+        if segmentationNode is None or segmentationNode.GetSegmentation().GetNumberOfSegments() == 0:
+            raise ValueError("Select a segmentation with at least one segment to export.")
+        if ctFolder is not None:
+            from rtdeep.dicomrt.ct_reader import read_ct_series
+
+            ct = read_ct_series(ctFolder)
+            node_grid = volume_from_node(referenceVolume)
+            if not ct.volume.same_grid(node_grid, tolerance_mm=0.01):
+                raise ValueError(
+                    f"CT folder {ctFolder} (shape {ct.volume.shape}) is not on the grid of volume "
+                    f"'{referenceVolume.GetName()}' (shape {node_grid.shape})."
+                )
+        else:
+            ct = ct_series_from_volume_node(referenceVolume)
+        rois = rois_from_segmentation_node(segmentationNode, ct.volume, segment_ids=segmentIds)
+        for number, roi in enumerate(rois, start=1):
+            roi.number = roi.number or number
+        return Path(write_rtstruct(ct, rois, outputPath, label=label, generation_algorithm="AUTOMATIC"))
+
+    # -- subprocess (the widget runs it with qt.QProcess) ----------------------------------------
+    @staticmethod
+    def subprocessCommand(
+        inputVolume: Any,
+        site: str,
+        model: str,
+        workDir: str | Path,
+        device: str = "cpu",
+        python: str | None = None,
+    ) -> tuple[list[str], Path]:
+        """Write the CT for the worker and return (command line, path of the ROIs it will write).
+
+        ``python`` defaults to this interpreter; in Slicer pass ``PythonSlicer``'s path.
+        """
+        SegmentationLogic.validateInputs(inputVolume, site, model)
+        work = Path(workDir)
+        work.mkdir(parents=True, exist_ok=True)
+        ct_path = worker.save_volume_npz(volume_from_node(inputVolume), work / "ct.npz")
+        output = work / "rois.npz"
+        command = [
+            python or sys.executable, "-m", "rtdeep.slicer.worker",
+            "--input", str(ct_path), "--output", str(output),
+            "--site", site, "--model", model, "--device", device,
+        ]  # fmt: skip
+        return command, output
+
+    @staticmethod
+    def parseProgressLine(line: str) -> tuple[float, str] | None:
+        """(fraction, message) from a worker line ``PROGRESS 0.500 message``; None for other lines."""
+        if not line.startswith("PROGRESS "):
+            return None
+        parts = line.strip().split(" ", 2)
+        try:
+            return float(parts[1]), (parts[2] if len(parts) > 2 else "")
+        except (IndexError, ValueError):
+            return None
+
+    @staticmethod
+    def loadSubprocessResult(outputPath: str | Path, inputVolume: Any) -> list[Roi]:
+        """ROIs the worker wrote, checked to lie on ``inputVolume``'s grid."""
+        rois, affine = worker.load_rois_npz(outputPath)
+        grid = volume_from_node(inputVolume)
+        if not Volume(grid.array, affine).same_grid(grid) or any(
+            roi.mask.shape != grid.shape for roi in rois
+        ):
+            raise ValueError(f"Result {outputPath} is not on the grid of '{inputVolume.GetName()}'.")
+        return rois

@@ -1,0 +1,281 @@
+"""Pneumonitis risk on MRML nodes: dose-masked lung crop, DVH figures, NTCP and the classifier.
+
+Steps of :meth:`PneumonitisLogic.process` (all numbers from rtdeep, the nodes only carry them):
+
+1. CT, dose (Gy; SlicerRT's RTDOSE volume or any scalar volume marked ``DicomRtImport.DoseVolume``)
+   and the structures become rtdeep Volumes and masks on the CT grid (:mod:`rtdeep.slicer`).
+2. The crop (``lung-dose20``: normal lung with dose >= T Gy; ``lung``; ``body``) is cut with
+   :func:`rtdeep.roi.crop_study` and shown as a new volume node.
+3. The normal-lung DVH gives mean lung dose, V5 and V20 (:mod:`rtdeep.dvh`) and the dosimetric
+   NTCP models (:func:`rtdeep.ntcp.ntcp_report`).
+4. The cropped-lung classifier (:func:`rtdeep.pneumonitis.predict_pneumonitis`) gives the risk of
+   grade >= 2 pneumonitis (the positive class) and a saliency map, shown as a volume node.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import slicer
+
+from rtdeep.slicer.segmentation_node import rois_from_segmentation_node
+from rtdeep.slicer.subject_hierarchy import place_beside
+from rtdeep.slicer.table_node import table_node_from_rows
+from rtdeep.slicer.volume_node import node_from_volume, volume_from_node
+from rtdeep.volume import Volume
+
+__all__ = ["CROP_PRESETS", "DOSE_VOLUME_ATTRIBUTE", "POSITIVE_CLASS", "PneumonitisLogic", "PneumonitisResult"]
+
+CROP_PRESETS = ("lung-dose20", "lung", "body")
+#: attribute SlicerRT sets on the scalar volume it makes from an RT Dose
+DOSE_VOLUME_ATTRIBUTE = "DicomRtImport.DoseVolume"
+POSITIVE_CLASS = "grade >= 2 radiation pneumonitis"
+
+
+@dataclass
+class PneumonitisResult:
+    """What :meth:`PneumonitisLogic.process` computed and made.
+
+    Attributes:
+        cropName: the crop used, e.g. ``lung-dose20``.
+        meanLungDoseGy, v5Pct, v20Pct: normal-lung DVH figures (Gy, % of lung volume).
+        vThresholdPct: % of normal lung receiving at least the crop threshold.
+        ntcp: dosimetric models (``logistic_mld``, ``lkb_...``), probabilities 0..1.
+        probability: the classifier's risk of the positive class (None without a model).
+        cropVolumeNode, saliencyVolumeNode, tableNode: the nodes made (saliency None without a model).
+        warnings: what the user should know (missing model, synonyms used).
+    """
+
+    cropName: str
+    meanLungDoseGy: float
+    v5Pct: float
+    v20Pct: float
+    vThresholdPct: float
+    ntcp: dict[str, float]
+    probability: float | None
+    cropVolumeNode: Any
+    tableNode: Any
+    saliencyVolumeNode: Any = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class PneumonitisLogic:
+    """Pneumonitis figures from CT, dose and structure nodes.
+
+    Args:
+        scene: the MRML scene (``slicer.mrmlScene`` when None, read at each call).
+    """
+
+    def __init__(self, scene: Any = None) -> None:
+        self._scene = scene
+
+    @property
+    def scene(self) -> Any:
+        return self._scene if self._scene is not None else slicer.mrmlScene
+
+    @staticmethod
+    def isDoseVolume(node: Any) -> bool:
+        """True for a scalar volume that holds dose (SlicerRT marks it ``DicomRtImport.DoseVolume``)."""
+        return node is not None and bool(node.GetAttribute(DOSE_VOLUME_ATTRIBUTE))
+
+    @staticmethod
+    def lungSegmentNames(segmentation: Any, lungSegmentIds: str) -> list[str]:
+        """Names of the comma-separated segment IDs (an empty string: none chosen).
+
+        Raises:
+            ValueError: an ID that the segmentation does not have.
+        """
+        names = []
+        for segment_id in (part.strip() for part in lungSegmentIds.split(",")):
+            if not segment_id:
+                continue
+            segment = segmentation.GetSegmentation().GetSegment(segment_id)
+            if segment is None:
+                raise ValueError(f"Segmentation '{segmentation.GetName()}' has no segment '{segment_id}'.")
+            names.append(segment.GetName())
+        return names
+
+    def validateInputs(
+        self, ctVolume: Any, doseVolume: Any, segmentation: Any, cropPreset: str, thresholdGy: float
+    ) -> None:
+        """Raise ``ValueError`` naming what is wrong with the inputs of :meth:`process`."""
+        if ctVolume is None or ctVolume.GetImageData() is None:
+            raise ValueError("Select the planning CT volume.")
+        if doseVolume is None or doseVolume.GetImageData() is None:
+            raise ValueError("Select the dose volume (an RT Dose loaded by SlicerRT).")
+        if not self.isDoseVolume(doseVolume):
+            raise ValueError(
+                f"Volume '{doseVolume.GetName()}' is not a dose volume (no {DOSE_VOLUME_ATTRIBUTE} attribute): "
+                "load the RT Dose through the DICOM module with SlicerRT."
+            )
+        if segmentation is None or segmentation.GetSegmentation().GetNumberOfSegments() == 0:
+            raise ValueError("Select the structures (a segmentation with the lungs).")
+        if cropPreset not in CROP_PRESETS:
+            raise ValueError(f"Unknown crop '{cropPreset}': choose one of {', '.join(CROP_PRESETS)}.")
+        if not (math.isfinite(thresholdGy) and thresholdGy > 0):
+            raise ValueError(f"Dose threshold must be a positive number of Gy, got {thresholdGy}.")
+
+    def process(
+        self,
+        ctVolume: Any,
+        doseVolume: Any,
+        segmentation: Any,
+        lungSegmentIds: str = "",
+        cropPreset: str = "lung-dose20",
+        thresholdGy: float = 20.0,
+        tableNode: Any = None,
+    ) -> PneumonitisResult:
+        """Crop, DVH figures, NTCP and classifier risk; fills a table and makes crop/saliency volumes.
+
+        Args:
+            ctVolume: planning CT (HU).
+            doseVolume: planned dose (Gy), on its own grid or the CT's.
+            segmentation: structures; the lungs are found by TG-263 name (Lung_L, Lung_R, synonyms)
+                unless ``lungSegmentIds`` names them.
+            lungSegmentIds: comma-separated segment IDs of the lungs (empty: by name).
+            cropPreset: ``lung-dose20`` (lung with dose >= ``thresholdGy``), ``lung`` or ``body``.
+            thresholdGy: dose threshold T of the lung-dose crop, Gy.
+            tableNode: table to refill (a new one when None).
+
+        Raises:
+            ValueError: bad inputs; rtdeep's StructureError / CropError / DoseError (ValueErrors)
+                name the structure when lungs are missing, the crop is empty or dose does not cover.
+        """
+        from rtdeep.dvh import dvh_on_ct_grid
+        from rtdeep.ntcp import ntcp_report
+        from rtdeep.roi import crop_study, get_preset
+
+        self.validateInputs(ctVolume, doseVolume, segmentation, cropPreset, thresholdGy)
+        ct = volume_from_node(ctVolume)
+        dose_volume = volume_from_node(doseVolume)
+        dose = Volume(dose_volume.array.astype(np.float32), dose_volume.affine)
+        structures = {roi.name: roi.mask for roi in rois_from_segmentation_node(segmentation, ct)}
+        lung_names = tuple(self.lungSegmentNames(segmentation, lungSegmentIds))
+        lung_changes = {"include": lung_names} if lung_names else {}
+
+        threshold = None if math.isclose(thresholdGy, 20.0) else float(thresholdGy)
+        spec = get_preset(cropPreset, dose_threshold_gy=threshold if cropPreset == "lung-dose20" else None,
+                          **(lung_changes if cropPreset != "body" else {}))  # fmt: skip
+        crop = crop_study(ct, structures, dose, spec)
+
+        lung_crop = (
+            crop
+            if cropPreset == "lung"
+            else crop_study(ct, structures, dose, get_preset("lung", **lung_changes))
+        )
+        normal_lung = np.zeros(ct.shape, bool)
+        (k0, k1), (j0, j1), (i0, i1) = lung_crop.bbox_index
+        normal_lung[k0:k1, j0:j1, i0:i1] = lung_crop.mask.array
+        lung_dvh = dvh_on_ct_grid(ct, {"normal_lung": normal_lung}, dose)["normal_lung"]
+        stats = lung_dvh.statistics(dose_levels_gy=(5.0, 20.0, float(thresholdGy)))
+        ntcp = {key: float(value) for key, value in ntcp_report(lung_dvh).items() if key != "mld_gy"}
+
+        warnings = list(crop.warnings)
+        probability, saliency = self._classify(ct, structures, dose, cropPreset, thresholdGy, warnings)
+
+        name = ctVolume.GetName()
+        crop_node = node_from_volume(self.scene, crop.ct, f"{name} crop {spec.name}")
+        place_beside(crop_node, ctVolume)
+        saliency_node = None
+        if saliency is not None:
+            saliency_node = node_from_volume(self.scene, saliency, f"{name} saliency {spec.name}")
+            place_beside(saliency_node, ctVolume)
+
+        result = PneumonitisResult(
+            cropName=spec.name,
+            meanLungDoseGy=float(stats["mean_gy"]),
+            v5Pct=float(stats["V5_pct"]),
+            v20Pct=float(stats["V20_pct"]),
+            vThresholdPct=float(stats[f"V{float(thresholdGy):g}_pct"]),
+            ntcp=ntcp,
+            probability=probability,
+            cropVolumeNode=crop_node,
+            tableNode=None,
+            saliencyVolumeNode=saliency_node,
+            warnings=warnings,
+        )
+        result.rows = self.resultRows(result, crop.mask_volume_cc, thresholdGy)
+        result.tableNode = table_node_from_rows(
+            self.scene, result.rows, f"{name} pneumonitis", node=tableNode
+        )
+        place_beside(result.tableNode, ctVolume)
+        return result
+
+    @staticmethod
+    def classifierBundle(cropPreset: str) -> str | None:
+        """Bundle name of the classifier trained on ``cropPreset`` (None: the default lung-dose one)."""
+        return None if cropPreset == "lung-dose20" else f"thorax_pneumonitis_{cropPreset.replace('-', '')}"
+
+    def _classify(
+        self,
+        ct: Volume,
+        structures: dict[str, np.ndarray],
+        dose: Volume,
+        cropPreset: str,
+        thresholdGy: float,
+        warnings: list[str],
+    ) -> tuple[float | None, Volume | None]:
+        """The classifier's probability and saliency (LPS Volume on the crop grid), or (None, None)
+        with a warning when no classifier for this crop is installed."""
+        from rtdeep.errors import BundleError
+
+        try:
+            from rtdeep.pneumonitis.predict import predict_pneumonitis
+        except ImportError as error:
+            warnings.append(f"pneumonitis classifier unavailable: {error}")
+            return None, None
+        bundle = self.classifierBundle(cropPreset)
+        try:
+            prediction = predict_pneumonitis(ct, structures, dose, float(thresholdGy), bundle=bundle)
+        except BundleError as error:
+            warnings.append(f"no classifier for crop '{cropPreset}': {error}")
+            return None, None
+        warnings.extend(prediction.warnings)
+        return float(prediction.risk), prediction.saliency
+
+    @staticmethod
+    def resultRows(
+        result: PneumonitisResult, cropVolumeCc: float, thresholdGy: float
+    ) -> list[dict[str, Any]]:
+        """The table: one row per figure, with its unit and where it comes from."""
+        rows: list[dict[str, Any]] = [
+            {"quantity": "crop", "value": result.cropName, "unit": "", "source": "rtdeep.roi"},
+            {"quantity": "crop volume", "value": f"{cropVolumeCc:.1f}", "unit": "cc", "source": "rtdeep.roi"},
+            {
+                "quantity": "mean lung dose",
+                "value": f"{result.meanLungDoseGy:.2f}",
+                "unit": "Gy",
+                "source": "normal-lung DVH",
+            },
+            {"quantity": "V5", "value": f"{result.v5Pct:.1f}", "unit": "%", "source": "normal-lung DVH"},
+            {"quantity": "V20", "value": f"{result.v20Pct:.1f}", "unit": "%", "source": "normal-lung DVH"},
+            {
+                "quantity": f"V{thresholdGy:g}",
+                "value": f"{result.vThresholdPct:.1f}",
+                "unit": "%",
+                "source": "normal-lung DVH",
+            },
+        ]
+        for model, value in result.ntcp.items():
+            rows.append(
+                {
+                    "quantity": f"NTCP {model}",
+                    "value": f"{100 * value:.1f}",
+                    "unit": "%",
+                    "source": "rtdeep.ntcp",
+                }
+            )
+        risk = "not available" if result.probability is None else f"{100 * result.probability:.1f}"
+        rows.append(
+            {
+                "quantity": f"classifier risk of {POSITIVE_CLASS}",
+                "value": risk,
+                "unit": "%",
+                "source": "rtdeep.pneumonitis",
+            }
+        )
+        return rows

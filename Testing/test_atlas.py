@@ -1,0 +1,91 @@
+"""Multi-atlas baseline on small phantoms: organ names, colours, a Dice floor, the cache."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rtdeep.atlas import ATLAS_SEED, SITE_ORGANS, atlas_site, load_atlases, segment_with_atlas
+from rtdeep.errors import RtDeepError
+from rtdeep.metrics import compare_structure_sets
+
+TEST_SEED = 4_242  # a held-out patient: not the atlas seed
+N_ATLASES = 3
+
+
+@pytest.fixture(scope="module")
+def atlas_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("rtdeep_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RTDEEP_CACHE_DIR", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def thorax_result(atlas_cache: Path):
+    from rtdeep.phantom import generate_patient
+
+    patient = generate_patient("thorax", 3, TEST_SEED, grid="small")
+    calls: list[tuple[float, str]] = []
+    rois = segment_with_atlas(patient.ct, "thorax", n_atlases=N_ATLASES, progress_callback=lambda f, m: calls.append((f, m)))
+    return patient, rois, calls
+
+
+def test_atlas_seed_differs_from_test_seed() -> None:
+    assert ATLAS_SEED != TEST_SEED
+
+
+def test_thorax_rois_are_named_coloured_and_automatic(thorax_result) -> None:
+    patient, rois, calls = thorax_result
+    assert [roi.name for roi in rois] == list(SITE_ORGANS["thorax"])
+    for roi in rois:
+        assert roi.mask.shape == patient.ct.shape and roi.mask.dtype == bool and roi.mask.any()
+        assert roi.generation_algorithm == "AUTOMATIC" and roi.interpreted_type == "ORGAN"
+    assert len({roi.color_rgb for roi in rois}) == len(rois)
+    assert len({roi.number for roi in rois}) == len(rois)
+    assert calls[0][0] == 0.0 and calls[-1][0] == 1.0
+    assert all(b[0] >= a[0] for a, b in itertools.pairwise(calls))
+
+
+def test_thorax_lungs_reach_dice_floor(thorax_result) -> None:
+    patient, rois, _ = thorax_result
+    rows = {row["roi_name"]: row for row in compare_structure_sets(patient.rois, rois, patient.ct)}
+    assert rows["Lung_L"]["dice"] >= 0.8, rows["Lung_L"]
+    assert rows["Lung_R"]["dice"] >= 0.8, rows["Lung_R"]
+    assert rows["Heart"]["dice"] >= 0.6, rows["Heart"]
+    # the lungs must not swap sides: Lung_L lies at larger LPS x (patient's left)
+    lung_x = {}
+    for roi in rois:
+        if roi.name.startswith("Lung_"):
+            centre_kji = np.argwhere(roi.mask).mean(axis=0)
+            lung_x[roi.name] = patient.ct.index_to_lps(centre_kji[::-1])[0]
+    assert lung_x["Lung_L"] > lung_x["Lung_R"]
+
+
+def test_library_is_cached(thorax_result, atlas_cache: Path) -> None:
+    files = sorted((atlas_cache / "atlas").glob("thorax_*.npz"))
+    assert len(files) == N_ATLASES
+    atlases = load_atlases("thorax", N_ATLASES)
+    assert [atlas.organ_names for atlas in atlases] == [SITE_ORGANS["thorax"]] * N_ATLASES
+    assert sorted((atlas_cache / "atlas").glob("thorax_*.npz")) == files
+
+
+def test_headneck_affine_only_names(atlas_cache: Path) -> None:
+    from rtdeep.phantom import generate_patient
+
+    patient = generate_patient("headneck", 2, TEST_SEED, grid="small")
+    rois = segment_with_atlas(patient.ct, "headneck", n_atlases=1, demons_iterations=0)
+    names = [roi.name for roi in rois]
+    assert set(names) <= set(SITE_ORGANS["headneck"])
+    assert {"Mandible", "Parotid_L", "Parotid_R"} <= set(names)
+
+
+def test_model_names_and_bad_site() -> None:
+    assert atlas_site("thorax_atlas") == "thorax"
+    assert atlas_site("HeadNeck_Atlas") == "headneck"
+    assert atlas_site("thorax_unet3d") is None
+    with pytest.raises(RtDeepError, match="pelvis"):
+        load_atlases("pelvis", 1)

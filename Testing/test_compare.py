@@ -1,0 +1,115 @@
+"""``rtdeep compare`` on a phantom study: reference RTSTRUCT against itself and against eroded masks."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import hash_tree
+from scipy.ndimage import binary_erosion
+
+from rtdeep.cli import main
+
+SEED = 4_343
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from rtdeep.dicomrt.ct_reader import read_ct_series
+    from rtdeep.dicomrt.rtstruct_reader import read_rtstruct
+    from rtdeep.dicomrt.rtstruct_writer import write_rtstruct
+    from rtdeep.dicomrt.types import Roi
+    from rtdeep.phantom import generate_patient, write_patient
+
+    root = tmp_path_factory.mktemp("compare")
+    folder = Path(write_patient(generate_patient("thorax", 1, SEED, grid="small"), root / "patient"))
+    ct_dir = folder / "CT"
+    reference_path = next(folder.glob("RS*.dcm"))
+    ct = read_ct_series(ct_dir)
+    reference = read_rtstruct(reference_path, ct)
+    eroded = [
+        Roi(roi.name.upper(), binary_erosion(roi.mask, iterations=1), color_rgb=roi.color_rgb)
+        for roi in reference.rois
+        if binary_erosion(roi.mask, iterations=1).any()
+    ]
+    test_path = write_rtstruct(ct, eroded, root / "RS_eroded.dcm", uid_seed=("test", SEED))
+    return {"root": root, "ct": ct_dir, "reference": reference_path, "test": Path(test_path), "folder": folder}
+
+
+def _run(study: dict[str, Path], test: Path, out: Path, *extra: str) -> int:
+    return main(
+        ["compare", "--ct", str(study["ct"]), "--reference", str(study["reference"]), "--test", str(test),
+         "--out", str(out), *extra]
+    )
+
+
+def _rows(out: Path) -> dict[str, dict[str, str]]:
+    with open(out / "metrics.csv", newline="") as handle:
+        return {row["roi_name"]: row for row in csv.DictReader(handle)}
+
+
+def test_compare_detects_dice_drop(study: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    before = hash_tree(study["folder"])
+    same_out, eroded_out = study["root"] / "same", study["root"] / "eroded"
+    assert _run(study, study["reference"], same_out, "--no-png") == 0
+    assert _run(study, study["test"], eroded_out) == 0
+    printed = capsys.readouterr().out
+    assert "Dice" in printed and "HD95" in printed
+
+    same, eroded = _rows(same_out), _rows(eroded_out)
+    assert set(eroded) == set(same) and len(same) >= 3
+    for name, row in same.items():
+        assert float(row["dice"]) == pytest.approx(1.0)
+        assert float(row["hd95_mm"]) == 0.0
+        drop = eroded[name]
+        assert eroded[name]["test_roi"] == name.upper()  # matched case-insensitively
+        assert float(drop["dice"]) < 0.97, (name, drop)
+        assert float(drop["volume_test_cc"]) < float(drop["volume_ref_cc"])
+        assert float(drop["hd95_mm"]) > 0.0 and not math.isnan(float(drop["msd_mm"]))
+    assert hash_tree(study["folder"]) == before  # inputs untouched
+
+
+def test_compare_writes_overlays_in_talk_colours(study: dict[str, Path]) -> None:
+    import matplotlib.image
+
+    out = study["root"] / "eroded_png"
+    assert _run(study, study["test"], out) == 0
+    pngs = sorted(out.glob("*.png"))
+    names = {p.name for p in pngs}
+    assert "coronal.png" in names and any(n.startswith("axial_Lung_L") for n in names)
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rgb = matplotlib.image.imread(out / "axial_Heart.png")[..., :3]
+    yellow = (rgb[..., 0] > 0.9) & (rgb[..., 1] > 0.9) & (rgb[..., 2] < 0.2)
+    red = (rgb[..., 0] > 0.9) & (rgb[..., 1] < 0.2) & (rgb[..., 2] < 0.2)
+    assert yellow.sum() > 50 and red.sum() > 50
+
+
+def test_compare_refuses_to_overwrite(study: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    out = study["root"] / "twice"
+    assert _run(study, study["test"], out, "--no-png") == 0
+    capsys.readouterr()
+    assert _run(study, study["test"], out, "--no-png") == 2
+    assert "metrics.csv" in capsys.readouterr().err
+    assert _run(study, study["test"], out, "--no-png", "--overwrite") == 0
+
+
+def test_compare_empty_test_roi_does_not_crash(study: dict[str, Path]) -> None:
+    from rtdeep.dicomrt.ct_reader import read_ct_series
+    from rtdeep.dicomrt.rtstruct_reader import read_rtstruct
+    from rtdeep.dicomrt.rtstruct_writer import write_rtstruct
+
+    ct = read_ct_series(study["ct"])
+    reference = read_rtstruct(study["reference"], ct)
+    keep = [roi for roi in reference.rois if roi.name != "Heart"]
+    partial = write_rtstruct(ct, keep, study["root"] / "RS_no_heart.dcm", uid_seed=("partial", SEED))
+    out = study["root"] / "no_heart"
+    names = [roi.name for roi in reference.rois]
+    roi_args = [arg for name in names for arg in ("--roi", name)]
+    assert _run(study, Path(partial), out, "--no-png", *roi_args) == 0
+    heart = _rows(out)["Heart"]
+    assert float(heart["dice"]) == 0.0 and heart["hd95_mm"] == "nan" and heart["note"] == "not in test"
+    assert np.isfinite(float(_rows(out)["Lung_L"]["dice"]))

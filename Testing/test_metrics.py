@@ -1,0 +1,145 @@
+"""rtdeep.metrics against SimpleITK and against shapes whose answer is known geometrically."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from rtdeep.dicomrt.types import Roi
+from rtdeep.metrics import compare_structure_sets, match_roi_names, segment_metrics
+from rtdeep.volume import Volume, affine_from_geometry
+
+SPACING_IJK = (1.0, 1.25, 3.0)  # anisotropic on purpose: a swapped (i, j, k) order shows up
+SHAPE_KJI = (36, 90, 100)
+
+
+def sphere(centre_mm: tuple[float, float, float], radius_mm: float) -> np.ndarray:
+    """Bool mask [k, j, i] of voxel centres within ``radius_mm`` of ``centre_mm`` (i, j, k mm)."""
+    k, j, i = np.indices(SHAPE_KJI, dtype=np.float64)
+    x, y, z = i * SPACING_IJK[0], j * SPACING_IJK[1], k * SPACING_IJK[2]
+    return (x - centre_mm[0]) ** 2 + (y - centre_mm[1]) ** 2 + (z - centre_mm[2]) ** 2 <= radius_mm**2
+
+
+def sitk_image(mask: np.ndarray) -> sitk.Image:
+    image = sitk.GetImageFromArray(mask.astype(np.uint8))
+    image.SetSpacing(SPACING_IJK)  # SimpleITK spacing is (i, j, k) while its array is [k, j, i]
+    return image
+
+
+CENTRE = (50.0, 56.0, 54.0)
+
+
+def test_concentric_spheres_distances_equal_radius_difference() -> None:
+    inner, outer = sphere(CENTRE, 20.0), sphere(CENTRE, 26.0)
+    values = segment_metrics(inner, outer, SPACING_IJK)
+    # every surface point lies 6 mm from the other surface, up to one voxel of discretisation
+    assert values["hd95_mm"] == pytest.approx(6.0, abs=1.6)
+    assert values["msd_mm"] == pytest.approx(6.0, abs=1.0)
+    assert values["surface_dice_2mm"] < 0.1
+    expected_dice = 2 * 20.0**3 / (20.0**3 + 26.0**3)
+    assert values["dice"] == pytest.approx(expected_dice, abs=0.02)
+    assert values["volume_ref_cc"] == pytest.approx(4 / 3 * math.pi * 20.0**3 / 1000, rel=0.03)
+
+
+def test_offset_along_slices_uses_slice_spacing() -> None:
+    """A shift of 3 slices is 9 mm; had the spacing order been swapped it would read 3-3.75 mm."""
+    reference = sphere(CENTRE, 18.0)
+    shifted = np.roll(reference, 3, axis=0)
+    values = segment_metrics(reference, shifted, SPACING_IJK)
+    assert values["hd95_mm"] == pytest.approx(9.0, abs=0.5)
+    hausdorff = sitk.HausdorffDistanceImageFilter()
+    hausdorff.Execute(sitk_image(reference), sitk_image(shifted))
+    assert hausdorff.GetHausdorffDistance() == pytest.approx(9.0, abs=1e-6)
+    assert values["hd95_mm"] <= hausdorff.GetHausdorffDistance() + 1e-6
+
+
+@pytest.mark.parametrize("offset_mm", [(0.0, 0.0, 0.0), (4.0, 0.0, 0.0), (0.0, 5.0, 6.0), (7.0, -2.5, 3.0)])
+def test_dice_and_hausdorff_agree_with_simpleitk(offset_mm: tuple[float, float, float]) -> None:
+    reference = sphere(CENTRE, 18.0)
+    test = sphere(tuple(c + o for c, o in zip(CENTRE, offset_mm)), 15.0)
+    values = segment_metrics(reference, test, SPACING_IJK)
+    overlap = sitk.LabelOverlapMeasuresImageFilter()
+    overlap.Execute(sitk_image(reference), sitk_image(test))
+    assert values["dice"] == pytest.approx(overlap.GetDiceCoefficient(), abs=1e-5)
+    # MONAI's HD100 (percentile=None) would equal SimpleITK's exactly; HD95 sits at or below it
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    hd100 = float(
+        compute_hausdorff_distance(
+            torch.from_numpy(test)[None, None].float(),
+            torch.from_numpy(reference)[None, None].float(),
+            include_background=True,
+            spacing=list(SPACING_IJK[::-1]),
+        )[0, 0]
+    )
+    hausdorff = sitk.HausdorffDistanceImageFilter()
+    hausdorff.Execute(sitk_image(reference), sitk_image(test))
+    assert hd100 == pytest.approx(hausdorff.GetHausdorffDistance(), abs=1e-4)
+    assert values["hd95_mm"] <= hd100 + 1e-6
+    assert values["hd95_mm"] >= 0.5 * hd100
+
+
+def test_identical_masks_are_perfect() -> None:
+    mask = sphere(CENTRE, 15.0)
+    values = segment_metrics(mask, mask.copy(), SPACING_IJK)
+    assert values["dice"] == pytest.approx(1.0)
+    assert values["hd95_mm"] == 0.0 and values["msd_mm"] == 0.0
+    assert values["surface_dice_2mm"] == pytest.approx(1.0)
+
+
+def test_erosion_lowers_dice_and_surface_dice() -> None:
+    from scipy.ndimage import binary_erosion
+
+    mask = sphere(CENTRE, 18.0)
+    eroded = binary_erosion(mask, iterations=2)
+    values = segment_metrics(mask, eroded, SPACING_IJK)
+    assert 0.3 < values["dice"] < 0.9
+    assert values["volume_test_cc"] < values["volume_ref_cc"]
+    assert values["hd95_mm"] >= 3.0
+
+
+def test_empty_masks_never_raise() -> None:
+    empty = np.zeros(SHAPE_KJI, bool)
+    mask = sphere(CENTRE, 10.0)
+    both = segment_metrics(empty, empty, SPACING_IJK)
+    assert all(math.isnan(both[key]) for key in ("dice", "hd95_mm", "msd_mm", "surface_dice_2mm"))
+    assert both["volume_ref_cc"] == 0.0
+    for reference, test in ((mask, empty), (empty, mask)):
+        one = segment_metrics(reference, test, SPACING_IJK)
+        assert one["dice"] == 0.0 and one["surface_dice_2mm"] == 0.0
+        assert math.isnan(one["hd95_mm"]) and math.isnan(one["msd_mm"])
+
+
+def test_mismatched_shapes_raise() -> None:
+    with pytest.raises(ValueError, match="shape"):
+        segment_metrics(np.zeros((3, 4, 5), bool), np.zeros((3, 4, 6), bool), SPACING_IJK)
+
+
+def test_match_roi_names_is_case_insensitive() -> None:
+    pairs = match_roi_names(["Lung_L", "Heart", "SpinalCord"], ["HEART", "lung_l", "Esophagus"])
+    assert pairs == {"Lung_L": "lung_l", "Heart": "HEART"}
+
+
+def test_match_roi_names_uses_tg263_synonyms() -> None:
+    pytest.importorskip("rtdeep.names")
+    pairs = match_roi_names(["Lung_L", "Lung_R", "SpinalCord"], ["LUNG LT", "Right Lung", "Cord", "GTV"])
+    assert pairs == {"Lung_L": "LUNG LT", "Lung_R": "Right Lung", "SpinalCord": "Cord"}
+
+
+def test_compare_structure_sets_rows() -> None:
+    grid = Volume(np.zeros(SHAPE_KJI, np.float32), affine_from_geometry((0, 0, 0), SPACING_IJK))
+    heart = sphere(CENTRE, 15.0)
+    reference = [Roi("Heart", heart), Roi("Lung_L", sphere((20.0, 20.0, 20.0), 8.0))]
+    test = [Roi("heart", np.roll(heart, 2, axis=2), generation_algorithm="AUTOMATIC")]
+    rows = compare_structure_sets(reference, test, grid)
+    assert [row["roi_name"] for row in rows] == ["Heart"]
+    assert rows[0]["test_roi"] == "heart"
+    assert 0.8 < rows[0]["dice"] < 1.0
+    assert rows[0]["volume_ratio"] == pytest.approx(1.0)
+    rows = compare_structure_sets(reference, test, grid, roi_names=["Heart", "lung_l"])
+    assert rows[1]["roi_name"] == "Lung_L" and rows[1]["note"] == "not in test"
+    assert rows[1]["dice"] == 0.0

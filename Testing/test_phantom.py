@@ -1,0 +1,196 @@
+"""Tests of the synthetic cohort generator (rtdeep.phantom) and ``rtdeep phantom``."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import hash_tree
+
+from rtdeep.cli import main
+from rtdeep.fileio import OutputExistsError
+from rtdeep.phantom import generate_cohort, generate_patient, write_patient
+from rtdeep.phantom.outcome import lkb_ntcp, pneumonitis_risk
+
+THORAX_ROIS = {"External", "Lung_L", "Lung_R", "Heart", "Esophagus", "SpinalCord", "GTV", "PTV"}
+HEADNECK_ROIS = {"External", "Parotid_L", "Parotid_R", "Glnd_Submand_L", "Glnd_Submand_R", "Mandible", "Brainstem",
+                 "SpinalCord", "GTV", "PTV"}
+
+
+@pytest.fixture(scope="module")
+def thorax_small():
+    return generate_patient("thorax", 3, 5, "small")
+
+
+@pytest.fixture(scope="module")
+def headneck_small():
+    return generate_patient("headneck", 2, 5, "small")
+
+
+def _centroid_x(patient, name: str) -> float:
+    ii = np.nonzero(patient.roi(name).mask)[2]
+    return float(patient.ct.index_to_lps(np.array([ii.mean(), 0, 0]))[0])
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
+
+
+def test_thorax_patient_api_and_geometry(thorax_small):
+    p = thorax_small
+    assert p.patient_id == "RTD-THX-0003" and p.site == "thorax"
+    assert {r.name for r in p.rois} == THORAX_ROIS
+    assert len({r.color_rgb for r in p.rois}) == len(p.rois)
+    assert {r.interpreted_type for r in p.rois} == {"EXTERNAL", "ORGAN", "GTV", "PTV"}
+    assert p.ct.array.dtype == np.float32 and p.ct.shape[1:] == (128, 128)
+    assert 3.0 <= p.ct.spacing_mm[0] <= 4.8 and 3.0 <= p.ct.spacing_mm[2] <= 4.0
+    assert np.allclose(p.ct.direction, np.eye(3))
+    assert p.dose_on_ct.same_grid(p.ct)
+    for roi in p.rois:
+        assert roi.mask.shape == p.ct.shape and roi.mask.any(), roi.name
+    assert not (p.roi("GTV").mask & p.roi("Lung_L").mask).any()
+
+
+def test_thorax_anatomy_sanity(thorax_small):
+    p = thorax_small
+    hu = p.ct.array
+    lungs = p.roi("Lung_L").mask | p.roi("Lung_R").mask
+    assert np.mean(hu[lungs] < -500) > 0.85
+    assert float(np.median(hu[lungs])) < -700
+    assert _centroid_x(p, "Lung_R") < _centroid_x(p, "Heart") < _centroid_x(p, "Lung_L")
+    assert _centroid_x(p, "Lung_R") < 0 < _centroid_x(p, "Lung_L")  # LPS: +x is the patient's left
+    # the cord lies in the vertebral canal: bone in front of and behind it on most slices
+    cord = p.roi("SpinalCord").mask
+    both, either = 0, 0
+    slices = np.nonzero(cord.any(axis=(1, 2)))[0]
+    for k in slices:
+        jj, ii = np.nonzero(cord[k])
+        j, i = int(jj.mean()), int(ii.mean())
+        column = hu[k, :, i]
+        front, back = column[max(j - 12, 0):j].max() > 250, column[j + 1:j + 12].max() > 250
+        both += front and back  # discs and the gaps between laminae interrupt the ring on some slices
+        either += front or back
+    assert both / len(slices) > 0.6 and either / len(slices) > 0.95
+    assert float(np.median(hu[cord])) < 100
+    # segmentation is not a threshold: noise and partial volume
+    body = p.roi("External").mask
+    assert 3 < float(np.std(hu[p.roi("Heart").mask])) < 60
+    assert float(np.median(hu[body])) > -200
+
+
+def test_headneck_anatomy_sanity(headneck_small):
+    p = headneck_small
+    assert {r.name for r in p.rois} == HEADNECK_ROIS and p.patient_id == "RTD-HN-0002"
+    hu = p.ct.array
+    mandible = p.roi("Mandible").mask
+    kk, jj, ii = np.nonzero(mandible)
+    x = p.ct.index_to_lps(np.stack([ii, jj, kk], axis=1).astype(float))[:, 0]
+    assert _centroid_x(p, "Parotid_L") > np.percentile(x[x > 0], 90)
+    assert _centroid_x(p, "Parotid_R") < np.percentile(x[x < 0], 10)
+    assert _centroid_x(p, "Glnd_Submand_R") < 0 < _centroid_x(p, "Glnd_Submand_L")
+    parotid = float(np.median(hu[p.roi("Parotid_L").mask | p.roi("Parotid_R").mask]))
+    assert -60 < parotid < 20  # fattier and darker than muscle (~45 HU)
+    assert float(np.median(hu[mandible])) > 300
+    cord_top = np.nonzero(p.roi("SpinalCord").mask.any(axis=(1, 2)))[0].max()
+    brainstem_bottom = np.nonzero(p.roi("Brainstem").mask.any(axis=(1, 2)))[0].min()
+    assert brainstem_bottom >= cord_top - 1
+    body = p.roi("External").mask
+    for roi in p.rois:
+        assert not (roi.mask & ~body).any(), roi.name
+
+
+@pytest.mark.parametrize("site,index", [("thorax", 3), ("thorax", 8), ("headneck", 2)])
+def test_dose_normalised_to_ptv_d95(site, index, thorax_small, headneck_small):
+    p = {("thorax", 3): thorax_small, ("headneck", 2): headneck_small}.get((site, index)) or generate_patient(site, index, 5, "small")
+    rx = p.plan.prescription_gy
+    ptv_dose = p.dose_on_ct.array[p.roi("PTV").mask]
+    assert abs(np.percentile(ptv_dose, 5) - rx) <= 0.02 * rx
+    assert p.dose_on_ct.array.max() < 1.15 * rx
+    from scipy import ndimage
+
+    near_body = ndimage.binary_dilation(p.roi("External").mask, iterations=2)  # the 4 mm dose grid's edge
+    assert p.dose_on_ct.array[~near_body].max() < 0.05 * rx
+    assert p.plan.fractions == (30 if site == "thorax" else 35) and len(p.plan.beams) >= 5
+    if site == "thorax":
+        assert 0 < p.outcome["mld_gy"] < 30 and 0 <= p.outcome["v20_pct"] <= p.outcome["v5_pct"] <= 100
+
+
+def test_same_patient_on_both_grids(thorax_small):
+    clinical = generate_patient("thorax", 3, 5, "clinical")
+    assert clinical.ct.shape[1:] == (512, 512) and 100 <= clinical.ct.shape[0] <= 150
+    assert 0.8 <= clinical.ct.spacing_mm[0] <= 1.2 and clinical.ct.spacing_mm[2] in (2.5, 3.0)
+    fov_small = thorax_small.ct.spacing_mm[0] * 128
+    assert fov_small == pytest.approx(clinical.ct.spacing_mm[0] * 512)
+    for name in ("Lung_L", "Heart", "GTV", "PTV"):
+        small_cc = thorax_small.roi(name).volume_cc(thorax_small.ct)
+        assert clinical.roi(name).volume_cc(clinical.ct) == pytest.approx(small_cc, rel=0.08), name
+    assert clinical.outcome["gtv_cc"] == pytest.approx(thorax_small.outcome["gtv_cc"], rel=0.05)
+    assert clinical.outcome["mld_gy"] == pytest.approx(thorax_small.outcome["mld_gy"], rel=0.05)
+
+
+def test_outcome_model_and_rate():
+    assert lkb_ntcp(31.4) == pytest.approx(0.5)
+    assert lkb_ntcp(20.0) == pytest.approx(0.21, abs=0.01)  # QUANTEC: ~20% at MLD 20 Gy
+    assert pneumonitis_risk(12.0, 30.0) > pneumonitis_risk(12.0, 0.0) + 0.4
+    assert pneumonitis_risk(18.0, 0.0) > pneumonitis_risk(8.0, 0.0)
+    # 16 patients keep the test fast; the mean model risk (not the draws) has a standard error
+    # of about 0.08 here (150 patients: see docs/phantom.md)
+    rows = [generate_patient("thorax", i, 21, "small").outcome for i in range(1, 17)]
+    risks = np.array([r["risk"] for r in rows])
+    assert 0.22 <= risks.mean() <= 0.62
+    assert np.mean([r["ild_volume_cc"] > 0 for r in rows]) > np.mean([r["ild_in_v20_cc"] > 1 for r in rows])
+    assert all(r["pneumonitis"] == int(r["grade"] >= 2) for r in rows)
+
+
+def test_write_read_back_validate_and_determinism(tmp_path, thorax_small):
+    from rtdeep.dicomrt.study import load_study
+    from rtdeep.dicomrt.validate import validate_paths
+
+    folder = write_patient(thorax_small, tmp_path / "a")
+    assert folder.name == "RTD-THX-0003" and (folder / "RS.dcm").exists() and (folder / "RP.dcm").exists()
+    study = load_study(folder)
+    assert study.ct.volume.same_grid(thorax_small.ct)
+    assert np.abs(study.ct.volume.array - np.rint(thorax_small.ct.array)).max() <= 0.5
+    for roi in thorax_small.rois:
+        assert _dice(study.structure_set[roi.name].mask, roi.mask) >= 0.98, roi.name
+        assert study.structure_set[roi.name].color_rgb == roi.color_rgb
+    assert study.plan.prescription_gy == 60.0 and len(study.plan.beams) == len(thorax_small.plan.beams)
+    assert np.abs(study.dose_on_ct.array - thorax_small.dose_on_ct.array).max() < 0.05
+    findings = validate_paths([folder])
+    errors = [f for f in findings if f.severity == "error"]
+    assert not errors, errors
+    again = write_patient(generate_patient("thorax", 3, 5, "small"), tmp_path / "b")
+    assert hash_tree(folder) == hash_tree(again)
+    with pytest.raises(OutputExistsError):
+        write_patient(thorax_small, tmp_path / "a")
+
+
+def test_cli_cohort_manifest(tmp_path):
+    out = tmp_path / "cohort"
+    assert main(["phantom", "--site", "headneck", "--patients", "2", "--seed", "4", "--out", str(out), "--small"]) == 0
+    with (out / "manifest.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["patient_id"] for r in rows] == ["RTD-HN-0001", "RTD-HN-0002"]
+    for row in rows:
+        assert (out / row["study_dir"] / "CT").is_dir() and (out / row["study_dir"] / "RD.dcm").exists()
+        assert float(row["prescription_gy"]) == 70.0 and row["site"] == "headneck"
+    assert main(["phantom", "--site", "headneck", "--patients", "1", "--seed", "4", "--out", str(out), "--small"]) == 2
+
+
+def test_cohort_thorax_manifest_columns(tmp_path):
+    manifest = generate_cohort("thorax", 1, 9, tmp_path, "small")
+    with Path(manifest).open() as handle:
+        row = next(csv.DictReader(handle))
+    for column in ("study_dir", "mld_gy", "v20_pct", "v5_pct", "lkb_ntcp", "ild_volume_cc", "ild_in_v20_cc", "risk",
+                   "grade", "pneumonitis", "tumour_x_mm", "gtv_cc", "prescription_gy", "image_factor"):
+        assert row[column] != "", column
+    assert row["pneumonitis"] in ("0", "1")
+
+
+def test_small_grid_is_fast():
+    start = time.perf_counter()
+    generate_patient("thorax", 30, 5, "small")
+    assert time.perf_counter() - start < 5.0  # < 1 s on an idle core; generous for a loaded CI machine

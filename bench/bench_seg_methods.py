@@ -1,0 +1,192 @@
+"""The talk's method comparison: atlas vs 3D/2.5D U-Net and GAN, per organ, on held-out phantoms.
+
+For each site (thorax, head and neck) it generates held-out synthetic patients (phantom seed
+``--seed``, never the atlas seed nor a training seed: bundles whose model card names the same seed
+are refused), contours them with every method, and prints per organ the mean Dice and HD95 (mm)
+of each method and which method wins (highest mean Dice, ties to lower HD95). It also prints the
+mean volume ratio test/reference per method (below 1 = under-segmentation, which the talk reports
+for the commercial atlas tool) and the seconds per CT.
+
+Deep models come from ``Resources/Models/<site>_<arch>`` bundles; a missing bundle is skipped
+with one line saying so.
+
+Run:
+    python bench/bench_seg_methods.py                       # both sites, 5 patients each
+    python bench/bench_seg_methods.py --sites thorax --n-patients 2 --methods atlas
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: phantom seed of the held-out patients (training uses --phantom-seed 0 by default; atlases 880001)
+HELD_OUT_SEED = 990_001
+METHODS = {
+    "atlas": "atlas (multi-atlas, majority vote)",
+    "unet3d": "3D U-Net",
+    "gan3d": "3D GAN",
+    "unet25d": "2.5D U-Net",
+    "gan25d": "2.5D GAN",
+}
+
+
+def _seeds_in(value: Any) -> list[int]:
+    """Every integer stored under a key containing 'seed' anywhere in a metadata tree."""
+    found: list[int] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "seed" in str(key).lower() and isinstance(item, int):
+                found.append(item)
+            else:
+                found.extend(_seeds_in(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(_seeds_in(item))
+    return found
+
+
+def _load_method(site: str, method: str, seed: int):
+    """A function ct -> list[Roi] for ``method``, or (None, reason) when it cannot run."""
+    if method == "atlas":
+        from rtdeep.atlas import segment_with_atlas
+
+        return (lambda ct, n=_ARGS.n_atlases: segment_with_atlas(ct, site, n_atlases=n)), ""
+    from rtdeep.bundles import load_bundle
+    from rtdeep.errors import BundleError
+
+    name = f"{site}_{method}"
+    try:
+        bundle = load_bundle(name)
+    except BundleError as error:
+        return None, f"skip {name} ({METHODS[method]}): {error}"
+    if seed in _seeds_in(bundle.metadata):
+        return None, f"skip {name}: its metadata names seed {seed}, the held-out seed; pick another --seed"
+    from rtdeep.inference.segment import segment_volume
+
+    return (lambda ct: segment_volume(ct, bundle)), ""
+
+
+def _evaluate(site: str, methods: list[str], n_patients: int, seed: int) -> list[dict[str, Any]]:
+    from rtdeep.metrics import compare_structure_sets
+    from rtdeep.phantom import generate_patient
+    from rtdeep.training.sites import get_site
+
+    organs = get_site(site).organ_names
+    runners = {}
+    for method in methods:
+        runner, reason = _load_method(site, method, seed)
+        if runner is None:
+            print(reason, flush=True)
+        else:
+            runners[method] = runner
+    records: list[dict[str, Any]] = []
+    for index in range(n_patients):
+        patient = generate_patient(site, index, seed, grid="small")
+        reference = [roi for roi in patient.rois if roi.name in organs]
+        for method, runner in runners.items():
+            start = time.perf_counter()
+            rois = runner(patient.ct)
+            seconds = time.perf_counter() - start
+            rows = compare_structure_sets(reference, rois, patient.ct, roi_names=organs)
+            for row in rows:
+                records.append({"site": site, "patient": patient.patient_id, "method": method, "seconds": seconds, **row})
+            dice = np.nanmean([row["dice"] for row in rows])
+            print(f"  {site} {patient.patient_id} {method:8s} mean Dice {dice:.3f}  {seconds:6.1f} s", flush=True)
+    return records
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _report(site: str, records: list[dict[str, Any]], methods: list[str]) -> None:
+    from rtdeep.training.sites import get_site
+
+    present = [m for m in methods if any(r["method"] == m for r in records)]
+    if not present:
+        print(f"\n{site}: no method ran")
+        return
+    by_key: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_key[(record["roi_name"], record["method"])].append(record)
+    n_patients = len({r["patient"] for r in records})
+    print(f"\n{get_site(site).title}: mean Dice / HD95 (mm) over {n_patients} held-out phantoms")
+    width = 16
+    print(f"{'organ':<16}" + "".join(f"{m:>{width}}" for m in present) + "   best (Dice)")
+    wins: dict[str, int] = defaultdict(int)
+    for organ in get_site(site).organ_names:
+        cells, scores = [], {}
+        for method in present:
+            rows = by_key[(organ, method)]
+            dice = _mean([r["dice"] for r in rows])
+            hd95 = _mean([r["hd95_mm"] for r in rows])
+            scores[method] = (dice, -hd95 if not math.isnan(hd95) else -math.inf)
+            cells.append(f"{dice:.3f} / {hd95:5.1f}")
+        best = max(present, key=lambda m: (scores[m][0] if not math.isnan(scores[m][0]) else -1.0, scores[m][1]))
+        wins[best] += 1
+        print(f"{organ:<16}" + "".join(f"{c:>{width}}" for c in cells) + f"   {best}")
+    ratio_cells, time_cells = [], []
+    for method in present:
+        rows = [r for r in records if r["method"] == method]
+        ratio_cells.append(f"{_mean([r['volume_ratio'] for r in rows]):.3f}")
+        per_ct = {r["patient"]: r["seconds"] for r in rows}
+        time_cells.append(f"{float(np.median(list(per_ct.values()))):.1f}")
+    print(f"{'vol test/ref':<16}" + "".join(f"{c:>{width}}" for c in ratio_cells))
+    print(f"{'s per CT (med)':<16}" + "".join(f"{c:>{width}}" for c in time_cells))
+    print("organs won: " + ", ".join(f"{m} {wins[m]}" for m in present))
+
+
+_ARGS: argparse.Namespace
+
+
+def main(argv: list[str] | None = None) -> int:
+    global _ARGS
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sites", nargs="+", default=["thorax", "headneck"])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--n-patients", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="phantom seed of the held-out patients")
+    parser.add_argument("--n-atlases", type=int, default=5)
+    parser.add_argument("--csv", type=Path, default=None, help="also write every per-patient row here")
+    _ARGS = parser.parse_args(argv)
+    os.environ.setdefault("RTDEEP_NO_PROGRESS", "1")
+    from rtdeep.atlas import ATLAS_SEED
+
+    if _ARGS.seed == ATLAS_SEED:
+        print(f"--seed {_ARGS.seed} is the atlas seed; held-out patients must differ", file=sys.stderr)
+        return 2
+    print(f"held-out phantoms: seed {_ARGS.seed}, indices 0..{_ARGS.n_patients - 1}, small grid; "
+          f"atlases: seed {ATLAS_SEED}, {_ARGS.n_atlases} per CT; threads: torch {_torch_threads()}")
+    all_records: list[dict[str, Any]] = []
+    for site in _ARGS.sites:
+        records = _evaluate(site, _ARGS.methods, _ARGS.n_patients, _ARGS.seed)
+        _report(site, records, _ARGS.methods)
+        all_records.extend(records)
+    if _ARGS.csv is not None and all_records:
+        with open(_ARGS.csv, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(all_records[0]))
+            writer.writeheader()
+            writer.writerows(all_records)
+        print(f"rows: {_ARGS.csv}")
+    return 0
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

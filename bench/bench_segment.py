@@ -1,0 +1,113 @@
+"""Benchmark ``rtdeep segment``: DICOM CT folder to written RTSTRUCT, wall time and peak RSS per model.
+
+Each model runs as its own process (``python -m rtdeep segment CT --model M --out DIR --threads 2``)
+pinned to two CPU cores where ``taskset`` exists; the peak resident set size comes from the
+kernel's rusage of that child (``os.wait4``). The CT is a clinical-grid phantom (512x512 pixels,
+2.5-3 mm slices) written to ``bench/out/bench_segment/``. Medians over ``--repeats`` runs.
+
+Usage:
+    python bench/bench_segment.py [--models thorax_unet3d ...] [--repeats 3] [--json OUT.json]
+
+Targets (issue 5, item 8): <= 15 s wall and <= 3 GB peak RSS per deep model on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+OUT_DIR = PROJECT_ROOT / "bench" / "out" / "bench_segment"
+sys.path.insert(0, str(PROJECT_ROOT))
+
+
+def _ct_folder(site: str) -> tuple[Path, tuple[int, int, int]]:
+    """Write (once) a clinical-grid phantom of ``site`` and return its CT folder and shape."""
+    from rtdeep.phantom import generate_patient, write_patient
+
+    marker = OUT_DIR / f"{site}.json"
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        return Path(info["ct_dir"]), tuple(info["shape"])  # type: ignore[return-value]
+    patient = generate_patient(site, 900, 7, grid="clinical")
+    folder = write_patient(patient, OUT_DIR / site, overwrite=True)
+    info = {"ct_dir": str(folder / "CT"), "shape": list(patient.ct.shape), "rs": str(folder / "RS.dcm")}
+    marker.write_text(json.dumps(info))
+    return folder / "CT", patient.ct.shape
+
+
+def _run_once(ct_dir: Path, model: str) -> tuple[float, float, float]:
+    """(wall s, peak RSS MB, CPU s) of one ``rtdeep segment`` process."""
+    out = Path(tempfile.mkdtemp(prefix="bench_segment_"))
+    command = [sys.executable, "-m", "rtdeep", "segment", str(ct_dir), "--model", model, "--out", str(out),
+               "--threads", "2"]
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "0,1", *command]
+    env = dict(os.environ, RTDEEP_NO_PROGRESS="1")
+    try:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise RuntimeError(f"rtdeep segment failed for {model}: {stderr.strip()[-500:]}")
+        if not list(out.glob("RS.*.dcm")):
+            raise RuntimeError(f"rtdeep segment wrote no RTSTRUCT for {model}")
+        return wall, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rtdeep.bundles import list_bundles, read_metadata
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", help="bundle names or paths (default: every bundled segmentation model)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="write the results here (read by rtdeep.training.train_all package)")
+    args = parser.parse_args(argv)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+
+    models = args.models or [
+        str(p) for p in list_bundles() if read_metadata(p)["rtdeep"].get("kind") == "segmentation"
+    ]
+    results = {}
+    print(f"{'model':<22} {'CT shape (k,j,i)':<18} {'wall s':>7} {'CPU s':>7} {'peak RSS MB':>12}  target")
+    for model in models:
+        metadata = read_metadata(model)
+        site = metadata["rtdeep"]["site"]
+        ct_dir, shape = _ct_folder(site)
+        runs = [_run_once(ct_dir, model) for _ in range(args.repeats)]
+        wall = statistics.median(r[0] for r in runs)
+        rss = statistics.median(r[1] for r in runs)
+        cpu = statistics.median(r[2] for r in runs)
+        name = metadata["rtdeep"].get("bundle_name") or Path(model).name
+        ok = "ok" if wall <= 15.0 and rss <= 3072 else "MISSED"
+        print(f"{name:<22} {str(tuple(shape)):<18} {wall:7.1f} {cpu:7.1f} {rss:12.0f}  {ok}")
+        results[name] = {
+            "wall_s_median": wall, "peak_rss_mb_median": rss, "cpu_s_median": cpu, "repeats": args.repeats,
+            "ct_shape_kji": list(shape),
+            "description": (
+                f"`rtdeep segment` DICOM folder -> RTSTRUCT, phantom CT {shape[2]}x{shape[1]}x{shape[0]} (i x j x k), "
+                f"2 cores, 2 torch threads, median of {args.repeats} runs (machine shared with other jobs); "
+                f"CPU time (user+sys) median {cpu:.1f} s"
+            ),
+        }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        previous = json.loads(args.json.read_text()) if args.json.is_file() else {}
+        args.json.write_text(json.dumps(previous | results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

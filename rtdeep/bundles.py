@@ -1,0 +1,346 @@
+"""Model bundles: weights, metadata and a model card in MONAI bundle form, checked by SHA256.
+
+A bundle is a folder::
+
+    <name>/configs/metadata.json   MONAI bundle metadata plus an "rtdeep" object (see below)
+    <name>/models/model.pt         a plain state_dict (loaded with torch.load(weights_only=True))
+    <name>/docs/README.md          the model card (training data, training time, held-out metrics, speed)
+    <name>/manifest.json           {relative path: sha256} of every other file
+
+``metadata["rtdeep"]`` holds what rtdeep needs to run the model: ``kind`` ("segmentation" or
+"classification"), ``site``, ``architecture``, ``network`` ``{"name", "kwargs"}`` (rebuilt through
+:func:`rtdeep.models.build_network`), ``spacing_mm`` (model grid, i/j/k order), ``intensity_window``
+``[low_hu, high_hu]``, ``in_channels`` and ``labels`` ``[{"value", "name", "color", "interpreted_type"}]``.
+
+Bundled models live under ``Resources/Models`` at the project root (the folder above the
+``rtdeep`` package); the environment variable ``RTDEEP_MODELS_DIR`` points elsewhere. A user's own
+bundle in the same form loads the same way, by path.
+
+Example:
+    >>> bundle = load_bundle("thorax_unet3d")          # doctest: +SKIP
+    >>> [label.name for label in bundle.labels]        # doctest: +SKIP
+    ['Lung_L', 'Lung_R', 'Heart', 'Esophagus', 'SpinalCord']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rtdeep.errors import BundleError
+from rtdeep.models.registry import build_network
+
+__all__ = [
+    "BundleLabel",
+    "LoadedBundle",
+    "models_dir",
+    "list_bundles",
+    "resolve_bundle",
+    "read_metadata",
+    "verify_bundle",
+    "load_bundle",
+    "write_bundle",
+    "write_manifest",
+    "METADATA_PATH",
+    "WEIGHTS_PATH",
+    "MODEL_CARD_PATH",
+    "MANIFEST_NAME",
+]
+
+METADATA_PATH = "configs/metadata.json"
+WEIGHTS_PATH = "models/model.pt"
+MODEL_CARD_PATH = "docs/README.md"
+MANIFEST_NAME = "manifest.json"
+_REQUIRED = (METADATA_PATH, WEIGHTS_PATH, MODEL_CARD_PATH)
+
+
+@dataclass(frozen=True)
+class BundleLabel:
+    """One output class of a segmentation bundle (value 0 is background and not listed)."""
+
+    value: int
+    name: str
+    color_rgb: tuple[int, int, int]
+    interpreted_type: str = "ORGAN"
+
+
+@dataclass
+class LoadedBundle:
+    """A verified bundle with its network built, weights loaded and set to eval mode.
+
+    Attributes:
+        path: the bundle folder.
+        metadata: the whole ``configs/metadata.json``.
+        network: the ``torch.nn.Module`` on ``device``, in eval mode.
+        device: the torch device the network is on.
+    """
+
+    path: Path
+    metadata: dict[str, Any]
+    network: torch.nn.Module
+    device: str = "cpu"
+    labels: list[BundleLabel] = field(default_factory=list)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The ``"rtdeep"`` object of the metadata."""
+        return self.metadata.get("rtdeep", {})
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name") or self.path.name)
+
+    @property
+    def kind(self) -> str:
+        return str(self.config.get("kind", ""))
+
+    @property
+    def site(self) -> str:
+        return str(self.config.get("site", ""))
+
+    @property
+    def architecture(self) -> str:
+        return str(self.config.get("architecture", ""))
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float] | None:
+        """Model grid spacing (i, j, k) in mm, if the bundle resamples its input."""
+        spacing = self.config.get("spacing_mm")
+        return None if spacing is None else tuple(float(s) for s in spacing)  # type: ignore[return-value]
+
+    @property
+    def intensity_window(self) -> tuple[float, float] | None:
+        """(low, high) in HU mapped to [0, 1] before the network."""
+        window = self.config.get("intensity_window")
+        return None if window is None else (float(window[0]), float(window[1]))
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.config.get("in_channels", 1))
+
+
+def models_dir() -> Path:
+    """Folder holding the bundled models: ``$RTDEEP_MODELS_DIR`` or ``<project root>/Resources/Models``."""
+    override = os.environ.get("RTDEEP_MODELS_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / "Resources" / "Models"
+
+
+def list_bundles(root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Bundle folders (those with ``configs/metadata.json``) under ``root`` (default :func:`models_dir`), sorted."""
+    root = models_dir() if root is None else Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / METADATA_PATH).is_file())
+
+
+def resolve_bundle(name_or_path: str | os.PathLike[str]) -> Path:
+    """A bundle folder from a path, or from a name under :func:`models_dir`.
+
+    Raises:
+        BundleError: neither an existing bundle folder nor a bundled model name.
+    """
+    candidate = Path(name_or_path).expanduser()
+    if (candidate / METADATA_PATH).is_file():
+        return candidate
+    named = models_dir() / str(name_or_path)
+    if (named / METADATA_PATH).is_file():
+        return named
+    available = ", ".join(p.name for p in list_bundles()) or "none installed"
+    raise BundleError(
+        f"no model bundle here (expected {METADATA_PATH} inside a folder, or a bundled model name: {available})",
+        path=candidate,
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _bundle_files(bundle_dir: Path) -> list[str]:
+    return sorted(
+        p.relative_to(bundle_dir).as_posix()
+        for p in bundle_dir.rglob("*")
+        if p.is_file() and p.name != MANIFEST_NAME and not p.name.startswith(".")
+    )
+
+
+def write_manifest(bundle_dir: str | os.PathLike[str]) -> Path:
+    """(Re)write ``manifest.json``: SHA256 of every file in the bundle except itself and hidden files."""
+    bundle_dir = Path(bundle_dir)
+    manifest = {relative: _sha256(bundle_dir / relative) for relative in _bundle_files(bundle_dir)}
+    path = bundle_dir / MANIFEST_NAME
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def verify_bundle(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Check every file against ``manifest.json``.
+
+    Returns:
+        The manifest ``{relative path: sha256}``.
+
+    Raises:
+        BundleError: naming the file that is missing, unlisted or whose checksum does not match.
+    """
+    bundle_dir = Path(path)
+    manifest_path = bundle_dir / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise BundleError("bundle has no manifest.json (SHA256 of each file); refusing to load", path=manifest_path)
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise BundleError(f"manifest is not valid JSON: {error}", path=manifest_path) from error
+    if not isinstance(manifest, dict):
+        raise BundleError("manifest must map relative paths to sha256 hex digests", path=manifest_path)
+    for required in _REQUIRED:
+        if required not in manifest:
+            raise BundleError(f"required file {required} is not listed in the manifest", path=manifest_path)
+    for relative, expected in sorted(manifest.items()):
+        file_path = bundle_dir / relative
+        if not file_path.is_file():
+            raise BundleError("file listed in manifest.json is missing", path=file_path)
+        actual = _sha256(file_path)
+        if actual != expected:
+            raise BundleError(
+                f"checksum mismatch: sha256 {actual[:16]}... but manifest.json expects {str(expected)[:16]}...; "
+                "the file was changed or corrupted, refusing to load",
+                path=file_path,
+            )
+    return manifest
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``configs/metadata.json`` of a bundle (by name or path), without loading weights or verifying."""
+    metadata_path = resolve_bundle(path) / METADATA_PATH
+    try:
+        metadata = json.loads(metadata_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise BundleError(f"metadata is not valid JSON: {error}", path=metadata_path) from error
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("rtdeep"), dict):
+        raise BundleError("metadata has no 'rtdeep' object (kind, network, labels ...)", path=metadata_path)
+    if not isinstance(metadata["rtdeep"].get("network"), dict):
+        raise BundleError("metadata 'rtdeep' has no 'network' {name, kwargs}", path=metadata_path)
+    return metadata
+
+
+def _labels(metadata: dict[str, Any], metadata_path: Path) -> list[BundleLabel]:
+    labels = []
+    for entry in metadata["rtdeep"].get("labels", []):
+        try:
+            labels.append(
+                BundleLabel(
+                    value=int(entry["value"]),
+                    name=str(entry["name"]),
+                    color_rgb=tuple(int(c) for c in entry.get("color", (255, 0, 0))),  # type: ignore[arg-type]
+                    interpreted_type=str(entry.get("interpreted_type", "ORGAN")),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise BundleError(f"bad label entry {entry!r}: {error}", path=metadata_path) from error
+    return labels
+
+
+def load_bundle(name_or_path: str | os.PathLike[str], device: str = "cpu") -> LoadedBundle:
+    """Verify a bundle's checksums, rebuild its network and load its weights (``weights_only=True``).
+
+    Args:
+        name_or_path: a bundled model name (e.g. ``"thorax_unet3d"``) or a bundle folder.
+        device: torch device for the network (``"cpu"`` or ``"cuda"``).
+
+    Raises:
+        BundleError: missing or changed file, bad metadata, or weights that do not fit the network.
+    """
+    bundle_dir = resolve_bundle(name_or_path)
+    verify_bundle(bundle_dir)
+    metadata = read_metadata(bundle_dir)
+    network = build_network(metadata["rtdeep"]["network"])
+    weights_path = bundle_dir / WEIGHTS_PATH
+    try:
+        state = torch.load(weights_path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises several types for unreadable or unsafe files
+        raise BundleError(f"weights cannot be loaded safely: {error}", path=weights_path) from error
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as error:
+        raise BundleError(f"weights do not fit the network in {METADATA_PATH}: {error}", path=weights_path) from error
+    network.to(device).eval()
+    return LoadedBundle(
+        path=bundle_dir,
+        metadata=metadata,
+        network=network,
+        device=device,
+        labels=_labels(metadata, bundle_dir / METADATA_PATH),
+    )
+
+
+def write_bundle(
+    out_dir: str | os.PathLike[str],
+    network: torch.nn.Module,
+    metadata: dict[str, Any],
+    model_card_md: str,
+    overwrite: bool = False,
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Write a bundle folder atomically (built beside ``out_dir``, then renamed into place).
+
+    Args:
+        out_dir: the bundle folder to create.
+        network: the module whose ``state_dict`` is saved (moved to CPU first).
+        metadata: MONAI bundle metadata with an ``"rtdeep"`` object holding ``network`` {name, kwargs}.
+        model_card_md: Markdown model card (``docs/README.md``).
+        overwrite: replace an existing folder (default: refuse).
+        extra_files: further files ``{relative path: content}`` (e.g. ``configs/training.json``).
+
+    Returns:
+        The bundle folder.
+
+    Raises:
+        BundleError: metadata without a rebuildable network, or ``out_dir`` exists and not ``overwrite``.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise BundleError("bundle folder exists; choose a new path or pass overwrite", path=out_dir)
+    spec = metadata.get("rtdeep", {}).get("network") if isinstance(metadata.get("rtdeep"), dict) else None
+    if not isinstance(spec, dict):
+        raise BundleError("metadata needs rtdeep.network {name, kwargs} to rebuild the module", path=out_dir)
+    rebuilt = build_network(spec)
+    state = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
+    try:
+        rebuilt.load_state_dict(state)
+    except RuntimeError as error:
+        raise BundleError(f"rtdeep.network does not rebuild the given module: {error}", path=out_dir) from error
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for sub in ("configs", "models", "docs"):
+            (staging / sub).mkdir()
+        (staging / METADATA_PATH).write_text(json.dumps(metadata, indent=2) + "\n")
+        torch.save(state, staging / WEIGHTS_PATH)
+        (staging / MODEL_CARD_PATH).write_text(model_card_md)
+        for relative, content in (extra_files or {}).items():
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        write_manifest(staging)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out_dir

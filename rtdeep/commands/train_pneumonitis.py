@@ -1,0 +1,52 @@
+"""``rtdeep train-pneumonitis``: cross-validate the pneumonitis CNN on a cohort and test it on
+held-out patients, beside the dose-only NTCP models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "train and evaluate the grade >= 2 pneumonitis CNN on a cohort (5-fold CV + held-out test)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", required=True, help="training cohort manifest.csv (study_dir, patient_id, pneumonitis)")
+    parser.add_argument("--crop", default="lung-dose20", choices=("lung-dose20", "lung", "body"),
+                        help="crop the network sees (default lung-dose20: normal lung and dose >= threshold)")
+    parser.add_argument("--threshold", type=float, default=20.0, metavar="GY",
+                        help="dose threshold of the lung-dose20 crop in Gy (default 20)")
+    parser.add_argument("--out", required=True, help="results folder (metrics.json, predictions.csv, report.txt)")
+    parser.add_argument("--test-manifest", help="held-out cohort manifest (default: hold out --test-fraction)")
+    parser.add_argument("--test-fraction", type=float, default=0.25, help="held-out share without --test-manifest")
+    parser.add_argument("--channels", default="ct", choices=("ct", "ct+dose"), help="network input channels")
+    parser.add_argument("--size", type=int, default=32, help="crop resampled to SIZE^3 voxels (multiple of 8)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--cache", help="folder for prepared crops (default OUT/cache)")
+    parser.add_argument("--bundle-out", help="also write the fold ensemble as a model bundle here")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing result files / bundle")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtdeep.errors import ValidationError
+    from rtdeep.pneumonitis.report import format_confusions, format_results_table
+    from rtdeep.pneumonitis.run import train_pneumonitis
+    from rtdeep.pneumonitis.train import TrainConfig
+
+    if args.size % 8 or args.size < 8:
+        raise ValidationError(f"--size must be a positive multiple of 8, got {args.size}")
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads)
+    result = train_pneumonitis(
+        args.manifest, args.crop, args.out, threshold_gy=args.threshold, test_manifest=args.test_manifest,
+        test_fraction=args.test_fraction, channels=tuple(args.channels.split("+")), size=(args.size,) * 3,
+        config=config, n_folds=args.folds, cache_dir=args.cache, bundle_out=args.bundle_out,
+        overwrite=args.overwrite, log=lambda line: print(line, file=sys.stderr),
+    )
+    results = [result.experiment.cnn, *result.baselines]
+    print(format_results_table(results, f"crop {args.crop}"))
+    print()
+    print(format_confusions(results))
+    print(f"\nresults in {result.out_dir}" + (f"; bundle {result.bundle_dir}" if result.bundle_dir else ""))
+    return 0

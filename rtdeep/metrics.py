@@ -1,0 +1,226 @@
+"""Segmentation agreement metrics: Dice, HD95, mean surface distance, surface Dice, volumes.
+
+One pinned implementation (MONAI's metrics) is used for every number, so the CLI, the Slicer
+module and the benchmarks agree. Masks are bool arrays ``[k, j, i]`` on one grid; spacing is given
+in rtdeep's usual (i, j, k) order and reversed here, because MONAI takes it in array-axis order.
+
+Empty masks never raise. The conventions (also in the CSV written by ``rtdeep compare``):
+
+* both masks empty: every metric is NaN (nothing to compare);
+* exactly one empty: Dice 0.0 and surface Dice 0.0; HD95 and mean surface distance NaN
+  (a distance to an empty surface is undefined; MONAI would give inf).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from rtdeep.dicomrt.types import Roi, StructureSet
+from rtdeep.volume import Volume
+
+__all__ = ["METRIC_COLUMNS", "compare_structure_sets", "match_roi_names", "segment_metrics"]
+
+#: the per-organ columns of :func:`compare_structure_sets` rows, in CSV order
+METRIC_COLUMNS = [
+    "roi_name",
+    "reference_roi",
+    "test_roi",
+    "dice",
+    "hd95_mm",
+    "msd_mm",
+    "surface_dice_2mm",
+    "volume_ref_cc",
+    "volume_test_cc",
+    "volume_ratio",
+    "note",
+]
+
+
+def _crop_to_union(reference: np.ndarray, test: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Crop both masks to their union's bounding box plus ``margin`` voxels (clipped at the array edge).
+
+    MONAI crops the same way internally (margin 1, zero padding beyond the edge), so the metrics do
+    not change; cropping first keeps the tensors it builds small for a full-size CT.
+    """
+    union = reference | test
+    slices = []
+    for axis in range(union.ndim):
+        other_axes = tuple(a for a in range(union.ndim) if a != axis)
+        hit = np.flatnonzero(union.any(axis=other_axes))
+        slices.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + margin + 1, union.shape[axis])))
+    region = tuple(slices)
+    return reference[region], test[region]
+
+
+def segment_metrics(
+    reference: np.ndarray,
+    test: np.ndarray,
+    spacing_mm: Sequence[float] | np.ndarray,
+    tolerance_mm: float = 2.0,
+) -> dict[str, float]:
+    """Agreement of one test mask with its reference mask.
+
+    Args:
+        reference: bool mask ``[k, j, i]`` (the reference, e.g. the clinician's contour).
+        test: bool mask ``[k, j, i]`` on the same grid (e.g. the AI or atlas contour).
+        spacing_mm: voxel size in mm in (i, j, k) order (``Volume.spacing_mm``).
+        tolerance_mm: surface Dice tolerance in mm (Nikolov 2021 use 2 mm for most organs).
+
+    Returns:
+        ``dice`` (0..1), ``hd95_mm`` (symmetric 95th-percentile Hausdorff distance between the
+        surfaces), ``msd_mm`` (symmetric mean surface distance), ``surface_dice_2mm`` (fraction of
+        both surfaces within ``tolerance_mm`` of the other; the key keeps its name whatever the
+        tolerance), ``volume_ref_cc`` and ``volume_test_cc`` (cm^3). See the module docstring for
+        empty masks.
+    """
+    import torch
+    from monai.metrics import (
+        compute_average_surface_distance,
+        compute_dice,
+        compute_hausdorff_distance,
+        compute_surface_dice,
+    )
+
+    reference = np.asarray(reference, dtype=bool)
+    test = np.asarray(test, dtype=bool)
+    if reference.shape != test.shape or reference.ndim != 3:
+        raise ValueError(f"masks must be 3D [k, j, i] of one shape, got {reference.shape} and {test.shape}")
+    spacing_ijk = np.asarray(spacing_mm, dtype=np.float64)
+    voxel_cc = float(np.prod(spacing_ijk)) / 1000.0
+    result = {
+        "dice": math.nan,
+        "hd95_mm": math.nan,
+        "msd_mm": math.nan,
+        "surface_dice_2mm": math.nan,
+        "volume_ref_cc": float(reference.sum()) * voxel_cc,
+        "volume_test_cc": float(test.sum()) * voxel_cc,
+    }
+    has_reference, has_test = bool(reference.any()), bool(test.any())
+    if not (has_reference or has_test):
+        return result
+    if has_reference != has_test:
+        result["dice"] = 0.0
+        result["surface_dice_2mm"] = 0.0
+        return result
+
+    reference, test = _crop_to_union(reference, test)
+    # MONAI: batch and channel axes first; spacing in array-axis order (k, j, i)
+    y = torch.from_numpy(np.ascontiguousarray(reference))[None, None].float()
+    y_pred = torch.from_numpy(np.ascontiguousarray(test))[None, None].float()
+    spacing_kji = [float(s) for s in spacing_ijk[::-1]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result["dice"] = float(compute_dice(y_pred, y, include_background=True)[0, 0])
+        result["hd95_mm"] = float(
+            compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95, spacing=spacing_kji)[0, 0]
+        )
+        result["msd_mm"] = float(
+            compute_average_surface_distance(y_pred, y, include_background=True, symmetric=True, spacing=spacing_kji)[
+                0, 0
+            ]
+        )
+        result["surface_dice_2mm"] = float(
+            compute_surface_dice(
+                y_pred, y, class_thresholds=[float(tolerance_mm)], include_background=True, spacing=spacing_kji
+            )[0, 0]
+        )
+    return result
+
+
+def _synonym_key(name: str) -> str:
+    """TG-263 synonym key via :func:`rtdeep.names.canonical_key` (``LUNG LT`` -> ``lung_L``), or the
+    case-folded name when that module is not installed."""
+    try:
+        from rtdeep.names import canonical_key
+    except ImportError:
+        return name.strip().lower()
+    return canonical_key(name)
+
+
+def match_roi_names(reference_names: Sequence[str], test_names: Sequence[str]) -> dict[str, str]:
+    """Pair ROI names of two structure sets by TG-263 name.
+
+    A reference name is matched first to the same name ignoring case and surrounding spaces, then
+    to the one test name with the same TG-263 synonym key (:mod:`rtdeep.names`: ``LUNG LT`` and
+    ``Left Lung`` are ``Lung_L``). Two test names with one key are ambiguous and match nothing,
+    so no pairing is guessed.
+
+    Returns:
+        ``{reference_name: test_name}`` for every reference ROI that has a partner.
+    """
+    pairs: dict[str, str] = {}
+    for name in reference_names:
+        same = [test for test in test_names if test.strip().lower() == name.strip().lower()]
+        if not same:
+            same = [test for test in test_names if _synonym_key(test) == _synonym_key(name)]
+        if len(same) == 1 or (same and len({s.strip().lower() for s in same}) == 1):
+            pairs[name] = same[0]
+    return pairs
+
+
+def _rois(structures: StructureSet | Sequence[Roi]) -> list[Roi]:
+    return list(structures.rois) if isinstance(structures, StructureSet) else list(structures)
+
+
+def compare_structure_sets(
+    reference: StructureSet | Sequence[Roi],
+    test: StructureSet | Sequence[Roi],
+    grid: Volume,
+    *,
+    roi_names: Sequence[str] | None = None,
+    tolerance_mm: float = 2.0,
+) -> list[dict[str, object]]:
+    """Per-organ metrics of ``test`` against ``reference`` (both rasterised on ``grid``).
+
+    Args:
+        reference: reference structures (e.g. the clinician's RTSTRUCT read on the CT).
+        test: structures to judge (AI or atlas), masks on the same grid.
+        grid: the CT grid the masks lie on (spacing for the distances, voxel volume).
+        roi_names: reference ROI names to compare (default: every reference ROI that the test set
+            also has; reference ROIs named here that the test set lacks get a row with an empty
+            test mask and ``note`` "not in test").
+        tolerance_mm: surface Dice tolerance.
+
+    Returns:
+        One dict per reference ROI, keys :data:`METRIC_COLUMNS`; ``roi_name`` is the reference name.
+    """
+    reference_rois = {roi.name: roi for roi in _rois(reference)}
+    test_rois = {roi.name: roi for roi in _rois(test)}
+    pairs = match_roi_names(list(reference_rois), list(test_rois))
+    if roi_names is None:
+        wanted = [name for name in reference_rois if name in pairs]
+    else:
+        lookup = {name.lower(): name for name in reference_rois}
+        wanted = [lookup.get(name.lower(), name) for name in roi_names]
+    rows: list[dict[str, object]] = []
+    for name in wanted:
+        reference_roi = reference_rois.get(name)
+        test_roi = test_rois.get(pairs.get(name, ""))
+        shape = grid.shape
+        reference_mask = reference_roi.mask if reference_roi is not None else np.zeros(shape, bool)
+        test_mask = test_roi.mask if test_roi is not None else np.zeros(shape, bool)
+        for roi, mask in ((reference_roi, reference_mask), (test_roi, test_mask)):
+            if mask.shape != shape:
+                raise ValueError(f"ROI '{roi.name if roi else name}': mask shape {mask.shape} is not the grid {shape}")
+        values = segment_metrics(reference_mask, test_mask, grid.spacing_mm, tolerance_mm)
+        notes = []
+        if reference_roi is None:
+            notes.append("not in reference")
+        if test_roi is None:
+            notes.append("not in test")
+        ratio = values["volume_test_cc"] / values["volume_ref_cc"] if values["volume_ref_cc"] > 0 else math.nan
+        rows.append(
+            {
+                "roi_name": name,
+                "reference_roi": reference_roi.name if reference_roi else "",
+                "test_roi": test_roi.name if test_roi else "",
+                **values,
+                "volume_ratio": ratio,
+                "note": "; ".join(notes),
+            }
+        )
+    return rows

@@ -1,0 +1,95 @@
+"""Network builders by name, so a bundle's metadata ``{"name", "kwargs"}`` rebuilds its module.
+
+A bundle never stores pickled code: ``configs/metadata.json`` names a builder and its keyword
+arguments, and ``models/model.pt`` holds a plain ``state_dict``. Builders are registered here by
+name (MONAI networks and rtdeep's own), or named by a dotted path ``"package.module:Class"`` inside
+the trusted packages ``rtdeep`` and ``monai``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from rtdeep.errors import BundleError
+
+__all__ = ["register_network", "build_network", "registered_networks", "TRUSTED_PACKAGES"]
+
+#: packages a dotted network name may come from (a bundle must not import arbitrary code)
+TRUSTED_PACKAGES = ("rtdeep", "monai")
+
+_BUILDERS: dict[str, Callable[..., torch.nn.Module]] = {}
+
+
+def register_network(name: str) -> Callable[[Callable[..., torch.nn.Module]], Callable[..., torch.nn.Module]]:
+    """Decorator: register a class or factory under ``name``.
+
+    Example:
+        >>> @register_network("TinyNet")
+        ... class TinyNet(torch.nn.Module): ...
+    """
+
+    def decorate(builder: Callable[..., torch.nn.Module]) -> Callable[..., torch.nn.Module]:
+        _BUILDERS[name] = builder
+        return builder
+
+    return decorate
+
+
+def _monai_builder(class_name: str) -> Callable[..., torch.nn.Module]:
+    def build(**kwargs: Any) -> torch.nn.Module:
+        nets = importlib.import_module("monai.networks.nets")
+        return getattr(nets, class_name)(**kwargs)
+
+    build.__name__ = class_name
+    return build
+
+
+for _name in ("BasicUNet", "UNet", "DynUNet", "DenseNet121", "PatchDiscriminator"):
+    _BUILDERS[_name] = _monai_builder(_name)
+
+
+def _ensure_builtin_networks() -> None:
+    # rtdeep's own networks register themselves on import
+    importlib.import_module("rtdeep.models.networks")
+
+
+def registered_networks() -> list[str]:
+    """Names accepted by :func:`build_network` (besides dotted paths)."""
+    _ensure_builtin_networks()
+    return sorted(_BUILDERS)
+
+
+def _resolve_dotted(name: str) -> Callable[..., torch.nn.Module]:
+    module_name, _, attribute = name.partition(":")
+    if module_name.split(".")[0] not in TRUSTED_PACKAGES or not attribute:
+        raise BundleError(
+            f"network '{name}' is not registered; expected a registered name ({', '.join(registered_networks())}) "
+            f"or 'module:Class' inside {', '.join(TRUSTED_PACKAGES)}"
+        )
+    try:
+        builder = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise BundleError(f"network '{name}' cannot be imported: {error}") from error
+    return builder
+
+
+def build_network(spec: Mapping[str, Any]) -> torch.nn.Module:
+    """Build a module from ``{"name": str, "kwargs": dict}``.
+
+    Raises:
+        BundleError: unknown name or arguments the builder does not accept.
+    """
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise BundleError(f"network spec must be an object with 'name' and 'kwargs', got {spec!r}")
+    name = str(spec["name"])
+    kwargs = dict(spec.get("kwargs") or {})
+    _ensure_builtin_networks()
+    builder = _BUILDERS.get(name) or _resolve_dotted(name)
+    try:
+        return builder(**kwargs)
+    except TypeError as error:
+        raise BundleError(f"network '{name}' rejected its kwargs {kwargs}: {error}") from error

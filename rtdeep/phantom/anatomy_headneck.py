@@ -1,0 +1,311 @@
+"""Head-and-neck phantom: head, face and neck (with shoulders), skull and brain, brainstem,
+cervical spine and cord, mandible, parotid and submandibular glands, eyes, the pharyngeal airway
+and oral cavity, muscles, and an oropharyngeal tumour with optional neck node (GTV/PTV).
+
+Coordinates are LPS mm, head-first supine: x to the patient's left, y posterior, z superior.
+z = 0 is about the lower border of the mandible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rtdeep.phantom.anatomy_common import HU, Bend, RoiStyle, elliptic_cylinder_sd, superellipse_sd
+from rtdeep.phantom.grid import GridSpec
+from rtdeep.phantom.render import Canvas
+from rtdeep.phantom.shapes import Capsule, Ellipsoid, random_perturbation, rotation_matrix
+from rtdeep.phantom.texture import SmoothField
+
+__all__ = ["HEADNECK_ROIS", "HeadNeckModel", "render_headneck", "sample_headneck"]
+
+HEADNECK_ROIS = (
+    RoiStyle("External", (0, 190, 0), "EXTERNAL"),
+    RoiStyle("Parotid_L", (255, 128, 0), "ORGAN"),
+    RoiStyle("Parotid_R", (255, 60, 160), "ORGAN"),
+    RoiStyle("Glnd_Submand_L", (130, 90, 255), "ORGAN"),
+    RoiStyle("Glnd_Submand_R", (60, 200, 200), "ORGAN"),
+    RoiStyle("Mandible", (230, 230, 180), "ORGAN"),
+    RoiStyle("Brainstem", (150, 60, 20), "ORGAN"),
+    RoiStyle("SpinalCord", (255, 255, 0), "ORGAN"),
+    RoiStyle("GTV", (255, 0, 0), "GTV"),
+    RoiStyle("PTV", (0, 255, 255), "PTV"),
+)
+
+
+#: the PTV is cropped this far inside the skin (build-up region), as in clinical practice
+PTV_SKIN_CROP_MM = 5.0
+
+
+@dataclass
+class HeadNeckModel:
+    """Every random choice that defines one head-and-neck phantom (lengths in mm, LPS)."""
+
+    neck_half_x: float
+    neck_half_y: float
+    shoulder_half_x: float
+    shoulder_z: float
+    fat_mm: float
+    head: Ellipsoid
+    face: Ellipsoid
+    bend: Bend
+    vertebra_y: float
+    canal_y: float
+    cord_top_z: float
+    brainstem: Capsule
+    mandible: list[Capsule]
+    parotids: dict[str, Ellipsoid]
+    submandibular: dict[str, Ellipsoid]
+    eyes: list[Ellipsoid]
+    airway: list[Capsule]
+    oral_air: Ellipsoid
+    muscles: list[Capsule]
+    gtv: Ellipsoid
+    gtv_node: Ellipsoid | None
+    gtv_side: str
+    ptv_margin_mm: float
+    gland_texture: SmoothField
+    vertebra_period: float = 18.0
+    z_range: tuple[float, float] = (0.0, 0.0)
+    pixel_mm: float = 1.0
+    slice_mm: float = 3.0
+    fov_mm: float = 480.0
+    fov_centre: tuple[float, float] = (0.0, 10.0)
+
+    def rois(self) -> tuple[RoiStyle, ...]:
+        return HEADNECK_ROIS
+
+    def neck_sd(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        bx, by = self.bend.body_frame(x, y, z)
+        t = np.clip((self.shoulder_z - z) / 35.0, 0.0, 1.0)
+        t = t * t * (3 - 2 * t)
+        half_x = np.float32(self.neck_half_x) + np.float32(self.shoulder_half_x - self.neck_half_x) * t
+        half_y = np.float32(self.neck_half_y) + np.float32(30.0) * t
+        neck = superellipse_sd(bx, by - np.float32(8.0) - np.float32(10.0) * t, half_x, half_y, 2.4)
+        return np.maximum(neck, z - np.float32(self.head.centre[2]))
+
+    def body_sd(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        bx, by = self.bend.body_frame(x, y, z)
+        return np.minimum(np.minimum(self.neck_sd(x, y, z), self.head.sd(bx, by, z)), self.face.sd(bx, by, z))
+
+    def bbox(self) -> tuple[np.ndarray, np.ndarray]:
+        lo = np.array([-self.shoulder_half_x - 12, -125.0, self.z_range[0] - 5])
+        hi = np.array([self.shoulder_half_x + 12, 125.0, self.z_range[1] + 5])
+        return lo, hi
+
+
+def _u(rng: np.random.Generator, low: float, high: float) -> float:
+    return float(rng.uniform(low, high))
+
+
+def sample_headneck(rng: np.random.Generator) -> HeadNeckModel:
+    """Draw one head-and-neck patient from the generative model."""
+    s = _u(rng, 0.9, 1.1)  # overall size
+    neck_x, neck_y = 56 * s * _u(rng, 0.92, 1.1), 58 * s * _u(rng, 0.92, 1.1)
+    head = Ellipsoid((0.0, 8.0, 100 * s), (74 * s * _u(rng, 0.95, 1.05), 92 * s * _u(rng, 0.95, 1.05), 88 * s))
+    face = Ellipsoid((0.0, -25.0 * s, 35 * s), (74 * s * _u(rng, 0.95, 1.05), 70 * s, 62 * s))
+    bend = Bend.random(rng, 5.0)
+    vertebra_y = 18.0 * s
+    canal_y = vertebra_y + 22.0
+    cord_top = 46.0 * s
+    brainstem = Capsule((0.0, canal_y - 4, cord_top), (0.0, canal_y - 10, cord_top + 38 * s), 10.5 * s, 13.0 * s)
+    ramus_x = _u(rng, 42, 48) * s
+    angle_y = _u(rng, -2, 6) * s
+    chin_y = -_u(rng, 68, 80) * s
+    condyle = np.array([ramus_x + 2, angle_y + 14, 52 * s])
+    mandible = []
+    for side in (1.0, -1.0):
+        angle = np.array([side * ramus_x, angle_y, 2.0])
+        mid = np.array([side * ramus_x * 0.72, chin_y * 0.55, 4.0])
+        chin = np.array([0.0, chin_y, 4.0])
+        for dz in (0.0, 14.0):
+            up = np.array([0, 0, dz])
+            mandible += [Capsule(angle + up, mid + up, 5.5, 6.0), Capsule(mid + up, chin + up, 6.0, 7.0)]
+        cond = condyle * np.array([side, 1, 1])
+        mandible += [Capsule(angle + np.array([0, 0, 6]), cond, 6.0, 5.5),
+                     Capsule(angle + np.array([0, -8, 10]), cond + np.array([0, -14, -4]), 5.0, 4.0)]
+    parotids, submandibular = {}, {}
+    for name, side in (("L", 1.0), ("R", -1.0)):
+        centre = np.array([side * (ramus_x + _u(rng, 6, 10)), angle_y + _u(rng, 8, 14), _u(rng, 26, 36) * s])
+        parotids[name] = Ellipsoid(centre, (_u(rng, 10, 13), _u(rng, 17, 22), _u(rng, 21, 27)),
+                                   rotation_matrix(side * _u(rng, -10, 10), 0, _u(rng, -8, 8)),
+                                   random_perturbation(rng, 0.07))
+        sub_centre = np.array([side * ramus_x * _u(rng, 0.62, 0.72), angle_y - _u(rng, 24, 32), -_u(rng, 4, 10)])
+        submandibular[name] = Ellipsoid(sub_centre, (_u(rng, 9, 12), _u(rng, 12, 15), _u(rng, 8, 10)),
+                                        rotation_matrix(side * _u(rng, 10, 30), 0, 0), random_perturbation(rng, 0.06))
+    eyes = [Ellipsoid((side * 32 * s, -62 * s + 0 * side, 88 * s), (12.0, 12.0, 12.0)) for side in (1.0, -1.0)]
+    airway = [
+        Capsule((0.0, 2.0, cord_top - 6), (0.0, 6.0, 20.0), 9.0, 8.0),
+        Capsule((0.0, 6.0, 20.0), (0.0, -2.0, -35.0), 8.0, 8.5),
+        Capsule((0.0, -2.0, -35.0), (0.0, -16.0, -140.0), 8.5, 9.0),
+    ]
+    oral_air = Ellipsoid((0.0, -40 * s, 22 * s), (16.0, 14.0, 3.0), None, random_perturbation(rng, 0.1))
+    muscles = []
+    for side in (1.0, -1.0):
+        muscles.append(Capsule((side * 52 * s, 26.0, 40 * s), (side * 20 * s, -44 * s, -110.0), 9.0, 10.0))
+    model = HeadNeckModel(
+        neck_half_x=neck_x, neck_half_y=neck_y, shoulder_half_x=_u(rng, 150, 185), shoulder_z=-_u(rng, 75, 95),
+        fat_mm=_u(rng, 4, 12), head=head, face=face, bend=bend, vertebra_y=vertebra_y, canal_y=canal_y,
+        cord_top_z=cord_top, brainstem=brainstem, mandible=mandible, parotids=parotids, submandibular=submandibular,
+        eyes=eyes, airway=airway, oral_air=oral_air, muscles=muscles, gtv=head, gtv_node=None, gtv_side="L",
+        ptv_margin_mm=float(rng.choice([5.0, 8.0])), gland_texture=SmoothField(rng, 3, (10.0, 25.0)),
+        vertebra_period=_u(rng, 16, 20),
+    )
+    _sample_tumour(model, rng)
+    _sample_scan(model, rng)
+    return model
+
+
+def _sample_tumour(model: HeadNeckModel, rng: np.random.Generator) -> None:
+    side = "L" if rng.uniform() < 0.5 else "R"
+    sign = 1.0 if side == "L" else -1.0
+    radius = _u(rng, 10, 20)
+    centre = np.array([sign * _u(rng, 6, 20), _u(rng, -14, 2), _u(rng, 4, 30)])
+    model.gtv = Ellipsoid(centre, radius * rng.uniform(0.8, 1.2, size=3), rotation_matrix(*rng.uniform(-60, 60, size=3)),
+                          random_perturbation(rng, 0.08))
+    model.gtv_side = side
+    if rng.uniform() < 0.7:
+        node = np.array([sign * _u(rng, 32, 42), _u(rng, -10, 12), _u(rng, -30, 5)])
+        model.gtv_node = Ellipsoid(node, rng.uniform(9, 17, size=3), rotation_matrix(*rng.uniform(-60, 60, size=3)),
+                                   random_perturbation(rng, 0.08))
+
+
+def _sample_scan(model: HeadNeckModel, rng: np.random.Generator) -> None:
+    slice_mm = float(rng.choice([2.5, 3.0]))
+    top = model.head.centre[2] + model.head.radii[2] + _u(rng, 5, 15)
+    bottom = -_u(rng, 115, 140)
+    n_slices = int(np.clip(round((top - bottom) / slice_mm) + 1, 100, 150))
+    centre_z = (top + bottom) / 2
+    z0 = centre_z - (n_slices - 1) * slice_mm / 2
+    model.z_range = (z0, z0 + (n_slices - 1) * slice_mm)
+    model.slice_mm = slice_mm
+    needed = 2 * model.shoulder_half_x + 60
+    model.pixel_mm = float(np.clip(max(rng.uniform(0.86, 0.98), needed / 512), 0.8, 1.2))
+    model.fov_mm = model.pixel_mm * 512
+    model.fov_centre = (0.0, 10.0)
+
+
+def _frame(model: HeadNeckModel, block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    bx, by = model.bend.body_frame(block.x, block.y, block.z)
+    return bx, by, block.z
+
+
+def _paint_ellipsoid(canvas: Canvas, model: HeadNeckModel, shape: Ellipsoid, value: float | None, pad: float = 3.0,
+                     inside: np.ndarray | None = None, **kwargs: object) -> None:
+    block = canvas.block(shape.bbox(pad))
+    if block is None:
+        return
+    if inside is not None:
+        kwargs["within"] = inside[block.index]
+    bx, by, z = _frame(model, block)
+    sd = shape.sd(bx, by, z)
+    if value is None:  # gland texture
+        value = np.float32(HU["parotid"]) + np.float32(12.0) * model.gland_texture(bx, by, z)
+    canvas.paint(block, sd, value, **kwargs)  # type: ignore[arg-type]
+
+
+def _capsules_sd(model: HeadNeckModel, capsules: list[Capsule], block) -> np.ndarray:
+    bx, by, z = _frame(model, block)
+    sd = None
+    for capsule in capsules:
+        part = capsule.sd(bx, by, z)
+        sd = part if sd is None else np.minimum(sd, part)
+    assert sd is not None
+    return sd
+
+
+def _capsules_block(canvas: Canvas, capsules: list[Capsule], pad: float):
+    lo = np.min([c.bbox(pad)[0] for c in capsules], axis=0)
+    hi = np.max([c.bbox(pad)[1] for c in capsules], axis=0)
+    return canvas.block((lo, hi))
+
+
+def render_headneck(model: HeadNeckModel, grid: GridSpec, *, edge_mm: float, fine_texture: bool = True) -> Canvas:
+    """Evaluate the head-and-neck model on ``grid``: HU (no scanner noise yet) and ROI masks."""
+    canvas = Canvas(grid, edge_mm)
+    lo, hi = model.bbox()
+    block = canvas.block((lo, hi))
+    assert block is not None
+    body = model.body_sd(block.x, block.y, block.z)
+    canvas.paint(block, body, HU["fat"], mask_name="External")
+    canvas.paint(block, body + np.float32(model.fat_mm), HU["muscle"])
+    del body
+    # skull and brain
+    head_block = canvas.block(model.head.bbox(2))
+    if head_block is not None:
+        bx, by, z = _frame(model, head_block)
+        skull = model.head.sd(bx, by, z) + np.float32(model.fat_mm * 0.5 + 2)
+        base = np.float32(model.cord_top_z + 4) - z
+        foramen = np.float32(15.0) - np.sqrt(bx * bx + (by - np.float32(model.canal_y - 6)) ** 2)
+        canvas.paint(head_block, np.maximum(np.maximum(skull, base - 8), foramen), HU["cortical"] + 250)
+        canvas.paint(head_block, np.maximum(skull + 7, base), HU["brain"])
+    for eye in model.eyes:
+        _paint_ellipsoid(canvas, model, eye, HU["csf"])
+    # muscles and airway
+    mblock = _capsules_block(canvas, model.muscles, 2)
+    if mblock is not None:
+        canvas.paint(mblock, _capsules_sd(model, model.muscles, mblock) - 1.5, HU["fat"])
+        canvas.paint(mblock, _capsules_sd(model, model.muscles, mblock), HU["muscle"] + 8)
+    _paint_ellipsoid(canvas, model, model.oral_air, HU["air"])
+    ablock = _capsules_block(canvas, model.airway, 4)
+    if ablock is not None:
+        airway = _capsules_sd(model, model.airway, ablock)
+        canvas.paint(ablock, airway - 3.0, HU["soft"] + 5)
+        canvas.paint(ablock, airway + np.float32(1.5), HU["air"])
+    # spine, cord and brainstem
+    sblock = canvas.block((np.array([-45.0, model.vertebra_y - 20, model.z_range[0] - 5]),
+                           np.array([45.0, model.canal_y + 40, model.cord_top_z + 12])))
+    if sblock is not None:
+        bx, by, z = _frame(model, sblock)
+        top = z - np.float32(model.cord_top_z + 4)
+        vert = np.maximum(elliptic_cylinder_sd(bx, by, 0.0, model.vertebra_y, 16.0, 13.0), top)
+        phase = np.mod(z, np.float32(model.vertebra_period))
+        value = np.where(phase < 4.0, np.float32(HU["disc"]),
+                         np.where(vert > -1.8, np.float32(HU["cortical"] - 100), np.float32(HU["cancellous"])))
+        canvas.paint(sblock, vert, value)
+        arch = np.maximum(elliptic_cylinder_sd(bx, by, 0.0, model.canal_y, 13.0, 12.0), top)
+        spinous = np.maximum(np.maximum(np.abs(bx) - 4.0, np.abs(by - model.canal_y - 20) - 14.0), top)
+        canvas.paint(sblock, np.minimum(arch, spinous), HU["cortical"] - 250)
+        canvas.paint(sblock, np.maximum(elliptic_cylinder_sd(bx, by, 0.0, model.canal_y, 8.5, 7.5), top), HU["csf"])
+        cord = np.maximum(elliptic_cylinder_sd(bx, by, 0.0, model.canal_y - 1, 5.0, 4.0), z - np.float32(model.cord_top_z))
+        canvas.paint(sblock, cord, HU["cord"], mask_name="SpinalCord")
+    bblock = _capsules_block(canvas, [model.brainstem], 3)
+    if bblock is not None:
+        bs = np.maximum(_capsules_sd(model, [model.brainstem], bblock), np.float32(model.cord_top_z) - bblock.z)
+        canvas.paint(bblock, bs, HU["brain"] - 3, mask_name="Brainstem")
+        canvas.masks["SpinalCord"][bblock.index] &= ~canvas.masks["Brainstem"][bblock.index]
+    # glands (parotid fattier and darker than muscle), then the mandible over them
+    for name, parotid in model.parotids.items():
+        _paint_ellipsoid(canvas, model, parotid, None, mask_name=f"Parotid_{name}", inside=canvas.mask("External"))
+    for name, gland in model.submandibular.items():
+        _paint_ellipsoid(canvas, model, gland, HU["submandibular"], mask_name=f"Glnd_Submand_{name}",
+                         inside=canvas.mask("External"))
+    mblock = _capsules_block(canvas, model.mandible, 3)
+    if mblock is not None:
+        mandible = _capsules_sd(model, model.mandible, mblock)
+        value = np.where(mandible > -2.2, np.float32(HU["cortical"] + 350), np.float32(HU["cancellous"] + 80))
+        canvas.paint(mblock, mandible, value, mask_name="Mandible", within=canvas.mask("External")[mblock.index])
+        for name in ("Parotid_L", "Parotid_R", "Glnd_Submand_L", "Glnd_Submand_R"):
+            canvas.masks[name][mblock.index] &= ~canvas.masks["Mandible"][mblock.index]
+    _paint_tumour(canvas, model)
+    return canvas
+
+
+def _paint_tumour(canvas: Canvas, model: HeadNeckModel) -> None:
+    margin = model.ptv_margin_mm
+    parts = [model.gtv] if model.gtv_node is None else [model.gtv, model.gtv_node]
+    lo = np.min([p.bbox(margin + 4)[0] for p in parts], axis=0)
+    hi = np.max([p.bbox(margin + 4)[1] for p in parts], axis=0)
+    block = canvas.block((lo, hi))
+    if block is None:
+        return
+    bx, by, z = _frame(model, block)
+    gtv = model.gtv.sd(bx, by, z)
+    if model.gtv_node is not None:
+        gtv = np.minimum(gtv, model.gtv_node.sd(bx, by, z))
+    body = canvas.mask("External")[block.index]
+    canvas.paint(block, gtv, HU["tumour"] + 10, mask_name="GTV", within=body)
+    inside_skin = model.body_sd(block.x, block.y, block.z) < -PTV_SKIN_CROP_MM
+    ptv = np.broadcast_to((gtv - np.float32(margin) < 0) & inside_skin, block.shape)
+    canvas.mask("PTV")[block.index] |= ptv

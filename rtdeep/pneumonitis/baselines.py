@@ -1,0 +1,59 @@
+"""Dose-only comparison models fitted on the training patients: logistic regression on one
+dosimetric figure (mean lung dose in Gy, or V20 in %).
+
+The fixed-parameter models (QUANTEC LKB, published logistic MLD) live in :mod:`rtdeep.ntcp`; these
+are the same shapes refitted to the cohort at hand, the usual "dose-only" baseline a CNN must beat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["LogisticFit", "fit_logistic"]
+
+
+@dataclass(frozen=True)
+class LogisticFit:
+    """``risk = 1 / (1 + exp(-(intercept + slope * x)))`` for one feature ``x``.
+
+    Attributes:
+        feature: what ``x`` is (e.g. ``"mld_gy"``, ``"v20_pct"``).
+        intercept, slope: fitted coefficients (slope per unit of ``x``).
+        x50: the ``x`` at 50% risk (``-intercept / slope``).
+    """
+
+    feature: str
+    intercept: float
+    slope: float
+
+    @property
+    def x50(self) -> float:
+        return -self.intercept / self.slope if self.slope else float("inf")
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Risk of grade >= 2 pneumonitis in [0, 1] for values ``x``."""
+        z = self.intercept + self.slope * np.asarray(x, dtype=np.float64)
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def fit_logistic(feature: str, x: np.ndarray, labels: np.ndarray, ridge: float = 1e-4, iterations: int = 100) -> LogisticFit:
+    """Maximum-likelihood logistic regression of ``labels`` (1 = grade >= 2 pneumonitis) on ``x`` by
+    Newton-Raphson, with a tiny ridge penalty so a separable set still converges."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    # standardise for a well-conditioned Hessian, then map back
+    centre, scale = float(x.mean()), float(x.std()) or 1.0
+    design = np.column_stack([np.ones_like(x), (x - centre) / scale])
+    beta = np.zeros(2)
+    for _ in range(iterations):
+        risk = 1.0 / (1.0 + np.exp(-design @ beta))
+        gradient = design.T @ (y - risk) - ridge * np.array([0.0, beta[1]])
+        hessian = (design * (risk * (1 - risk))[:, None]).T @ design + ridge * np.diag([0.0, 1.0])
+        step = np.linalg.solve(hessian + 1e-12 * np.eye(2), gradient)
+        beta += step
+        if np.abs(step).max() < 1e-10:
+            break
+    slope = beta[1] / scale
+    return LogisticFit(feature, float(beta[0] - slope * centre), float(slope))

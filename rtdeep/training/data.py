@@ -1,0 +1,158 @@
+"""Training cases on the model grid: windowed CT plus an organ label map, cached as ``.npz``.
+
+A case is prepared once per (study, site) and cached, so epochs read small arrays: the CT is
+cropped to the body, resampled to the site's model spacing (trilinear with anti-aliasing) and
+windowed to [0, 1]; each organ mask is resampled the same way (linear, > 0.5) and painted into a
+label map (value = organ position + 1; a later organ wins an overlap). Arrays are ``[k, j, i]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rtdeep.dicomrt.types import Roi
+from rtdeep.errors import RtDeepError
+from rtdeep.inference.resample import body_box, crop_volume, resample_to_spacing, window_hu
+from rtdeep.training.sites import SiteSpec
+from rtdeep.volume import Volume
+
+__all__ = ["SegCase", "prepare_case", "cases_from_manifest", "cases_from_phantoms", "load_or_prepare"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SegCase:
+    """One study on the model grid.
+
+    Attributes:
+        case_id: patient or study identifier.
+        image: CT on the model grid, float32 ``[k, j, i]``: HU from :func:`prepare_case`, windowed
+            to [0, 1] once loaded for training.
+        labels: organ label map, uint8 ``[k, j, i]`` (0 background).
+        affine: model-grid index (i, j, k) -> LPS mm.
+        present: per organ, whether the study had that structure (missing ones are not penalised
+            as background in validation Dice).
+    """
+
+    case_id: str
+    image: np.ndarray
+    labels: np.ndarray
+    affine: np.ndarray
+    present: np.ndarray
+
+
+def prepare_case(case_id: str, ct: Volume, rois: Sequence[Roi], site: SiteSpec) -> SegCase:
+    """Crop and resample a CT (HU) and rasterise the site's organs on the model grid."""
+    box = body_box(ct.array)
+    cropped = crop_volume(ct, box)
+    image = resample_to_spacing(cropped, site.spacing_mm)
+    labels = np.zeros(image.shape, np.uint8)
+    present = np.zeros(len(site.organs), bool)
+    by_name = {roi.name: roi for roi in rois}
+    for value, organ in enumerate(site.organs, start=1):
+        roi = by_name.get(organ.name)
+        if roi is None or not roi.mask.any():
+            continue
+        mask = resample_to_spacing(crop_volume(ct.with_array(roi.mask.astype(np.float32)), box), site.spacing_mm)
+        labels[mask.array > 0.5] = value
+        present[value - 1] = True
+    return SegCase(case_id, image.array, labels, image.affine, present)
+
+
+def _save(case: SegCase, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(
+        tmp, hu=case.image.astype(np.float16), labels=case.labels, affine=case.affine, present=case.present,
+        case_id=np.array(case.case_id),
+    )
+    tmp.replace(path)
+
+
+def _load(path: Path) -> SegCase:
+    with np.load(path) as data:
+        return SegCase(
+            str(data["case_id"]), data["hu"].astype(np.float32), data["labels"], data["affine"], data["present"]
+        )
+
+
+def load_or_prepare(cache_path: Path | None, make: Callable[[], SegCase], site: SiteSpec) -> SegCase:
+    """Read ``cache_path`` if it exists, else ``make()`` the case (HU) and cache it there; then window it."""
+    if cache_path is not None and cache_path.is_file():
+        case = _load(cache_path)
+    else:
+        case = make()
+        if cache_path is not None:
+            _save(case, cache_path)
+    case.image = window_hu(case.image, site.intensity_window)
+    return case
+
+
+def _tag(site: SiteSpec) -> str:
+    return f"{site.name}_{'x'.join(f'{s:g}' for s in site.spacing_mm)}"
+
+
+def cases_from_manifest(
+    data_dir: str | Path, site: SiteSpec, cache_dir: Path | None, limit: int | None = None
+) -> list[SegCase]:
+    """Cases from a cohort folder with ``manifest.csv`` (column ``study_dir`` relative to it).
+
+    Each study is read with :func:`rtdeep.dicomrt.study.load_study` (CT plus RT Structure Set).
+
+    Raises:
+        RtDeepError: no manifest, or a study without a structure set.
+    """
+    from rtdeep.dicomrt.study import load_study
+
+    data_dir = Path(data_dir)
+    manifest = data_dir / "manifest.csv"
+    if not manifest.is_file():
+        raise RtDeepError("training data needs a manifest.csv (written by `rtdeep phantom`)", path=manifest)
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or "study_dir" not in rows[0]:
+        raise RtDeepError("manifest.csv has no rows with a 'study_dir' column", path=manifest)
+    rows = rows[:limit] if limit else rows
+    cases = []
+    for row in rows:
+        study_dir = data_dir / row["study_dir"]
+        case_id = row.get("patient_id") or study_dir.name
+
+        def make(study_dir: Path = study_dir, case_id: str = case_id) -> SegCase:
+            study = load_study(study_dir)
+            if study.structure_set is None:
+                raise RtDeepError("study has no RT Structure Set to train on", path=study_dir)
+            return prepare_case(case_id, study.ct.volume, study.structure_set.rois, site)
+
+        cache = None if cache_dir is None else cache_dir / f"{_tag(site)}_{_safe(case_id)}.npz"
+        cases.append(load_or_prepare(cache, make, site))
+    return cases
+
+
+def cases_from_phantoms(
+    site: SiteSpec, indices: Sequence[int], seed: int, grid: str, cache_dir: Path | None
+) -> list[SegCase]:
+    """Cases generated in memory by :func:`rtdeep.phantom.generate_patient` (cached when ``cache_dir``)."""
+    from rtdeep.phantom import generate_patient
+
+    cases = []
+    for index in indices:
+
+        def make(index: int = index) -> SegCase:
+            patient = generate_patient(site.name, index, seed, grid=grid)
+            return prepare_case(patient.patient_id, patient.ct, patient.rois, site)
+
+        cache = None if cache_dir is None else cache_dir / f"{_tag(site)}_{grid}_s{seed}_i{index}.npz"
+        cases.append(load_or_prepare(cache, make, site))
+    return cases
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
