@@ -6,7 +6,6 @@ import csv
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import hash_tree
 from scipy.ndimage import binary_erosion
@@ -51,50 +50,58 @@ def _rows(out: Path) -> dict[str, dict[str, str]]:
         return {row["roi_name"]: row for row in csv.DictReader(handle)}
 
 
-def test_compare_detects_dice_drop(study: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+ORGANS = ("Lung_L", "Heart", "SpinalCord")
+
+
+@pytest.fixture(scope="module")
+def eroded_out(study: dict[str, Path]) -> Path:
+    """One full run (all shared ROIs, overlays) of the eroded set against the reference."""
     before = hash_tree(study["folder"])
-    same_out, eroded_out = study["root"] / "same", study["root"] / "eroded"
-    assert _run(study, study["reference"], same_out, "--no-png") == 0
-    assert _run(study, study["test"], eroded_out) == 0
+    out = study["root"] / "eroded"
+    assert _run(study, study["test"], out) == 0
+    assert hash_tree(study["folder"]) == before  # inputs untouched
+    return out
+
+
+def test_compare_detects_dice_drop(study: dict[str, Path], eroded_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    same_out = study["root"] / "same"
+    roi_args = [arg for name in ORGANS for arg in ("--roi", name)]
+    assert _run(study, study["reference"], same_out, "--no-png", *roi_args) == 0
     printed = capsys.readouterr().out
-    assert "Dice" in printed and "HD95" in printed
+    assert "Dice" in printed and "HD95" in printed and "Heart" in printed
 
     same, eroded = _rows(same_out), _rows(eroded_out)
-    assert set(eroded) == set(same) and len(same) >= 3
+    assert set(same) == set(ORGANS) and set(ORGANS) < set(eroded)
     for name, row in same.items():
         assert float(row["dice"]) == pytest.approx(1.0)
         assert float(row["hd95_mm"]) == 0.0
-        drop = eroded[name]
-        assert eroded[name]["test_roi"] == name.upper()  # matched case-insensitively
+    for name, drop in eroded.items():
+        assert drop["test_roi"] == name.upper()  # matched case-insensitively
         assert float(drop["dice"]) < 0.97, (name, drop)
         assert float(drop["volume_test_cc"]) < float(drop["volume_ref_cc"])
         assert float(drop["hd95_mm"]) > 0.0 and not math.isnan(float(drop["msd_mm"]))
-    assert hash_tree(study["folder"]) == before  # inputs untouched
 
 
-def test_compare_writes_overlays_in_talk_colours(study: dict[str, Path]) -> None:
+def test_compare_writes_overlays_in_talk_colours(eroded_out: Path) -> None:
     import matplotlib.image
 
-    out = study["root"] / "eroded_png"
-    assert _run(study, study["test"], out) == 0
-    pngs = sorted(out.glob("*.png"))
+    pngs = sorted(eroded_out.glob("*.png"))
     names = {p.name for p in pngs}
-    assert "coronal.png" in names and any(n.startswith("axial_Lung_L") for n in names)
+    assert "coronal.png" in names and {f"axial_{organ}.png" for organ in ORGANS} <= names
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rgb = matplotlib.image.imread(out / "axial_Heart.png")[..., :3]
+    rgb = matplotlib.image.imread(eroded_out / "axial_Heart.png")[..., :3]
     yellow = (rgb[..., 0] > 0.9) & (rgb[..., 1] > 0.9) & (rgb[..., 2] < 0.2)
     red = (rgb[..., 0] > 0.9) & (rgb[..., 1] < 0.2) & (rgb[..., 2] < 0.2)
     assert yellow.sum() > 50 and red.sum() > 50
 
 
-def test_compare_refuses_to_overwrite(study: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    out = study["root"] / "twice"
-    assert _run(study, study["test"], out, "--no-png") == 0
+def test_compare_refuses_to_overwrite(study: dict[str, Path], eroded_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
-    assert _run(study, study["test"], out, "--no-png") == 2
+    assert _run(study, study["test"], eroded_out, "--no-png") == 2
     assert "metrics.csv" in capsys.readouterr().err
-    assert _run(study, study["test"], out, "--no-png", "--overwrite") == 0
+    assert _run(study, study["test"], eroded_out, "--no-png", "--roi", "Heart", "--overwrite") == 0
+    assert list(_rows(eroded_out)) == ["Heart"]
 
 
 def test_compare_empty_test_roi_does_not_crash(study: dict[str, Path]) -> None:
@@ -103,13 +110,11 @@ def test_compare_empty_test_roi_does_not_crash(study: dict[str, Path]) -> None:
     from rtdeep.dicomrt.rtstruct_writer import write_rtstruct
 
     ct = read_ct_series(study["ct"])
-    reference = read_rtstruct(study["reference"], ct)
-    keep = [roi for roi in reference.rois if roi.name != "Heart"]
-    partial = write_rtstruct(ct, keep, study["root"] / "RS_no_heart.dcm", uid_seed=("partial", SEED))
+    reference = read_rtstruct(study["reference"], ct, roi_names=["Lung_L", "SpinalCord"])
+    partial = write_rtstruct(ct, reference.rois, study["root"] / "RS_no_heart.dcm", uid_seed=("partial", SEED))
     out = study["root"] / "no_heart"
-    names = [roi.name for roi in reference.rois]
-    roi_args = [arg for name in names for arg in ("--roi", name)]
-    assert _run(study, Path(partial), out, "--no-png", *roi_args) == 0
-    heart = _rows(out)["Heart"]
+    assert _run(study, Path(partial), out, "--no-png", "--roi", "Heart", "--roi", "Lung_L") == 0
+    rows = _rows(out)
+    heart = rows["Heart"]
     assert float(heart["dice"]) == 0.0 and heart["hd95_mm"] == "nan" and heart["note"] == "not in test"
-    assert np.isfinite(float(_rows(out)["Lung_L"]["dice"]))
+    assert float(rows["Lung_L"]["dice"]) == pytest.approx(1.0)

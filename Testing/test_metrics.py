@@ -56,6 +56,7 @@ def test_offset_along_slices_uses_slice_spacing() -> None:
     assert values["hd95_mm"] <= hausdorff.GetHausdorffDistance() + 1e-6
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecation notice
 @pytest.mark.parametrize("offset_mm", [(0.0, 0.0, 0.0), (4.0, 0.0, 0.0), (0.0, 5.0, 6.0), (7.0, -2.5, 3.0)])
 def test_dice_and_hausdorff_agree_with_simpleitk(offset_mm: tuple[float, float, float]) -> None:
     reference = sphere(CENTRE, 18.0)

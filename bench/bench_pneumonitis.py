@@ -144,6 +144,13 @@ def main() -> int:
     args = parser.parse_args()
     crops = args.crops.split(",")
     if not args.reuse and args.parallel and len(crops) > 1:
+        if args.source == "memory":
+            # prepare every crop in one pass over the phantoms; the children then read the cache
+            from rtdeep.pneumonitis.dataset import phantom_records
+
+            size, cache = (args.size,) * 3, args.out / "cache-memory"
+            phantom_records(args.train_seed, range(args.n_train), crops, None, size, args.grid, cache, _log)
+            phantom_records(args.test_seed, range(args.n_test), crops, None, size, args.grid, cache, _log)
         forwarded = [a for a in sys.argv[1:] if a != "--parallel"]
         children = []
         for crop in crops:

@@ -253,13 +253,16 @@ class PneumonitisLogic:
             },
             {"quantity": "V5", "value": f"{result.v5Pct:.1f}", "unit": "%", "source": "normal-lung DVH"},
             {"quantity": "V20", "value": f"{result.v20Pct:.1f}", "unit": "%", "source": "normal-lung DVH"},
-            {
-                "quantity": f"V{thresholdGy:g}",
-                "value": f"{result.vThresholdPct:.1f}",
-                "unit": "%",
-                "source": "normal-lung DVH",
-            },
         ]
+        if f"{thresholdGy:g}" not in ("5", "20"):
+            rows.append(
+                {
+                    "quantity": f"V{thresholdGy:g}",
+                    "value": f"{result.vThresholdPct:.1f}",
+                    "unit": "%",
+                    "source": "normal-lung DVH",
+                }
+            )
         for model, value in result.ntcp.items():
             rows.append(
                 {

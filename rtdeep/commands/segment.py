@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         close()
     args.out.mkdir(parents=True, exist_ok=True)
-    model_name = bundle.path.name
+    model_name = str(bundle.config.get("bundle_name") or bundle.path.name)
     rs_path = write_rtstruct(
         ct, rois, args.out / f"RS.{model_name}.dcm", label=args.label[:16], generation_algorithm="AUTOMATIC",
         series_description=f"AI contours {model_name}"[:64], overwrite=args.overwrite,

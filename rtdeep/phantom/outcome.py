@@ -8,7 +8,7 @@ This is an *assumption of the simulation*, not a clinical finding. The risk comb
   reticulation) that lies inside the >= 20 Gy region of the lungs,
 
 as ``logit(risk) = ALPHA + GAMMA * logit(NTCP) + BETA * (1 - exp(-ild_in_v20_cc / ILD_SCALE_CC))``
-(ALPHA 3.2, GAMMA 1.8, BETA 3.3, ILD_SCALE_CC 8). GAMMA > 1 makes the dose response of this
+(ALPHA 2.9, GAMMA 1.8, BETA 3.3, ILD_SCALE_CC 8). GAMMA > 1 makes the dose response of this
 simulated population steeper than QUANTEC's, so that dose alone reaches an AUC of about 0.65;
 ALPHA sets the event rate to about 40%.
 The abnormality elsewhere in the lungs carries no risk, so a model that sees the whole lung is
@@ -36,7 +36,7 @@ __all__ = [
 
 TD50_GY = 31.4
 M_SLOPE = 0.45
-ALPHA = 3.2
+ALPHA = 2.9
 GAMMA = 1.8
 BETA = 3.3
 ILD_SCALE_CC = 8.0

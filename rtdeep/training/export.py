@@ -101,7 +101,7 @@ def segmentation_metadata(
                 "context_slices": arch.context_slices,
                 "roi_size": list(INFERENCE_ROI),
                 "overlap": 0.25,
-                "slice_batch": 16,
+                "slice_batch": 32,
                 "size_divisor": arch.size_divisor,
                 "postprocess": "largest connected component, holes filled per axial slice",
             },

@@ -1,0 +1,135 @@
+"""Model bundles: checksums, loading, the bundled models and the model database."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtdeep.bundles import (
+    MANIFEST_NAME,
+    WEIGHTS_PATH,
+    list_bundles,
+    load_bundle,
+    models_dir,
+    read_metadata,
+    resolve_bundle,
+    verify_bundle,
+    write_bundle,
+)
+from rtdeep.errors import BundleError
+from rtdeep.models import build_network
+from rtdeep.training.export import segmentation_metadata
+from rtdeep.training.sites import ARCHITECTURES, SITES
+
+SEGMENTATION_BUNDLES = [f"{site}_{arch}" for site in SITES for arch in ARCHITECTURES]
+
+
+def _segmentation_bundles() -> list[Path]:
+    return [p for p in list_bundles() if read_metadata(p)["rtdeep"].get("kind") == "segmentation"]
+
+
+@pytest.fixture()
+def small_bundle(tmp_path: Path) -> Path:
+    site, arch = SITES["thorax"], ARCHITECTURES["unet3d"]
+    torch.manual_seed(0)
+    network = build_network(arch.network_spec(site))
+    return write_bundle(tmp_path / "my_bundle", network, segmentation_metadata(site, arch), "# test card\n")
+
+
+def test_write_then_load_gives_the_same_network(small_bundle: Path) -> None:
+    site, arch = SITES["thorax"], ARCHITECTURES["unet3d"]
+    torch.manual_seed(0)
+    original = build_network(arch.network_spec(site)).eval()
+    bundle = load_bundle(small_bundle)  # a user's bundle, by path
+    assert not bundle.network.training
+    assert [label.name for label in bundle.labels] == site.organ_names
+    assert bundle.spacing_mm == site.spacing_mm
+    probe = torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(original(probe), bundle.network(probe))
+    manifest = json.loads((small_bundle / MANIFEST_NAME).read_text())
+    assert set(manifest) == {"configs/metadata.json", "models/model.pt", "docs/README.md"}
+
+
+def test_write_bundle_refuses_to_overwrite(small_bundle: Path) -> None:
+    network = load_bundle(small_bundle).network
+    with pytest.raises(BundleError, match="exists"):
+        write_bundle(small_bundle, network, read_metadata(small_bundle), "# again\n")
+
+
+def test_changed_weights_are_refused_naming_the_file(small_bundle: Path) -> None:
+    weights = small_bundle / WEIGHTS_PATH
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="checksum mismatch") as raised:
+        load_bundle(small_bundle)
+    assert str(weights) in str(raised.value)
+
+
+def test_missing_file_and_missing_manifest_are_refused(small_bundle: Path) -> None:
+    (small_bundle / "docs" / "README.md").unlink()
+    with pytest.raises(BundleError, match="missing") as raised:
+        verify_bundle(small_bundle)
+    assert "README.md" in str(raised.value)
+    (small_bundle / MANIFEST_NAME).unlink()
+    with pytest.raises(BundleError, match="manifest"):
+        load_bundle(small_bundle)
+
+
+def test_unknown_or_untrusted_network_names_are_refused() -> None:
+    with pytest.raises(BundleError, match="not registered"):
+        build_network({"name": "NoSuchNet", "kwargs": {}})
+    with pytest.raises(BundleError, match="not registered"):
+        build_network({"name": "os:system", "kwargs": {}})
+    with pytest.raises(BundleError, match="rejected its kwargs"):
+        build_network({"name": "UNet", "kwargs": {"no_such_argument": 1}})
+
+
+def test_unknown_bundle_name_lists_the_available_ones(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="no model bundle"):
+        resolve_bundle(tmp_path / "nothing_here")
+
+
+def test_models_dir_override(monkeypatch: pytest.MonkeyPatch, small_bundle: Path) -> None:
+    monkeypatch.setenv("RTDEEP_MODELS_DIR", str(small_bundle.parent))
+    assert models_dir() == small_bundle.parent
+    assert list_bundles() == [small_bundle]
+    assert load_bundle("my_bundle").path == small_bundle
+
+
+def test_every_bundled_segmentation_model_verifies_and_loads() -> None:
+    bundles = _segmentation_bundles()
+    assert sorted(p.name for p in bundles) == sorted(SEGMENTATION_BUNDLES)
+    total_weights = 0
+    for path in bundles:
+        bundle = load_bundle(path)
+        site = SITES[bundle.site]
+        assert [label.name for label in bundle.labels] == site.organ_names
+        assert not bundle.network.training
+        card = (path / "docs" / "README.md").read_text()
+        assert "synthetic phantoms" in card.lower()
+        assert "Held-out" in card and "Dice" in card
+        total_weights += (path / WEIGHTS_PATH).stat().st_size
+    assert total_weights <= 60 * 1024 * 1024
+
+
+def test_model_database_lists_every_bundle() -> None:
+    database = json.loads((models_dir() / "models.json").read_text())
+    entries = {entry["name"]: entry for entry in database["models"]}
+    assert set(SEGMENTATION_BUNDLES) <= set(entries)
+    for name in SEGMENTATION_BUNDLES:
+        entry = entries[name]
+        assert entry["segments"] == SITES[entry["site"]].organ_names
+        assert (models_dir() / name).is_dir()
+
+
+def test_copied_bundle_loads_from_its_new_place(tmp_path: Path) -> None:
+    source = models_dir() / "thorax_unet25d"
+    shutil.copytree(source, tmp_path / "copy")
+    bundle = load_bundle(tmp_path / "copy")
+    assert bundle.architecture == "unet25d" and bundle.path == tmp_path / "copy"
