@@ -115,8 +115,8 @@ def test_prepare_case_puts_organs_on_the_model_grid(heldout_small_phantoms) -> N
 
 def test_segment_command_writes_a_valid_rtstruct(tmp_path: Path, heldout_small_phantoms) -> None:
     import nibabel as nib
-
     from conftest import hash_tree
+
     from rtdeep.cli import main
     from rtdeep.dicomrt.validate import check_rtstruct
     from rtdeep.phantom import write_patient

@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu = statistics.median(r[2] for r in runs)
         name = metadata["rtdeep"].get("bundle_name") or Path(model).name
         ok = "ok" if wall <= 15.0 and rss <= 3072 else "MISSED"
-        print(f"{name:<22} {str(tuple(shape)):<18} {wall:7.1f} {cpu:7.1f} {rss:12.0f}  {ok}")
+        print(f"{name:<22} {tuple(shape)!s:<18} {wall:7.1f} {cpu:7.1f} {rss:12.0f}  {ok}")
         results[name] = {
             "wall_s_median": wall, "peak_rss_mb_median": rss, "cpu_s_median": cpu, "repeats": args.repeats,
             "ct_shape_kji": list(shape),

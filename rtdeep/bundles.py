@@ -39,20 +39,20 @@ from rtdeep.errors import BundleError
 from rtdeep.models.registry import build_network
 
 __all__ = [
+    "MANIFEST_NAME",
+    "METADATA_PATH",
+    "MODEL_CARD_PATH",
+    "WEIGHTS_PATH",
     "BundleLabel",
     "LoadedBundle",
-    "models_dir",
     "list_bundles",
-    "resolve_bundle",
-    "read_metadata",
-    "verify_bundle",
     "load_bundle",
+    "models_dir",
+    "read_metadata",
+    "resolve_bundle",
+    "verify_bundle",
     "write_bundle",
     "write_manifest",
-    "METADATA_PATH",
-    "WEIGHTS_PATH",
-    "MODEL_CARD_PATH",
-    "MANIFEST_NAME",
 ]
 
 METADATA_PATH = "configs/metadata.json"

@@ -35,20 +35,20 @@ def _progress_bar():  # -> callback, close
 
     def callback(fraction: float, message: str) -> None:
         bar.set_description(message[:40])
-        bar.n = int(round(100 * min(max(fraction, 0.0), 1.0)))
+        bar.n = round(100 * min(max(fraction, 0.0), 1.0))
         bar.refresh()
 
     return callback, bar.close
 
 
-def _print_dice(reference_path: Path, ct, rois) -> None:  # noqa: ANN001
+def _print_dice(reference_path: Path, ct, rois) -> None:
     from rtdeep.dicomrt.rtstruct_reader import read_rtstruct
 
     reference = read_rtstruct(reference_path, ct)
     try:
         from rtdeep.metrics import segment_metrics
 
-        def dice(a, b) -> float:  # noqa: ANN001
+        def dice(a, b) -> float:
             return segment_metrics(a, b, ct.volume.spacing_mm)["dice"]
     except ImportError:
         from rtdeep.inference.simple_dice import dice_coefficient as dice

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["largest_component", "fill_holes_axial", "clean_organ_mask"]
+__all__ = ["clean_organ_mask", "fill_holes_axial", "largest_component"]
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

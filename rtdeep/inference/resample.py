@@ -15,12 +15,12 @@ from scipy import ndimage
 from rtdeep.volume import Volume
 
 __all__ = [
-    "model_grid_affine",
-    "resample_to_spacing",
-    "resample_box_to_grid",
-    "window_hu",
     "body_box",
     "crop_volume",
+    "model_grid_affine",
+    "resample_box_to_grid",
+    "resample_to_spacing",
+    "window_hu",
 ]
 
 

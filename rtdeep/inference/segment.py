@@ -23,10 +23,16 @@ from rtdeep.dicomrt.types import Roi
 from rtdeep.errors import BundleError
 from rtdeep.inference.postprocess import clean_organ_mask
 from rtdeep.inference.predict import predict_probabilities
-from rtdeep.inference.resample import body_box, crop_volume, resample_box_to_grid, resample_to_spacing, window_hu
+from rtdeep.inference.resample import (
+    body_box,
+    crop_volume,
+    resample_box_to_grid,
+    resample_to_spacing,
+    window_hu,
+)
 from rtdeep.volume import Volume
 
-__all__ = ["segment_volume", "predict_label_map", "ProgressCallback"]
+__all__ = ["ProgressCallback", "predict_label_map", "segment_volume"]
 
 #: called with (fraction done in [0, 1], message)
 ProgressCallback = Callable[[float, str], None]

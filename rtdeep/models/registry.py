@@ -16,7 +16,7 @@ import torch
 
 from rtdeep.errors import BundleError
 
-__all__ = ["register_network", "build_network", "registered_networks", "TRUSTED_PACKAGES"]
+__all__ = ["TRUSTED_PACKAGES", "build_network", "register_network", "registered_networks"]
 
 #: packages a dotted network name may come from (a bundle must not import arbitrary code)
 TRUSTED_PACKAGES = ("rtdeep", "monai")

@@ -160,7 +160,9 @@ machine. Grad-CAM on the second to last block shows where it looked.
 
 ## Measured performance
 Cross-validated (out-of-fold) on the training cohort: AUC {train_m.auc:.3f}
-[{train_m.auc_ci_low:.2f}, {train_m.auc_ci_high:.2f}], accuracy {100 * train_m.accuracy:.1f} %.
+[{train_m.auc_ci_low:.2f}, {train_m.auc_ci_high:.2f}], accuracy {100 * train_m.accuracy:.1f} %. These are single
+fold models, each trained on {n_members - 1}/{n_members} of the cohort; the held-out numbers below are of the
+{n_members}-model ensemble (the bundled model), which is why they can be higher.
 
 {test_part}
 

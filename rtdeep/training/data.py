@@ -22,7 +22,7 @@ from rtdeep.inference.resample import body_box, crop_volume, resample_to_spacing
 from rtdeep.training.sites import SiteSpec
 from rtdeep.volume import Volume
 
-__all__ = ["SegCase", "prepare_case", "cases_from_manifest", "cases_from_phantoms", "load_or_prepare"]
+__all__ = ["SegCase", "cases_from_manifest", "cases_from_phantoms", "load_or_prepare", "prepare_case"]
 
 log = logging.getLogger(__name__)
 

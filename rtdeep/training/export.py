@@ -14,7 +14,7 @@ import torch
 from rtdeep.training.sites import ArchSpec, SiteSpec
 from rtdeep.training.trainer import INFERENCE_ROI
 
-__all__ = ["segmentation_metadata", "model_card", "bundle_name"]
+__all__ = ["bundle_name", "model_card", "segmentation_metadata"]
 
 BUNDLE_VERSION = "0.1.0"
 
@@ -148,10 +148,12 @@ def model_card(
     else:
         lines.append(f"- Loss Dice + cross-entropy; Adam lr {arch.learning_rate}.")
     lines += [
-        f"- Organs (label value: TG-263 name): "
+        "- Organs (label value: TG-263 name): "
         + ", ".join(f"{i}: {o.name}" for i, o in enumerate(site.organs, start=1)) + ".",
-        f"- Input: CT cropped to the body (HU > -500), resampled to {list(site.spacing_mm)} mm (i, j, k), "
-        f"window {list(site.intensity_window)} HU -> [0, 1]. Output resampled back to the CT grid;",
+        (
+            f"- Input: CT cropped to the body (HU > -500), resampled to {list(site.spacing_mm)} mm (i, j, k), "
+            f"window {list(site.intensity_window)} HU -> [0, 1]. Output resampled back to the CT grid;"
+        ),
         "  each organ keeps its largest connected component with holes filled.",
         "",
         "## Training",

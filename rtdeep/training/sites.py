@@ -11,7 +11,7 @@ from typing import Any
 
 from rtdeep.errors import RtDeepError
 
-__all__ = ["OrganLabel", "SiteSpec", "ArchSpec", "SITES", "ARCHITECTURES", "get_site", "get_arch"]
+__all__ = ["ARCHITECTURES", "SITES", "ArchSpec", "OrganLabel", "SiteSpec", "get_arch", "get_site"]
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "TRAIN_INDICES", "VAL_INDICES", "HELDOUT_INDICES", "TRAIN_SEED", "HELDOUT_SEED"]
+__all__ = ["HELDOUT_INDICES", "HELDOUT_SEED", "TRAIN_INDICES", "TRAIN_SEED", "VAL_INDICES", "main"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORK_DIR = PROJECT_ROOT / "bench" / "out" / "train_bundles"
 CACHE_DIR = PROJECT_ROOT / "bench" / "out" / "seg_cache"
 TRAIN_SEED, HELDOUT_SEED = 1, 2
-TRAIN_INDICES = list(range(0, 12))
+TRAIN_INDICES = list(range(12))
 VAL_INDICES = [12, 13]
 HELDOUT_INDICES = list(range(100, 104))
 GRID = "clinical"
@@ -83,6 +83,28 @@ def _staging_bundle(site_name: str, arch_name: str, card: str = "# staging\n"): 
     return write_bundle(work / "bundle", network, segmentation_metadata(site, arch), card, overwrite=True)
 
 
+def heldout_phantom(site_name: str, index: int):  # -> (Volume, dict[str, np.ndarray])
+    """A held-out clinical-grid phantom: CT (HU) and organ masks, cached under ``bench/out``."""
+    from rtdeep.phantom import generate_patient
+    from rtdeep.training.sites import get_site
+    from rtdeep.volume import Volume
+
+    site = get_site(site_name)
+    path = PROJECT_ROOT / "bench" / "out" / "heldout_cache" / f"{site_name}_s{HELDOUT_SEED}_i{index}.npz"
+    if not path.is_file():
+        patient = generate_patient(site_name, index, HELDOUT_SEED, grid=GRID)
+        masks = {roi.name: np.packbits(roi.mask) for roi in patient.rois if roi.name in site.organ_names}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path.with_suffix(".tmp.npz"), hu=patient.ct.array.astype(np.int16),
+                            affine=patient.ct.affine, patient_id=np.array(patient.patient_id), **masks)
+        path.with_suffix(".tmp.npz").replace(path)
+    with np.load(path) as data:
+        hu = data["hu"].astype(np.float32)
+        masks = {name: np.unpackbits(data[name], count=hu.size).reshape(hu.shape).astype(bool)
+                 for name in site.organ_names if name in data}
+        return Volume(hu, data["affine"]), masks, str(data["patient_id"])
+
+
 def evaluate(sites: list[str], archs: list[str], threads: int) -> None:
     """Held-out Dice per organ on the CT grid (full pipeline: segment_volume), median over phantoms."""
     import torch
@@ -90,7 +112,6 @@ def evaluate(sites: list[str], archs: list[str], threads: int) -> None:
     from rtdeep.bundles import load_bundle
     from rtdeep.inference.segment import segment_volume
     from rtdeep.inference.simple_dice import dice_coefficient
-    from rtdeep.phantom import generate_patient
     from rtdeep.training.export import bundle_name
     from rtdeep.training.sites import get_arch, get_site
 
@@ -106,16 +127,15 @@ def evaluate(sites: list[str], archs: list[str], threads: int) -> None:
         scores: dict[str, dict[str, list[float]]] = {n: {o: [] for o in site.organ_names} for n in bundles}
         seconds: dict[str, list[float]] = {n: [] for n in bundles}
         for index in HELDOUT_INDICES:
-            patient = generate_patient(site.name, index, HELDOUT_SEED, grid=GRID)
-            reference = {roi.name: roi.mask for roi in patient.rois}
+            ct, reference, patient_id = heldout_phantom(site.name, index)
             for name, bundle in bundles.items():
                 start = time.perf_counter()
-                rois = segment_volume(patient.ct, bundle)
+                rois = segment_volume(ct, bundle)
                 seconds[name].append(time.perf_counter() - start)
                 for roi in rois:
                     if roi.name in reference:
                         scores[name][roi.name].append(dice_coefficient(reference[roi.name], roi.mask))
-            _say(f"held-out {patient.patient_id} done")
+            _say(f"held-out {patient_id} done")
         for name in bundles:
             summary = {
                 "heldout_phantoms": f"seed {HELDOUT_SEED}, indices {HELDOUT_INDICES[0]}-{HELDOUT_INDICES[-1]} "
@@ -213,7 +233,7 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["train", "evaluate", "package"])
+    parser.add_argument("stage", choices=["train", "heldout", "evaluate", "package"])
     parser.add_argument("--sites", nargs="+", default=["thorax", "headneck"])
     parser.add_argument("--archs", nargs="+", default=["unet3d", "unet25d", "gan3d", "gan25d"])
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -223,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.stage == "train":
         train(args.sites, args.archs, args.minutes, args.threads)
+    elif args.stage == "heldout":
+        for site_name in args.sites:
+            for index in HELDOUT_INDICES:
+                heldout_phantom(site_name, index)
     elif args.stage == "evaluate":
         evaluate(args.sites, args.archs, args.threads)
     else:

@@ -28,7 +28,7 @@ from rtdeep.training.data import SegCase
 from rtdeep.training.sampling import PatchSampler
 from rtdeep.training.sites import ArchSpec, SiteSpec
 
-__all__ = ["TrainConfig", "TrainResult", "train_segmentation", "dice_per_organ", "INFERENCE_ROI"]
+__all__ = ["INFERENCE_ROI", "TrainConfig", "TrainResult", "dice_per_organ", "train_segmentation"]
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def train_segmentation(
 
     history: list[dict] = []
     epoch, iterations, elapsed_before = 0, 0, 0.0
-    best_epoch, best_scores, best_mean = -1, {}, -1.0
+    best_epoch, best_scores, best_mean = -1, {}, -float("inf")
     checkpoint_path = out_dir / "checkpoint.pt"
     if resume and checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
