@@ -18,7 +18,7 @@ HELP = "run the whole workflow (AI contours, review, RTSTRUCT, DVH, crop, pneumo
 
 DEMO_SEED = 2026
 DEMO_SITE = "thorax"
-DEFAULT_SEG_MODEL = "thorax_gan25d"
+DEFAULT_SEG_MODEL = "thorax_unet25d"  # best held-out Dice of the bundled thorax models
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def demo_steps(out: Path, study: Path, model: str) -> list[tuple[str, list[str]]
         (
             "Review: AI (red) against reference (yellow) contours",
             ["compare", "--ct", str(study / "CT"), "--reference", str(study / "RS.dcm"),
-             "--test", str(ai_dir / "RS_AI.dcm"), "--out", str(out / "review")],
+             "--test", str(ai_dir / f"RS.{model}.dcm"), "--out", str(out / "review")],
         ),
         ("Dose-volume histograms and NTCP", ["dvh", str(study), "--out", str(out / "dvh")]),
         ("Crop: normal lung and dose >= 20 Gy, saved as .mat", ["crop", str(study), "--roi", "lung-dose20",

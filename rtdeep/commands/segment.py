@@ -12,7 +12,7 @@ HELP = "segment organs on a CT folder with a model bundle and write the contours
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("ct_dir", type=Path, metavar="CT_DIR", help="folder holding the CT series (searched recursively)")
     parser.add_argument("--model", required=True,
-                        help="bundled model name (e.g. thorax_unet25d) or path to a bundle folder")
+                        help="bundled model name (e.g. thorax_unet25d), an atlas baseline (thorax_atlas, headneck_atlas) or path to a bundle folder")
     parser.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
     parser.add_argument("--reference", type=Path, help="reference RTSTRUCT: print Dice per organ against it")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -74,15 +74,21 @@ def run(args: argparse.Namespace) -> int:
         raise RtDeepError("--device cuda asked but torch sees no CUDA device; use --device cpu")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    bundle = load_bundle(args.model, device=args.device)
+    from rtdeep.atlas import atlas_site, segment_with_atlas
+
+    site = atlas_site(args.model)
+    bundle = None if site else load_bundle(args.model, device=args.device)
     ct = read_ct_series(args.ct_dir, args.series_uid)
     callback, close = _progress_bar()
     try:
-        rois = segment_volume(ct.volume, bundle, device=args.device, progress_callback=callback)
+        if bundle is None:
+            rois = segment_with_atlas(ct.volume, site, progress_callback=callback)
+        else:
+            rois = segment_volume(ct.volume, bundle, device=args.device, progress_callback=callback)
     finally:
         close()
     args.out.mkdir(parents=True, exist_ok=True)
-    model_name = str(bundle.config.get("bundle_name") or bundle.path.name)
+    model_name = args.model if bundle is None else str(bundle.config.get("bundle_name") or bundle.path.name)
     rs_path = write_rtstruct(
         ct, rois, args.out / f"RS.{model_name}.dcm", label=args.label[:16], generation_algorithm="AUTOMATIC",
         series_description=f"AI contours {model_name}"[:64], overwrite=args.overwrite,
