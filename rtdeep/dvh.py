@@ -608,27 +608,6 @@ def dvh_on_dose_grid(
     return result
 
 
-def _contour_points(item, path: str, roi_name: str) -> np.ndarray:
-    """ContourData as ``(n, 3)`` LPS mm, parsed from the raw bytes when pydicom has not yet."""
-    element = item.get_item(0x30060050)
-    if element is None or element.value is None:
-        return np.zeros((0, 3))
-    value = element.value
-    try:
-        if isinstance(value, (bytes, bytearray)):
-            text = bytes(value).strip(b" \x00")
-            numbers = np.array(text.split(b"\\"), dtype=np.float64) if text else np.zeros(0)
-        else:
-            numbers = np.asarray(value if isinstance(value, Sequence) else [value], dtype=np.float64)
-    except ValueError as error:
-        raise StructureError(f"unreadable ContourData ({error})", path=path, tag="ContourData (3006,0050)",
-                             roi=roi_name) from error
-    if numbers.size % 3:
-        raise StructureError("ContourData does not hold x, y, z triples", path=path,
-                             tag="ContourData (3006,0050)", roi=roi_name)
-    return numbers.reshape(-1, 3)
-
-
 def read_contours(path, roi_names: Iterable[str] | None = None) -> dict[str, list[np.ndarray]]:
     """Closed planar contours of an RT Structure Set, without rasterising them.
 
@@ -642,7 +621,7 @@ def read_contours(path, roi_names: Iterable[str] | None = None) -> dict[str, lis
     Raises:
         StructureError: a requested ROI is absent (the message lists the names present).
     """
-    from rtdeep.dicomrt.rtstruct_reader import read_structure_dataset
+    from rtdeep.dicomrt.rtstruct_reader import contour_points, read_structure_dataset
 
     ds = read_structure_dataset(path)
     names = {int(item.ROINumber): str(item.get("ROIName", "") or f"ROI_{item.ROINumber}").strip()
@@ -660,7 +639,7 @@ def read_contours(path, roi_names: Iterable[str] | None = None) -> dict[str, lis
         for contour in item.get("ContourSequence", []) or []:
             if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).strip() != "CLOSED_PLANAR":
                 continue
-            points = _contour_points(contour, str(path), name)
+            points = contour_points(contour, path, name)
             if len(points) >= 3:
                 result[name].append(points)
     return result

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from scipy import ndimage
 
+from rtdeep.dicomrt.dataset import read_rt_dataset, text
 from rtdeep.dicomrt.types import CtSeries, DoseGrid
 from rtdeep.errors import DicomReadError, DoseError, FrameOfReferenceError
 from rtdeep.volume import Volume
@@ -31,24 +31,8 @@ PERCENT_THRESHOLD = 5.0
 _EDGE_TOLERANCE = 1e-3  # index units: CT voxel centres this close outside the dose grid still count
 
 
-def _text(ds: pydicom.Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value).strip()
-
-
 def _read(path: Path) -> pydicom.Dataset:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: RT Dose file not found")
-    try:
-        try:
-            ds = pydicom.dcmread(path)
-        except InvalidDicomError:
-            ds = pydicom.dcmread(path, force=True)
-    except Exception as error:
-        raise DicomReadError(f"cannot read RT Dose ({error})", path=path) from error
-    if _text(ds, "Modality") != "RTDOSE":
-        raise DoseError(f"not an RT Dose (Modality '{_text(ds, 'Modality')}')", path=path, tag="Modality (0008,0060)")
-    return ds
+    return read_rt_dataset(path, "RTDOSE", "RT Dose", DoseError)
 
 
 def _floats(ds: pydicom.Dataset, keyword: str, tag: str, path: Path) -> np.ndarray:
@@ -108,7 +92,7 @@ def read_rtdose(path: str | os.PathLike[str], prescription_gy: float | None = No
     """
     path = Path(path)
     ds = _read(path)
-    units = _text(ds, "DoseUnits").upper()
+    units = text(ds, "DoseUnits").upper()
     if units not in ("GY", "RELATIVE"):
         raise DoseError(f"unknown DoseUnits '{units}' (expected GY or RELATIVE)", path=path, tag="DoseUnits (3004,0002)")
     try:
@@ -147,11 +131,11 @@ def read_rtdose(path: str | os.PathLike[str], prescription_gy: float | None = No
     plans = ds.get("ReferencedRTPlanSequence", []) or []
     return DoseGrid(
         dose=Volume(np.ascontiguousarray(dose), affine),
-        frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
-        sop_instance_uid=_text(ds, "SOPInstanceUID"),
-        dose_type=_text(ds, "DoseType") or "PHYSICAL",
-        summation_type=_text(ds, "DoseSummationType") or "PLAN",
-        referenced_plan_uid=_text(plans[0], "ReferencedSOPInstanceUID") if len(plans) else "",
+        frame_of_reference_uid=text(ds, "FrameOfReferenceUID"),
+        sop_instance_uid=text(ds, "SOPInstanceUID"),
+        dose_type=text(ds, "DoseType") or "PHYSICAL",
+        summation_type=text(ds, "DoseSummationType") or "PLAN",
+        referenced_plan_uid=text(plans[0], "ReferencedSOPInstanceUID") if len(plans) else "",
         path=path,
     )
 

@@ -6,17 +6,12 @@ import os
 from pathlib import Path
 
 import pydicom
-from pydicom.errors import InvalidDicomError
 
+from rtdeep.dicomrt.dataset import read_rt_dataset, text
 from rtdeep.dicomrt.types import Beam, PlanSummary
-from rtdeep.errors import DicomReadError, PlanError
+from rtdeep.errors import PlanError
 
 __all__ = ["read_rtplan"]
-
-
-def _text(ds: pydicom.Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value).strip()
 
 
 def _float(ds: pydicom.Dataset, keyword: str) -> float | None:
@@ -30,25 +25,14 @@ def _float(ds: pydicom.Dataset, keyword: str) -> float | None:
 
 
 def _read(path: Path) -> pydicom.Dataset:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: RT Plan file not found")
-    try:
-        try:
-            ds = pydicom.dcmread(path)
-        except InvalidDicomError:
-            ds = pydicom.dcmread(path, force=True)
-    except Exception as error:
-        raise DicomReadError(f"cannot read RT Plan ({error})", path=path) from error
-    if _text(ds, "Modality") != "RTPLAN":
-        raise PlanError(f"not an RT Plan (Modality '{_text(ds, 'Modality')}')", path=path, tag="Modality (0008,0060)")
-    return ds
+    return read_rt_dataset(path, "RTPLAN", "RT Plan", PlanError)
 
 
 def _prescription(ds: pydicom.Dataset) -> tuple[float | None, int | None]:
     """Total prescribed dose (Gy) and the target ROI number, from the TARGET dose references."""
     for item in ds.get("DoseReferenceSequence", []) or []:
         dose = _float(item, "TargetPrescriptionDose")
-        if dose is not None and _text(item, "DoseReferenceType") in ("TARGET", ""):
+        if dose is not None and text(item, "DoseReferenceType") in ("TARGET", ""):
             roi = item.get("ReferencedROINumber")
             return dose, int(roi) if roi not in (None, "") else None
     return None, None
@@ -85,11 +69,11 @@ def _beam(item: pydicom.Dataset, meterset: dict[int, float], path: Path) -> Beam
     energy = _float(first, "NominalBeamEnergy")
     isocenter = first.get("IsocenterPosition")
     return Beam(
-        name=_text(item, "BeamName") or f"Beam {number}",
+        name=text(item, "BeamName") or f"Beam {number}",
         number=number,
         gantry_angles_deg=gantry,
         energy=f"{energy:g}" if energy is not None else "",
-        radiation_type=_text(item, "RadiationType"),
+        radiation_type=text(item, "RadiationType"),
         meterset_mu=meterset.get(number, 0.0),
         isocenter_lps=tuple(float(v) for v in isocenter) if isocenter else (0.0, 0.0, 0.0),  # type: ignore[arg-type]
         collimator_angle_deg=_float(first, "BeamLimitingDeviceAngle") or 0.0,
@@ -124,14 +108,14 @@ def read_rtplan(path: str | os.PathLike[str]) -> PlanSummary:
     structure_sets = ds.get("ReferencedStructureSetSequence", []) or []
     doses = ds.get("ReferencedDoseSequence", []) or []
     return PlanSummary(
-        label=_text(ds, "RTPlanLabel") or _text(ds, "RTPlanName"),
+        label=text(ds, "RTPlanLabel") or text(ds, "RTPlanName"),
         prescription_gy=prescription_gy,
         fractions=fractions,
         beams=beams,
-        frame_of_reference_uid=_text(ds, "FrameOfReferenceUID"),
-        sop_instance_uid=_text(ds, "SOPInstanceUID"),
-        referenced_structure_set_uid=_text(structure_sets[0], "ReferencedSOPInstanceUID") if structure_sets else "",
-        referenced_dose_uids=[_text(item, "ReferencedSOPInstanceUID") for item in doses],
+        frame_of_reference_uid=text(ds, "FrameOfReferenceUID"),
+        sop_instance_uid=text(ds, "SOPInstanceUID"),
+        referenced_structure_set_uid=text(structure_sets[0], "ReferencedSOPInstanceUID") if structure_sets else "",
+        referenced_dose_uids=[text(item, "ReferencedSOPInstanceUID") for item in doses],
         target_roi_number=target_roi,
         path=path,
     )

@@ -16,42 +16,28 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 
+from rtdeep.dicomrt.dataset import read_rt_dataset, text
 from rtdeep.dicomrt.rasterize import rasterize_planes, rasterize_slice
 from rtdeep.dicomrt.types import CtSeries, Roi, StructureSet
-from rtdeep.errors import DicomReadError, FrameOfReferenceError, StructureError
+from rtdeep.errors import FrameOfReferenceError, StructureError
 
-__all__ = ["rasterize_slice", "read_rtstruct", "read_structure_dataset"]
+__all__ = ["contour_points", "rasterize_slice", "read_rtstruct", "read_structure_dataset"]
 
 _CONTOUR_DATA = 0x30060050
 _PLANAR_TOLERANCE = 0.5  # slices: every point of a contour within half a slice of its plane
 
 
-def _text(ds: pydicom.Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value).strip()
-
-
 def read_structure_dataset(path: str | os.PathLike[str]) -> pydicom.Dataset:
     """Parse an RTSTRUCT file (with or without the Part-10 preamble) and check its Modality."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: RT Structure Set file not found")
-    try:
-        try:
-            ds = pydicom.dcmread(path)
-        except InvalidDicomError:
-            ds = pydicom.dcmread(path, force=True)
-    except Exception as error:
-        raise DicomReadError(f"cannot read RT Structure Set ({error})", path=path) from error
-    if _text(ds, "Modality") != "RTSTRUCT" or "StructureSetROISequence" not in ds:
-        raise StructureError(f"not an RT Structure Set (Modality '{_text(ds, 'Modality')}')", path=path,
-                             tag="Modality (0008,0060)")
+    ds = read_rt_dataset(path, "RTSTRUCT", "RT Structure Set", StructureError)
+    if "StructureSetROISequence" not in ds:
+        raise StructureError("RT Structure Set without StructureSetROISequence", path=path,
+                             tag="StructureSetROISequence (3006,0020)")
     return ds
 
 
-def _contour_points(item: pydicom.Dataset, path: Path, roi_name: str) -> np.ndarray:
+def contour_points(item: pydicom.Dataset, path: Path, roi_name: str) -> np.ndarray:
     """ContourData as (N, 3) LPS mm, parsed from the raw text (pydicom's DS objects are slow)."""
     element = item.get_item(_CONTOUR_DATA)
     if element is None or element.value is None:
@@ -73,14 +59,14 @@ def _contour_points(item: pydicom.Dataset, path: Path, roi_name: str) -> np.ndar
 
 
 def _frame_of_reference(ds: pydicom.Dataset) -> str:
-    uids = {_text(item, "ReferencedFrameOfReferenceUID") for item in ds.StructureSetROISequence}
+    uids = {text(item, "ReferencedFrameOfReferenceUID") for item in ds.StructureSetROISequence}
     uids.discard("")
     if not uids:
         for item in ds.get("ReferencedFrameOfReferenceSequence", []) or []:
-            if _text(item, "FrameOfReferenceUID"):
-                uids.add(_text(item, "FrameOfReferenceUID"))
-    if not uids and _text(ds, "FrameOfReferenceUID"):
-        uids.add(_text(ds, "FrameOfReferenceUID"))
+            if text(item, "FrameOfReferenceUID"):
+                uids.add(text(item, "FrameOfReferenceUID"))
+    if not uids and text(ds, "FrameOfReferenceUID"):
+        uids.add(text(ds, "FrameOfReferenceUID"))
     return min(uids) if len(uids) == 1 else " / ".join(sorted(uids))
 
 
@@ -117,8 +103,8 @@ class _RoiRasteriser:
         polygons, planes = [], []
         off_grid: list[float] = []
         for item in contours:
-            kind = _text(item, "ContourGeometricType") or "CLOSED_PLANAR"
-            points = _contour_points(item, self.path, roi_name)
+            kind = text(item, "ContourGeometricType") or "CLOSED_PLANAR"
+            points = contour_points(item, self.path, roi_name)
             if kind != "CLOSED_PLANAR":
                 self.warnings.append(f"{self.path}: ROI '{roi_name}': {kind} contour with {len(points)} point(s) "
                                      "has no area; ignored")
@@ -184,7 +170,7 @@ def read_rtstruct(
     }
     numbers_by_name: dict[str, int] = {}
     for number, item in definitions.items():
-        numbers_by_name.setdefault(_text(item, "ROIName") or f"ROI_{number}", number)
+        numbers_by_name.setdefault(text(item, "ROIName") or f"ROI_{number}", number)
     if roi_names is not None:
         absent = [name for name in roi_names if name not in numbers_by_name]
         if absent:
@@ -212,14 +198,14 @@ def read_rtstruct(
             mask=mask,
             number=number,
             color_rgb=tuple(int(c) for c in color) if color is not None and len(color) == 3 else (255, 0, 0),
-            interpreted_type=_text(observation, "RTROIInterpretedType") if observation is not None else "",
-            generation_algorithm=_text(definitions[number], "ROIGenerationAlgorithm"),
+            interpreted_type=text(observation, "RTROIInterpretedType") if observation is not None else "",
+            generation_algorithm=text(definitions[number], "ROIGenerationAlgorithm"),
         ))
     return StructureSet(
         rois=rois,
         frame_of_reference_uid=frame_of_reference_uid,
-        sop_instance_uid=_text(ds, "SOPInstanceUID"),
-        label=_text(ds, "StructureSetLabel"),
+        sop_instance_uid=text(ds, "SOPInstanceUID"),
+        label=text(ds, "StructureSetLabel"),
         path=path,
         warnings=warnings,
     )

@@ -13,7 +13,7 @@ import numpy as np
 
 from rtdeep.volume import Volume
 
-__all__ = ["PatientInfo", "CtSeries", "Roi", "StructureSet", "DoseGrid", "Beam", "PlanSummary", "Study"]
+__all__ = ["Beam", "CtSeries", "DoseGrid", "PatientInfo", "PlanSummary", "Roi", "StructureSet", "Study"]
 
 
 @dataclass

@@ -9,8 +9,15 @@ from __future__ import annotations
 import hashlib
 import uuid
 
-__all__ = ["make_uid", "CT_IMAGE_STORAGE", "RT_STRUCTURE_SET_STORAGE", "RT_DOSE_STORAGE", "RT_PLAN_STORAGE",
-           "IMPLEMENTATION_CLASS_UID", "IMPLEMENTATION_VERSION_NAME"]
+__all__ = [
+    "CT_IMAGE_STORAGE",
+    "IMPLEMENTATION_CLASS_UID",
+    "IMPLEMENTATION_VERSION_NAME",
+    "RT_DOSE_STORAGE",
+    "RT_PLAN_STORAGE",
+    "RT_STRUCTURE_SET_STORAGE",
+    "make_uid",
+]
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
