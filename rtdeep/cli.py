@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from rtdeep import __version__
 from rtdeep.errors import RtDeepError
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["COMMANDS", "main"]
 
 #: subcommand name -> module under rtdeep.commands
 COMMANDS: dict[str, str] = {

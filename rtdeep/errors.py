@@ -9,16 +9,16 @@ from __future__ import annotations
 from os import PathLike
 
 __all__ = [
-    "RtDeepError",
-    "DicomReadError",
-    "SeriesError",
-    "GeometryError",
-    "FrameOfReferenceError",
-    "StructureError",
-    "DoseError",
-    "PlanError",
-    "CropError",
     "BundleError",
+    "CropError",
+    "DicomReadError",
+    "DoseError",
+    "FrameOfReferenceError",
+    "GeometryError",
+    "PlanError",
+    "RtDeepError",
+    "SeriesError",
+    "StructureError",
     "ValidationError",
 ]
 

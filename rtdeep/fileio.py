@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rtdeep.errors import RtDeepError
 
-__all__ = ["atomic_write", "ensure_new_path", "OutputExistsError"]
+__all__ = ["OutputExistsError", "atomic_write", "ensure_new_path"]
 
 
 class OutputExistsError(RtDeepError):
