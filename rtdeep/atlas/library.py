@@ -76,12 +76,8 @@ def atlas_cache_dir() -> Path:
 def _generator_fingerprint() -> str:
     """Short hash of the phantom generator's source files (changes when its anatomy may change)."""
     phantom = importlib.import_module("rtdeep.phantom")
-    digest = hashlib.sha256(str(_FORMAT_VERSION).encode())
-    package_dir = Path(phantom.__file__).parent
-    for source in sorted(package_dir.rglob("*.py")):
-        digest.update(source.relative_to(package_dir).as_posix().encode())
-        digest.update(source.read_bytes())
-    return digest.hexdigest()[:12]
+    key = f"{_FORMAT_VERSION}:{phantom.generator_fingerprint()}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def _label_map(rois: list, organ_names: tuple[str, ...], shape: tuple[int, int, int], site: str) -> np.ndarray:

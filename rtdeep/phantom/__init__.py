@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from rtdeep.phantom.cohort import generate_cohort
+from rtdeep.phantom.fingerprint import generator_fingerprint
 from rtdeep.phantom.patient import SITES, PhantomPatient, generate_patient, write_patient
 
-__all__ = ["SITES", "PhantomPatient", "generate_cohort", "generate_patient", "write_patient"]
+__all__ = ["SITES", "PhantomPatient", "generate_cohort", "generate_patient", "generator_fingerprint", "write_patient"]

@@ -355,14 +355,10 @@ def phantom_records(
 
     The phantom's dose on its own 4 mm grid is used (as an RT Dose would be), masks on the CT grid.
     """
-    import rtdeep.phantom
-    from rtdeep.phantom import generate_patient
+    from rtdeep.phantom import generate_patient, generator_fingerprint
 
     # the phantom's source is part of the cache key: a changed phantom model never reuses old crops
-    digest = hashlib.sha256()
-    for source in sorted(Path(rtdeep.phantom.__file__).parent.glob("*.py")):
-        digest.update(source.read_bytes())
-    version = digest.hexdigest()[:12]
+    version = generator_fingerprint()
     rows = [ManifestRow(f"phantom-{seed}-{index}", Path(f"phantom-{version}/thorax/{grid}/{seed}/{index}"), -1, {})
             for index in indices]
 

@@ -140,8 +140,10 @@ def cases_from_phantoms(
     site: SiteSpec, indices: Sequence[int], seed: int, grid: str, cache_dir: Path | None
 ) -> list[SegCase]:
     """Cases generated in memory by :func:`rtdeep.phantom.generate_patient` (cached when ``cache_dir``)."""
-    from rtdeep.phantom import generate_patient
+    from rtdeep.phantom import generate_patient, generator_fingerprint
 
+    # the generator's fingerprint is in the file name: arrays of an older phantom are never reused
+    version = generator_fingerprint()
     cases = []
     for index in indices:
 
@@ -149,7 +151,7 @@ def cases_from_phantoms(
             patient = generate_patient(site.name, index, seed, grid=grid)
             return prepare_case(patient.patient_id, patient.ct, patient.rois, site)
 
-        cache = None if cache_dir is None else cache_dir / f"{_tag(site)}_{grid}_s{seed}_i{index}.npz"
+        cache = None if cache_dir is None else cache_dir / f"{_tag(site)}_{grid}_p{version}_s{seed}_i{index}.npz"
         cases.append(load_or_prepare(cache, make, site))
     return cases
 
