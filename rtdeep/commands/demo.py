@@ -18,7 +18,7 @@ HELP = "run the whole workflow (AI contours, review, RTSTRUCT, DVH, crop, pneumo
 
 DEMO_SEED = 2026
 DEMO_SITE = "thorax"
-DEFAULT_SEG_MODEL = "thorax_unet25d"  # best held-out Dice of the bundled thorax models
+DEFAULT_SEG_MODEL = "thorax_gan25d"  # best held-out Dice of the bundled thorax models (model cards)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
