@@ -208,3 +208,36 @@ def save_dataset(dataset: Dataset, path: str | os.PathLike[str], overwrite: bool
         dataset.save_as(tmp_path, enforce_file_format=True)
 
     return atomic_write(path, write, overwrite=overwrite)
+
+
+def new_rt_object(
+    sop_class_uid: str, modality: str, ct: CtSeries, uid_seed: object | None, *, implicit_vr: bool = False
+) -> tuple[Dataset, str, str]:
+    """A new RT object (RTSTRUCT, RTDOSE, RTPLAN) in the CT's study and frame of reference.
+
+    Sets the SOP, series, patient/study (copied from the CT), equipment and frame-of-reference
+    attributes every RT object shares. UIDs are deterministic when ``uid_seed`` is given.
+
+    Returns:
+        (dataset, creation date, creation time).
+    """
+    from rtdeep.dicomrt.uids import make_uid
+
+    seeded = uid_seed is not None
+    kind = modality.lower()
+    sop_uid = make_uid(uid_seed, kind, "instance") if seeded else make_uid()
+    series_uid = make_uid(uid_seed, kind, "series") if seeded else make_uid()
+    header = ct_reference_header(ct)
+    dataset = new_dataset(sop_class_uid, sop_uid, implicit_vr=implicit_vr)
+    copy_patient_study_from_ct(dataset, ct, header)
+    date, time = now_date_time(seeded)
+    dataset.InstanceCreationDate = date
+    dataset.InstanceCreationTime = time
+    dataset.Modality = modality
+    dataset.SeriesInstanceUID = series_uid
+    dataset.SeriesNumber = 1
+    dataset.OperatorsName = ""
+    dataset.FrameOfReferenceUID = ct.frame_of_reference_uid
+    dataset.PositionReferenceIndicator = header.get("PositionReferenceIndicator", "") if header is not None else ""
+    set_equipment(dataset)
+    return dataset, date, time

@@ -18,17 +18,13 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from rtdeep.dicomrt._writer_common import (
-    copy_patient_study_from_ct,
-    ct_reference_header,
     format_ds,
-    new_dataset,
-    now_date_time,
+    new_rt_object,
     save_dataset,
-    set_equipment,
 )
 from rtdeep.dicomrt.ct_writer import slice_geometry
 from rtdeep.dicomrt.types import CtSeries
-from rtdeep.dicomrt.uids import RT_DOSE_STORAGE, RT_PLAN_STORAGE, make_uid
+from rtdeep.dicomrt.uids import RT_DOSE_STORAGE, RT_PLAN_STORAGE
 from rtdeep.errors import DoseError
 from rtdeep.fileio import ensure_new_path
 from rtdeep.volume import Volume
@@ -86,23 +82,7 @@ def write_rtdose(
     scaling = dose_grid_scaling(float(values.max()) if values.size else 0.0)
     stored = np.clip(np.rint(values / scaling), 0, 2**32 - 1).astype("<u4")
 
-    seeded = uid_seed is not None
-    sop_uid = make_uid(uid_seed, "rtdose", "instance") if seeded else make_uid()
-    series_uid = make_uid(uid_seed, "rtdose", "series") if seeded else make_uid()
-    header = ct_reference_header(ct)
-
-    dataset = new_dataset(RT_DOSE_STORAGE, sop_uid, implicit_vr=True)
-    copy_patient_study_from_ct(dataset, ct, header)
-    date, time = now_date_time(seeded)
-    dataset.InstanceCreationDate = date
-    dataset.InstanceCreationTime = time
-    dataset.Modality = "RTDOSE"
-    dataset.SeriesInstanceUID = series_uid
-    dataset.SeriesNumber = 1
-    dataset.OperatorsName = ""
-    dataset.FrameOfReferenceUID = ct.frame_of_reference_uid
-    dataset.PositionReferenceIndicator = header.get("PositionReferenceIndicator", "") if header else ""
-    set_equipment(dataset)
+    dataset, date, time = new_rt_object(RT_DOSE_STORAGE, "RTDOSE", ct, uid_seed, implicit_vr=True)
     dataset.InstanceNumber = 1
     dataset.ContentDate = date
     dataset.ContentTime = time

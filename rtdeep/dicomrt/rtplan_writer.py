@@ -16,13 +16,9 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from rtdeep.dicomrt._writer_common import (
-    copy_patient_study_from_ct,
-    ct_reference_header,
     format_ds,
-    new_dataset,
-    now_date_time,
+    new_rt_object,
     save_dataset,
-    set_equipment,
 )
 from rtdeep.dicomrt.types import Beam, CtSeries, PlanSummary
 from rtdeep.dicomrt.uids import RT_PLAN_STORAGE, RT_STRUCTURE_SET_STORAGE, make_uid
@@ -74,23 +70,7 @@ def write_rtplan(
         raise PlanError("a structure set UID is required (RT Plan geometry PATIENT)", path=out_path,
                         tag="ReferencedStructureSetSequence (300C,0060)")
 
-    seeded = uid_seed is not None
-    sop_uid = make_uid(uid_seed, "rtplan", "instance") if seeded else make_uid()
-    series_uid = make_uid(uid_seed, "rtplan", "series") if seeded else make_uid()
-    header = ct_reference_header(ct)
-
-    dataset = new_dataset(RT_PLAN_STORAGE, sop_uid)
-    copy_patient_study_from_ct(dataset, ct, header)
-    date, time = now_date_time(seeded)
-    dataset.InstanceCreationDate = date
-    dataset.InstanceCreationTime = time
-    dataset.Modality = "RTPLAN"
-    dataset.SeriesInstanceUID = series_uid
-    dataset.SeriesNumber = 1
-    dataset.OperatorsName = ""
-    dataset.FrameOfReferenceUID = ct.frame_of_reference_uid
-    dataset.PositionReferenceIndicator = header.get("PositionReferenceIndicator", "") if header else ""
-    set_equipment(dataset)
+    dataset, date, time = new_rt_object(RT_PLAN_STORAGE, "RTPLAN", ct, uid_seed)
     dataset.RTPlanLabel = plan.label
     dataset.RTPlanDate = date
     dataset.RTPlanTime = time

@@ -29,18 +29,14 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from rtdeep.dicomrt._writer_common import (
-    copy_patient_study_from_ct,
-    ct_reference_header,
     ds_multi_value_bytes,
     ds_value_texts,
-    new_dataset,
-    now_date_time,
+    new_rt_object,
     save_dataset,
-    set_equipment,
 )
 from rtdeep.dicomrt.contours import mask_to_contours
 from rtdeep.dicomrt.types import CtSeries, Roi
-from rtdeep.dicomrt.uids import RT_STRUCTURE_SET_STORAGE, make_uid
+from rtdeep.dicomrt.uids import RT_STRUCTURE_SET_STORAGE
 from rtdeep.errors import StructureError
 from rtdeep.fileio import ensure_new_path
 
@@ -118,25 +114,8 @@ def write_rtstruct(
         if len(roi.name) > _MAX_SH:
             log.warning("ROI name '%s' is longer than 16 characters; some planning systems truncate it", roi.name)
 
-    seeded = uid_seed is not None
-    sop_uid = make_uid(uid_seed, "rtstruct", "instance") if seeded else make_uid()
-    series_uid = make_uid(uid_seed, "rtstruct", "series") if seeded else make_uid()
-    header = ct_reference_header(ct)
-
-    dataset = new_dataset(RT_STRUCTURE_SET_STORAGE, sop_uid, implicit_vr=True)
-    copy_patient_study_from_ct(dataset, ct, header)
-    date, time = now_date_time(seeded)
-    dataset.InstanceCreationDate = date
-    dataset.InstanceCreationTime = time
-    dataset.Modality = "RTSTRUCT"
-    dataset.SeriesInstanceUID = series_uid
-    dataset.SeriesNumber = 1
+    dataset, date, time = new_rt_object(RT_STRUCTURE_SET_STORAGE, "RTSTRUCT", ct, uid_seed, implicit_vr=True)
     dataset.SeriesDescription = series_description
-    dataset.OperatorsName = ""
-    dataset.FrameOfReferenceUID = ct.frame_of_reference_uid
-    indicator = header.get("PositionReferenceIndicator", "") if header is not None else ""
-    dataset.PositionReferenceIndicator = indicator
-    set_equipment(dataset)
     dataset.StructureSetLabel = label
     dataset.StructureSetDate = date
     dataset.StructureSetTime = time
