@@ -13,7 +13,7 @@ import torch
 from rtdeep.bundles import load_bundle
 from rtdeep.inference.resample import resample_box_to_grid, resample_to_spacing
 from rtdeep.inference.segment import segment_volume
-from rtdeep.inference.simple_dice import dice_coefficient
+from rtdeep.metrics import dice_coefficient
 from rtdeep.training.data import SegCase, prepare_case
 from rtdeep.training.sites import ARCHITECTURES, SITES
 from rtdeep.training.trainer import TrainConfig, train_segmentation

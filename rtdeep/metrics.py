@@ -22,7 +22,7 @@ import numpy as np
 from rtdeep.dicomrt.types import Roi, StructureSet
 from rtdeep.volume import Volume
 
-__all__ = ["METRIC_COLUMNS", "compare_structure_sets", "match_roi_names", "segment_metrics"]
+__all__ = ["METRIC_COLUMNS", "compare_structure_sets", "dice_coefficient", "match_roi_names", "segment_metrics"]
 
 #: the per-organ columns of :func:`compare_structure_sets` rows, in CSV order
 METRIC_COLUMNS = [
@@ -38,6 +38,16 @@ METRIC_COLUMNS = [
     "volume_ratio",
     "note",
 ]
+
+
+def dice_coefficient(reference: np.ndarray, test: np.ndarray) -> float:
+    """2|A∩B| / (|A| + |B|) of two bool masks on one grid; NaN when both are empty.
+
+    The plain overlap, without the surface metrics of :func:`segment_metrics` (which agrees with it).
+    """
+    reference, test = np.asarray(reference, bool), np.asarray(test, bool)
+    total = int(reference.sum()) + int(test.sum())
+    return float("nan") if total == 0 else 2.0 * float((reference & test).sum()) / total
 
 
 def _crop_to_union(reference: np.ndarray, test: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:

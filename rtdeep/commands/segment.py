@@ -43,15 +43,9 @@ def _progress_bar():  # -> callback, close
 
 def _print_dice(reference_path: Path, ct, rois) -> None:
     from rtdeep.dicomrt.rtstruct_reader import read_rtstruct
+    from rtdeep.metrics import dice_coefficient as dice
 
     reference = read_rtstruct(reference_path, ct)
-    try:
-        from rtdeep.metrics import segment_metrics
-
-        def dice(a, b) -> float:
-            return segment_metrics(a, b, ct.volume.spacing_mm)["dice"]
-    except ImportError:
-        from rtdeep.inference.simple_dice import dice_coefficient as dice
 
     print(f"{'organ':<16} {'Dice':>6}")
     for roi in rois:

@@ -111,7 +111,7 @@ def evaluate(sites: list[str], archs: list[str], threads: int) -> None:
 
     from rtdeep.bundles import load_bundle
     from rtdeep.inference.segment import segment_volume
-    from rtdeep.inference.simple_dice import dice_coefficient
+    from rtdeep.metrics import dice_coefficient
     from rtdeep.training.export import bundle_name
     from rtdeep.training.sites import get_arch, get_site
 
