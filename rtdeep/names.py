@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 from rtdeep.errors import StructureError
 
-__all__ = ["NameMatch", "canonical_key", "is_pattern", "match_roi_name", "resolve_roi_names"]
+__all__ = ["NON_ORGAN_TYPES", "NameDecision", "NameMatch", "canonical_key", "classify_structure", "is_pattern",
+           "match_roi_name", "resolve_roi_names"]
 
 _LEFT = {"l", "lt", "lft", "left", "sin", "sinister"}
 _RIGHT = {"r", "rt", "rgt", "right", "dx", "dex", "dexter"}
@@ -44,6 +45,8 @@ _ROOT_SYNONYMS = {
     "oesophagus": "esophagus",
     "esophagus": "esophagus",
     "eso": "esophagus",
+    "esoph": "esophagus",
+    "oesoph": "esophagus",
     "spinalcord": "spinalcord",
     "cord": "spinalcord",
     "spinal": "spinal",
@@ -61,6 +64,8 @@ _ROOT_SYNONYMS = {
     "submand": "glnd_submand",
     "brainstem": "brainstem",
     "heart": "heart",
+    "mandible": "mandible",
+    "bonemandible": "mandible",
     "liver": "liver",
 }
 _DROP_WORDS = {"gland", "glnd", "structure", "roi"}
@@ -195,3 +200,111 @@ def resolve_roi_names(requested: Sequence[str], available: Iterable[str]) -> lis
                 seen.add(match.used)
                 matches.append(match)
     return matches
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-export name mapping: which organ (if any) a clinic's structure name stands for.
+# Used by ``rtdeep cohort`` (roi_names.csv) and by training on a clinic's cohort.
+
+#: RT ROI Interpreted Types that never hold an organ (markers, points, couch and support, bolus ...)
+NON_ORGAN_TYPES = frozenset({
+    "MARKER", "REGISTRATION", "ISOCENTER", "CONTRAST_AGENT", "BOLUS", "SUPPORT", "FIXATION", "CONTROL",
+    "DOSE_REGION", "CAVITY", "BRACHY_CHANNEL", "BRACHY_ACCESSORY", "BRACHY_SRC_APP", "BRACHY_CHNL_SHLD",
+    "TREATED_VOLUME", "IRRAD_VOLUME",
+})
+_TARGET_TYPES = frozenset({"GTV", "CTV", "PTV", "ITV"})
+_TARGET_WORD = re.compile(r"^(i?gtv|ctv|ptv|itv|tumou?r|boost)\w*$")
+_PRV_WORD = re.compile(r"^(prv|pr)\d*(mm)?$|^prv")
+_RING_WORD = re.compile(r"^ring\w*$|^\w*ring$")
+_OPTIMISATION_WORD = re.compile(r"^(opt\w*|avoid\w*|avd|dummy|help(er)?|tmp|temp|ctrl|nt|block\w*|ptvopt|zz?)$")
+_COUCH_WORD = re.compile(r"^(couch\w*|table|tabletop|support|board|headrest|immob\w*|fixation|mask|bolus|vaclok)$")
+_MARKER_WORD = re.compile(r"^(marker\w*|fiducial\w*|bb|point\w*|pt|poi|ref|iso|isoc\w*|seed\w*|clip\w*|"
+                          r"tattoo\w*|laser\w*|origin|mark\w*|dosemax|dmax|calc\w*)$")
+_DENSITY_WORD = re.compile(r"^(override|artifact|artefact|contrast|density|hu\d*)$")
+_DERIVED_WORD = re.compile(r"^(minus|not|and|or|sub|excl|exclude|without|overlap|union|crop)$")
+_ORGAN_ROOTS = frozenset(_ROOT_SYNONYMS.values()) | {"mandible", "lungs"}
+
+
+@dataclass(frozen=True)
+class NameDecision:
+    """What one structure name in a clinic's export stands for.
+
+    Attributes:
+        name: the ROI name as written.
+        organ: the TG-263 organ name it maps to, or None (excluded).
+        rule: the rule that decided, e.g. ``"synonym"``, ``"excluded: PRV"``, ``"user map"``.
+    """
+
+    name: str
+    organ: str | None
+    rule: str
+
+
+def _exclusion_rule(name: str, interpreted_type: str) -> str | None:
+    """Why ``name`` can never be an organ (PRV, ring, optimisation, derived, couch, marker ...)."""
+    kind = (interpreted_type or "").strip().upper()
+    if kind in NON_ORGAN_TYPES:
+        return f"excluded: interpreted type {kind}"
+    lowered = name.strip().lower()
+    words = _words(name)
+    if re.match(r"^z[_\-. ]|^zz|^_", lowered):
+        return "excluded: optimisation (z_ prefix)"
+    if any(_PRV_WORD.match(w) for w in words) or "prv" in lowered:
+        return "excluded: PRV"
+    if any(_RING_WORD.match(w) for w in words):
+        return "excluded: ring"
+    if any(_OPTIMISATION_WORD.match(w) for w in words):
+        return "excluded: optimisation"
+    if any(_COUCH_WORD.match(w) for w in words):
+        return "excluded: couch or immobilisation"
+    if any(_MARKER_WORD.match(w) for w in words):
+        return "excluded: marker or point"
+    if any(_DENSITY_WORD.match(w) for w in words):
+        return "excluded: density override"
+    has_target = any(_TARGET_WORD.match(w) for w in words)
+    has_organ = any(_ROOT_SYNONYMS.get(w, w) in _ORGAN_ROOTS for w in words)
+    boolean = bool(re.search(r"\w\s*[-+&|^]\s*[A-Za-z]", name)) and has_target
+    if (has_target and has_organ) or boolean or any(_DERIVED_WORD.match(w) for w in words) or re.search(
+            r"[+]\s*\d|\d\s*mm\b|exp\w*\d", lowered):
+        return "excluded: derived (boolean or margin)"
+    if has_target or kind in _TARGET_TYPES:
+        return "excluded: target volume"
+    return None
+
+
+def classify_structure(name: str, organs: Sequence[str], interpreted_type: str = "") -> NameDecision:
+    """Map one structure name of a clinic's export to one of ``organs`` (TG-263 names) or exclude it.
+
+    Exclusions come first, so a PRV, ring, optimisation (``opt``, ``z_``, ``avoid``), derived
+    (``Lungs-GTV``, ``Lung-CTV``, ``Cord+5mm``), couch, marker or point structure (also by its RT ROI
+    Interpreted Type, e.g. MARKER, SUPPORT) is never taken for the organ it was drawn from. Then the
+    matcher's rules: exact, case-insensitive, TG-263 synonym key (laterality words, abbreviations,
+    separators).
+
+    Args:
+        name: the ROI name as written.
+        organs: the TG-263 organ names that may be matched (a site's organs).
+        interpreted_type: the ROI's RT ROI Interpreted Type, if known.
+
+    Returns:
+        The decision (``organ`` None when excluded or unmatched).
+
+    Example:
+        >>> classify_structure("Lt Lung", ["Lung_L", "Lung_R"]).organ
+        'Lung_L'
+        >>> classify_structure("SpinalCord_PRV05", ["SpinalCord"]).rule
+        'excluded: PRV'
+    """
+    reason = _exclusion_rule(name, interpreted_type)
+    if reason is not None:
+        return NameDecision(name, None, reason)
+    if name in organs:
+        return NameDecision(name, name, "exact")
+    folded = [organ for organ in organs if organ.casefold() == name.strip().casefold()]
+    if folded:
+        return NameDecision(name, folded[0], "case")
+    key = canonical_key(name)
+    by_key = [organ for organ in organs if canonical_key(organ) == key]
+    if len(by_key) == 1:
+        return NameDecision(name, by_key[0], "synonym")
+    return NameDecision(name, None, "excluded: no organ of the site matches")
