@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtdeep.atlas import ATLAS_SEED, SITE_ORGANS, atlas_site, load_atlases, segment_with_atlas
+from rtdeep.atlas import ATLAS_SEED, atlas_site, load_atlases, segment_with_atlas
 from rtdeep.errors import RtDeepError
 from rtdeep.metrics import compare_structure_sets
+from rtdeep.sites import SITES
 
 TEST_SEED = 4_242  # a held-out patient: not the atlas seed
 N_ATLASES = 3
@@ -40,7 +41,7 @@ def test_atlas_seed_differs_from_test_seed() -> None:
 
 def test_thorax_rois_are_named_coloured_and_automatic(thorax_result) -> None:
     patient, rois, calls = thorax_result
-    assert [roi.name for roi in rois] == list(SITE_ORGANS["thorax"])
+    assert [roi.name for roi in rois] == list(SITES["thorax"].organ_names)
     for roi in rois:
         assert roi.mask.shape == patient.ct.shape and roi.mask.dtype == bool and roi.mask.any()
         assert roi.generation_algorithm == "AUTOMATIC" and roi.interpreted_type == "ORGAN"
@@ -69,7 +70,7 @@ def test_library_is_cached(thorax_result, atlas_cache: Path) -> None:
     files = sorted((atlas_cache / "atlas").glob("thorax_*.npz"))
     assert len(files) == N_ATLASES
     atlases = load_atlases("thorax", N_ATLASES)
-    assert [atlas.organ_names for atlas in atlases] == [SITE_ORGANS["thorax"]] * N_ATLASES
+    assert [atlas.organ_names for atlas in atlases] == [SITES["thorax"].organ_names] * N_ATLASES
     assert sorted((atlas_cache / "atlas").glob("thorax_*.npz")) == files
 
 
@@ -79,7 +80,7 @@ def test_headneck_affine_only_names(atlas_cache: Path) -> None:
     patient = generate_patient("headneck", 2, TEST_SEED, grid="small")
     rois = segment_with_atlas(patient.ct, "headneck", n_atlases=1, demons_iterations=0)
     names = [roi.name for roi in rois]
-    assert set(names) <= set(SITE_ORGANS["headneck"])
+    assert set(names) <= set(SITES["headneck"].organ_names)
     assert {"Mandible", "Parotid_L", "Parotid_R"} <= set(names)
 
 

@@ -22,8 +22,9 @@ from rtdeep.bundles import (
 )
 from rtdeep.errors import BundleError
 from rtdeep.models import build_network
+from rtdeep.models.architectures import ARCHITECTURES
+from rtdeep.sites import SITES
 from rtdeep.training.export import segmentation_metadata
-from rtdeep.training.sites import ARCHITECTURES, SITES
 
 SEGMENTATION_BUNDLES = [f"{site}_{arch}" for site in SITES for arch in ARCHITECTURES]
 
@@ -46,7 +47,7 @@ def test_write_then_load_gives_the_same_network(small_bundle: Path) -> None:
     original = build_network(arch.network_spec(site)).eval()
     bundle = load_bundle(small_bundle)  # a user's bundle, by path
     assert not bundle.network.training
-    assert [label.name for label in bundle.labels] == site.organ_names
+    assert [organ.name for organ in bundle.labels.values()] == list(site.organ_names)
     assert bundle.spacing_mm == site.spacing_mm
     probe = torch.rand(1, 1, 16, 16, 16)
     with torch.no_grad():
@@ -109,7 +110,7 @@ def test_every_bundled_segmentation_model_verifies_and_loads() -> None:
     for path in bundles:
         bundle = load_bundle(path)
         site = SITES[bundle.site]
-        assert [label.name for label in bundle.labels] == site.organ_names
+        assert [organ.name for organ in bundle.labels.values()] == list(site.organ_names)
         assert not bundle.network.training
         card = (path / "docs" / "README.md").read_text()
         assert "synthetic phantoms" in card.lower()
@@ -124,7 +125,7 @@ def test_model_database_lists_every_bundle() -> None:
     assert set(SEGMENTATION_BUNDLES) <= set(entries)
     for name in SEGMENTATION_BUNDLES:
         entry = entries[name]
-        assert entry["segments"] == SITES[entry["site"]].organ_names
+        assert entry["segments"] == list(SITES[entry["site"]].organ_names)
         assert (models_dir() / name).is_dir()
 
 

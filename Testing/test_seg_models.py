@@ -14,8 +14,9 @@ from rtdeep.bundles import load_bundle
 from rtdeep.inference.resample import resample_box_to_grid, resample_to_spacing
 from rtdeep.inference.segment import segment_volume
 from rtdeep.metrics import dice_coefficient
+from rtdeep.models.architectures import ARCHITECTURES
+from rtdeep.sites import SITES
 from rtdeep.training.data import SegCase, prepare_case
-from rtdeep.training.sites import ARCHITECTURES, SITES
 from rtdeep.training.trainer import TrainConfig, train_segmentation
 from rtdeep.volume import Volume, affine_from_geometry
 
@@ -135,7 +136,7 @@ def test_segment_command_writes_a_valid_rtstruct(tmp_path: Path, heldout_small_p
     import pydicom
 
     ds = pydicom.dcmread(rs_path)
-    assert [roi.ROIName for roi in ds.StructureSetROISequence] == SITES["thorax"].organ_names
+    assert [roi.ROIName for roi in ds.StructureSetROISequence] == list(SITES["thorax"].organ_names)
     assert {roi.ROIGenerationAlgorithm for roi in ds.StructureSetROISequence} == {"AUTOMATIC"}
     label_map = nib.load(str(out / "labels.thorax_unet3d.nii.gz"))
     assert label_map.shape == heldout_small_phantoms["thorax"].ct.size_ijk

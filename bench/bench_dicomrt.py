@@ -35,13 +35,13 @@ from rtdeep.dicomrt.ct_writer import write_ct_series
 from rtdeep.dicomrt.rtstruct_reader import read_rtstruct
 from rtdeep.dicomrt.rtstruct_writer import write_rtstruct
 from rtdeep.dicomrt.types import PatientInfo, Roi
+from rtdeep.sites import ORGANS, SITES
 from rtdeep.volume import Volume, affine_from_geometry
 
 BENCH_DIR = Path(__file__).resolve().parent
 RTUTILS_ENV = BENCH_DIR / ".envs" / "rtutils"
 
-ROI_COLOURS = {"External": (0, 255, 0), "Lung_L": (0, 128, 255), "Lung_R": (0, 200, 255),
-               "Heart": (255, 0, 0), "Esophagus": (160, 80, 0), "SpinalCord": (255, 255, 0)}
+ROI_COLOURS = {name: ORGANS[name].color_rgb for name in ("External", *SITES["thorax"].organ_names)}
 
 RTUTILS_WORKER = r'''
 import json, sys, time

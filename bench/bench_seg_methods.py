@@ -80,7 +80,7 @@ def _load_method(site: str, method: str, seed: int):
 def _evaluate(site: str, methods: list[str], n_patients: int, seed: int) -> list[dict[str, Any]]:
     from rtdeep.metrics import compare_structure_sets
     from rtdeep.phantom import generate_patient
-    from rtdeep.training.sites import get_site
+    from rtdeep.sites import get_site
 
     organs = get_site(site).organ_names
     runners = {}
@@ -115,7 +115,7 @@ def _mean(values: list[float]) -> float:
 
 
 def _report(site: str, records: list[dict[str, Any]], methods: list[str]) -> None:
-    from rtdeep.training.sites import get_site
+    from rtdeep.sites import get_site
 
     present = [m for m in methods if any(r["method"] == m for r in records)]
     if not present:

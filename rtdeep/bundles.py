@@ -18,7 +18,7 @@ bundle in the same form loads the same way, by path.
 
 Example:
     >>> bundle = load_bundle("thorax_unet3d")          # doctest: +SKIP
-    >>> [label.name for label in bundle.labels]        # doctest: +SKIP
+    >>> [organ.name for organ in bundle.labels.values()]  # doctest: +SKIP
     ['Lung_L', 'Lung_R', 'Heart', 'Esophagus', 'SpinalCord']
 """
 
@@ -37,13 +37,13 @@ import torch
 
 from rtdeep.errors import BundleError
 from rtdeep.models.registry import build_network
+from rtdeep.sites import Organ, organ_for_label
 
 __all__ = [
     "MANIFEST_NAME",
     "METADATA_PATH",
     "MODEL_CARD_PATH",
     "WEIGHTS_PATH",
-    "BundleLabel",
     "LoadedBundle",
     "list_bundles",
     "load_bundle",
@@ -62,16 +62,6 @@ MANIFEST_NAME = "manifest.json"
 _REQUIRED = (METADATA_PATH, WEIGHTS_PATH, MODEL_CARD_PATH)
 
 
-@dataclass(frozen=True)
-class BundleLabel:
-    """One output class of a segmentation bundle (value 0 is background and not listed)."""
-
-    value: int
-    name: str
-    color_rgb: tuple[int, int, int]
-    interpreted_type: str = "ORGAN"
-
-
 @dataclass
 class LoadedBundle:
     """A verified bundle with its network built, weights loaded and set to eval mode.
@@ -87,7 +77,7 @@ class LoadedBundle:
     metadata: dict[str, Any]
     network: torch.nn.Module
     device: str = "cpu"
-    labels: list[BundleLabel] = field(default_factory=list)
+    labels: dict[int, Organ] = field(default_factory=dict)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -237,17 +227,14 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return metadata
 
 
-def _labels(metadata: dict[str, Any], metadata_path: Path) -> list[BundleLabel]:
-    labels = []
+def _labels(metadata: dict[str, Any], metadata_path: Path) -> dict[int, Organ]:
+    """Label value -> organ; names the organ table knows take its colour and codes (rtdeep.sites)."""
+    labels = {}
     for entry in metadata["rtdeep"].get("labels", []):
         try:
-            labels.append(
-                BundleLabel(
-                    value=int(entry["value"]),
-                    name=str(entry["name"]),
-                    color_rgb=tuple(int(c) for c in entry.get("color", (255, 0, 0))),  # type: ignore[arg-type]
-                    interpreted_type=str(entry.get("interpreted_type", "ORGAN")),
-                )
+            color = tuple(int(c) for c in entry.get("color", (255, 0, 0)))
+            labels[int(entry["value"])] = organ_for_label(
+                str(entry["name"]), color, str(entry.get("interpreted_type", "ORGAN"))  # type: ignore[arg-type]
             )
         except (KeyError, TypeError, ValueError) as error:
             raise BundleError(f"bad label entry {entry!r}: {error}", path=metadata_path) from error

@@ -7,14 +7,13 @@ vote (:mod:`rtdeep.atlas.segment`).
 
 from __future__ import annotations
 
-from rtdeep.atlas.library import ATLAS_SEED, SITE_ORGANS, load_atlases
+from rtdeep.atlas.library import ATLAS_SEED, load_atlases
 from rtdeep.atlas.segment import ATLAS_MODELS, DEFAULT_N_ATLASES, atlas_site, segment_with_atlas
 
 __all__ = [
     "ATLAS_MODELS",
     "ATLAS_SEED",
     "DEFAULT_N_ATLASES",
-    "SITE_ORGANS",
     "atlas_site",
     "load_atlases",
     "segment_with_atlas",

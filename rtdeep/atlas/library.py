@@ -22,13 +22,12 @@ import numpy as np
 
 from rtdeep.errors import RtDeepError
 from rtdeep.fileio import atomic_write
-from rtdeep.training.sites import SITES
+from rtdeep.sites import SITES
 from rtdeep.volume import Volume
 
 __all__ = [
     "ATLAS_SEED",
     "ATLAS_SPACING_MM",
-    "SITE_ORGANS",
     "Atlas",
     "atlas_cache_dir",
     "build_atlas",
@@ -43,10 +42,6 @@ ATLAS_SEED = 880_001
 ATLAS_SPACING_MM = 4.0
 #: bump when the cached file layout changes
 _FORMAT_VERSION = 2
-
-#: organs segmented per site (TG-263 names) in label-value order (value = position + 1), the
-#: same organs and order as the deep models (:data:`rtdeep.training.sites.SITES`)
-SITE_ORGANS: dict[str, tuple[str, ...]] = {name: tuple(spec.organ_names) for name, spec in SITES.items()}
 
 
 @dataclass(frozen=True)
@@ -97,7 +92,7 @@ def build_atlas(site: str, index: int, seed: int = ATLAS_SEED) -> Atlas:
     from rtdeep.inference.resample import resample_to_spacing
     from rtdeep.phantom import generate_patient
 
-    organ_names = SITE_ORGANS[site]
+    organ_names = SITES[site].organ_names
     patient = generate_patient(site, index, seed, grid="small")
     ct = resample_to_spacing(patient.ct, (ATLAS_SPACING_MM,) * 3, order=1)
     labels = _label_map(patient.rois, organ_names, patient.ct.shape, site)
@@ -141,8 +136,8 @@ def load_atlases(site: str, n_atlases: int, seed: int = ATLAS_SEED) -> list[Atla
     Raises:
         RtDeepError: unknown site or ``n_atlases`` < 1.
     """
-    if site not in SITE_ORGANS:
-        raise RtDeepError(f"no atlas for site '{site}'; expected one of {', '.join(SITE_ORGANS)}")
+    if site not in SITES:
+        raise RtDeepError(f"no atlas for site '{site}'; expected one of {', '.join(SITES)}")
     if n_atlases < 1:
         raise RtDeepError(f"n_atlases must be at least 1, got {n_atlases}")
     folder = atlas_cache_dir()

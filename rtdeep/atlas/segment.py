@@ -19,10 +19,11 @@ from collections.abc import Callable
 import numpy as np
 import SimpleITK as sitk
 
-from rtdeep.atlas.library import ATLAS_SPACING_MM, SITE_ORGANS, load_atlases
+from rtdeep.atlas.library import ATLAS_SPACING_MM, load_atlases
 from rtdeep.atlas.register import register_atlas, to_sitk
 from rtdeep.dicomrt.types import CtSeries, Roi
 from rtdeep.errors import RtDeepError
+from rtdeep.sites import SITES
 from rtdeep.volume import Volume
 
 __all__ = ["ATLAS_MODELS", "DEFAULT_N_ATLASES", "VOTE_SPACING_MM", "atlas_site", "segment_with_atlas"]
@@ -36,7 +37,7 @@ DEFAULT_N_ATLASES = 5
 #: finest spacing (mm) of the grid the votes are counted on
 VOTE_SPACING_MM = 2.0
 #: model names that select the atlas baseline (``rtdeep segment --model thorax_atlas``)
-ATLAS_MODELS: dict[str, str] = {f"{site}_atlas": site for site in SITE_ORGANS}
+ATLAS_MODELS: dict[str, str] = {f"{site}_atlas": site for site in SITES}
 
 
 def atlas_site(model_name: str) -> str | None:
@@ -51,12 +52,6 @@ def _report(callback: ProgressCallback | None, fraction: float, message: str) ->
 
 def _reference_image(affine: np.ndarray, shape_kji: tuple[int, int, int]) -> sitk.Image:
     return to_sitk(Volume(np.zeros(shape_kji, np.uint8), affine), np.uint8)
-
-
-def _colours(site: str) -> dict[str, tuple[int, int, int]]:
-    from rtdeep.training.sites import get_site
-
-    return {organ.name: tuple(organ.color_rgb) for organ in get_site(site).organs}  # type: ignore[misc]
 
 
 def _box(mask: np.ndarray, margin: int = 1) -> tuple[slice, slice, slice]:
@@ -105,9 +100,9 @@ def segment_with_atlas(
 
     volume = ct.volume if isinstance(ct, CtSeries) else ct
     site = str(site).strip().lower()
-    if site not in SITE_ORGANS:
-        raise RtDeepError(f"no atlas for site '{site}'; expected one of {', '.join(SITE_ORGANS)}")
-    organ_names = SITE_ORGANS[site]
+    if site not in SITES:
+        raise RtDeepError(f"no atlas for site '{site}'; expected one of {', '.join(SITES)}")
+    organ_names = SITES[site].organ_names
     _report(progress_callback, 0.0, "loading atlases")
     atlases = load_atlases(site, n_atlases)
 
@@ -138,20 +133,19 @@ def segment_with_atlas(
         label_map[target_box][wins] = position + 1
         best[target_box] = np.where(wins, values, best[target_box])
 
-    colours = _colours(site)
     rois = []
-    for position, name in enumerate(organ_names):
+    for position, organ in enumerate(SITES[site].organs):
         mask = label_map == position + 1
         if not mask.any():
-            log.warning("atlas segmentation: no majority for ROI '%s' on this CT; left out", name)
+            log.warning("atlas segmentation: no majority for ROI '%s' on this CT; left out", organ.name)
             continue
         rois.append(
             Roi(
-                name=name,
+                name=organ.name,
                 mask=mask,
                 number=len(rois) + 1,
-                color_rgb=colours.get(name, (255, 0, 0)),
-                interpreted_type="ORGAN",
+                color_rgb=organ.color_rgb,
+                interpreted_type=organ.interpreted_type,
                 generation_algorithm="AUTOMATIC",
             )
         )

@@ -39,9 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
     from rtdeep.bundles import write_bundle
     from rtdeep.errors import RtDeepError
+    from rtdeep.models.architectures import get_arch
+    from rtdeep.sites import get_site
     from rtdeep.training.data import cases_from_manifest, cases_from_phantoms
     from rtdeep.training.export import bundle_name, model_card, segmentation_metadata
-    from rtdeep.training.sites import get_arch, get_site
     from rtdeep.training.trainer import TrainConfig, train_segmentation
 
     site, arch = get_site(args.site), get_arch(args.arch)

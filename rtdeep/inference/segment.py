@@ -108,8 +108,8 @@ def segment_volume(
         progress_callback(0.0, "preparing the CT")
     labels, model_affine = predict_label_map(ct, bundle, device, progress_callback)
     rois = []
-    for index, label in enumerate(bundle.labels):
-        organ = labels == label.value
+    for index, (value, organ_spec) in enumerate(bundle.labels.items()):
+        organ = labels == value
         if postprocess:
             organ = clean_organ_mask(organ)
         mask = np.zeros(ct.shape, bool)
@@ -123,14 +123,14 @@ def segment_volume(
             mask[target_box] = values > 0.5
         rois.append(
             Roi(
-                name=label.name,
+                name=organ_spec.name,
                 mask=mask,
-                number=label.value,
-                color_rgb=label.color_rgb,
-                interpreted_type=label.interpreted_type,
+                number=value,
+                color_rgb=organ_spec.color_rgb,
+                interpreted_type=organ_spec.interpreted_type,
                 generation_algorithm="AUTOMATIC",
             )
         )
         if progress_callback is not None:
-            progress_callback(0.85 + 0.15 * (index + 1) / len(bundle.labels), f"resampling {label.name}")
+            progress_callback(0.85 + 0.15 * (index + 1) / len(bundle.labels), f"resampling {organ_spec.name}")
     return rois

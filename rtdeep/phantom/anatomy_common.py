@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["HU", "Bend", "RoiStyle", "elliptic_cylinder_sd", "superellipse_sd"]
+__all__ = ["HU", "Bend", "elliptic_cylinder_sd", "superellipse_sd"]
 
 #: typical Hounsfield units of the tissues the phantoms are made of (unenhanced CT)
 HU: dict[str, float] = {
@@ -32,15 +32,6 @@ HU: dict[str, float] = {
     "couch_foam": -650.0,
     "couch_shell": 150.0,
 }
-
-
-@dataclass(frozen=True)
-class RoiStyle:
-    """How an ROI is written: TG-263 name, display colour, RT ROI Interpreted Type."""
-
-    name: str
-    color_rgb: tuple[int, int, int]
-    interpreted_type: str = "ORGAN"
 
 
 @dataclass(frozen=True)

@@ -12,26 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtdeep.phantom.anatomy_common import HU, Bend, RoiStyle, elliptic_cylinder_sd, superellipse_sd
+from rtdeep.phantom.anatomy_common import HU, Bend, elliptic_cylinder_sd, superellipse_sd
 from rtdeep.phantom.grid import GridSpec
 from rtdeep.phantom.render import Canvas
 from rtdeep.phantom.shapes import Capsule, Ellipsoid, random_perturbation, rotation_matrix
 from rtdeep.phantom.texture import SmoothField
+from rtdeep.sites import SITES, Organ
 
 __all__ = ["HEADNECK_ROIS", "HeadNeckModel", "render_headneck", "sample_headneck"]
 
-HEADNECK_ROIS = (
-    RoiStyle("External", (0, 190, 0), "EXTERNAL"),
-    RoiStyle("Parotid_L", (255, 128, 0), "ORGAN"),
-    RoiStyle("Parotid_R", (255, 60, 160), "ORGAN"),
-    RoiStyle("Glnd_Submand_L", (130, 90, 255), "ORGAN"),
-    RoiStyle("Glnd_Submand_R", (60, 200, 200), "ORGAN"),
-    RoiStyle("Mandible", (230, 230, 180), "ORGAN"),
-    RoiStyle("Brainstem", (150, 60, 20), "ORGAN"),
-    RoiStyle("SpinalCord", (255, 255, 0), "ORGAN"),
-    RoiStyle("GTV", (255, 0, 0), "GTV"),
-    RoiStyle("PTV", (0, 255, 255), "PTV"),
-)
+HEADNECK_ROIS = SITES["headneck"].structures
 
 
 #: the PTV is cropped this far inside the skin (build-up region), as in clinical practice
@@ -73,7 +63,7 @@ class HeadNeckModel:
     fov_mm: float = 480.0
     fov_centre: tuple[float, float] = (0.0, 10.0)
 
-    def rois(self) -> tuple[RoiStyle, ...]:
+    def rois(self) -> tuple[Organ, ...]:
         return HEADNECK_ROIS
 
     def neck_sd(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:

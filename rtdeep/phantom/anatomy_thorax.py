@@ -12,24 +12,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rtdeep.phantom.anatomy_common import HU, Bend, RoiStyle, elliptic_cylinder_sd, superellipse_sd
+from rtdeep.phantom.anatomy_common import HU, Bend, elliptic_cylinder_sd, superellipse_sd
 from rtdeep.phantom.grid import GridSpec
 from rtdeep.phantom.render import Canvas
 from rtdeep.phantom.shapes import Capsule, Ellipsoid, random_perturbation, rotation_matrix
 from rtdeep.phantom.texture import Reticulation, branching_tree
+from rtdeep.sites import SITES, Organ
 
 __all__ = ["THORAX_ROIS", "ThoraxModel", "render_thorax", "sample_thorax"]
 
-THORAX_ROIS = (
-    RoiStyle("External", (0, 190, 0), "EXTERNAL"),
-    RoiStyle("Lung_L", (80, 160, 255), "ORGAN"),
-    RoiStyle("Lung_R", (255, 200, 80), "ORGAN"),
-    RoiStyle("Heart", (220, 40, 60), "ORGAN"),
-    RoiStyle("Esophagus", (160, 100, 40), "ORGAN"),
-    RoiStyle("SpinalCord", (255, 255, 0), "ORGAN"),
-    RoiStyle("GTV", (255, 0, 0), "GTV"),
-    RoiStyle("PTV", (0, 255, 255), "PTV"),
-)
+THORAX_ROIS = SITES["thorax"].structures
 
 
 #: the PTV is cropped this far inside the skin (build-up region), as in clinical practice
@@ -137,7 +129,7 @@ class ThoraxModel:
         hi = np.array([self.body_half_x + 12, self.body_half_y + 40, self.z_range[1] + 5])
         return lo, hi
 
-    def rois(self) -> tuple[RoiStyle, ...]:
+    def rois(self) -> tuple[Organ, ...]:
         return THORAX_ROIS
 
 

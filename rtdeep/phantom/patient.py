@@ -21,7 +21,7 @@ from rtdeep.errors import RtDeepError
 from rtdeep.fileio import OutputExistsError
 from rtdeep.phantom import dose as dose_model
 from rtdeep.phantom.grid import GRID_KINDS, ct_grid, dose_grid, resample_to_grid
-from rtdeep.phantom.sites import SITE_SPECS, SiteSpec
+from rtdeep.phantom.sites import SITE_SPECS, PhantomSite
 from rtdeep.phantom.texture import scanner_noise
 from rtdeep.volume import Volume
 
@@ -74,17 +74,17 @@ def patient_id_for(site: str, index: int) -> str:
     return f"RTD-{SITE_SPECS[site].code}-{index:04d}"
 
 
-def _site(site: str) -> SiteSpec:
+def _site(site: str) -> PhantomSite:
     if site not in SITE_SPECS:
         raise RtDeepError(f"site must be one of {', '.join(SITE_SPECS)}, got '{site}'")
     return SITE_SPECS[site]
 
 
-def _rng(seed: int, spec: SiteSpec, index: int, stream: int) -> np.random.Generator:
+def _rng(seed: int, spec: PhantomSite, index: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), spec.number, int(index), stream])
 
 
-def _beam_angles(spec: SiteSpec, model: Any, rng: np.random.Generator) -> list[float]:
+def _beam_angles(spec: PhantomSite, model: Any, rng: np.random.Generator) -> list[float]:
     if spec.name == "headneck":
         start = float(rng.uniform(0, 20))
         return [round((start + i * 360.0 / 7) % 360, 1) for i in range(7)]

@@ -1,4 +1,7 @@
-"""The two phantom sites: how each samples, renders and scores a patient."""
+"""The two phantom sites: how each samples, renders and scores a patient.
+
+Names, organs, colours and prescriptions come from the one site table, :mod:`rtdeep.sites`.
+"""
 
 from __future__ import annotations
 
@@ -11,22 +14,33 @@ import numpy as np
 from rtdeep.phantom import outcome as outcome_model
 from rtdeep.phantom.grid import GridSpec
 from rtdeep.phantom.render import Canvas
+from rtdeep.sites import SITES, Site
 
-__all__ = ["SITE_SPECS", "SiteSpec"]
+__all__ = ["SITE_SPECS", "PhantomSite"]
 
 
 @dataclass(frozen=True)
-class SiteSpec:
-    """A site: ID code, prescription, and the model's sample / render / outcome functions."""
+class PhantomSite:
+    """A site of the phantom: patient-ID code and number, and the sample / render / outcome functions."""
 
-    name: str
+    site: Site
     code: str
     number: int
-    prescription_gy: float
-    fractions: int
     sample: Callable[[np.random.Generator], Any]
     render: Callable[..., Canvas]
     outcome: Callable[[Any, Canvas, GridSpec, np.ndarray, np.random.Generator], dict[str, Any]]
+
+    @property
+    def name(self) -> str:
+        return self.site.name
+
+    @property
+    def prescription_gy(self) -> float:
+        return self.site.prescription_gy
+
+    @property
+    def fractions(self) -> int:
+        return self.site.fractions
 
 
 def _thorax_outcome(model: Any, canvas: Canvas, grid: GridSpec, dose_ct: np.ndarray,
@@ -60,14 +74,14 @@ def _headneck_outcome(model: Any, canvas: Canvas, grid: GridSpec, dose_ct: np.nd
     return row
 
 
-def _build() -> dict[str, SiteSpec]:
+def _build() -> dict[str, PhantomSite]:
     from rtdeep.phantom.anatomy_headneck import render_headneck, sample_headneck
     from rtdeep.phantom.anatomy_thorax import render_thorax, sample_thorax
 
     return {
-        "thorax": SiteSpec("thorax", "THX", 1, 60.0, 30, sample_thorax, render_thorax, _thorax_outcome),
-        "headneck": SiteSpec("headneck", "HN", 2, 70.0, 35, sample_headneck, render_headneck, _headneck_outcome),
+        "thorax": PhantomSite(SITES["thorax"], "THX", 1, sample_thorax, render_thorax, _thorax_outcome),
+        "headneck": PhantomSite(SITES["headneck"], "HN", 2, sample_headneck, render_headneck, _headneck_outcome),
     }
 
 
-SITE_SPECS: dict[str, SiteSpec] = _build()
+SITE_SPECS: dict[str, PhantomSite] = _build()

@@ -23,6 +23,7 @@ import numpy as np
 
 from rtdeep.dicomrt.types import Roi
 from rtdeep.errors import BundleError, RtDeepError
+from rtdeep.sites import SITES
 from rtdeep.volume import Volume
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
 
 #: model name of the atlas baseline (registration of a reference phantom, rtdeep.atlas)
 ATLAS_MODEL = "atlas"
-SITES = ("thorax", "headneck")
+
 
 ProgressCallback = Callable[[float, str], None]
 

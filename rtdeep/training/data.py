@@ -19,7 +19,7 @@ import numpy as np
 from rtdeep.dicomrt.types import Roi
 from rtdeep.errors import RtDeepError
 from rtdeep.inference.resample import body_box, crop_volume, resample_to_spacing, window_hu
-from rtdeep.training.sites import SiteSpec
+from rtdeep.sites import Site
 from rtdeep.volume import Volume
 
 __all__ = ["SegCase", "cases_from_manifest", "cases_from_phantoms", "load_or_prepare", "prepare_case"]
@@ -48,7 +48,7 @@ class SegCase:
     present: np.ndarray
 
 
-def prepare_case(case_id: str, ct: Volume, rois: Sequence[Roi], site: SiteSpec) -> SegCase:
+def prepare_case(case_id: str, ct: Volume, rois: Sequence[Roi], site: Site) -> SegCase:
     """Crop and resample a CT (HU) and rasterise the site's organs on the model grid."""
     box = body_box(ct.array)
     cropped = crop_volume(ct, box)
@@ -83,7 +83,7 @@ def _load(path: Path) -> SegCase:
         )
 
 
-def load_or_prepare(cache_path: Path | None, make: Callable[[], SegCase], site: SiteSpec) -> SegCase:
+def load_or_prepare(cache_path: Path | None, make: Callable[[], SegCase], site: Site) -> SegCase:
     """Read ``cache_path`` if it exists, else ``make()`` the case (HU) and cache it there; then window it."""
     if cache_path is not None and cache_path.is_file():
         case = _load(cache_path)
@@ -95,12 +95,12 @@ def load_or_prepare(cache_path: Path | None, make: Callable[[], SegCase], site: 
     return case
 
 
-def _tag(site: SiteSpec) -> str:
+def _tag(site: Site) -> str:
     return f"{site.name}_{'x'.join(f'{s:g}' for s in site.spacing_mm)}"
 
 
 def cases_from_manifest(
-    data_dir: str | Path, site: SiteSpec, cache_dir: Path | None, limit: int | None = None
+    data_dir: str | Path, site: Site, cache_dir: Path | None, limit: int | None = None
 ) -> list[SegCase]:
     """Cases from a cohort folder with ``manifest.csv`` (column ``study_dir`` relative to it).
 
@@ -137,7 +137,7 @@ def cases_from_manifest(
 
 
 def cases_from_phantoms(
-    site: SiteSpec, indices: Sequence[int], seed: int, grid: str, cache_dir: Path | None
+    site: Site, indices: Sequence[int], seed: int, grid: str, cache_dir: Path | None
 ) -> list[SegCase]:
     """Cases generated in memory by :func:`rtdeep.phantom.generate_patient` (cached when ``cache_dir``)."""
     from rtdeep.phantom import generate_patient, generator_fingerprint

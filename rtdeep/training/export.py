@@ -11,7 +11,8 @@ import monai
 import numpy as np
 import torch
 
-from rtdeep.training.sites import ArchSpec, SiteSpec
+from rtdeep.models.architectures import ArchSpec
+from rtdeep.sites import Site
 from rtdeep.training.trainer import INFERENCE_ROI
 
 __all__ = ["bundle_name", "model_card", "segmentation_metadata"]
@@ -19,13 +20,13 @@ __all__ = ["bundle_name", "model_card", "segmentation_metadata"]
 BUNDLE_VERSION = "0.1.0"
 
 
-def bundle_name(site: SiteSpec, arch: ArchSpec) -> str:
+def bundle_name(site: Site, arch: ArchSpec) -> str:
     """``<site>_<arch>``, e.g. ``thorax_unet3d``."""
     return f"{site.name}_{arch.name}"
 
 
 def segmentation_metadata(
-    site: SiteSpec, arch: ArchSpec, *, name: str | None = None, training: Mapping[str, Any] | None = None
+    site: Site, arch: ArchSpec, *, name: str | None = None, training: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """MONAI bundle metadata plus the ``"rtdeep"`` object that :mod:`rtdeep.inference` reads."""
     name = name or bundle_name(site, arch)
@@ -115,7 +116,7 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 
 def model_card(
-    site: SiteSpec,
+    site: Site,
     arch: ArchSpec,
     *,
     training: Mapping[str, Any],

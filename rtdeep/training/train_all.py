@@ -40,9 +40,10 @@ def _say(message: str) -> None:
 
 
 def train(sites: list[str], archs: list[str], minutes: float, threads: int) -> None:
+    from rtdeep.models.architectures import get_arch
+    from rtdeep.sites import get_site
     from rtdeep.training.data import cases_from_phantoms
     from rtdeep.training.export import bundle_name
-    from rtdeep.training.sites import get_arch, get_site
     from rtdeep.training.trainer import TrainConfig, train_segmentation
 
     for site_name in sites:
@@ -73,8 +74,9 @@ def _staging_bundle(site_name: str, arch_name: str, card: str = "# staging\n"): 
 
     from rtdeep.bundles import write_bundle
     from rtdeep.models import build_network
+    from rtdeep.models.architectures import get_arch
+    from rtdeep.sites import get_site
     from rtdeep.training.export import bundle_name, segmentation_metadata
-    from rtdeep.training.sites import get_arch, get_site
 
     site, arch = get_site(site_name), get_arch(arch_name)
     work = WORK_DIR / bundle_name(site, arch)
@@ -86,7 +88,7 @@ def _staging_bundle(site_name: str, arch_name: str, card: str = "# staging\n"): 
 def heldout_phantom(site_name: str, index: int):  # -> (Volume, dict[str, np.ndarray])
     """A held-out clinical-grid phantom: CT (HU) and organ masks, cached under ``bench/out``."""
     from rtdeep.phantom import generate_patient
-    from rtdeep.training.sites import get_site
+    from rtdeep.sites import get_site
     from rtdeep.volume import Volume
 
     site = get_site(site_name)
@@ -112,8 +114,9 @@ def evaluate(sites: list[str], archs: list[str], threads: int) -> None:
     from rtdeep.bundles import load_bundle
     from rtdeep.inference.segment import segment_volume
     from rtdeep.metrics import dice_coefficient
+    from rtdeep.models.architectures import get_arch
+    from rtdeep.sites import get_site
     from rtdeep.training.export import bundle_name
-    from rtdeep.training.sites import get_arch, get_site
 
     torch.set_num_threads(threads)
     for site_name in sites:
@@ -156,8 +159,9 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
 
     from rtdeep.bundles import write_bundle
     from rtdeep.models import build_network
+    from rtdeep.models.architectures import get_arch
+    from rtdeep.sites import get_site
     from rtdeep.training.export import bundle_name, model_card, segmentation_metadata
-    from rtdeep.training.sites import get_arch, get_site
 
     bench = json.loads(bench_json.read_text()) if bench_json and bench_json.is_file() else {}
     database_path = models_dir / "models.json"

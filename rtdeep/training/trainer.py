@@ -24,9 +24,10 @@ import torch
 
 from rtdeep.inference.predict import predict_probabilities
 from rtdeep.models import build_network
+from rtdeep.models.architectures import ArchSpec
+from rtdeep.sites import Site
 from rtdeep.training.data import SegCase
 from rtdeep.training.sampling import PatchSampler
-from rtdeep.training.sites import ArchSpec, SiteSpec
 
 __all__ = ["INFERENCE_ROI", "TrainConfig", "TrainResult", "dice_per_organ", "train_segmentation"]
 
@@ -73,7 +74,7 @@ def dice_per_organ(prediction: np.ndarray, reference: np.ndarray, organ_names: S
     return scores
 
 
-def _validate(network: torch.nn.Module, cases: Sequence[SegCase], arch: ArchSpec, site: SiteSpec, device: str) -> dict:
+def _validate(network: torch.nn.Module, cases: Sequence[SegCase], arch: ArchSpec, site: Site, device: str) -> dict:
     per_organ: dict[str, list[float]] = {name: [] for name in site.organ_names}
     for case in cases:
         probabilities = predict_probabilities(
@@ -94,7 +95,7 @@ def _mean(scores: dict[str, float]) -> float:
 
 def train_segmentation(
     config: TrainConfig,
-    site: SiteSpec,
+    site: Site,
     arch: ArchSpec,
     train_cases: Sequence[SegCase],
     val_cases: Sequence[SegCase],

@@ -1,7 +1,7 @@
-"""Sites (organs, colours, intensity window) and architectures (network, patch, GAN) as data.
+"""Architectures as data: network, patch, batch and GAN settings of each segmentation model.
 
-Everything a training run needs to know that is not the data itself lives here, so the CLI, the
-bundle-training script and the tests build identical models.
+The CLI, the bundle-training script and the tests build identical models from these entries; the
+organs and intensity window come from the site (:mod:`rtdeep.sites`).
 """
 
 from __future__ import annotations
@@ -10,42 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtdeep.errors import RtDeepError
+from rtdeep.sites import Site
 
-__all__ = ["ARCHITECTURES", "SITES", "ArchSpec", "OrganLabel", "SiteSpec", "get_arch", "get_site"]
-
-
-@dataclass(frozen=True)
-class OrganLabel:
-    """One organ of a site: TG-263 name, display colour (RGB 0-255), RT ROI interpreted type."""
-
-    name: str
-    color_rgb: tuple[int, int, int]
-    interpreted_type: str = "ORGAN"
-
-
-@dataclass(frozen=True)
-class SiteSpec:
-    """A treatment site: organs (label value = position + 1), model spacing and intensity window.
-
-    Attributes:
-        spacing_mm: model grid spacing along i, j, k (mm).
-        intensity_window: HU mapped linearly to [0, 1] (clipped) before the network.
-    """
-
-    name: str
-    title: str
-    organs: tuple[OrganLabel, ...]
-    spacing_mm: tuple[float, float, float] = (2.5, 2.5, 3.0)
-    intensity_window: tuple[float, float] = (-1000.0, 1000.0)
-
-    @property
-    def organ_names(self) -> list[str]:
-        return [organ.name for organ in self.organs]
-
-    @property
-    def n_classes(self) -> int:
-        """Output channels: background plus one per organ."""
-        return len(self.organs) + 1
+__all__ = ["ARCHITECTURES", "ArchSpec", "get_arch"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +53,7 @@ class ArchSpec:
         """Input sizes must be multiples of this (one halving per strided level)."""
         return 2 ** (len(self.channels) - 1)
 
-    def network_spec(self, site: SiteSpec) -> dict[str, Any]:
+    def network_spec(self, site: Site) -> dict[str, Any]:
         """The ``{"name", "kwargs"}`` that rebuilds the generator (stored in bundle metadata)."""
         return {
             "name": "UNet",
@@ -100,7 +67,7 @@ class ArchSpec:
             },
         }
 
-    def critic_spec(self, site: SiteSpec) -> dict[str, Any]:
+    def critic_spec(self, site: Site) -> dict[str, Any]:
         """The PatchGAN critic's spec: it sees the image channels plus the class probabilities."""
         return {
             "name": "PatchGanDiscriminator",
@@ -111,36 +78,6 @@ class ArchSpec:
             },
         }
 
-
-# Colours follow common planning-system conventions (lungs blue/cyan, heart red, cord yellow ...).
-SITES: dict[str, SiteSpec] = {
-    "thorax": SiteSpec(
-        name="thorax",
-        title="Thorax",
-        organs=(
-            OrganLabel("Lung_L", (0, 160, 255)),
-            OrganLabel("Lung_R", (0, 220, 200)),
-            OrganLabel("Heart", (220, 30, 60)),
-            OrganLabel("Esophagus", (255, 140, 0)),
-            OrganLabel("SpinalCord", (255, 230, 0)),
-        ),
-        intensity_window=(-1000.0, 600.0),
-    ),
-    "headneck": SiteSpec(
-        name="headneck",
-        title="Head and neck",
-        organs=(
-            OrganLabel("Parotid_L", (0, 200, 120)),
-            OrganLabel("Parotid_R", (120, 200, 0)),
-            OrganLabel("Glnd_Submand_L", (200, 0, 200)),
-            OrganLabel("Glnd_Submand_R", (140, 80, 255)),
-            OrganLabel("Mandible", (230, 230, 180)),
-            OrganLabel("Brainstem", (255, 100, 100)),
-            OrganLabel("SpinalCord", (255, 230, 0)),
-        ),
-        intensity_window=(-300.0, 700.0),
-    ),
-}
 
 _UNET3D_CHANNELS = (16, 32, 64, 128)
 _UNET25D_CHANNELS = (16, 32, 64, 128, 256)
@@ -158,11 +95,6 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     ),
 }
 
-
-def get_site(name: str) -> SiteSpec:
-    if name not in SITES:
-        raise RtDeepError(f"unknown site '{name}'; expected one of {', '.join(SITES)}")
-    return SITES[name]
 
 
 def get_arch(name: str) -> ArchSpec:
