@@ -13,7 +13,10 @@ import numpy as np
 
 from rtdeep.volume import Volume
 
-__all__ = ["Beam", "CtSeries", "DoseGrid", "PatientInfo", "PlanSummary", "Roi", "StructureSet", "Study"]
+__all__ = [
+    "Beam", "CtSeries", "DoseGrid", "PatientInfo", "PlanSummary", "RespiratoryPhase", "Roi", "RtImageInfo",
+    "StructureSet", "Study",
+]
 
 
 @dataclass
@@ -155,6 +158,35 @@ class PlanSummary:
 
 
 @dataclass
+class RespiratoryPhase:
+    """One CT series of a 4D CT: its respiratory phase in percent of the cycle and the tag that said so."""
+
+    percent: float
+    series_instance_uid: str
+    series_description: str = ""
+    source: str = ""
+    n_slices: int = 0
+
+
+@dataclass
+class RtImageInfo:
+    """What an RT Image (a DRR or a portal image) shows: the beam, its angles and the imager geometry."""
+
+    path: Path
+    label: str
+    beam_number: int | None
+    gantry_angle_deg: float | None
+    collimator_angle_deg: float | None
+    rows: int
+    columns: int
+    pixel_spacing_mm: tuple[float, float]
+    sad_mm: float | None
+    sid_mm: float | None
+    image_kind: str = ""
+    referenced_plan_uid: str = ""
+
+
+@dataclass
 class Study:
     """The objects of one patient's study found in a folder; ``dose_on_ct`` is resampled to the CT."""
 
@@ -164,3 +196,7 @@ class Study:
     dose_on_ct: Volume | None = None
     plan: PlanSummary | None = None
     warnings: list[str] = field(default_factory=list)
+    #: the phases of a 4D CT on the CT's frame of reference (in order), empty for a 3D study
+    respiratory_phases: list[RespiratoryPhase] = field(default_factory=list)
+    #: RT Images (DRRs, portal images) on the study's frame of reference or plan
+    rt_images: list[RtImageInfo] = field(default_factory=list)
