@@ -340,8 +340,6 @@ def test_scan_folder_finds_objects_and_skips_bad_files(tmp_path):
     shutil.copy(get_testdata_file("rtstruct.dcm"), tmp_path / "rs_no_preamble.dcm")
     shutil.copy(get_testdata_file("rtplan.dcm"), tmp_path / "plan.dcm")
     (tmp_path / "notes.txt").write_text("not DICOM at all\n" * 20)
-    whole = (tmp_path / "ct" / "CT_000.dcm").read_bytes()
-    (tmp_path / "cut.dcm").write_bytes(whole[:-20])
     before = hash_tree(tmp_path)
 
     infos, skipped = scan_folder(tmp_path)
@@ -352,18 +350,23 @@ def test_scan_folder_finds_objects_and_skips_bad_files(tmp_path):
     assert structure.frame_of_reference_uid == "1.2.826.0.1.3680043.8.498.2010020400001.2"
     plan = next(info for info in infos if info.modality == "RTPLAN")
     assert "1.2.333.444.55.6.7777.88888" in plan.referenced_uids
-    assert len(skipped) == 2
+    assert len(skipped) == 1
     assert any("notes.txt" in w and "not a DICOM file" in w for w in skipped)
-    assert any("cut.dcm" in w and "truncated" in w and "PixelData" in w for w in skipped)
     assert hash_tree(tmp_path) == before
 
 
-def test_scan_folder_reports_header_truncation(tmp_path):
+def test_scan_folder_refuses_truncated_dicom_files(tmp_path):
+    """A truncated DICOM file is an error naming it (skipping it would give a wrong study), not a warning."""
     whole = Path(get_testdata_file("rtplan.dcm")).read_bytes()
     (tmp_path / "plan_cut.dcm").write_bytes(whole[: len(whole) // 2])
-    infos, skipped = scan_folder(tmp_path)
-    assert infos == []
-    assert len(skipped) == 1 and "plan_cut.dcm" in skipped[0] and "truncated" in skipped[0]
+    with pytest.raises(DicomReadError, match=r"plan_cut\.dcm.*truncated"):
+        scan_folder(tmp_path)
+    (tmp_path / "plan_cut.dcm").unlink()
+    write_ct(tmp_path / "ct", stored_values((3, 6, 5)), axial_affine())
+    whole = (tmp_path / "ct" / "CT_000.dcm").read_bytes()
+    (tmp_path / "ct" / "CT_000.dcm").write_bytes(whole[:-20])
+    with pytest.raises(DicomReadError, match=r"CT_000\.dcm: tag PixelData \(7FE0,0010\): truncated"):
+        scan_folder(tmp_path)
 
 
 # ---------------------------------------------------------------- CT series

@@ -15,6 +15,8 @@ __all__ = [
     "DoseError",
     "FrameOfReferenceError",
     "GeometryError",
+    "NotDicomError",
+    "OutputError",
     "PlanError",
     "RtDeepError",
     "SeriesError",
@@ -62,6 +64,10 @@ class DicomReadError(RtDeepError):
     """A file is not DICOM, is truncated, or lacks a required attribute."""
 
 
+class NotDicomError(DicomReadError):
+    """A file that is not DICOM at all (folder readers skip these with a warning)."""
+
+
 class SeriesError(RtDeepError):
     """A CT series is missing, ambiguous, or inconsistent (missing slices, mixed sizes)."""
 
@@ -92,6 +98,10 @@ class CropError(RtDeepError):
 
 class BundleError(RtDeepError):
     """A model bundle that is missing files, fails its checksum, or does not load."""
+
+
+class OutputError(RtDeepError):
+    """An output that cannot be written: folder not writable, disk full, or the output exists."""
 
 
 class ValidationError(RtDeepError):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtdeep.errors import CropError, RtDeepError, StructureError
+from rtdeep.errors import CropError, RtDeepError
 from rtdeep.fileio import OutputExistsError, atomic_write
 from rtdeep.names import NameMatch
 from rtdeep.roi import Crop, CropSpec, FixedCrop
@@ -236,7 +236,8 @@ def _safe(text: str) -> str:
 
 
 def _crop_row(row: Mapping[str, str], spec: CropSpec, stage: Path, formats: Sequence[str],
-              size: Sequence[int] | None, prescription_gy: float | None) -> dict[str, object]:
+              size: Sequence[int] | None, prescription_gy: float | None,
+              series_instance_uid: str | None = None) -> dict[str, object]:
     from rtdeep.dicomrt.study import load_study
     from rtdeep.roi import crop_study, resample_fixed
 
@@ -244,9 +245,8 @@ def _crop_row(row: Mapping[str, str], spec: CropSpec, stage: Path, formats: Sequ
     if not study_dir.is_dir():
         raise FileNotFoundError(f"{study_dir}: study folder not found")
     try:
-        study = load_study(study_dir, prescription_gy=prescription_gy)
-        if study.structure_set is None:
-            raise StructureError("no RT Structure Set for the CT in this folder", path=study_dir)
+        study = load_study(study_dir, prescription_gy=prescription_gy, require=("RTSTRUCT",),
+                           series_instance_uid=series_instance_uid or row.get("series_uid") or None)
         crop = crop_study(study.ct.volume, study.structure_set, study.dose, spec)
     except RtDeepError as error:
         if error.path:
@@ -307,6 +307,7 @@ def export_crops(
     formats: Sequence[str] = ("mat", "npz"),
     size: Sequence[int] | None = None,
     prescription_gy: float | None = None,
+    series_instance_uid: str | None = None,
     keep_going: bool = False,
     progress_description: str | None = "crop",
 ) -> Path:
@@ -321,6 +322,8 @@ def export_crops(
         formats: any of ``mat``, ``npz``, ``nifti``.
         size: also store a :func:`rtdeep.roi.resample_fixed` crop of this ``[k, j, i]`` size in the .npz.
         prescription_gy: for RELATIVE doses.
+        series_instance_uid: the CT series to crop when a study folder holds several (else a
+            manifest's ``series_uid`` column).
         keep_going: record a failing study's error in the index (``error`` column) and go on;
             otherwise the first error is raised and nothing is written.
         progress_description: progress bar label (None: no bar).
@@ -346,7 +349,7 @@ def export_crops(
         rows = progress(studies, progress_description, total=len(studies)) if progress_description else studies
         for row in rows:
             try:
-                record = _crop_row(row, spec, stage, formats, size, prescription_gy)
+                record = _crop_row(row, spec, stage, formats, size, prescription_gy, series_instance_uid)
             except (RtDeepError, FileNotFoundError) as error:
                 if not keep_going:
                     raise

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from rtdeep.dicomrt.ct_reader import read_ct_series
     from rtdeep.dicomrt.rtstruct_reader import read_rtstruct
     from rtdeep.errors import StructureError
-    from rtdeep.fileio import ensure_new_path
+    from rtdeep.fileio import ensure_new_path, staged_output
     from rtdeep.metrics import compare_structure_sets, match_roi_names
     from rtdeep.review import format_table, overlay_pngs, write_metrics_csv
 
@@ -55,22 +55,25 @@ def run(args: argparse.Namespace) -> int:
     rows = compare_structure_sets(
         reference, test, ct.volume, roi_names=args.roi, tolerance_mm=args.tolerance_mm
     )
-    write_metrics_csv(rows, csv_path, overwrite=args.overwrite)
+    # every file is written into a staging folder and moved in at the end: a refusal leaves nothing
+    with staged_output(out_dir, overwrite=args.overwrite) as stage:
+        write_metrics_csv(rows, stage / csv_path.name)
+        n_pngs = 0
+        if not args.no_png:
+            wanted = {row["roi_name"] for row in rows}
+            captions = {
+                str(row["roi_name"]): f"Dice {row['dice']:.3f}, HD95 {row['hd95_mm']:.1f} mm" for row in rows
+            }
+            n_pngs = len(overlay_pngs(
+                ct.volume,
+                [roi for roi in reference.rois if roi.name in wanted],
+                test.rois,
+                stage,
+                pairs,
+                captions=captions,
+            ))
     print(format_table(rows, tolerance_mm=args.tolerance_mm))
     print(f"metrics: {csv_path}")
     if not args.no_png:
-        wanted = {row["roi_name"] for row in rows}
-        captions = {
-            str(row["roi_name"]): f"Dice {row['dice']:.3f}, HD95 {row['hd95_mm']:.1f} mm" for row in rows
-        }
-        pngs = overlay_pngs(
-            ct.volume,
-            [roi for roi in reference.rois if roi.name in wanted],
-            test.rois,
-            out_dir,
-            pairs,
-            captions=captions,
-            overwrite=args.overwrite,
-        )
-        print(f"overlays: {len(pngs)} PNG(s) in {out_dir} (reference yellow, test red)")
+        print(f"overlays: {n_pngs} PNG(s) in {out_dir} (reference yellow, test red)")
     return 0

@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", nargs=3, type=int, metavar=("K", "J", "I"),
                         help="also store a fixed-size resampled crop in the .npz (e.g. 64 64 64)")
     parser.add_argument("--prescription-gy", type=float, default=None, help="for RELATIVE doses")
+    parser.add_argument("--series-uid", default=None, metavar="UID",
+                        help="CT SeriesInstanceUID when STUDY_DIR holds several CT series (a manifest may give a "
+                             "series_uid column)")
     parser.add_argument("--keep-going", action="store_true",
                         help="record a failing patient's error in the index and go on")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
@@ -90,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     spec = _spec(args)
     rows, columns = _studies(args)
     index = export_crops(rows, spec, args.out, columns=columns, formats=args.format, size=args.size,
-                         prescription_gy=args.prescription_gy, keep_going=args.keep_going)
+                         prescription_gy=args.prescription_gy, series_instance_uid=args.series_uid,
+                         keep_going=args.keep_going)
     with open(index, newline="", encoding="utf-8") as handle:
         failed = sum(1 for row in csv.DictReader(handle) if row.get("error"))
     print(f"{len(rows) - failed} crop(s) '{spec.name}' written to {args.out} (index: {index})"

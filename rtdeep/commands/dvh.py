@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import shutil
-import tempfile
 from pathlib import Path
 
 HELP = "dose-volume histograms (CT or dose grid), DVH statistics and NTCP; CSV + PNG"
@@ -44,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "when its dose per fraction is not 2 Gy)")
     parser.add_argument("--alpha-beta-gy", type=float, default=3.0, help="alpha/beta for EQD2 (default 3 Gy)")
     parser.add_argument("--prescription-gy", type=float, default=None, help="for RELATIVE doses")
+    parser.add_argument("--series-uid", default=None, metavar="UID",
+                        help="CT SeriesInstanceUID when STUDY_DIR holds several CT series")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
 
 
@@ -70,6 +70,46 @@ def _lung_combination(available: list[str]) -> tuple[list[str], list[str]] | Non
     return lungs, gtvs
 
 
+def _beyond_ct(ct_volume, contours: dict, requested: list[str] | None) -> list[str]:
+    """Structures with a closed contour outside the CT's slices (or beside its field of view)."""
+    import numpy as np
+
+    inverse = np.linalg.inv(ct_volume.affine)
+    limits = np.array(ct_volume.size_ijk, dtype=float) - 0.5
+    wanted = set(_select(requested, list(contours))[0]) if requested else set(contours)
+    beyond = []
+    for name, polygons in contours.items():
+        if name not in wanted:
+            continue
+        for points in polygons:
+            ijk = points @ inverse[:3, :3].T + inverse[:3, 3]
+            if np.any(ijk < -0.5) or np.any(ijk > limits):
+                beyond.append(name)
+                break
+    return beyond
+
+
+def _each_or_skip(compute, names: list[str], empty: set[str], combined, notes: list[str]) -> dict:
+    """All structures (none named): skip those without contours and those no DVH can be made of,
+    each with a note; an error when none is left."""
+    from rtdeep.errors import RtDeepError, StructureError
+
+    dvhs = {}
+    for name in names:
+        if name in empty:
+            notes.append(f"skipped '{name}': no closed contour (empty structure, point or marker)")
+            continue
+        try:
+            dvhs.update(compute([name], None))
+        except RtDeepError as error:
+            notes.append(f"skipped '{name}': {error.message}")
+    if combined:
+        dvhs.update(compute([], combined))
+    if not dvhs:
+        raise StructureError("no structure with a DVH (every one was skipped: " + "; ".join(notes) + ")")
+    return dvhs
+
+
 def _compute(args: argparse.Namespace):
     """(dvhs, grid name, notes, n_fractions)."""
     from rtdeep.dvh import dvh_on_ct_grid, dvh_on_dose_grid, read_contours
@@ -94,14 +134,21 @@ def _compute(args: argparse.Namespace):
     else:
         from rtdeep.dicomrt.study import load_study
 
-        study = load_study(args.study_dir, prescription_gy=args.prescription_gy)
-        if study.structure_set is None:
-            raise StructureError("no RT Structure Set for the CT in this folder", path=args.study_dir)
+        study = load_study(args.study_dir, prescription_gy=args.prescription_gy,
+                           series_instance_uid=args.series_uid, require=("RTSTRUCT", "RTDOSE"))
         if study.dose is None or study.dose_on_ct is None:
             raise DoseError("no RT Dose for the CT in this folder", path=args.study_dir)
         dose = study.dose
         rs_path = study.structure_set.path
         grid = args.grid or "ct"
+        outside = _beyond_ct(study.ct.volume, read_contours(rs_path), args.structures)
+        if outside and args.grid is None:
+            grid = "dose"
+            notes.append(f"the CT ({study.ct.volume.shape[0]} slices) does not cover {', '.join(outside)}: "
+                         "DVHs computed on the dose grid from the contours")
+        elif outside:
+            raise StructureError("contours lie beyond the CT; the CT grid cannot hold this structure (use --grid "
+                                 "dose)", path=rs_path, roi=outside[0])
         per_fraction = study.plan.dose_per_fraction_gy if study.plan is not None else None
         if n_fractions is None and per_fraction is not None and abs(per_fraction - 2.0) > 0.1:
             n_fractions = study.plan.fractions
@@ -112,21 +159,28 @@ def _compute(args: argparse.Namespace):
     try:
         if grid == "ct":
             available = study.structure_set.names()
-            names, synonym_notes = _select(args.structures, available)
-            lung = _lung_combination(available)
-            combined = {LUNGS_MINUS_GTV: lung} if lung and LUNGS_MINUS_GTV not in available else None
-            dvhs = dvh_on_ct_grid(study.ct.volume, study.structure_set, study.dose_on_ct, names,
-                                  dose_grid=dose.dose, combined=combined, bin_width_gy=args.bin_width_gy,
-                                  max_uncovered_fraction=limit)
+            empty = {roi.name for roi in study.structure_set.rois if not roi.mask.any()}
+
+            def compute(names, combined):
+                return dvh_on_ct_grid(study.ct.volume, study.structure_set, study.dose_on_ct, names,
+                                      dose_grid=dose.dose, combined=combined, bin_width_gy=args.bin_width_gy,
+                                      max_uncovered_fraction=limit)
         else:
             contours = read_contours(rs_path)
             available = list(contours)
-            names, synonym_notes = _select(args.structures, available)
-            lung = _lung_combination(available)
-            combined = {LUNGS_MINUS_GTV: lung} if lung and LUNGS_MINUS_GTV not in available else None
-            dvhs = dvh_on_dose_grid(dose.dose, contours, names, combined=combined,
-                                    supersample=args.supersample, bin_width_gy=args.bin_width_gy,
-                                    max_uncovered_fraction=limit)
+            empty = {name for name, polygons in contours.items() if not polygons}
+
+            def compute(names, combined):
+                return dvh_on_dose_grid(dose.dose, contours, names, combined=combined,
+                                        supersample=args.supersample, bin_width_gy=args.bin_width_gy,
+                                        max_uncovered_fraction=limit)
+        names, synonym_notes = _select(args.structures, available)
+        lung = _lung_combination([name for name in available if name not in empty])
+        combined = {LUNGS_MINUS_GTV: lung} if lung and LUNGS_MINUS_GTV not in available else None
+        if args.structures:
+            dvhs = compute(names, combined)
+        else:
+            dvhs = _each_or_skip(compute, names, empty, combined, notes)
     except RtDeepError as error:
         if error.path:
             raise
@@ -215,21 +269,14 @@ def _write_outputs(stage: Path, dvhs, grid: str, n_fractions: int | None, alpha_
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtdeep.export import publish_staged
-    from rtdeep.fileio import OutputExistsError
+    from rtdeep.fileio import ensure_new_paths, staged_output
 
     out: Path = args.out
-    for name in ("dvh_stats.csv", "dvh_cumulative.csv", "dvh_differential.csv", "dvh.png"):
-        if (out / name).exists():
-            raise OutputExistsError("output exists; choose a new --out", path=out / name)
+    ensure_new_paths([out / name for name in ("dvh_stats.csv", "dvh_cumulative.csv", "dvh_differential.csv",
+                                              "dvh.png")])
     dvhs, grid, notes, n_fractions = _compute(args)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.rtdeep-dvh-", dir=out.parent))
-    try:
+    with staged_output(out) as stage:
         rows = _write_outputs(stage, dvhs, grid, n_fractions, args.alpha_beta_gy)
-        publish_staged(stage, out)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     for line in notes:
         print(f"note: {line}")
     print(f"{'structure':<20} {'cc':>9} {'mean Gy':>8} {'D95 Gy':>8} {'D2 Gy':>8} {'V20 %':>7} {'uncov %':>7}")

@@ -13,7 +13,7 @@ HELP = "list the patients, studies, series, ROIs (volumes in cc), dose grid and 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", type=Path, help="folder holding DICOM files (searched recursively)")
-    parser.add_argument("--series", default=None, metavar="UID",
+    parser.add_argument("--series", "--series-uid", dest="series", default=None, metavar="UID",
                         help="CT SeriesInstanceUID to describe in detail (default: every CT series)")
     parser.add_argument("--prescription-gy", type=float, default=None,
                         help="prescription (Gy) to convert a RELATIVE dose")

@@ -15,22 +15,28 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from rtdeep.dicomrt.dataset import (
+    check_complete,
+    check_voxels,
+    finite_floats,
+    int_value,
+    quiet_pydicom,
+    reading,
+)
+from rtdeep.dicomrt.dataset import text as _text
+from rtdeep.dicomrt.scan import folder_files
 from rtdeep.dicomrt.types import CtSeries, PatientInfo
-from rtdeep.errors import DicomReadError, GeometryError, SeriesError
+from rtdeep.errors import DicomReadError, GeometryError, NotDicomError, SeriesError
 from rtdeep.volume import Volume
 
-__all__ = ["patient_info", "read_ct_series", "slice_pixels"]
+__all__ = ["check_orientation", "patient_info", "read_ct_series", "slice_pixels"]
 
 CT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"}
 _DEFER_BYTES = 1 << 16  # values larger than this (pixel data) are read only when needed
 _WHOLE_FILE_BYTES = 2 << 20
 _TILT_TOLERANCE_MM = 0.05
 _SAME_TOLERANCE = 1e-4
-
-
-def _text(ds: pydicom.Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value).strip()
+_UNIT_TOLERANCE = 1e-2  # direction cosines: unit length and orthogonal within this
 
 
 def patient_info(ds: pydicom.Dataset) -> PatientInfo:
@@ -52,19 +58,25 @@ def patient_info(ds: pydicom.Dataset) -> PatientInfo:
 
 def _read_dataset(path: Path) -> pydicom.Dataset:
     try:
-        # small files (a CT slice) in one read; big ones (a dose, a large structure set) are first
-        # identified from two tags, so only a big CT is parsed in full (with its pixel data deferred)
-        if path.stat().st_size <= _WHOLE_FILE_BYTES:
-            return pydicom.dcmread(path)
-        peek = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID",
-                                                                              "SOPInstanceUID"])
-        if not _is_ct(peek):
-            return peek
-        return pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        with quiet_pydicom():
+            # small files (a CT slice) in one read; big ones (a dose, a large structure set) are first
+            # identified from two tags, so only a big CT is parsed in full (with its pixel data deferred)
+            if path.stat().st_size <= _WHOLE_FILE_BYTES:
+                ds = pydicom.dcmread(path)
+            else:
+                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID",
+                                                                                    "SOPInstanceUID"])
+                if _is_ct(ds):
+                    ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
     except InvalidDicomError as error:
-        raise DicomReadError("not a DICOM file", path=path) from error
-    except (EOFError, OSError, ValueError, TypeError, KeyError, IndexError) as error:
-        raise DicomReadError(f"truncated or corrupt DICOM file ({error})", path=path) from error
+        raise NotDicomError("not a DICOM file", path=path) from error
+    except PermissionError:
+        raise
+    except Exception as error:
+        raise DicomReadError(f"truncated or corrupt DICOM file ({type(error).__name__}: {error})",
+                             path=path) from error
+    check_complete(path, ds)
+    return ds
 
 
 def _is_ct(ds: pydicom.Dataset) -> bool:
@@ -82,7 +94,7 @@ def _load_candidates(source: str | os.PathLike[str] | Sequence[str | os.PathLike
             raise FileNotFoundError(f"{folder}: not found")
         if not folder.is_dir():
             raise NotADirectoryError(f"{folder}: not a folder (give a folder or a list of files)")
-        paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+        paths = folder_files(folder)
         from_folder, where = True, str(folder)
     else:
         paths = [Path(p) for p in source]
@@ -91,8 +103,8 @@ def _load_candidates(source: str | os.PathLike[str] | Sequence[str | os.PathLike
     for path in paths:
         try:
             ds = _read_dataset(path)
-        except DicomReadError as error:
-            if from_folder and str(error).endswith("not a DICOM file"):
+        except NotDicomError as error:
+            if from_folder:
                 warnings.append(f"skipped {error}")
                 continue
             raise
@@ -129,21 +141,24 @@ def _select_series(
                               tag="SeriesInstanceUID (0020,000E)")
         return groups[series_instance_uid]
     if len(groups) > 1:
-        raise SeriesError(f"{len(groups)} CT series found, choose one with series_instance_uid: {listing()}",
+        raise SeriesError(f"{len(groups)} CT series found, choose one with --series-uid: {listing()}",
                           path=where, tag="SeriesInstanceUID (0020,000E)")
     return next(iter(groups.values()))
 
 
 def _floats(ds: pydicom.Dataset, keyword: str, tag: str, count: int, path: Path) -> np.ndarray:
-    value = ds.get(keyword)
-    try:
-        array = np.asarray([float(v) for v in value], dtype=np.float64)  # type: ignore[union-attr]
-    except (TypeError, ValueError) as error:
-        raise DicomReadError(f"missing or unreadable {keyword}", path=path, tag=f"{keyword} {tag}") from error
-    if array.shape != (count,):
-        raise DicomReadError(f"{keyword} must have {count} values, found {array.size}", path=path,
-                             tag=f"{keyword} {tag}")
-    return array
+    return finite_floats(ds, keyword, tag, path, count)
+
+
+def check_orientation(iop: np.ndarray, spacing: np.ndarray, path: Path, error: type = GeometryError) -> None:
+    """Direction cosines of unit length and orthogonal, pixel spacings positive, else ``error``."""
+    row, col = iop[:3], iop[3:]
+    lengths = np.array([np.linalg.norm(row), np.linalg.norm(col)])
+    if np.any(np.abs(lengths - 1.0) > _UNIT_TOLERANCE) or abs(float(row @ col)) > _UNIT_TOLERANCE:
+        raise error(f"ImageOrientationPatient {iop.tolist()} is not two orthogonal unit vectors", path=path,
+                    tag="ImageOrientationPatient (0020,0037)")
+    if np.any(spacing <= 0):
+        raise error(f"PixelSpacing {spacing.tolist()} must be positive", path=path, tag="PixelSpacing (0028,0030)")
 
 
 def _names(paths: Sequence[Path], limit: int = 4) -> str:
@@ -156,12 +171,13 @@ def _check_same_geometry(items: list[tuple[Path, pydicom.Dataset]]) -> tuple[np.
     first_path, first = items[0]
     iop = _floats(first, "ImageOrientationPatient", "(0020,0037)", 6, first_path)
     spacing = _floats(first, "PixelSpacing", "(0028,0030)", 2, first_path)
-    rows, cols = int(first.get("Rows", 0)), int(first.get("Columns", 0))
+    check_orientation(iop, spacing, first_path)
+    rows, cols = _size(first, first_path)
     odd_orientation, odd_size = [], []
     for path, ds in items[1:]:
         if not np.allclose(_floats(ds, "ImageOrientationPatient", "(0020,0037)", 6, path), iop, atol=_SAME_TOLERANCE):
             odd_orientation.append(path)
-        if (int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) != (rows, cols) or not np.allclose(
+        if _size(ds, path) != (rows, cols) or not np.allclose(
             _floats(ds, "PixelSpacing", "(0028,0030)", 2, path), spacing, atol=_SAME_TOLERANCE
         ):
             odd_size.append(path)
@@ -173,9 +189,17 @@ def _check_same_geometry(items: list[tuple[Path, pydicom.Dataset]]) -> tuple[np.
         raise GeometryError(
             f"mixed slice sizes: {_names(odd_size)} differ from {first_path.name} ({rows}x{cols}, "
             f"spacing {spacing.tolist()} mm)", path=first_path.parent, tag="Rows/Columns/PixelSpacing")
-    if rows <= 0 or cols <= 0:
-        raise DicomReadError("Rows/Columns missing", path=first_path, tag="Rows (0028,0010)")
+    check_voxels(rows * cols * len(items), first_path.parent, f"CT series of {len(items)} slices of {rows}x{cols}",
+                 "Rows/Columns (0028,0010)/(0028,0011)")
     return iop, spacing, rows, cols
+
+
+def _size(ds: pydicom.Dataset, path: Path) -> tuple[int, int]:
+    rows = int_value(ds, "Rows", "(0028,0010)", path)
+    cols = int_value(ds, "Columns", "(0028,0011)", path)
+    if rows <= 0 or cols <= 0:
+        raise DicomReadError(f"Rows x Columns {rows}x{cols} must be positive", path=path, tag="Rows (0028,0010)")
+    return rows, cols
 
 
 def _order_slices(
@@ -211,6 +235,9 @@ def _slice_gap(
     if len(items) == 1:
         ds = items[0][1]
         gap = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
+        if not np.isfinite(gap) or gap <= 0:
+            raise GeometryError(f"single slice with slice thickness {gap:g} mm (must be positive)", path=items[0][0],
+                                tag="SliceThickness (0018,0050)")
         warnings.append(f"{items[0][0]}: single slice, slice spacing {gap:g} mm taken from SliceThickness")
         return gap
     offsets = positions - positions[0]
@@ -246,41 +273,52 @@ _DTYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0): 
 def slice_pixels(path: Path, ds: pydicom.Dataset, rows: int, cols: int) -> np.ndarray:
     """Stored pixel values of one single-frame slice ``[j, i]`` (rescale not applied).
 
-    Uncompressed little-endian data is read from the PixelData bytes; anything else goes through
-    pydicom's decoders (``ds.pixel_array``).
+    Uncompressed little-endian data is read from the PixelData bytes, whose length must be what
+    Rows x Columns x BitsAllocated declare; anything else goes through pydicom's decoders
+    (``ds.pixel_array``), whose result must have the declared size.
 
     Raises:
-        DicomReadError: no pixel data, truncated pixel data, or no decoder for the transfer syntax.
+        DicomReadError: no pixel data, a length that differs from the declared size (truncated, or
+            8-bit declared over 16-bit data), missing BitsAllocated/PixelRepresentation, or no
+            decoder for the transfer syntax.
     """
-    if "PixelData" not in ds:
+    if "PixelData" not in ds or ds.get("PixelData") is None:
         raise DicomReadError("no pixel data (truncated file?)", path=path, tag="PixelData (7FE0,0010)")
     transfer_syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    bits = int(ds.get("BitsAllocated", 16))
-    signed = int(ds.get("PixelRepresentation", 0))
+    bits = int_value(ds, "BitsAllocated", "(0028,0100)", path)
+    signed = int_value(ds, "PixelRepresentation", "(0028,0103)", path)
+    stored = int_value(ds, "BitsStored", "(0028,0101)", path, default=bits)
+    samples = int_value(ds, "SamplesPerPixel", "(0028,0002)", path, default=1)
+    frames = int_value(ds, "NumberOfFrames", "(0028,0008)", path, default=1)
+    if samples != 1:
+        raise DicomReadError(f"SamplesPerPixel {samples}: a CT slice is grayscale (1)", path=path,
+                             tag="SamplesPerPixel (0028,0002)")
+    if frames != 1:
+        raise DicomReadError(f"NumberOfFrames {frames}: multi-frame CT is not read here", path=path,
+                             tag="NumberOfFrames (0028,0008)")
+    if signed not in (0, 1) or not 1 <= stored <= bits:
+        raise DicomReadError(f"PixelRepresentation {signed} / BitsStored {stored} / BitsAllocated {bits} "
+                             "are inconsistent", path=path, tag="BitsStored (0028,0101)")
     dtype = _DTYPES.get((bits, signed))
-    fast = (
-        dtype is not None
-        and transfer_syntax is not None
-        and transfer_syntax.is_little_endian
-        and not transfer_syntax.is_encapsulated
-        and int(ds.get("SamplesPerPixel", 1)) == 1
-        and int(ds.get("NumberOfFrames", 1) or 1) == 1
-    )
+    encapsulated = transfer_syntax is not None and transfer_syntax.is_encapsulated
+    fast = dtype is not None and transfer_syntax is not None and transfer_syntax.is_little_endian and not encapsulated
     if not fast:
+        if not encapsulated:
+            _check_length(path, ds, rows, cols, bits)
         try:
-            return np.asarray(ds.pixel_array)
+            with quiet_pydicom():
+                pixels = np.asarray(ds.pixel_array)
         except Exception as error:
             raise DicomReadError(
-                f"cannot decode pixel data (transfer syntax {transfer_syntax}): {error}",
-                path=path, tag="PixelData (7FE0,0010)") from error
-    data = ds.PixelData
-    expected = rows * cols * bits // 8
-    if len(data) < expected:
-        raise DicomReadError(
-            f"truncated pixel data: {len(data)} bytes, expected {expected} ({rows}x{cols}x{bits} bits)",
-            path=path, tag="PixelData (7FE0,0010)")
-    pixels = np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
-    stored = int(ds.get("BitsStored", bits))
+                f"cannot decode pixel data (transfer syntax {transfer_syntax}: {type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else ''})", path=path,
+                tag="PixelData (7FE0,0010)") from error
+        if pixels.shape != (rows, cols):
+            raise DicomReadError(f"decoded pixel data has shape {pixels.shape}, Rows x Columns declare "
+                                 f"{rows}x{cols}", path=path, tag="PixelData (7FE0,0010)")
+        return pixels
+    _check_length(path, ds, rows, cols, bits)
+    pixels = np.frombuffer(ds.PixelData, dtype=dtype, count=rows * cols).reshape(rows, cols)
     if stored < bits:
         if signed:
             shift = bits - stored
@@ -288,6 +326,30 @@ def slice_pixels(path: Path, ds: pydicom.Dataset, rows: int, cols: int) -> np.nd
         else:
             pixels = pixels & ((1 << stored) - 1)
     return pixels
+
+
+def _check_length(path: Path, ds: pydicom.Dataset, rows: int, cols: int, bits: int) -> None:
+    """Uncompressed PixelData must hold exactly what the header declares (plus one padding byte)."""
+    data = ds.PixelData
+    expected = (rows * cols * bits + 7) // 8
+    if len(data) not in (expected, expected + (expected % 2)):
+        what = "truncated pixel data" if len(data) < expected else "pixel data longer than declared"
+        raise DicomReadError(
+            f"{what}: {len(data)} bytes, Rows x Columns x BitsAllocated ({rows}x{cols}x{bits} bits) declare "
+            f"{expected}", path=path, tag="PixelData (7FE0,0010)")
+
+
+def _rescale(ds: pydicom.Dataset, path: Path) -> tuple[float, float]:
+    """RescaleSlope and RescaleIntercept: Type 1 in a CT image, so missing is an error."""
+    values = []
+    for keyword, tag in (("RescaleSlope", "(0028,1053)"), ("RescaleIntercept", "(0028,1052)")):
+        if _text(ds, keyword) == "":
+            raise DicomReadError(f"{keyword} is missing: a CT slice must state it (Type 1); without it the "
+                                 "Hounsfield units are unknown", path=path, tag=f"{keyword} {tag}")
+        values.append(float(finite_floats(ds, keyword, tag, path, 1)[0]))
+    if values[0] == 0.0:
+        raise DicomReadError("RescaleSlope is 0", path=path, tag="RescaleSlope (0028,1053)")
+    return values[0], values[1]
 
 
 def read_ct_series(
@@ -314,6 +376,11 @@ def read_ct_series(
     """
     items, warnings, where = _load_candidates(source)
     items = _select_series(items, series_instance_uid, where)
+    with reading(items[0][0].parent, "CT series"):
+        return _read_items(items, warnings)
+
+
+def _read_items(items: list[tuple[Path, pydicom.Dataset]], warnings: list[str]) -> CtSeries:
     iop, pixel_spacing, rows, cols = _check_same_geometry(items)
     row_dir = iop[:3] / np.linalg.norm(iop[:3])
     col_dir = iop[3:] / np.linalg.norm(iop[3:])
@@ -323,9 +390,9 @@ def read_ct_series(
 
     hu = np.empty((len(items), rows, cols), dtype=np.float32)
     for k, (path, ds) in enumerate(items):
-        hu[k] = slice_pixels(path, ds, rows, cols)
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        slope, intercept = _rescale(ds, path)
+        with reading(path, "CT slice"):
+            hu[k] = slice_pixels(path, ds, rows, cols)
         if slope != 1.0:
             hu[k] *= np.float32(slope)
         if intercept != 0.0:

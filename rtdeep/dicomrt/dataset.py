@@ -1,28 +1,262 @@
-"""Small pydicom helpers shared by the readers: tolerant text access and opening one RT object."""
+"""Small pydicom helpers shared by the readers: strict attribute access, truncation checks, size
+limits, and opening one RT object.
+
+Every helper raises a typed :class:`rtdeep.errors.RtDeepError` naming the file and the tag, so a
+reader never lets a ``ValueError`` from pydicom or numpy escape as a traceback.
+
+Size limit: a reader refuses, before allocating, any object whose declared size (Rows x Columns x
+frames or slices) exceeds :func:`max_voxels` voxels; the bound is 2**29 (536,870,912) voxels, 2 GiB
+as float32, and the environment variable ``RTDEEP_MAX_VOXELS`` raises or lowers it.
+"""
 
 from __future__ import annotations
 
+import logging
+import mmap
 import os
+import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from rtdeep.errors import DicomReadError, RtDeepError
+from rtdeep.errors import DicomReadError, NotDicomError, RtDeepError
 
-__all__ = ["read_rt_dataset", "text"]
+__all__ = [
+    "DEFAULT_MAX_VOXELS",
+    "MAX_VOXELS_ENV",
+    "check_complete",
+    "check_voxels",
+    "finite_floats",
+    "int_value",
+    "max_voxels",
+    "quiet_pydicom",
+    "read_rt_dataset",
+    "reading",
+    "text",
+]
+
+#: default bound on the voxels of one object (2**29: e.g. 512 x 512 x 2048, 2 GiB as float32)
+DEFAULT_MAX_VOXELS = 1 << 29
+#: environment variable that replaces :data:`DEFAULT_MAX_VOXELS`
+MAX_VOXELS_ENV = "RTDEEP_MAX_VOXELS"
+
+#: what pydicom and numpy raise on malformed values; readers turn these into DicomReadError
+MALFORMED_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, EOFError,
+                    struct.error, NotImplementedError, UnicodeError, RecursionError)
+
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 
 
 def text(ds: pydicom.Dataset, keyword: str) -> str:
-    """The attribute's value as stripped text; "" when absent or empty."""
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value).strip()
+    """The attribute's value as stripped text; "" when absent, empty or unreadable."""
+    try:
+        value = ds.get(keyword, "")
+        return "" if value is None else str(value).strip()
+    except MALFORMED_ERRORS:
+        return ""
+
+
+def max_voxels() -> int:
+    """The voxel bound: ``RTDEEP_MAX_VOXELS`` if set (a positive integer), else :data:`DEFAULT_MAX_VOXELS`."""
+    raw = os.environ.get(MAX_VOXELS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_VOXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise RtDeepError(f"{MAX_VOXELS_ENV}='{raw}' is not a number of voxels") from None
+    if value <= 0:
+        raise RtDeepError(f"{MAX_VOXELS_ENV}='{raw}' must be positive")
+    return value
+
+
+def check_voxels(count: int, path: str | os.PathLike[str], what: str, tag: str) -> None:
+    """Refuse (before allocating) an object declaring more than :func:`max_voxels` voxels."""
+    bound = max_voxels()
+    if count > bound:
+        raise DicomReadError(
+            f"{what} declares {count:,} voxels, more than the limit of {bound:,} (about "
+            f"{4 * count / 2**30:.1f} GiB as float32); set {MAX_VOXELS_ENV} to raise the limit", path=path, tag=tag)
+
+
+def int_value(ds: pydicom.Dataset, keyword: str, tag: str, path: str | os.PathLike[str], *,
+              default: int | None = None, roi: str | None = None) -> int:
+    """One integer attribute, strictly: missing or empty gives ``default`` (an error when None);
+    several values, a non-number or a fraction is an error naming the tag."""
+    where = f"{keyword} {tag}"
+    try:
+        value = ds.get(keyword)
+    except MALFORMED_ERRORS as error:
+        raise DicomReadError(f"unreadable {keyword} ({error})", path=path, tag=where, roi=roi) from error
+    if value is None or value == "" or (isinstance(value, (list, tuple, pydicom.multival.MultiValue)) and not value):
+        if default is None:
+            raise DicomReadError(f"{keyword} is missing or empty", path=path, tag=where, roi=roi)
+        return default
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        raise DicomReadError(f"{keyword} holds {len(value)} values, expected one", path=path, tag=where, roi=roi)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise DicomReadError(f"{keyword} '{str(value)[:40]}' is not a number", path=path, tag=where,
+                             roi=roi) from None
+    if not np.isfinite(number) or number != int(number):
+        raise DicomReadError(f"{keyword} {value} is not an integer", path=path, tag=where, roi=roi)
+    return int(number)
+
+
+def finite_floats(ds: pydicom.Dataset, keyword: str, tag: str, path: str | os.PathLike[str],
+                  count: int | None = None, error: type[RtDeepError] = DicomReadError) -> np.ndarray:
+    """A numeric attribute as float64 values, all finite, ``count`` of them when given."""
+    where = f"{keyword} {tag}"
+    try:
+        value = ds.get(keyword)
+        if value is None or value == "":
+            raise error(f"{keyword} is missing or empty", path=path, tag=where)
+        values = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+        array = np.asarray([float(v) for v in values], dtype=np.float64)
+    except MALFORMED_ERRORS as exc:
+        if isinstance(exc, RtDeepError):
+            raise
+        raise error(f"{keyword} is not numeric ({exc})", path=path, tag=where) from exc
+    if count is not None and array.size != count:
+        raise error(f"{keyword} must have {count} values, found {array.size}", path=path, tag=where)
+    if not np.all(np.isfinite(array)):
+        raise error(f"{keyword} holds a non-finite value ({array.tolist()})", path=path, tag=where)
+    return array
+
+
+@contextmanager
+def reading(path: str | os.PathLike[str], object_name: str) -> Iterator[None]:
+    """Turn any malformed-value exception raised inside into one DicomReadError naming the file."""
+    try:
+        yield
+    except RtDeepError:
+        raise
+    except MemoryError as error:
+        raise DicomReadError(f"{object_name} too large to hold in memory", path=path) from error
+    except MALFORMED_ERRORS as error:
+        raise DicomReadError(f"malformed {object_name} ({type(error).__name__}: {error})", path=path) from error
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's log records and warnings (the reader raises its own one-line error)."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+class _Truncated(Exception):
+    def __init__(self, message: str, tag: int | None = None) -> None:
+        super().__init__(message)
+        self.tag = tag
+
+
+def _tag_text(tag: int | None) -> str | None:
+    if tag is None:
+        return None
+    keyword = pydicom.datadict.keyword_for_tag(tag) if pydicom.datadict.dictionary_has_tag(tag) else ""
+    return f"{keyword + ' ' if keyword else ''}({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _walk_elements(data: mmap.mmap | bytes, pos: int, explicit: bool, in_item: bool, meta_only: bool = False) -> int:
+    size = len(data)
+    while True:
+        if pos == size:
+            if in_item:
+                raise _Truncated("file ends inside a sequence item")
+            return pos
+        if pos + 8 > size:
+            raise _Truncated("file ends inside an element header")
+        group, element = struct.unpack_from("<HH", data, pos)
+        tag = (group << 16) | element
+        if meta_only and group != 0x0002:
+            return pos
+        if tag == _ITEM_END and in_item:
+            return pos + 8
+        if (explicit or group == 0x0002) and group != 0xFFFE:
+            vr = bytes(data[pos + 4:pos + 6])
+            if vr in _LONG_VRS:
+                if pos + 12 > size:
+                    raise _Truncated("file ends inside an element header", tag)
+                length, pos = struct.unpack_from("<I", data, pos + 8)[0], pos + 12
+            else:
+                length, pos = struct.unpack_from("<H", data, pos + 6)[0], pos + 8
+        else:
+            length, pos = struct.unpack_from("<I", data, pos + 4)[0], pos + 8
+        if length == _UNDEFINED:
+            pos = _walk_items(data, pos, explicit, tag)
+        elif pos + length > size:
+            raise _Truncated(f"value declares {length} bytes, {size - pos} left in the file", tag)
+        else:
+            pos += length
+
+
+def _walk_items(data: mmap.mmap | bytes, pos: int, explicit: bool, parent: int) -> int:
+    size = len(data)
+    while True:
+        if pos + 8 > size:
+            raise _Truncated("file ends inside a sequence (no sequence delimiter)", parent)
+        tag = (struct.unpack_from("<H", data, pos)[0] << 16) | struct.unpack_from("<H", data, pos + 2)[0]
+        length = struct.unpack_from("<I", data, pos + 4)[0]
+        pos += 8
+        if tag == _SEQUENCE_END:
+            return pos
+        if tag != _ITEM:
+            raise _Truncated(f"corrupt sequence: tag {_tag_text(tag)} where an item was expected", parent)
+        if length == _UNDEFINED:
+            pos = _walk_elements(data, pos, explicit, in_item=True)
+        elif pos + length > size:
+            raise _Truncated(f"sequence item declares {length} bytes, {size - pos} left in the file", parent)
+        else:
+            pos += length
+
+
+def check_complete(path: str | os.PathLike[str], ds: pydicom.Dataset) -> None:
+    """Raise DicomReadError when the file ends before its last element does.
+
+    pydicom reads a truncated file quietly (a structure set cut in half gives half its contours);
+    this walks the element headers of the file (values are skipped, never read) and checks that
+    every declared length fits. Only little-endian uncompressed-header files are walked (all but
+    the retired big-endian and deflated syntaxes).
+    """
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    transfer_syntax = getattr(getattr(ds, "file_meta", None), "get", lambda _k, _d=None: None)("TransferSyntaxUID")
+    if little is False or (transfer_syntax is not None and str(transfer_syntax) == "1.2.840.10008.1.2.1.99"):
+        return
+    if implicit is None:
+        implicit = transfer_syntax is None or str(transfer_syntax) == "1.2.840.10008.1.2"
+    path = Path(path)
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:
+            raise DicomReadError("empty file", path=path)
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            pos = 132 if size >= 132 and data[128:132] == b"DICM" else 0
+            try:
+                pos = _walk_elements(data, pos, True, in_item=False, meta_only=True)
+                _walk_elements(data, pos, not implicit, in_item=False)
+            except _Truncated as error:
+                raise DicomReadError(f"truncated or corrupt file: {error}", path=path, tag=_tag_text(error.tag)) from None
 
 
 def read_rt_dataset(
     path: str | os.PathLike[str], modality: str, object_name: str, wrong_kind_error: type[RtDeepError]
 ) -> pydicom.Dataset:
-    """Open a DICOM RT file (with or without the Part-10 preamble) and check its Modality.
+    """Open a DICOM RT file (with or without the Part-10 preamble), check it is whole and its Modality.
 
     Args:
         path: the file.
@@ -32,18 +266,25 @@ def read_rt_dataset(
 
     Raises:
         FileNotFoundError: no such file.
-        DicomReadError: not parseable as DICOM.
+        NotDicomError: not parseable as DICOM.
+        DicomReadError: truncated or corrupt.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: {object_name} file not found")
     try:
-        try:
-            ds = pydicom.dcmread(path)
-        except InvalidDicomError:
-            ds = pydicom.dcmread(path, force=True)
+        with quiet_pydicom():
+            try:
+                ds = pydicom.dcmread(path)
+            except InvalidDicomError:
+                ds = pydicom.dcmread(path, force=True)
+    except PermissionError:
+        raise
     except Exception as error:
-        raise DicomReadError(f"cannot read {object_name} ({error})", path=path) from error
+        raise NotDicomError(f"cannot read {object_name} ({type(error).__name__}: {error})", path=path) from error
+    if not text(ds, "Modality") and not text(ds, "SOPInstanceUID"):
+        raise NotDicomError(f"not a DICOM {object_name} (no Modality, no SOPInstanceUID)", path=path)
+    check_complete(path, ds)
     if text(ds, "Modality") != modality:
         raise wrong_kind_error(f"not an {object_name} (Modality '{text(ds, 'Modality')}')", path=path,
                                tag="Modality (0008,0060)")

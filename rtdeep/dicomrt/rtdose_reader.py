@@ -14,10 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.multival import MultiValue
 from scipy import ndimage
 
-from rtdeep.dicomrt.dataset import read_rt_dataset, text
+from rtdeep.dicomrt.ct_reader import check_orientation
+from rtdeep.dicomrt.dataset import (
+    check_voxels,
+    finite_floats,
+    int_value,
+    quiet_pydicom,
+    read_rt_dataset,
+    reading,
+    text,
+)
 from rtdeep.dicomrt.types import CtSeries, DoseGrid
 from rtdeep.errors import DicomReadError, DoseError, FrameOfReferenceError
 from rtdeep.volume import Volume
@@ -35,12 +43,8 @@ def _read(path: Path) -> pydicom.Dataset:
     return read_rt_dataset(path, "RTDOSE", "RT Dose", DoseError)
 
 
-def _floats(ds: pydicom.Dataset, keyword: str, tag: str, path: Path) -> np.ndarray:
-    value = ds.get(keyword)
-    if value is None:
-        raise DoseError(f"missing {keyword}", path=path, tag=f"{keyword} {tag}")
-    values = value if isinstance(value, (list, tuple, MultiValue)) else [value]
-    return np.asarray([float(v) for v in values], dtype=np.float64)
+def _floats(ds: pydicom.Dataset, keyword: str, tag: str, path: Path, count: int | None = None) -> np.ndarray:
+    return finite_floats(ds, keyword, tag, path, count, error=DoseError)
 
 
 def _frame_offsets(ds: pydicom.Dataset, position: np.ndarray, normal: np.ndarray, n_frames: int,
@@ -92,23 +96,72 @@ def read_rtdose(path: str | os.PathLike[str], prescription_gy: float | None = No
     """
     path = Path(path)
     ds = _read(path)
+    with reading(path, "RT Dose"):
+        return _read_dose(ds, path, prescription_gy)
+
+
+def _stored_dose(ds: pydicom.Dataset, path: Path) -> np.ndarray:
+    """The stored values ``[frame, row, column]``, after checking the declared size against the data."""
+    if ds.get("PixelData") is None:
+        raise DicomReadError("RT Dose without pixel data", path=path, tag="PixelData (7FE0,0010)")
+    rows = int_value(ds, "Rows", "(0028,0010)", path)
+    cols = int_value(ds, "Columns", "(0028,0011)", path)
+    n_frames = int_value(ds, "NumberOfFrames", "(0028,0008)", path, default=1)
+    bits = int_value(ds, "BitsAllocated", "(0028,0100)", path)
+    if min(rows, cols, n_frames) <= 0 or bits not in (16, 32):
+        raise DicomReadError(f"Rows x Columns x NumberOfFrames {rows}x{cols}x{n_frames} with BitsAllocated {bits} "
+                             "(an RT Dose is 16 or 32 bits)", path=path, tag="BitsAllocated (0028,0100)")
+    check_voxels(rows * cols * n_frames, path, f"RT Dose of {n_frames} frames of {rows}x{cols}",
+                 "Rows/Columns/NumberOfFrames (0028,0010)/(0028,0011)/(0028,0008)")
+    signed = int_value(ds, "PixelRepresentation", "(0028,0103)", path)
+    transfer_syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if transfer_syntax is None or not transfer_syntax.is_encapsulated:
+        expected = rows * cols * n_frames * bits // 8
+        if len(ds.PixelData) not in (expected, expected + expected % 2):
+            raise DicomReadError(
+                f"PixelData holds {len(ds.PixelData)} bytes; Rows x Columns x NumberOfFrames x BitsAllocated "
+                f"({rows}x{cols}x{n_frames}x{bits} bits) declare {expected}", path=path, tag="PixelData (7FE0,0010)")
+        if transfer_syntax is None or transfer_syntax.is_little_endian:
+            # a view of the bytes: no copy (the float32 dose is then the only new array)
+            dtype = f"<{'i' if signed else 'u'}{bits // 8}"
+            return np.frombuffer(ds.PixelData, dtype=dtype, count=rows * cols * n_frames).reshape(n_frames, rows, cols)
+    try:
+        with quiet_pydicom():
+            stored = np.asarray(ds.pixel_array)
+    except Exception as error:
+        raise DicomReadError(f"cannot read dose pixel data ({type(error).__name__}: {error})", path=path,
+                             tag="PixelData (7FE0,0010)") from error
+    if stored.size != rows * cols * n_frames:
+        raise DicomReadError(f"decoded dose has {stored.size} values, {rows}x{cols}x{n_frames} declared", path=path,
+                             tag="PixelData (7FE0,0010)")
+    return stored.reshape(n_frames, rows, cols)
+
+
+def _read_dose(ds: pydicom.Dataset, path: Path, prescription_gy: float | None) -> DoseGrid:
     units = text(ds, "DoseUnits").upper()
     if units not in ("GY", "RELATIVE"):
         raise DoseError(f"unknown DoseUnits '{units}' (expected GY or RELATIVE)", path=path, tag="DoseUnits (3004,0002)")
-    try:
-        stored = np.asarray(ds.pixel_array)
-    except Exception as error:
-        raise DicomReadError(f"cannot read dose pixel data ({error})", path=path, tag="PixelData (7FE0,0010)") from error
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    stored = stored.reshape(n_frames, int(ds.Rows), int(ds.Columns))
-    scaling = float(ds.get("DoseGridScaling", 1.0) or 1.0)
-    dose = stored.astype(np.float32) * np.float32(scaling)
+    stored = _stored_dose(ds, path)
+    n_frames = stored.shape[0]
+    if text(ds, "DoseGridScaling") == "":
+        raise DoseError("DoseGridScaling is missing: the stored values cannot be converted to dose (Type 1C)",
+                        path=path, tag="DoseGridScaling (3004,000E)")
+    scaling = float(_floats(ds, "DoseGridScaling", "(3004,000E)", path, 1)[0])
+    if scaling <= 0:
+        raise DoseError(f"DoseGridScaling {scaling:g} must be positive", path=path, tag="DoseGridScaling (3004,000E)")
+    if stored.size and stored.min() < 0:
+        raise DoseError(f"negative dose values (minimum stored value {stored.min()}): a dose cannot be negative",
+                        path=path, tag="PixelData (7FE0,0010)")
+    dose = stored.astype(np.float32)
+    del stored
+    dose *= np.float32(scaling)
     if units == "RELATIVE":
         dose *= np.float32(_relative_scale(dose, prescription_gy, path))
 
-    iop = _floats(ds, "ImageOrientationPatient", "(0020,0037)", path)
-    position = _floats(ds, "ImagePositionPatient", "(0020,0032)", path)
-    pixel_spacing = _floats(ds, "PixelSpacing", "(0028,0030)", path)
+    iop = _floats(ds, "ImageOrientationPatient", "(0020,0037)", path, 6)
+    position = _floats(ds, "ImagePositionPatient", "(0020,0032)", path, 3)
+    pixel_spacing = _floats(ds, "PixelSpacing", "(0028,0030)", path, 2)
+    check_orientation(iop, pixel_spacing, path, DoseError)
     row_dir, col_dir = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
     normal = np.cross(row_dir, col_dir)
     offsets = _frame_offsets(ds, position, normal, n_frames, path)
@@ -120,7 +173,7 @@ def read_rtdose(path: str | os.PathLike[str], prescription_gy: float | None = No
             raise DoseError(f"irregular frame spacing {steps.min():g} to {steps.max():g} mm", path=path,
                             tag="GridFrameOffsetVector (3004,000C)")
     if gap < 0:  # frames stored in decreasing position: flip so k increases along the normal
-        dose = dose[::-1].copy()
+        dose = np.flip(dose, axis=0)
         position = position + normal * offsets[-1]
         gap = -gap
     affine = np.eye(4)

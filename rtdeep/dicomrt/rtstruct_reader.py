@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from rtdeep.dicomrt.dataset import read_rt_dataset, text
+from rtdeep.dicomrt.dataset import int_value, read_rt_dataset, reading, text
 from rtdeep.dicomrt.rasterize import rasterize_planes, rasterize_slice
 from rtdeep.dicomrt.types import CtSeries, Roi, StructureSet
 from rtdeep.errors import FrameOfReferenceError, StructureError
@@ -31,8 +31,8 @@ _PLANAR_TOLERANCE = 0.5  # slices: every point of a contour within half a slice 
 def read_structure_dataset(path: str | os.PathLike[str]) -> pydicom.Dataset:
     """Parse an RTSTRUCT file (with or without the Part-10 preamble) and check its Modality."""
     ds = read_rt_dataset(path, "RTSTRUCT", "RT Structure Set", StructureError)
-    if "StructureSetROISequence" not in ds:
-        raise StructureError("RT Structure Set without StructureSetROISequence", path=path,
+    if not ds.get("StructureSetROISequence"):
+        raise StructureError("RT Structure Set without ROIs (StructureSetROISequence missing or empty)", path=path,
                              tag="StructureSetROISequence (3006,0020)")
     return ds
 
@@ -49,9 +49,13 @@ def contour_points(item: pydicom.Dataset, path: Path, roi_name: str) -> np.ndarr
             numbers = np.array(text.split(b"\\"), dtype="S").astype(np.float64) if text else np.zeros(0)
         else:
             numbers = np.asarray([float(v) for v in (value if isinstance(value, Sequence) else [value])])
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
         raise StructureError(f"unreadable ContourData ({error})", path=path, tag="ContourData (3006,0050)",
                              roi=roi_name) from error
+    if not np.all(np.isfinite(numbers)):
+        raise StructureError(f"ContourData holds a non-finite number ({int(np.sum(~np.isfinite(numbers)))} of "
+                             f"{numbers.size} values are NaN or infinite)", path=path, tag="ContourData (3006,0050)",
+                             roi=roi_name)
     if numbers.size % 3:
         raise StructureError(f"ContourData holds {numbers.size} numbers, not a multiple of 3", path=path,
                              tag="ContourData (3006,0050)", roi=roi_name)
@@ -134,6 +138,16 @@ class _RoiRasteriser:
         return rasterize_planes(polygons, planes, n_k, n_j, n_i)
 
 
+def _color(contour_item: pydicom.Dataset | None) -> tuple[int, int, int]:
+    """ROIDisplayColor as RGB, red when absent or not three numbers 0-255."""
+    try:
+        color = contour_item.get("ROIDisplayColor") if contour_item is not None else None
+        rgb = tuple(int(c) for c in color) if color is not None and len(color) == 3 else (255, 0, 0)
+    except (TypeError, ValueError):
+        return (255, 0, 0)
+    return rgb if all(0 <= c <= 255 for c in rgb) else (255, 0, 0)  # type: ignore[return-value]
+
+
 def read_rtstruct(
     path: str | os.PathLike[str], ct: CtSeries, roi_names: Sequence[str] | None = None
 ) -> StructureSet:
@@ -156,21 +170,42 @@ def read_rtstruct(
     """
     path = Path(path)
     ds = read_structure_dataset(path)
+    with reading(path, "RT Structure Set"):
+        return _read(ds, path, ct, roi_names)
+
+
+def _numbered(items: Sequence[pydicom.Dataset], keyword: str, tag: str, path: Path, sequence: str) -> dict:
+    """Items of a sequence by their (Referenced)ROINumber; a repeated number is an error."""
+    by_number: dict[int, pydicom.Dataset] = {}
+    for item in items:
+        if keyword not in item:
+            continue
+        number = int_value(item, keyword, tag, path, roi=text(item, "ROIName") or None)
+        if number in by_number:
+            names = [text(by_number[number], "ROIName"), text(item, "ROIName")]
+            raise StructureError(f"{sequence} repeats {keyword} {number}" + (
+                f" (ROIs '{names[0]}' and '{names[1]}')" if any(names) else ""), path=path,
+                tag=f"{keyword} {tag}", roi=names[1] or None)
+        by_number[number] = item
+    return by_number
+
+
+def _read(ds: pydicom.Dataset, path: Path, ct: CtSeries, roi_names: Sequence[str] | None) -> StructureSet:
     warnings: list[str] = []
     frame_of_reference_uid = _check_frame_of_reference(ds, ct, path, warnings)
 
-    definitions = {int(item.ROINumber): item for item in ds.StructureSetROISequence if "ROINumber" in item}
-    contours_by_number = {
-        int(item.ReferencedROINumber): item for item in ds.get("ROIContourSequence", []) or []
-        if "ReferencedROINumber" in item
-    }
-    observations = {
-        int(item.ReferencedROINumber): item for item in ds.get("RTROIObservationsSequence", []) or []
-        if "ReferencedROINumber" in item
-    }
+    definitions = _numbered(ds.StructureSetROISequence, "ROINumber", "(3006,0022)", path, "StructureSetROISequence")
+    contours_by_number = _numbered(ds.get("ROIContourSequence", []) or [], "ReferencedROINumber", "(3006,0084)",
+                                   path, "ROIContourSequence")
+    observations = _numbered(ds.get("RTROIObservationsSequence", []) or [], "ReferencedROINumber", "(3006,0084)",
+                             path, "RTROIObservationsSequence")
     numbers_by_name: dict[str, int] = {}
     for number, item in definitions.items():
-        numbers_by_name.setdefault(text(item, "ROIName") or f"ROI_{number}", number)
+        name = text(item, "ROIName") or f"ROI_{number}"
+        if name in numbers_by_name:
+            raise StructureError(f"ROIName used by two ROIs (numbers {numbers_by_name[name]} and {number}); "
+                                 "rename one", path=path, tag="ROIName (3006,0026)", roi=name)
+        numbers_by_name[name] = number
     if roi_names is not None:
         absent = [name for name in roi_names if name not in numbers_by_name]
         if absent:
@@ -191,13 +226,12 @@ def read_rtstruct(
         mask = rasteriser.mask(name, contours)
         if contours and not mask.any() and not any(w.startswith(f"{path}: ROI '{name}'") for w in warnings):
             warnings.append(f"{path}: ROI '{name}': contours enclose no voxel centre; mask is empty")
-        color = contour_item.get("ROIDisplayColor") if contour_item is not None else None
         observation = observations.get(number)
         rois.append(Roi(
             name=name,
             mask=mask,
             number=number,
-            color_rgb=tuple(int(c) for c in color) if color is not None and len(color) == 3 else (255, 0, 0),
+            color_rgb=_color(contour_item),
             interpreted_type=text(observation, "RTROIInterpretedType") if observation is not None else "",
             generation_algorithm=text(definitions[number], "ROIGenerationAlgorithm"),
         ))

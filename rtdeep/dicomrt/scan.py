@@ -8,18 +8,16 @@ skipped (not DICOM, truncated, unreadable), naming the file.
 from __future__ import annotations
 
 import os
-import struct
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from rtdeep.errors import DicomReadError
+from rtdeep.dicomrt.dataset import MALFORMED_ERRORS, check_complete, quiet_pydicom
+from rtdeep.errors import DicomReadError, NotDicomError
 
-__all__ = ["HEADER_TAGS", "DicomFileInfo", "read_header", "scan_folder"]
+__all__ = ["HEADER_TAGS", "DicomFileInfo", "folder_files", "read_header", "scan_folder"]
 
 _PIXEL_MODALITIES = {"CT", "MR", "PT", "RTDOSE", "RTIMAGE", "CR", "DX", "NM", "US"}
 
@@ -70,8 +68,11 @@ class DicomFileInfo:
 
 
 def _text(ds: pydicom.Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value).strip()
+    try:
+        value = ds.get(keyword, "")
+        return "" if value is None else str(value).strip()
+    except MALFORMED_ERRORS:
+        return ""
 
 
 def _referenced_uids(ds: pydicom.Dataset) -> tuple[str, ...]:
@@ -96,32 +97,84 @@ def _frame_of_reference(ds: pydicom.Dataset) -> str:
     return uid
 
 
+def folder_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Every file under ``folder`` (recursively, sorted), hidden names and DICOMDIR left out.
+
+    Symbolic links are followed; a link back to a folder already on the path is an error, as is a
+    folder or file that cannot be read (a folder reader must never miss files silently).
+
+    Raises:
+        FileNotFoundError / NotADirectoryError: ``folder`` is missing or a file.
+        DicomReadError: a symbolic-link loop, an unreadable folder or file.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"{folder}: folder not found")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder}: not a folder")
+    files: list[Path] = []
+
+    def visit(directory: Path, ancestors: tuple[str, ...]) -> None:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except PermissionError:
+            raise DicomReadError("folder cannot be read (permission denied)", path=directory) from None
+        except OSError as error:
+            raise DicomReadError(f"folder cannot be read ({error.strerror or error})", path=directory) from None
+        for entry in entries:
+            if entry.name.startswith(".") or entry.name == "DICOMDIR":
+                continue
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()
+                is_file = not is_dir and entry.is_file()
+            except OSError as error:
+                raise DicomReadError(f"cannot follow this path ({error.strerror or error})", path=path) from None
+            if is_dir:
+                real = os.path.realpath(path)
+                if real in ancestors:
+                    raise DicomReadError(f"symbolic link loop: it leads back to {real}", path=path)
+                visit(path, (*ancestors, real))
+            elif is_file:
+                if not os.access(path, os.R_OK):
+                    raise DicomReadError("file cannot be read (permission denied)", path=path)
+                files.append(path)
+            elif entry.is_symlink():
+                raise DicomReadError(f"broken symbolic link (to {os.readlink(path)})", path=path)
+
+    visit(folder, (os.path.realpath(folder),))
+    return files
+
+
 def read_header(path: str | os.PathLike[str]) -> DicomFileInfo:
-    """Read one file's header (no pixel data).
+    """Read one file's header (no pixel data) after checking the whole file is there.
 
     Files without the Part-10 preamble are accepted when they parse as a dataset with a
     SOPInstanceUID or Modality (older RT files are written that way).
 
     Raises:
-        DicomReadError: the file is not DICOM, or is truncated inside its header.
+        NotDicomError: the file is not DICOM.
+        DicomReadError: the file is truncated or corrupt, or lacks SOPInstanceUID or Modality.
     """
     path = Path(path)
     try:
-        with open(path, "rb") as fp:
+        with open(path, "rb") as fp, quiet_pydicom():
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
             except InvalidDicomError:
                 ds = _read_forced(path)
-            else:
-                _check_complete(fp, os.fstat(fp.fileno()).st_size, ds, path)
-    except DicomReadError:
+    except (DicomReadError, PermissionError):
         raise
-    except (EOFError, OSError, ValueError, TypeError, KeyError, IndexError, struct.error) as error:
-        raise DicomReadError(f"truncated or corrupt DICOM header ({error})", path=path) from error
+    except Exception as error:
+        raise DicomReadError(f"truncated or corrupt DICOM header ({type(error).__name__}: {error})",
+                             path=path) from error
+    check_complete(path, ds)
     for keyword, tag in (("SOPInstanceUID", "(0008,0018)"), ("Modality", "(0008,0060)")):
         if not _text(ds, keyword):
             raise DicomReadError(f"no {keyword}: truncated or incomplete DICOM header", path=path,
                                  tag=f"{keyword} {tag}")
+    if _text(ds, "Modality") in _PIXEL_MODALITIES and not _has_pixel_data(path):
+        raise DicomReadError("image without pixel data (truncated file?)", path=path, tag="PixelData (7FE0,0010)")
     return DicomFileInfo(
         path=path,
         modality=_text(ds, "Modality"),
@@ -140,77 +193,47 @@ def read_header(path: str | os.PathLike[str]) -> DicomFileInfo:
     )
 
 
-def _check_complete(fp: BinaryIO, size: int, ds: pydicom.Dataset, path: Path) -> None:
-    """Raise DicomReadError if the file ends before its header or its pixel data does.
-
-    pydicom stops quietly at the end of a short file; here the read position tells: past the end
-    (a skipped value longer than the rest of the file), or stopped at PixelData whose declared
-    length exceeds what is left, or no PixelData at all in an image object.
-    """
-    end = fp.tell()
-    if end > size:
-        raise DicomReadError(f"truncated file: header runs {end - size} bytes past the end of the file", path=path)
-    if end == size:
-        if _text(ds, "Modality") in _PIXEL_MODALITIES:
-            raise DicomReadError("truncated file: no pixel data", path=path, tag="PixelData (7FE0,0010)")
-        return
-    transfer_syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if transfer_syntax is None or not transfer_syntax.is_little_endian:
-        return
-    header = fp.read(12)
-    if len(header) < 8:
-        raise DicomReadError("truncated file inside the PixelData header", path=path, tag="PixelData (7FE0,0010)")
-    if transfer_syntax.is_implicit_VR:
-        length, header_size = struct.unpack("<I", header[4:8])[0], 8
-    elif header[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"UN"):
-        length, header_size = struct.unpack("<I", header[8:12])[0], 12
-    else:
-        length, header_size = struct.unpack("<H", header[6:8])[0], 8
-    if length != 0xFFFFFFFF and end + header_size + length > size:
-        raise DicomReadError(
-            f"truncated file: PixelData declares {length} bytes, {size - end - header_size} present",
-            path=path, tag="PixelData (7FE0,0010)")
+def _has_pixel_data(path: Path) -> bool:
+    with quiet_pydicom():
+        ds = pydicom.dcmread(path, force=True, defer_size=256, specific_tags=["PixelData", "FloatPixelData",
+                                                                             "DoubleFloatPixelData"])
+    return any(keyword in ds for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
 
 
 def _read_forced(path: Path) -> pydicom.Dataset:
     """A file without the DICOM preamble: accept it only if it really parses as DICOM."""
     try:
-        with warnings.catch_warnings():  # pydicom's guesses about a random file's encoding are noise here
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS), force=True)
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=list(HEADER_TAGS), force=True)
         ok = bool(_text(ds, "SOPInstanceUID") or _text(ds, "Modality"))
     except Exception as error:
-        raise DicomReadError(f"not a DICOM file, or truncated ({type(error).__name__}: {error})", path=path) from error
+        raise NotDicomError(f"not a DICOM file ({type(error).__name__}: {error})", path=path) from error
     if not ok:
-        raise DicomReadError("not a DICOM file (no DICM preamble, no SOPInstanceUID)", path=path)
+        raise NotDicomError("not a DICOM file (no DICM preamble, no SOPInstanceUID)", path=path)
     return ds
 
 
 def scan_folder(folder: str | os.PathLike[str]) -> tuple[list[DicomFileInfo], list[str]]:
     """Read the header of every file under ``folder`` (recursively, sorted by path).
 
+    Files that are not DICOM at all are skipped with a warning; a DICOM file that is truncated or
+    corrupt is an error (reading the study without it would give a wrong result).
+
     Args:
         folder: a directory.
 
     Returns:
         ``(infos, skipped)``: one :class:`DicomFileInfo` per DICOM file, and one warning string per
-        skipped file (each names the file and why: not DICOM, truncated header).
+        skipped (non-DICOM) file, naming it.
 
     Raises:
         FileNotFoundError / NotADirectoryError: ``folder`` is missing or a file.
+        DicomReadError: a truncated or corrupt DICOM file, a symbolic-link loop, an unreadable folder.
     """
-    folder = Path(folder)
-    if not folder.exists():
-        raise FileNotFoundError(f"{folder}: folder not found")
-    if not folder.is_dir():
-        raise NotADirectoryError(f"{folder}: not a folder")
     infos: list[DicomFileInfo] = []
     skipped: list[str] = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        if path.name.startswith(".") or path.name == "DICOMDIR":
-            continue
+    for path in folder_files(folder):
         try:
             infos.append(read_header(path))
-        except DicomReadError as error:
+        except NotDicomError as error:
             skipped.append(f"skipped {error}")
     return infos, skipped

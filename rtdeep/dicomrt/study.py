@@ -13,12 +13,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rtdeep.dicomrt.ct_reader import read_ct_series
+from rtdeep.dicomrt.fourd import find_four_d, non_phase_series
 from rtdeep.dicomrt.rtdose_reader import read_rtdose, resample_dose
+from rtdeep.dicomrt.rtimage_reader import read_rt_image_info
 from rtdeep.dicomrt.rtplan_reader import read_rtplan
 from rtdeep.dicomrt.rtstruct_reader import read_rtstruct
 from rtdeep.dicomrt.scan import DicomFileInfo, scan_folder
 from rtdeep.dicomrt.types import Study
-from rtdeep.errors import SeriesError
+from rtdeep.errors import DoseError, FrameOfReferenceError, PlanError, SeriesError, StructureError
 
 __all__ = ["load_study", "pick_related"]
 
@@ -39,11 +41,27 @@ def pick_related(
     return preferred[0]
 
 
+_NAMES = {"RTSTRUCT": ("RT Structure Set", StructureError), "RTDOSE": ("RT Dose", DoseError),
+          "RTPLAN": ("RT Plan", PlanError)}
+
+
+def _missing(modality: str, rejected: Sequence[DicomFileInfo], frame_uid: str, folder: Path) -> Exception:
+    """The error for a required object that was not found: why, naming the files that were set aside."""
+    name, error = _NAMES[modality]
+    if rejected:
+        others = "" if len(rejected) == 1 else f" (and {len(rejected) - 1} other {modality} file(s))"
+        return FrameOfReferenceError(
+            f"this {name} is on frame of reference {rejected[0].frame_of_reference_uid}, not the CT's {frame_uid}, "
+            f"so it does not belong to the CT{others}", path=rejected[0].path, tag="FrameOfReferenceUID (0020,0052)")
+    return error(f"no {name} ({modality}) for the CT in this folder", path=folder)
+
+
 def load_study(
     folder: str | os.PathLike[str],
     *,
     series_instance_uid: str | None = None,
     prescription_gy: float | None = None,
+    require: Sequence[str] = (),
 ) -> Study:
     """Read the CT series in ``folder`` and the RT objects drawn on it.
 
@@ -52,6 +70,9 @@ def load_study(
             with ``series_instance_uid``) and any of RTSTRUCT, RTDOSE, RTPLAN.
         series_instance_uid: the CT series to load when the folder holds several.
         prescription_gy: passed to :func:`read_rtdose` for RELATIVE doses.
+        require: modalities the caller needs (``"RTSTRUCT"``, ``"RTDOSE"``, ``"RTPLAN"``): when one is
+            not found, the error says why (no such file, or the files present are on another frame of
+            reference, naming them).
 
     Returns:
         A :class:`Study`; ``dose_on_ct`` is the dose resampled (trilinear) to the CT grid in Gy.
@@ -59,7 +80,8 @@ def load_study(
 
     Raises:
         SeriesError: no CT series, or several and no UID given (the message lists them).
-        FrameOfReferenceError, StructureError, DoseError: from the readers.
+        FrameOfReferenceError, StructureError, DoseError, PlanError: from the readers, or a required
+            object missing.
     """
     folder = Path(folder)
     infos, warnings = scan_folder(folder)
@@ -69,6 +91,10 @@ def load_study(
     uids = {info.series_instance_uid for info in ct_infos}
     if series_instance_uid is None and len(uids) == 1:
         series_instance_uid = next(iter(uids))
+    four_ds = find_four_d([info.path for info in ct_infos]) if len(uids) > 1 else []
+    if series_instance_uid is None and four_ds:  # a 4D CT beside one planning CT (an AIP, say): load that
+        series_instance_uid = non_phase_series(
+            {info.series_instance_uid: info.frame_of_reference_uid for info in ct_infos}, four_ds)
     files = [info.path for info in ct_infos if info.series_instance_uid == series_instance_uid]
     ct = read_ct_series(files if files else folder, series_instance_uid)
     warnings.extend(ct.warnings)
@@ -78,12 +104,14 @@ def load_study(
                     and info.frame_of_reference_uid != ct.frame_of_reference_uid)
 
     by_modality: dict[str, list[DicomFileInfo]] = {}
+    rejected: dict[str, list[DicomFileInfo]] = {}
     for info in infos:
         if info.modality not in ("RTSTRUCT", "RTDOSE", "RTPLAN"):
             continue
         if other_frame(info):
             warnings.append(f"{info.path}: {info.modality} on frame of reference {info.frame_of_reference_uid}, "
                             f"not the CT's {ct.frame_of_reference_uid}; ignored")
+            rejected.setdefault(info.modality, []).append(info)
         else:
             by_modality.setdefault(info.modality, []).append(info)
 
@@ -102,7 +130,16 @@ def load_study(
     dose_info = related(
         "RTDOSE", lambda info: plan_info is not None and plan_info.sop_instance_uid in info.referenced_uids)
 
+    found = {"RTSTRUCT": structure_info, "RTDOSE": dose_info, "RTPLAN": plan_info}
+    for modality in require:
+        if found.get(modality) is None:
+            raise _missing(modality, rejected.get(modality, []), ct.frame_of_reference_uid, folder)
+
     study = Study(ct=ct, warnings=warnings)
+    study.respiratory_phases = [phase for four_d in four_ds if four_d.frame_of_reference_uid == ct.frame_of_reference_uid
+                                for phase in four_d.phases]
+    study.rt_images = [read_rt_image_info(info.path) for info in infos
+                       if info.modality == "RTIMAGE" and not other_frame(info)]
     if structure_info is not None:
         study.structure_set = read_rtstruct(structure_info.path, ct)
         warnings.extend(study.structure_set.warnings)
