@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "phantom": "phantom",
     "crop": "crop",
     "dvh": "dvh",
+    "cohort": "cohort",
     "train-seg": "train_seg",
     "segment": "segment",
     "compare": "compare",

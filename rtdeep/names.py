@@ -209,7 +209,7 @@ def resolve_roi_names(requested: Sequence[str], available: Iterable[str]) -> lis
 #: RT ROI Interpreted Types that never hold an organ (markers, points, couch and support, bolus ...)
 NON_ORGAN_TYPES = frozenset({
     "MARKER", "REGISTRATION", "ISOCENTER", "CONTRAST_AGENT", "BOLUS", "SUPPORT", "FIXATION", "CONTROL",
-    "DOSE_REGION", "CAVITY", "BRACHY_CHANNEL", "BRACHY_ACCESSORY", "BRACHY_SRC_APP", "BRACHY_CHNL_SHLD",
+    "DOSE_REGION", "CAVITY", "POINT", "BRACHY_CHANNEL", "BRACHY_ACCESSORY", "BRACHY_SRC_APP", "BRACHY_CHNL_SHLD",
     "TREATED_VOLUME", "IRRAD_VOLUME",
 })
 _TARGET_TYPES = frozenset({"GTV", "CTV", "PTV", "ITV"})
