@@ -36,6 +36,7 @@ __all__ = [
     "PHASE_TAGS",
     "FourDCt",
     "find_four_d",
+    "non_phase_series",
     "phase_from_header",
     "projections",
     "read_phase_volumes",
@@ -164,6 +165,22 @@ def find_four_d(ct_files: Sequence[str | os.PathLike[str]]) -> list[FourDCt]:
         found.append(FourDCt(frame_uid, phases, {h.uid: sorted(h.files) for h in members}))
     found.sort(key=lambda four_d: four_d.frame_of_reference_uid)
     return found
+
+
+def non_phase_series(series_frames: dict[str, str], four_ds: Sequence[FourDCt]) -> str | None:
+    """The one CT series beside a 4D CT on its frame of reference that is not a phase (the planning CT).
+
+    Args:
+        series_frames: every CT series UID in the folder -> its frame of reference UID.
+        four_ds: the 4D CTs found there.
+
+    Returns:
+        Its SeriesInstanceUID, or None when there is no 4D CT or not exactly one such series.
+    """
+    phase_uids = {phase.series_instance_uid for four_d in four_ds for phase in four_d.phases}
+    frames = {four_d.frame_of_reference_uid for four_d in four_ds}
+    others = [uid for uid, frame in series_frames.items() if uid not in phase_uids and frame in frames]
+    return others[0] if len(others) == 1 and len(series_frames) == len(others) + len(phase_uids) else None
 
 
 def read_phase_volumes(four_d: FourDCt) -> list[CtSeries]:
