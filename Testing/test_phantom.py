@@ -14,6 +14,7 @@ from rtdeep.cli import main
 from rtdeep.fileio import OutputExistsError
 from rtdeep.phantom import generate_cohort, generate_patient, write_patient
 from rtdeep.phantom.outcome import lkb_ntcp, pneumonitis_risk
+from rtdeep.phantom.scanner import CONTRAST_PHASES, COUCH_TYPES, SLICE_CHOICES_MM, sample_scanner
 
 THORAX_ROIS = {"External", "Lung_L", "Lung_R", "Heart", "Esophagus", "SpinalCord", "GTV", "PTV"}
 HEADNECK_ROIS = {"External", "Parotid_L", "Parotid_R", "Glnd_Submand_L", "Glnd_Submand_R", "Mandible", "Brainstem",
@@ -46,7 +47,7 @@ def test_thorax_patient_api_and_geometry(thorax_small):
     assert len({r.color_rgb for r in p.rois}) == len(p.rois)
     assert {r.interpreted_type for r in p.rois} == {"EXTERNAL", "ORGAN", "GTV", "PTV"}
     assert p.ct.array.dtype == np.float32 and p.ct.shape[1:] == (128, 128)
-    assert 3.0 <= p.ct.spacing_mm[0] <= 4.8 and 3.0 <= p.ct.spacing_mm[2] <= 4.0
+    assert 2.0 <= p.ct.spacing_mm[0] <= 4.8 and 3.0 <= p.ct.spacing_mm[2] <= 4.0  # 128 pixels over a 256-614 mm FOV
     assert np.allclose(p.ct.direction, np.eye(3))
     assert p.dose_on_ct.same_grid(p.ct)
     for roi in p.rois:
@@ -73,7 +74,7 @@ def test_thorax_anatomy_sanity(thorax_small):
         front, back = column[max(j - 12, 0):j].max() > 250, column[j + 1:j + 12].max() > 250
         both += front and back  # discs and the gaps between laminae interrupt the ring on some slices
         either += front or back
-    assert both / len(slices) > 0.6 and either / len(slices) > 0.95
+    assert both / len(slices) > 0.45 and either / len(slices) > 0.95
     assert float(np.median(hu[cord])) < 100
     # segmentation is not a threshold: noise and partial volume
     body = p.roi("External").mask
@@ -92,7 +93,7 @@ def test_headneck_anatomy_sanity(headneck_small):
     assert _centroid_x(p, "Parotid_R") < np.percentile(x[x < 0], 10)
     assert _centroid_x(p, "Glnd_Submand_R") < 0 < _centroid_x(p, "Glnd_Submand_L")
     parotid = float(np.median(hu[p.roi("Parotid_L").mask | p.roi("Parotid_R").mask]))
-    assert -60 < parotid < 20  # fattier and darker than muscle (~45 HU)
+    assert -45 < parotid < 40  # fatty parotids, about -30 to +30 HU: darker than muscle (~45 HU)
     assert float(np.median(hu[mandible])) > 300
     cord_top = np.nonzero(p.roi("SpinalCord").mask.any(axis=(1, 2)))[0].max()
     brainstem_bottom = np.nonzero(p.roi("Brainstem").mask.any(axis=(1, 2)))[0].min()
@@ -120,8 +121,9 @@ def test_dose_normalised_to_ptv_d95(site, index, thorax_small, headneck_small):
 
 def test_same_patient_on_both_grids(thorax_small):
     clinical = generate_patient("thorax", 3, 5, "clinical")
-    assert clinical.ct.shape[1:] == (512, 512) and 100 <= clinical.ct.shape[0] <= 150
-    assert 0.8 <= clinical.ct.spacing_mm[0] <= 1.2 and clinical.ct.spacing_mm[2] in (2.5, 3.0)
+    assert clinical.ct.shape[1:] == (512, 512)
+    assert 0.5 <= clinical.ct.spacing_mm[0] <= 1.2 and clinical.ct.spacing_mm[2] in SLICE_CHOICES_MM
+    assert clinical.ct.spacing_mm[2] == clinical.outcome["scanner_slice_mm"]
     fov_small = thorax_small.ct.spacing_mm[0] * 128
     assert fov_small == pytest.approx(clinical.ct.spacing_mm[0] * 512)
     for name in ("Lung_L", "Heart", "GTV", "PTV"):
@@ -194,3 +196,35 @@ def test_small_grid_is_fast():
     start = time.perf_counter()
     generate_patient("thorax", 30, 5, "small")
     assert time.perf_counter() - start < 5.0  # < 1 s on an idle core; generous for a loaded CI machine
+
+
+def test_scanner_settings_cover_documented_ranges_and_are_deterministic():
+    rng = np.random.default_rng(0)
+    settings = [sample_scanner(rng, 380.0) for _ in range(300)]
+    assert {s.contrast for s in settings} == set(CONTRAST_PHASES) and {s.couch for s in settings} == set(COUCH_TYPES)
+    assert {s.slice_mm for s in settings} == set(SLICE_CHOICES_MM)
+    assert all(0.5 <= s.pixel_mm <= 1.2 and 6 <= s.noise_hu <= 45 and -15 <= s.hu_offset <= 15 for s in settings)
+    truncated = np.mean([s.fov_mm < 380.0 for s in settings])
+    assert 0.1 < truncated < 0.3  # about 20 % of the reconstructions cut the sides of the body
+    arterial = [s for s in settings if s.contrast == "arterial"]
+    assert all(s.blood_left_hu > 200 and s.svc_hu > 350 for s in arterial)
+    assert all(30 <= s.blood_left_hu <= 50 for s in settings if s.contrast == "none")
+    again = sample_scanner(np.random.default_rng(0), 380.0)
+    assert again == settings[0]
+    a, b = generate_patient("thorax", 4, 5, "small"), generate_patient("thorax", 4, 5, "small")
+    assert np.array_equal(a.ct.array, b.ct.array)
+    scanner_a = {k: v for k, v in a.outcome.items() if k.startswith("scanner_")}
+    assert scanner_a == {k: v for k, v in b.outcome.items() if k.startswith("scanner_")}
+    assert scanner_a["scanner_contrast"] in CONTRAST_PHASES and len(scanner_a) == 16
+
+
+def test_cord_contour_is_the_canal_with_csf_like_density(thorax_small):
+    """The SpinalCord contour follows the canal on every slice; cord and CSF are both about 0-40 HU."""
+    from rtdeep.phantom.anatomy_thorax import sample_thorax
+
+    spines = [sample_thorax(np.random.default_rng([9, 1, i, 0])).spine for i in range(12)]
+    assert all(0 <= s.csf_hu <= 15 and s.csf_hu < s.cord_hu <= 40 for s in spines)
+    cord = thorax_small.roi("SpinalCord").mask
+    assert cord.any(axis=(1, 2)).all()  # every slice of the scan
+    area_cm2 = cord.sum(axis=(1, 2)) * thorax_small.ct.spacing_mm[0] * thorax_small.ct.spacing_mm[1] / 100.0
+    assert 0.6 < float(np.median(area_cm2)) < 2.0  # thecal sac; the cord alone would be about 0.6-0.9 cm2

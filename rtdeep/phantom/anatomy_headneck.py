@@ -8,13 +8,15 @@ z = 0 is about the lower border of the mandible.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
-from rtdeep.phantom.anatomy_common import HU, Bend, elliptic_cylinder_sd, superellipse_sd
+from rtdeep.phantom.anatomy_common import HU, Bend, Spine, superellipse_sd
 from rtdeep.phantom.grid import GridSpec
 from rtdeep.phantom.render import Canvas
+from rtdeep.phantom.scanner import ScannerSettings, StreakSource, sample_scanner
 from rtdeep.phantom.shapes import Capsule, Ellipsoid, random_perturbation, rotation_matrix
 from rtdeep.phantom.texture import SmoothField
 from rtdeep.sites import SITES, Organ
@@ -56,6 +58,12 @@ class HeadNeckModel:
     gtv_side: str
     ptv_margin_mm: float
     gland_texture: SmoothField
+    spine: Spine | None = None
+    parotid_hu: float = -15.0
+    tongue: Ellipsoid | None = None
+    teeth: list[Capsule] | None = None
+    fillings: list[Ellipsoid] | None = None
+    scanner: ScannerSettings | None = None
     vertebra_period: float = 18.0
     z_range: tuple[float, float] = (0.0, 0.0)
     pixel_mm: float = 1.0
@@ -143,6 +151,27 @@ def sample_headneck(rng: np.random.Generator) -> HeadNeckModel:
         vertebra_period=_u(rng, 16, 20),
     )
     _sample_tumour(model, rng)
+    # cervical spine: the thecal sac is the cord contour (see Spine); C2 (top) to C7 (bottom)
+    model.spine = Spine.random(rng, canal_y, -130.0 * s, cord_top, s, body_half_lo=(11.0, 8.5), body_half_hi=(8.5, 7.5),
+                               period_lo=18.0, period_hi=15.0, sac_half=(7.2, 5.8), spinous_length=_u(rng, 22, 32),
+                               transverse_length=_u(rng, 10, 14), top_z=cord_top + 4.0)
+    # fatty parotids: about -30 to +30 HU (fat fraction varies with age and body mass)
+    model.parotid_hu = _u(rng, -30, 30)
+    model.tongue = Ellipsoid((0.0, -30.0 * s, 14.0 * s), (24.0 * s, 34.0 * s, 16.0 * s), None, random_perturbation(rng, 0.06))
+    model.teeth, model.fillings = [], []
+    arch_points = [np.array([side * ramus_x * f, chin_y * g, 0.0]) for side, f, g in
+                   ((-1, 0.72, 0.55), (-1, 0.35, 0.9), (1, 0.35, 0.9), (1, 0.72, 0.55))]
+    arch_points.insert(2, np.array([0.0, chin_y + 2, 0.0]))
+    for z_lo, z_hi in ((24.0 * s, 33.0 * s), (36.0 * s, 45.0 * s)):  # lower and upper teeth
+        for a, b in itertools.pairwise(arch_points):
+            model.teeth.append(Capsule(a + np.array([0, 0, (z_lo + z_hi) / 2]), b + np.array([0, 0, (z_lo + z_hi) / 2]),
+                                       4.5 * s, 4.5 * s))
+    if rng.uniform() < 0.5:  # amalgam fillings cast metal streaks
+        for _ in range(int(rng.integers(1, 5))):
+            segment = model.teeth[int(rng.integers(len(model.teeth)))]
+            t = rng.uniform(0, 1)
+            centre = segment.a + t * (segment.b - segment.a)
+            model.fillings.append(Ellipsoid(centre, rng.uniform(2.0, 3.5, size=3)))
     _sample_scan(model, rng)
     return model
 
@@ -162,18 +191,19 @@ def _sample_tumour(model: HeadNeckModel, rng: np.random.Generator) -> None:
 
 
 def _sample_scan(model: HeadNeckModel, rng: np.random.Generator) -> None:
-    slice_mm = float(rng.choice([2.5, 3.0]))
+    """The patient's scanner (:mod:`rtdeep.phantom.scanner`) and the scanned range."""
     top = model.head.centre[2] + model.head.radii[2] + _u(rng, 5, 15)
     bottom = -_u(rng, 115, 140)
-    n_slices = int(np.clip(round((top - bottom) / slice_mm) + 1, 100, 150))
+    model.scanner = sample_scanner(rng, 2 * model.shoulder_half_x + 20)
+    slice_mm = model.scanner.slice_mm
+    n_slices = round((top - bottom) / slice_mm) + 1
     centre_z = (top + bottom) / 2
     z0 = centre_z - (n_slices - 1) * slice_mm / 2
     model.z_range = (z0, z0 + (n_slices - 1) * slice_mm)
     model.slice_mm = slice_mm
-    needed = 2 * model.shoulder_half_x + 60
-    model.pixel_mm = float(np.clip(max(rng.uniform(0.86, 0.98), needed / 512), 0.8, 1.2))
-    model.fov_mm = model.pixel_mm * 512
-    model.fov_centre = (0.0, 10.0)
+    model.pixel_mm = model.scanner.pixel_mm
+    model.fov_mm = model.scanner.fov_mm
+    model.fov_centre = (_u(rng, -6, 6), 10.0 + _u(rng, -8, 8))
 
 
 def _frame(model: HeadNeckModel, block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -191,7 +221,7 @@ def _paint_ellipsoid(canvas: Canvas, model: HeadNeckModel, shape: Ellipsoid, val
     bx, by, z = _frame(model, block)
     sd = shape.sd(bx, by, z)
     if value is None:  # gland texture
-        value = np.float32(HU["parotid"]) + np.float32(12.0) * model.gland_texture(bx, by, z)
+        value = np.float32(model.parotid_hu) + np.float32(12.0) * model.gland_texture(bx, by, z)
     canvas.paint(block, sd, value, **kwargs)  # type: ignore[arg-type]
 
 
@@ -237,6 +267,8 @@ def render_headneck(model: HeadNeckModel, grid: GridSpec, *, edge_mm: float, fin
     if mblock is not None:
         canvas.paint(mblock, _capsules_sd(model, model.muscles, mblock) - 1.5, HU["fat"])
         canvas.paint(mblock, _capsules_sd(model, model.muscles, mblock), HU["muscle"] + 8)
+    if model.tongue is not None:
+        _paint_ellipsoid(canvas, model, model.tongue, HU["muscle"] + 5)
     _paint_ellipsoid(canvas, model, model.oral_air, HU["air"])
     ablock = _capsules_block(canvas, model.airway, 4)
     if ablock is not None:
@@ -244,28 +276,20 @@ def render_headneck(model: HeadNeckModel, grid: GridSpec, *, edge_mm: float, fin
         canvas.paint(ablock, airway - 3.0, HU["soft"] + 5)
         canvas.paint(ablock, airway + np.float32(1.5), HU["air"])
     # spine, cord and brainstem
-    sblock = canvas.block((np.array([-45.0, model.vertebra_y - 20, model.z_range[0] - 5]),
-                           np.array([45.0, model.canal_y + 40, model.cord_top_z + 12])))
-    if sblock is not None:
-        bx, by, z = _frame(model, sblock)
-        top = z - np.float32(model.cord_top_z + 4)
-        vert = np.maximum(elliptic_cylinder_sd(bx, by, 0.0, model.vertebra_y, 16.0, 13.0), top)
-        phase = np.mod(z, np.float32(model.vertebra_period))
-        value = np.where(phase < 4.0, np.float32(HU["disc"]),
-                         np.where(vert > -1.8, np.float32(HU["cortical"] - 100), np.float32(HU["cancellous"])))
-        canvas.paint(sblock, vert, value)
-        arch = np.maximum(elliptic_cylinder_sd(bx, by, 0.0, model.canal_y, 13.0, 12.0), top)
-        spinous = np.maximum(np.maximum(np.abs(bx) - 4.0, np.abs(by - model.canal_y - 20) - 14.0), top)
-        canvas.paint(sblock, np.minimum(arch, spinous), HU["cortical"] - 250)
-        canvas.paint(sblock, np.maximum(elliptic_cylinder_sd(bx, by, 0.0, model.canal_y, 8.5, 7.5), top), HU["csf"])
-        cord = np.maximum(elliptic_cylinder_sd(bx, by, 0.0, model.canal_y - 1, 5.0, 4.0), z - np.float32(model.cord_top_z))
-        canvas.paint(sblock, cord, HU["cord"], mask_name="SpinalCord")
+    if model.spine is not None:
+        model.spine.paint(canvas, model.bend, model.z_range)
     bblock = _capsules_block(canvas, [model.brainstem], 3)
     if bblock is not None:
         bs = np.maximum(_capsules_sd(model, [model.brainstem], bblock), np.float32(model.cord_top_z) - bblock.z)
         canvas.paint(bblock, bs, HU["brain"] - 3, mask_name="Brainstem")
         canvas.masks["SpinalCord"][bblock.index] &= ~canvas.masks["Brainstem"][bblock.index]
     # glands (parotid fattier and darker than muscle), then the mandible over them
+    for parotid in model.parotids.values():  # parapharyngeal and subcutaneous fat planes around the glands
+        block = canvas.block(parotid.bbox(6))
+        if block is not None:
+            bx, by, z = _frame(model, block)
+            canvas.paint(block, parotid.sd(bx, by, z) - np.float32(2.5), HU["fat"],
+                         within=canvas.mask("External")[block.index])
     for name, parotid in model.parotids.items():
         _paint_ellipsoid(canvas, model, parotid, None, mask_name=f"Parotid_{name}", inside=canvas.mask("External"))
     for name, gland in model.submandibular.items():
@@ -278,6 +302,15 @@ def render_headneck(model: HeadNeckModel, grid: GridSpec, *, edge_mm: float, fin
         canvas.paint(mblock, mandible, value, mask_name="Mandible", within=canvas.mask("External")[mblock.index])
         for name in ("Parotid_L", "Parotid_R", "Glnd_Submand_L", "Glnd_Submand_R"):
             canvas.masks[name][mblock.index] &= ~canvas.masks["Mandible"][mblock.index]
+    for tooth in model.teeth or []:
+        tblock = _capsules_block(canvas, [tooth], 2)
+        if tblock is not None:
+            canvas.paint(tblock, _capsules_sd(model, [tooth], tblock), 1800.0)
+    for filling in model.fillings or []:
+        _paint_ellipsoid(canvas, model, filling, 3071.0, pad=2.0)
+        centre = filling.centre
+        canvas.streaks.append(StreakSource((float(centre[0]), float(centre[1])), float(centre[2]) - 5,
+                                           float(centre[2]) + 5, weight=3.0))
     _paint_tumour(canvas, model)
     return canvas
 

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rtdeep.phantom.anatomy_common import HU, Bend, elliptic_cylinder_sd, superellipse_sd
+from rtdeep.phantom.anatomy_common import HU, Bend, Spine, superellipse_sd
 from rtdeep.phantom.grid import GridSpec
 from rtdeep.phantom.render import Canvas
+from rtdeep.phantom.scanner import ScannerSettings, StreakSource, sample_scanner
 from rtdeep.phantom.shapes import Capsule, Ellipsoid, random_perturbation, rotation_matrix
-from rtdeep.phantom.texture import Reticulation, branching_tree
+from rtdeep.phantom.texture import Reticulation, SmoothField, branching_tree
 from rtdeep.sites import SITES, Organ
 
 __all__ = ["THORAX_ROIS", "ThoraxModel", "render_thorax", "sample_thorax"]
@@ -32,6 +33,7 @@ PTV_SKIN_CROP_MM = 5.0
 class ThoraxModel:
     """Every random choice that defines one thorax phantom (all lengths in mm, LPS)."""
 
+    size: float
     lung_height: float
     body_half_x: float
     body_half_y: float
@@ -47,16 +49,21 @@ class ThoraxModel:
     dome_right: float
     mediastinum_left: float
     mediastinum_right: float
+    spine: Spine
     vertebra_y: float
     canal_y: float
     esophagus_y: float
     trachea_y: float
     carina_z: float
     heart: Ellipsoid
+    pericardial_fat_mm: float
     aorta: list[Capsule]
+    arch_branches: list[Capsule]
     pulmonary_arteries: list[Capsule]
+    venae_cavae: list[Capsule]
     trachea: list[Capsule]
     esophagus_path: list[Capsule]
+    esophagus_air: Capsule | None
     hilum_left: np.ndarray
     hilum_right: np.ndarray
     gtv: Ellipsoid
@@ -66,11 +73,31 @@ class ThoraxModel:
     ild_patches: list[Ellipsoid]
     ild_near_tumour: bool
     reticulation: Reticulation
+    lung_hu: float = -850.0
+    lung_gradient: float = 0.28
+    dependent_hu: float = 0.0
+    emphysema: float = 0.0
+    emphysema_field: SmoothField | None = None
+    bullae: list[Ellipsoid] = field(default_factory=list)
+    effusion_sides: str = ""
+    effusion_depth: float = 0.0
+    atelectasis_mm: float = 0.0
+    breasts: list[Ellipsoid] = field(default_factory=list)
+    breast_texture: SmoothField | None = None
+    arms: str = "down"
+    arm_capsules: list[Capsule] = field(default_factory=list)
+    humeri: list[Capsule] = field(default_factory=list)
+    scapulae: list[Ellipsoid] = field(default_factory=list)
+    clavicles: list[Capsule] = field(default_factory=list)
+    liver_extent_x: float = 25.0
+    stomach: Ellipsoid | None = None
+    stomach_air_y: float = 0.0
+    spleen: Ellipsoid | None = None
     vessels: list[tuple[Capsule, int]] = field(default_factory=list)
     airways: list[tuple[Capsule, int]] = field(default_factory=list)
     rib_period: float = 26.0
     rib_drop: float = 45.0
-    vertebra_period: float = 27.0
+    scanner: ScannerSettings | None = None
     z_range: tuple[float, float] = (0.0, 0.0)
     pixel_mm: float = 1.0
     slice_mm: float = 3.0
@@ -96,10 +123,11 @@ class ThoraxModel:
 
     def diaphragm_z(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Height (mm) of the diaphragm surface over (x, y): two domes, the right one higher."""
-        left = self.dome_left - 48.0 * (((x - 0.45 * self.cavity_half_x_left) / (0.75 * self.cavity_half_x_left)) ** 2
-                                       + ((y - self.cavity_centre_y + 10) / self.cavity_half_y) ** 2)
-        right = self.dome_right - 48.0 * (((x + 0.45 * self.cavity_half_x_right) / (0.75 * self.cavity_half_x_right)) ** 2
-                                         + ((y - self.cavity_centre_y + 10) / self.cavity_half_y) ** 2)
+        drop = 48.0 * self.size
+        left = self.dome_left - drop * (((x - 0.45 * self.cavity_half_x_left) / (0.75 * self.cavity_half_x_left)) ** 2
+                                        + ((y - self.cavity_centre_y + 10) / self.cavity_half_y) ** 2)
+        right = self.dome_right - drop * (((x + 0.45 * self.cavity_half_x_right) / (0.75 * self.cavity_half_x_right)) ** 2
+                                          + ((y - self.cavity_centre_y + 10) / self.cavity_half_y) ** 2)
         return np.maximum(left, right).astype(np.float32)
 
     def lung_sds(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, cavity: np.ndarray | None = None
@@ -114,6 +142,7 @@ class ThoraxModel:
         return left, right
 
     def body_sd(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The trunk (breasts and arms are separate shapes of the External)."""
         bx, by = self.bend.body_frame(x, y, z)
         return superellipse_sd(bx, by, np.float32(self.body_half_x), np.float32(self.body_half_y), 2.5)
 
@@ -124,9 +153,17 @@ class ThoraxModel:
         heart = self.heart.sd(*self.bend.body_frame(x, y, z), z)
         return (np.minimum(left, right) < -margin_mm) & (heart > 4.0 + margin_mm)
 
+    def imaged_half_width(self) -> float:
+        """Half of the left-right extent of the trunk and the arms (what a full FOV must cover)."""
+        extent = self.body_half_x
+        for arm in self.arm_capsules:
+            extent = max(extent, abs(float(arm.a[0])) + arm.radius_a, abs(float(arm.b[0])) + arm.radius_b)
+        return extent + 8.0  # the bend
+
     def bbox(self) -> tuple[np.ndarray, np.ndarray]:
-        lo = np.array([-self.body_half_x - 12, -self.body_half_y - 10, self.z_range[0] - 5])
-        hi = np.array([self.body_half_x + 12, self.body_half_y + 40, self.z_range[1] + 5])
+        half_x = self.imaged_half_width()
+        lo = np.array([-half_x - 12, -self.body_half_y - 60, self.z_range[0] - 5])
+        hi = np.array([half_x + 12, self.body_half_y + 45, self.z_range[1] + 5])
         return lo, hi
 
     def rois(self) -> tuple[Organ, ...]:
@@ -139,78 +176,110 @@ def _uniform(rng: np.random.Generator, low: float, high: float) -> float:
 
 def sample_thorax(rng: np.random.Generator) -> ThoraxModel:
     """Draw one thorax patient from the generative model (see docs/phantom.md for the ranges)."""
-    height = _uniform(rng, 200, 255)
-    body_x, body_y = _uniform(rng, 140, 180), _uniform(rng, 92, 118)
-    fat = _uniform(rng, 5, 24)
-    wall_front, wall_back = _uniform(rng, 14, 24), _uniform(rng, 34, 46)
-    front = -body_y + fat + wall_front
-    back = body_y - fat - wall_back
+    s = _uniform(rng, 0.8, 1.12)  # frame size: small adolescent to large adult
+    fat = float(np.exp(rng.uniform(np.log(3.0), np.log(55.0))))  # subcutaneous fat: thin to obese
+    height = _uniform(rng, 185, 235) * s
+    lean_x, lean_y = _uniform(rng, 125, 160) * s, _uniform(rng, 80, 100) * s
+    body_x, body_y = lean_x + fat, lean_y + 0.8 * fat
+    wall_front, wall_back = _uniform(rng, 12, 22) * s, _uniform(rng, 32, 44) * s
+    front = -body_y + 0.8 * fat + wall_front
+    back = body_y - 0.8 * fat - wall_back
     cav_y = (front + back) / 2
     cav_half_y = (back - front) / 2
-    cav_half_x = body_x - fat - _uniform(rng, 16, 26)
+    cav_half_x = lean_x - _uniform(rng, 16, 26) * s
     asym = _uniform(rng, -0.05, 0.05)
     cav_left, cav_right = cav_half_x * (1 + asym), cav_half_x * (1 - asym)
     bend = Bend.random(rng)
     dome_right, dome_left = _uniform(rng, 5, 22), _uniform(rng, -12, 4)
-    med_left, med_right = _uniform(rng, 6, 14), _uniform(rng, 4, 12)
+    med_left, med_right = _uniform(rng, 6, 14) * s, _uniform(rng, 4, 12) * s
 
-    vertebra_y = back - 20.0
-    canal_y = vertebra_y + 16 + 10
-    esophagus_y = vertebra_y - 16 - 8
-    trachea_y = esophagus_y - 19.5
+    sac = (_uniform(rng, 6.2, 7.2), _uniform(rng, 5.2, 6.2))
+    canal_y = back - _uniform(rng, 12, 20) * s
+    spine = Spine.random(rng, canal_y, -80.0 * s, height + 30.0 * s, s, body_half_lo=(22.0, 16.0),
+                         body_half_hi=(14.0, 10.5), period_lo=31.0, period_hi=21.0, sac_half=sac,
+                         spinous_length=_uniform(rng, 28, 38), transverse_length=_uniform(rng, 18, 24))
+    vertebra_y = canal_y - spine.canal_bone_half[1] - 13.0 * s
+    esophagus_y = canal_y - spine.canal_bone_half[1] - 2 * 14.0 * s - 10 * s
+    trachea_y = esophagus_y - 19.5 * s
     carina_z = height * _uniform(rng, 0.58, 0.66)
     top = height + _uniform(rng, 25, 45)
 
-    heart_r = np.array([_uniform(rng, 52, 66), _uniform(rng, 42, 52), _uniform(rng, 48, 60)])
-    heart_x = _uniform(rng, 14, 34)
+    heart_r = np.array([_uniform(rng, 52, 66), _uniform(rng, 42, 52), _uniform(rng, 48, 60)]) * s
+    heart_x = _uniform(rng, 14, 34) * s
     heart_y = front + heart_r[1] * 0.9 + _uniform(rng, 4, 14)
-    heart_y = min(heart_y, esophagus_y - 12 - heart_r[1] * 0.85)
+    heart_y = min(heart_y, esophagus_y - 10 - heart_r[1] * 0.85)
     heart_z = max(dome_left, dome_right) - 8 + heart_r[2] * 0.6
     heart = Ellipsoid(np.array([heart_x, heart_y, heart_z]), heart_r,
                       rotation_matrix(_uniform(rng, -48, -30), _uniform(rng, 12, 28), _uniform(rng, -10, 10)),
                       random_perturbation(rng, 0.04))
     heart_top = heart_z + heart_r[2] * 0.55
-    arch_z = carina_z + _uniform(rng, 18, 30)
+    arch_z = carina_z + _uniform(rng, 18, 30) * s
+    r_ao = _uniform(rng, 12, 17) * s
     aorta = [
-        Capsule((heart_x - 12, heart_y + 8, heart_top - 20), (2, trachea_y - 26, arch_z - 4), 14, 14),
-        Capsule((2, trachea_y - 26, arch_z - 4), (26, trachea_y - 4, arch_z + 6), 14, 13),
-        Capsule((26, trachea_y - 4, arch_z + 6), (22, esophagus_y + 10, arch_z - 10), 13, 12),
-        Capsule((22, esophagus_y + 10, arch_z - 10), (20, esophagus_y + 12, -45), 12, 11),
+        Capsule((heart_x - 12 * s, heart_y + 8, heart_top - 20 * s), (2, trachea_y - 26 * s, arch_z - 4), r_ao, r_ao),
+        Capsule((2, trachea_y - 26 * s, arch_z - 4), (24 * s, trachea_y - 4, arch_z + 6), r_ao, r_ao * 0.95),
+        Capsule((24 * s, trachea_y - 4, arch_z + 6), (20 * s, esophagus_y + 10 * s, arch_z - 10), r_ao * 0.95, r_ao * 0.85),
+        Capsule((20 * s, esophagus_y + 10 * s, arch_z - 10), (16 * s, esophagus_y + 14 * s, -90.0), r_ao * 0.85, r_ao * 0.75),
     ]
-    hilum_left = np.array([med_left + _uniform(rng, 28, 38), trachea_y + 12, carina_z - _uniform(rng, 18, 28)])
-    hilum_right = np.array([-med_right - _uniform(rng, 26, 34), trachea_y + 12, carina_z - _uniform(rng, 10, 20)])
-    trunk_top = np.array([8.0, trachea_y - 6, carina_z - 14])
+    arch_branches = [
+        Capsule((2 * s, trachea_y - 22 * s, arch_z + 4), (-14 * s, trachea_y - 14 * s, top + 30), 6.5 * s, 6.0 * s),
+        Capsule((10 * s, trachea_y - 14 * s, arch_z + 8), (12 * s, trachea_y - 14 * s, top + 30), 4.5 * s, 4.5 * s),
+        Capsule((20 * s, trachea_y - 4, arch_z + 8), (34 * s, trachea_y - 2, top + 30), 5.0 * s, 5.0 * s),
+    ]
+    hilum_left = np.array([med_left + _uniform(rng, 28, 38) * s, trachea_y + 12, carina_z - _uniform(rng, 18, 28)])
+    hilum_right = np.array([-med_right - _uniform(rng, 26, 34) * s, trachea_y + 12, carina_z - _uniform(rng, 10, 20)])
+    trunk_top = np.array([8.0 * s, trachea_y - 6, carina_z - 14])
+    r_pa = _uniform(rng, 11, 16) * s
     pulmonary = [
-        Capsule((heart_x - 2, heart_y - 10, heart_top - 10), trunk_top, 13, 12),
-        Capsule(trunk_top, hilum_left, 11, 8),
-        Capsule(trunk_top, hilum_right, 11, 8),
+        Capsule((heart_x - 2, heart_y - 10 * s, heart_top - 10 * s), trunk_top, r_pa, r_pa * 0.95),
+        Capsule(trunk_top, hilum_left, r_pa * 0.85, 8 * s),
+        Capsule(trunk_top, hilum_right, r_pa * 0.85, 8 * s),
+    ]
+    # superior vena cava right of the ascending aorta into the right atrium; inferior vena cava
+    # from below the diaphragm (inside the liver) into the right atrium
+    right_atrium = np.array([heart_x - heart_r[0] * 0.75, heart_y + heart_r[1] * 0.2, heart_z + heart_r[2] * 0.15])
+    r_svc = _uniform(rng, 8, 11) * s
+    venae_cavae = [
+        Capsule((-22 * s, trachea_y - 16 * s, top + 30), (-20 * s, trachea_y - 12 * s, arch_z - 10), r_svc, r_svc),
+        Capsule((-20 * s, trachea_y - 12 * s, arch_z - 10), right_atrium + np.array([4, -4, 10]), r_svc, r_svc),
+        Capsule(right_atrium + np.array([6, 8, -20]), (-12 * s, vertebra_y - 30 * s, -100.0), 11 * s, 11 * s),
     ]
     carina = np.array([-1.0, trachea_y + 4, carina_z])
+    r_tr = _uniform(rng, 8.5, 11.5) * s
     trachea = [
-        Capsule((0.0, trachea_y, top + 20), carina, 10.5, 10.0),
-        Capsule(carina, hilum_left + np.array([-8, 4, 4]), 7.0, 6.0),
-        Capsule(carina, hilum_right + np.array([8, 4, 4]), 8.0, 6.5),
+        Capsule((0.0, trachea_y, top + 20), carina, r_tr, r_tr * 0.95),
+        Capsule(carina, hilum_left + np.array([-8, 4, 4]), 7.0 * s, 6.0 * s),
+        Capsule(carina, hilum_right + np.array([8, 4, 4]), 8.0 * s, 6.5 * s),
     ]
+    r_es = _uniform(rng, 6, 9) * s
     esophagus = [
-        Capsule((3.0, esophagus_y, top + 20), (4.0, esophagus_y, carina_z), 8.0, 8.0),
-        Capsule((4.0, esophagus_y, carina_z), (14.0, esophagus_y - 4, -10.0), 8.0, 8.0),
-        Capsule((14.0, esophagus_y - 4, -10.0), (30.0, esophagus_y - 20, -45.0), 8.0, 8.0),
+        Capsule((3.0, esophagus_y, top + 20), (4.0, esophagus_y, carina_z), r_es, r_es),
+        Capsule((4.0, esophagus_y, carina_z), (14.0 * s, esophagus_y - 4, -10.0), r_es, r_es),
+        Capsule((14.0 * s, esophagus_y - 4, -10.0), (30.0 * s, esophagus_y - 20 * s, -45.0), r_es, r_es),
     ]
+    esophagus_air = None
+    if rng.uniform() < 0.35:  # a little intraluminal air is common on CT
+        z_a = _uniform(rng, carina_z - 60, top - 20)
+        esophagus_air = Capsule((3.5, esophagus_y - 1, z_a), (3.8, esophagus_y - 1, z_a + _uniform(rng, 10, 60)),
+                                _uniform(rng, 1.5, 4.0), _uniform(rng, 1.5, 4.0))
 
     model = ThoraxModel(
-        lung_height=height, body_half_x=body_x, body_half_y=body_y, fat_mm=fat, wall_front_mm=wall_front,
+        size=s, lung_height=height, body_half_x=body_x, body_half_y=body_y, fat_mm=fat, wall_front_mm=wall_front,
         wall_back_mm=wall_back, cavity_half_x_left=cav_left, cavity_half_x_right=cav_right,
         cavity_half_y=cav_half_y, cavity_centre_y=cav_y, bend=bend, dome_left=dome_left, dome_right=dome_right,
-        mediastinum_left=med_left, mediastinum_right=med_right, vertebra_y=vertebra_y, canal_y=canal_y,
-        esophagus_y=esophagus_y, trachea_y=trachea_y, carina_z=carina_z, heart=heart, aorta=aorta,
-        pulmonary_arteries=pulmonary, trachea=trachea, esophagus_path=esophagus, hilum_left=hilum_left,
-        hilum_right=hilum_right, gtv=heart, gtv_side="L", gtv_node=None, ptv_margin_mm=8.0, ild_patches=[],
-        ild_near_tumour=False, reticulation=Reticulation(rng), rib_period=_uniform(rng, 24, 29),
-        rib_drop=_uniform(rng, 80, 115), vertebra_period=_uniform(rng, 25, 29),
+        mediastinum_left=med_left, mediastinum_right=med_right, spine=spine, vertebra_y=vertebra_y, canal_y=canal_y,
+        esophagus_y=esophagus_y, trachea_y=trachea_y, carina_z=carina_z, heart=heart,
+        pericardial_fat_mm=float(np.exp(rng.uniform(np.log(1.0), np.log(12.0)))), aorta=aorta,
+        arch_branches=arch_branches, pulmonary_arteries=pulmonary, venae_cavae=venae_cavae, trachea=trachea,
+        esophagus_path=esophagus, esophagus_air=esophagus_air, hilum_left=hilum_left, hilum_right=hilum_right,
+        gtv=heart, gtv_side="L", gtv_node=None, ptv_margin_mm=8.0, ild_patches=[], ild_near_tumour=False,
+        reticulation=Reticulation(rng), rib_period=_uniform(rng, 24, 29) * s, rib_drop=_uniform(rng, 80, 115) * s,
     )
     _sample_tumour(model, rng)
     _sample_ild(model, rng)
     _sample_trees(model, rng)
+    _sample_lung_disease(model, rng)
+    _sample_body(model, rng, top)
     _sample_scan(model, rng, top)
     return model
 
@@ -236,10 +305,12 @@ def _random_point_in_lungs(model: ThoraxModel, rng: np.random.Generator, margin_
 
 
 def _sample_tumour(model: ThoraxModel, rng: np.random.Generator) -> None:
+    """A tumour anywhere in either lung (every lobe; a third of them touch the pleura or mediastinum)."""
     side = "L" if rng.uniform() < 0.5 else "R"
     radius = float(np.exp(rng.uniform(np.log(10.0), np.log(30.0))))
+    first = 0.6 if rng.uniform() < 0.67 else 0.0
     centre = None
-    for shrink in (0.6, 0.3, 0.0):
+    for shrink in (first, 0.3, 0.0, -0.3):
         centre = _random_point_in_lungs(model, rng, radius * shrink, side)
         if centre is not None:
             break
@@ -260,7 +331,8 @@ def _sample_tumour(model: ThoraxModel, rng: np.random.Generator) -> None:
 
 def _sample_ild(model: ThoraxModel, rng: np.random.Generator) -> None:
     """Interstitial abnormality: sometimes next to the tumour (so often inside the high-dose
-    region), often elsewhere (posterior-basal), and absent in about a third of the patients."""
+    region), often elsewhere (posterior-basal), and absent in about a third of the patients.
+    This is the phantom's only fibrosis-like pattern (the outcome model's image factor)."""
     patches = []
     model.ild_near_tumour = bool(rng.uniform() < 0.33)
     if model.ild_near_tumour:
@@ -302,34 +374,125 @@ def _sample_trees(model: ThoraxModel, rng: np.random.Generator) -> None:
     model.airways = airways
 
 
+def _sample_lung_disease(model: ThoraxModel, rng: np.random.Generator) -> None:
+    """Inspiration level, dependent density, emphysema and bullae, pleural effusion with atelectasis."""
+    model.lung_hu = _uniform(rng, -890, -780)
+    model.lung_gradient = _uniform(rng, 0.1, 0.45)
+    model.dependent_hu = 0.0 if rng.uniform() < 0.4 else _uniform(rng, 80, 450)
+    model.emphysema = float(rng.choice([0.0, 0.15, 0.3, 0.5], p=[0.55, 0.2, 0.15, 0.1]))
+    model.emphysema_field = SmoothField(rng, 6, (8.0, 22.0))
+    bullae = []
+    if model.emphysema > 0:
+        for _ in range(int(rng.integers(0, 4))):
+            centre = _random_point_in_lungs(model, rng, 5.0, None)
+            if centre is not None and centre[2] > 0.4 * model.lung_height:
+                bullae.append(Ellipsoid(centre, rng.uniform(8, 28, size=3), None, random_perturbation(rng, 0.1)))
+    model.bullae = bullae
+    if rng.uniform() < 0.15:
+        model.effusion_sides = str(rng.choice(["L", "R", "LR"], p=[0.35, 0.4, 0.25]))
+        model.effusion_depth = _uniform(rng, 12, 60) * model.size
+        model.atelectasis_mm = _uniform(rng, 4, 18)
+
+
+def _sample_body(model: ThoraxModel, rng: np.random.Generator, top: float) -> None:
+    """Breasts, arms (up or down), scapulae, clavicles and the upper abdominal organs."""
+    s, height = model.size, model.lung_height
+    lean_x = model.body_half_x - model.fat_mm
+    if rng.uniform() < 0.5:  # female
+        r = _uniform(rng, 35, 70) * s * (1.0 + model.fat_mm / 60.0)
+        for side in (1.0, -1.0):
+            centre = (side * (0.45 * model.body_half_x + 0.15 * r), -model.body_half_y + 0.35 * r, 0.42 * height)
+            model.breasts.append(Ellipsoid(centre, (r * _uniform(rng, 0.95, 1.15), r * _uniform(rng, 0.6, 0.8), r * 0.85),
+                                           rotation_matrix(side * _uniform(rng, 10, 25), 0, 0),
+                                           random_perturbation(rng, 0.06)))
+        model.breast_texture = SmoothField(rng, 5, (10.0, 30.0))
+    model.arms = "up" if rng.uniform() < 0.45 else "down"
+    arm_r = _uniform(rng, 30, 42) * s + 0.7 * model.fat_mm
+    for side in (1.0, -1.0):
+        if model.arms == "down":
+            gap = _uniform(rng, -8, 25)
+            x_top = side * (model.body_half_x + arm_r * 0.55)
+            x_bottom = side * (model.body_half_x + arm_r + gap)
+            y_arm = _uniform(rng, -15, 10) * s
+            arm = Capsule((x_top, y_arm, top + 40), (x_bottom, y_arm + 5, -300.0), arm_r, arm_r * 0.9)
+            humerus = Capsule((x_top + side * 4, y_arm, top + 30), (x_bottom, y_arm + 5, -300.0),
+                              11.0 * s, 10.0 * s)
+        else:
+            x_shoulder = side * (lean_x * 0.85)
+            arm = Capsule((x_shoulder, -5.0 * s, height + 5), (side * lean_x * 0.5, 10.0 * s, height + 330),
+                          arm_r * 1.1, arm_r)
+            humerus = Capsule((x_shoulder, -5.0 * s, height + 15), (side * lean_x * 0.5, 10.0 * s, height + 330),
+                              11.0 * s, 10.0 * s)
+        model.arm_capsules.append(arm)
+        model.humeri.append(humerus)
+        scap_x = side * 0.58 * (model.cavity_half_x_left if side > 0 else model.cavity_half_x_right)
+        scap_y = model.cavity_centre_y + 0.8 * model.cavity_half_y + 14.0 * s
+        lift = 25.0 * s if model.arms == "up" else 0.0
+        # a thin blade behind the posterior ribs, its lateral border further forward
+        model.scapulae.append(Ellipsoid((scap_x + side * (lift * 0.6 + 12 * s), scap_y - 8 * s, 0.7 * height + lift),
+                                        (42.0 * s, 2.5, 70.0 * s), rotation_matrix(-side * _uniform(rng, 20, 35), 0, 0)))
+        front = model.cavity_centre_y - model.cavity_half_y
+        model.clavicles.append(Capsule((side * 18 * s, front - 6, height + 8 * s),
+                                       (side * (lean_x - 20 * s), front + 40 * s, height + 30 * s + lift * 0.5),
+                                       6.5 * s, 5.5 * s))
+    model.liver_extent_x = _uniform(rng, 10, 45) * s
+    stomach_centre = (0.42 * model.cavity_half_x_left, model.cavity_centre_y - 0.15 * model.cavity_half_y,
+                      model.dome_left - 45 * s)
+    radii = np.array([_uniform(rng, 35, 55), _uniform(rng, 30, 45), _uniform(rng, 35, 55)]) * s
+    model.stomach = Ellipsoid(stomach_centre, radii, rotation_matrix(_uniform(rng, 10, 40), 0, 0),
+                              random_perturbation(rng, 0.1))
+    model.stomach_air_y = stomach_centre[1] - radii[1] * _uniform(rng, -0.2, 0.8)
+    model.spleen = Ellipsoid((0.72 * model.cavity_half_x_left, model.cavity_centre_y + 0.5 * model.cavity_half_y,
+                              model.dome_left - 55 * s),
+                             np.array([_uniform(rng, 22, 30), _uniform(rng, 40, 55), _uniform(rng, 45, 65)]) * s,
+                             rotation_matrix(_uniform(rng, 25, 45), 0, 0), random_perturbation(rng, 0.08))
+
+
 def _sample_scan(model: ThoraxModel, rng: np.random.Generator, top: float) -> None:
-    slice_mm = float(rng.choice([2.5, 3.0]))
+    """The patient's scanner (:mod:`rtdeep.phantom.scanner`) and the scanned range."""
     bottom = -_uniform(rng, 45, 70)
-    n_slices = int(np.clip(round((top - bottom) / slice_mm) + 1, 100, 150))
+    model.scanner = sample_scanner(rng, 2 * model.imaged_half_width())
+    slice_mm = model.scanner.slice_mm
+    n_slices = round((top - bottom) / slice_mm) + 1
     centre_z = (top + bottom) / 2
     z0 = centre_z - (n_slices - 1) * slice_mm / 2
     model.z_range = (z0, z0 + (n_slices - 1) * slice_mm)
     model.slice_mm = slice_mm
-    needed = 2 * model.body_half_x + 70
-    model.pixel_mm = float(np.clip(max(rng.uniform(0.86, 1.0), needed / 512), 0.8, 1.2))
-    model.fov_mm = model.pixel_mm * 512
-    model.fov_centre = (0.0, 18.0)
+    model.pixel_mm = model.scanner.pixel_mm
+    model.fov_mm = model.scanner.fov_mm
+    model.fov_centre = (_uniform(rng, -8, 8), 18.0 + _uniform(rng, -10, 10))
 
 
 # --- rendering --------------------------------------------------------------------------------------
 
 def _paint_couch(canvas: Canvas, model: ThoraxModel) -> None:
+    """Curved diagnostic couch, flat carbon-fibre RT couch top, or flat top with a vacuum bag."""
     grid = canvas.grid
-    top = model.body_half_y + 6.0
-    lo = np.array([-model.body_half_x - 10, top, model.z_range[0] - 10])
-    hi = np.array([model.body_half_x + 10, top + 22, model.z_range[1] + 10])
+    kind = model.scanner.couch if model.scanner is not None else "curved"
+    top = model.body_half_y - 1.0  # the back rests on the couch
+    half = model.imaged_half_width() + 10
+    lo = np.array([-half - 10, top - 50, model.z_range[0] - 10])
+    hi = np.array([half + 10, top + 60, model.z_range[1] + 10])
     block = grid.block(lo, hi)
     if block is None:
         return
-    curve = top + 0.0008 * block.x ** 2
-    shell = np.maximum(curve - block.y, block.y - curve - 18)
-    canvas.paint(block, np.maximum(shell, np.abs(block.x) - model.body_half_x - 5), HU["couch_shell"])
-    canvas.paint(block, np.maximum(shell + 2.0, np.abs(block.x) - model.body_half_x - 3), HU["couch_foam"])
+    if kind == "curved":
+        curve = top + 2.0 + 0.0008 * block.x ** 2
+        shell = np.maximum(curve - block.y, block.y - curve - 18)
+        canvas.paint(block, np.maximum(shell, np.abs(block.x) - half - 5), HU["couch_shell"])
+        canvas.paint(block, np.maximum(shell + 2.0, np.abs(block.x) - half - 3), HU["couch_foam"])
+        return
+    flat_top = top + 14.0 if kind == "flat_vacbag" else top + 1.0
+    shell = np.maximum(flat_top - block.y, block.y - flat_top - 40)
+    width = np.abs(block.x) - np.float32(265.0)
+    canvas.paint(block, np.maximum(shell, width), 250.0)          # carbon-fibre skins
+    canvas.paint(block, np.maximum(shell + 1.5, width + 2.0), -900.0)  # foam core
+    if kind == "flat_vacbag":
+        # vacuum cushion (polystyrene beads, about -800 HU) moulded around the back
+        bx, by = model.bend.body_frame(block.x, block.y, block.z)
+        trunk = superellipse_sd(bx, by, np.float32(model.body_half_x + 14), np.float32(model.body_half_y + 14), 2.5)
+        bag = np.maximum(np.maximum(trunk, block.y - flat_top), np.float32(model.body_half_y * 0.2) - by)
+        canvas.paint(block, bag, -790.0)
 
 
 def _paint_ribs(canvas: Canvas, model: ThoraxModel, block, cavity: np.ndarray) -> None:
@@ -348,45 +511,15 @@ def _paint_ribs(canvas: Canvas, model: ThoraxModel, block, cavity: np.ndarray) -
     dz = np.minimum(phase, np.float32(model.rib_period) - phase)
     radial = cavity[kk, jj, ii] - np.float32(6.5)
     rib_sd = np.sqrt((radial / 4.5) ** 2 + (dz / 6.0) ** 2) * np.float32(4.5) - np.float32(4.5)
-    rib_sd = np.where((z > model.lung_height + 20) | (np.abs(bx) < 18), np.float32(50), rib_sd)
+    rib_sd = np.where((z > model.lung_height + 20) | (np.abs(bx) < 18 * model.size), np.float32(50), rib_sd)
     cartilage = sin_phi < -0.82
     value = np.where(cartilage, np.float32(HU["cartilage"]),
-                     np.where(rib_sd > -1.6, np.float32(HU["cortical"]), np.float32(HU["cancellous"] + 40)))
+                     np.where(rib_sd > -1.6, np.float32(model.spine.cortical_hu),
+                              np.float32(model.spine.cancellous_hu + 40)))
     occ = np.clip(0.5 - rib_sd / canvas.edge_mm, 0, 1).astype(np.float32)
     index = (kk + block.index[0].start, jj + block.index[1].start, ii + block.index[2].start)
     current = canvas.hu[index]
     canvas.hu[index] = current + occ * (value - current)
-
-
-def _paint_spine(canvas: Canvas, model: ThoraxModel) -> None:
-    lo = np.array([-60.0, model.vertebra_y - 30, model.z_range[0] - 5])
-    hi = np.array([60.0, model.body_half_y, model.z_range[1] + 5])
-    block = canvas.block((lo, hi))
-    if block is None:
-        return
-    bx, by = model.bend.body_frame(block.x, block.y, block.z)
-    z = block.z
-    body = elliptic_cylinder_sd(bx, by, 0.0, model.vertebra_y, 20.0, 16.0)
-    phase = np.mod(z, np.float32(model.vertebra_period))
-    disc = phase < 5.0
-    value = np.where(disc, np.float32(HU["disc"]), np.where(body > -2.0, np.float32(HU["cortical"] - 100), np.float32(HU["cancellous"])))
-    _carve_lungs(canvas, block, body - 5.0)
-    canvas.paint(block, body - 3.0, HU["soft"])
-    canvas.paint(block, body, value)
-    arch = elliptic_cylinder_sd(bx, by, 0.0, model.canal_y, 15.0, 13.0)
-    spinous_end = min(model.canal_y + 30.0, model.body_half_y - model.fat_mm - 8.0)
-    dy = np.clip((by - model.canal_y) / (spinous_end - model.canal_y), 0, 1) * (spinous_end - model.canal_y)
-    spinous = np.sqrt(bx * bx + (by - model.canal_y - dy) ** 2) - np.float32(5.0)
-    # transverse processes: short bars running back and out from the arch (2D capsules)
-    ax_, ay_ = np.abs(bx) - np.float32(8.0), by - np.float32(model.canal_y - 4.0)
-    t = np.clip((ax_ * 20.0 + ay_ * 12.0) / np.float32(20.0 ** 2 + 12.0 ** 2), 0.0, 1.0)
-    transverse = np.sqrt((ax_ - t * 20.0) ** 2 + (ay_ - t * 12.0) ** 2) - np.float32(4.5)
-    posterior = np.minimum(np.minimum(arch, spinous), transverse)
-    gap = np.abs(phase - np.float32(model.vertebra_period * 0.5)) < 3.0
-    canvas.paint(block, np.where(gap, np.float32(10.0), posterior), HU["cortical"] - 250)
-    canvas.paint(block, elliptic_cylinder_sd(bx, by, 0.0, model.canal_y, 9.0, 8.0), HU["csf"])
-    cord = elliptic_cylinder_sd(bx, by, 0.0, model.canal_y - 1.0, 5.5, 4.5)
-    canvas.paint(block, cord, HU["cord"], mask_name="SpinalCord")
 
 
 def _carve_lungs(canvas: Canvas, block, sd: np.ndarray) -> None:
@@ -397,24 +530,45 @@ def _carve_lungs(canvas: Canvas, block, sd: np.ndarray) -> None:
             canvas.masks[name][block.index] &= ~inside
 
 
-def _paint_tubes(canvas: Canvas, model: ThoraxModel, capsules: list[Capsule], value: float, fat_margin: float,
-                 mask_name: str | None = None, lumen: float | None = None) -> None:
-    lo = np.min([c.bbox(fat_margin + 2)[0] for c in capsules], axis=0)
-    hi = np.max([c.bbox(fat_margin + 2)[1] for c in capsules], axis=0)
-    block = canvas.block((lo, hi))
-    if block is None:
-        return
+def _tubes_sd(model: ThoraxModel, capsules: list[Capsule], block) -> np.ndarray:
     bx, by = model.bend.body_frame(block.x, block.y, block.z)
     sd = None
     for capsule in capsules:
         part = capsule.sd(bx, by, block.z)
         sd = part if sd is None else np.minimum(sd, part)
     assert sd is not None
+    return sd
+
+
+def _tubes_block(canvas: Canvas, capsules: list[Capsule], pad: float):
+    lo = np.min([c.bbox(pad)[0] for c in capsules], axis=0)
+    hi = np.max([c.bbox(pad)[1] for c in capsules], axis=0)
+    return canvas.block((lo, hi))
+
+
+def _paint_tubes(canvas: Canvas, model: ThoraxModel, capsules: list[Capsule], value: float, fat_margin: float,
+                 mask_name: str | None = None, lumen: float | None = None, not_heart: bool = False) -> None:
+    """Mediastinal tubes with a fat sleeve; ``not_heart``: a great vessel, which abuts the heart with
+    no fat plane and is cut out of the Heart contour above the valve plane."""
+    block = _tubes_block(canvas, capsules, fat_margin + 2)
+    if block is None:
+        return
+    sd = _tubes_sd(model, capsules, block)
     _carve_lungs(canvas, block, sd - fat_margin)
-    canvas.paint(block, sd - fat_margin, HU["mediastinal_fat"])
+    fat_sd = sd - fat_margin
+    heart_sd = None
+    if not_heart:
+        bx, by = model.bend.body_frame(block.x, block.y, block.z)
+        heart_sd = model.heart.sd(bx, by, block.z)
+        fat_sd = np.maximum(fat_sd, -heart_sd)  # no fat between a vessel and the heart it leaves
+    canvas.paint(block, fat_sd, HU["mediastinal_fat"])
     canvas.paint(block, sd, value, mask_name=mask_name)
     if lumen is not None:
         canvas.paint(block, sd + lumen, HU["air"])
+    if heart_sd is not None and "Heart" in canvas.masks:
+        valve_z = model.heart.centre[2] + 0.55 * model.heart.radii[2] - 14.0 * model.size
+        vessel = np.broadcast_to((sd < 0) & (block.z > np.float32(valve_z)), block.shape)
+        canvas.masks["Heart"][block.index] &= ~vessel
 
 
 def _paint_tree(canvas: Canvas, model: ThoraxModel, segments: list[tuple[Capsule, int]], value: float,
@@ -435,6 +589,146 @@ def _paint_tree(canvas: Canvas, model: ThoraxModel, segments: list[tuple[Capsule
                          opacity=min(1.0, 2.0 * radius * lumen_fraction / canvas.edge_mm))
 
 
+def _paint_body(canvas: Canvas, model: ThoraxModel) -> None:
+    """Trunk, breasts and arms (all part of the External), scapulae and clavicles."""
+    lo, hi = model.bbox()
+    body_block = canvas.block((lo, hi))
+    assert body_block is not None
+    body = model.body_sd(body_block.x, body_block.y, body_block.z)
+    canvas.paint(body_block, body, HU["fat"], mask_name="External")
+    canvas.paint(body_block, body + np.float32(model.fat_mm), HU["muscle"])
+    del body
+    for breast in model.breasts:
+        block = canvas.block(breast.bbox(4))
+        if block is None:
+            continue
+        bx, by = model.bend.body_frame(block.x, block.y, block.z)
+        sd = breast.sd(bx, by, block.z)
+        gland = model.breast_texture(bx, by, block.z) if model.breast_texture is not None else np.float32(0)
+        value = np.where(gland > 0.6, np.float32(25.0), np.float32(HU["fat"]))
+        outside_trunk = np.broadcast_to(model.body_sd(block.x, block.y, block.z) > -model.fat_mm * 0.5, block.shape)
+        canvas.paint(block, sd, value, mask_name="External", within=outside_trunk)
+    for arm, humerus in zip(model.arm_capsules, model.humeri):
+        block = canvas.block(arm.bbox(3))
+        if block is None:
+            continue
+        bx, by = model.bend.body_frame(block.x, block.y, block.z)
+        sd = arm.sd(bx, by, block.z)
+        canvas.paint(block, sd, HU["fat"], mask_name="External")
+        canvas.paint(block, sd + np.float32(0.6 * model.fat_mm + 3), HU["muscle"])
+        bone = humerus.sd(bx, by, block.z)
+        canvas.paint(block, bone, np.where(bone > -2.5, np.float32(model.spine.cortical_hu + 250), np.float32(-20.0)))
+    for scapula in model.scapulae:
+        canvas.paint_shape(lambda x, y, z, e=scapula: e.sd(*model.bend.body_frame(x, y, z), z), scapula.bbox(3),
+                           model.spine.cortical_hu - 150)
+    for clavicle in model.clavicles:
+        canvas.paint_shape(lambda x, y, z, c=clavicle: c.sd(*model.bend.body_frame(x, y, z), z), clavicle.bbox(3),
+                           model.spine.cortical_hu)
+    if model.arms == "down" and len(model.humeri) == 2:
+        # beam hardening: a dark band between the humeri
+        a, b = model.humeri
+        canvas.streaks.append(StreakSource((float(a.a[0]), float(a.a[1])), model.z_range[0], model.lung_height + 30,
+                                           end=(float(b.a[0]), float(b.a[1])), weight=0.6))
+
+
+def _paint_abdomen(canvas: Canvas, model: ThoraxModel, block, cavity: np.ndarray) -> None:
+    """Below the diaphragm: liver (right, its left lobe anterior), stomach with air, spleen."""
+    scanner = model.scanner
+    liver_hu = scanner.liver_hu if scanner is not None else HU["liver"]
+    below = model.diaphragm_z(block.x, block.y) - block.z
+    bx, by = model.bend.body_frame(block.x, block.y, block.z)
+    liver_side = bx < np.float32(model.liver_extent_x) - np.float32(0.5) * (by - np.float32(model.cavity_centre_y))
+    abdomen_value = np.where(liver_side, np.float32(liver_hu), np.float32(HU["soft"] - 5))
+    canvas.paint(block, np.maximum(cavity, -below), abdomen_value)
+    if model.stomach is not None:
+        stomach = model.stomach
+        sb = canvas.block(stomach.bbox(4))
+        if sb is not None:
+            sx, sy = model.bend.body_frame(sb.x, sb.y, sb.z)
+            sd = np.maximum(stomach.sd(sx, sy, sb.z), sb.z - (model.diaphragm_z(sb.x, sb.y) - 3.0))
+            canvas.paint(sb, sd - 3.0, HU["fat"])
+            canvas.paint(sb, sd, HU["muscle"])
+            canvas.paint(sb, sd + 4.0, 20.0)
+            canvas.paint(sb, np.maximum(sd + 4.0, sy - np.float32(model.stomach_air_y)), HU["air"])
+    if model.spleen is not None:
+        spleen = model.spleen
+        value = scanner.spleen_hu if scanner is not None else 45.0
+        canvas.paint_shape(lambda x, y, z: np.maximum(spleen.sd(*model.bend.body_frame(x, y, z), z),
+                                                      z - (model.diaphragm_z(x, y) - 3.0)),
+                           spleen.bbox(3), value)
+
+
+def _paint_heart(canvas: Canvas, model: ThoraxModel) -> None:
+    """Pericardial fat, myocardium, left and right blood pools (contrast phase of the scanner)."""
+    scanner = model.scanner
+    left = scanner.blood_left_hu if scanner is not None else HU["blood"]
+    right = scanner.blood_right_hu if scanner is not None else HU["blood"]
+    myocardium = scanner.myocardium_hu if scanner is not None else HU["muscle"]
+    fat = model.pericardial_fat_mm
+    block = canvas.block(model.heart.bbox(fat + 8))
+    if block is None:
+        return
+    bx, by = model.bend.body_frame(block.x, block.y, block.z)
+    heart = model.heart.sd(bx, by, block.z)
+    above = block.z - (model.diaphragm_z(block.x, block.y) - 6.0)
+    # epicardial / pericardial fat, thicker anteriorly and at the apex
+    front = np.clip((np.float32(model.heart.centre[1]) - by) / np.float32(model.heart.radii[1]), 0, 1)
+    fat_sd = heart - np.float32(fat) * (np.float32(0.5) + front)
+    _carve_lungs(canvas, block, fat_sd)
+    canvas.paint(block, fat_sd, HU["mediastinal_fat"])
+    within = np.broadcast_to(above > 0, block.shape)
+    canvas.paint(block, heart, myocardium, mask_name="Heart", within=within)
+    # blood pools: left heart (posterior-left) and right heart (anterior-right), split by the septum
+    c = model.heart.centre
+    normal = np.array([0.75, 0.66, 0.0])
+    septum = (bx - np.float32(c[0])) * np.float32(normal[0]) + (by - np.float32(c[1])) * np.float32(normal[1])
+    wall = np.where(septum > 0, np.float32(9.0), np.float32(4.5)) * np.float32(model.size)
+    pool = np.maximum(heart + wall, np.float32(4.0) - np.abs(septum))
+    canvas.paint(block, pool, np.where(septum > 0, np.float32(left), np.float32(right)), within=within)
+
+
+def _paint_lungs(canvas: Canvas, model: ThoraxModel, block, cavity: np.ndarray) -> None:
+    """Lung parenchyma (inspiration level, dependent density, emphysema, bullae), effusion, atelectasis."""
+    left, right = model.lung_sds(block.x, block.y, block.z, cavity)
+    by = block.y - np.float32(model.cavity_centre_y)
+    value = np.float32(model.lung_hu) + np.float32(model.lung_gradient) * by
+    if model.dependent_hu > 0:
+        lung = np.minimum(left, right)
+        posterior = np.clip(by / np.float32(model.cavity_half_y), 0, 1)
+        value = value + np.float32(model.dependent_hu) * np.exp(np.minimum(lung, 0.0) / np.float32(6.0)) * posterior
+    if model.emphysema > 0 and model.emphysema_field is not None:
+        bx, bdy = model.bend.body_frame(block.x, block.y, block.z)
+        holes = model.emphysema_field(bx, bdy, block.z)
+        threshold = np.float32(1.2 - 2.0 * model.emphysema) + np.float32(0.8) * (
+            1.0 - np.clip(block.z / np.float32(model.lung_height), 0, 1))  # upper-lobe predominant
+        value = np.where(holes > threshold, np.float32(-975.0), value)
+    canvas.paint(block, left, value, mask_name="Lung_L")
+    canvas.paint(block, right, value, mask_name="Lung_R")
+    for bulla in model.bullae:
+        canvas.paint_shape(lambda x, y, z, b=bulla: b.sd(*model.bend.body_frame(x, y, z), z), bulla.bbox(3),
+                           HU["air"])
+    if model.effusion_sides:
+        # pleural fluid lies posteriorly (supine) under a horizontal level, deepest at the base;
+        # the lung above it is compressed (atelectasis, which stays lung)
+        back = np.float32(model.cavity_centre_y + model.cavity_half_y)
+        base = np.float32(min(model.dome_left, model.dome_right) - 40.0)
+        depth = np.float32(model.effusion_depth) * np.clip(
+            1.0 - (block.z - base) / np.float32(0.7 * model.lung_height), 0.0, 1.0)
+        level = back - depth
+        _, y_body = model.bend.body_frame(block.x, block.y, block.z)
+        fluid = np.float32(level) - y_body
+        atelectasis = fluid - np.float32(model.atelectasis_mm)
+        for side, sd in (("L", left), ("R", right)):
+            if side not in model.effusion_sides:
+                continue
+            name = f"Lung_{side}"
+            lung_here = np.broadcast_to(sd < 0, block.shape)
+            canvas.paint(block, np.maximum(sd, atelectasis), 40.0, within=lung_here)
+            region = np.broadcast_to((fluid < 0) & (sd < 0), block.shape)
+            canvas.paint(block, np.maximum(sd, fluid), 12.0)
+            canvas.masks[name][block.index] &= ~region
+
+
 def render_thorax(model: ThoraxModel, grid: GridSpec, *, edge_mm: float, fine_texture: bool = True) -> Canvas:
     """Evaluate the thorax model on ``grid``: HU (no scanner noise yet) and ROI masks (+ ``ILD``).
 
@@ -444,15 +738,10 @@ def render_thorax(model: ThoraxModel, grid: GridSpec, *, edge_mm: float, fine_te
         edge_mm: partial-volume edge width (about the voxel size).
         fine_texture: draw reticulation lines (False on grids too coarse to resolve them).
     """
+    scanner = model.scanner
     canvas = Canvas(grid, edge_mm)
     _paint_couch(canvas, model)
-    lo, hi = model.bbox()
-    body_block = canvas.block((lo, hi))
-    assert body_block is not None
-    body = model.body_sd(body_block.x, body_block.y, body_block.z)
-    canvas.paint(body_block, body, HU["fat"], mask_name="External")
-    canvas.paint(body_block, body + np.float32(model.fat_mm), HU["muscle"])
-    del body
+    _paint_body(canvas, model)
 
     cav_lo = np.array([-model.cavity_half_x_right - 30, model.cavity_centre_y - model.cavity_half_y - 30, model.z_range[0] - 5])
     cav_hi = np.array([model.cavity_half_x_left + 30, model.cavity_centre_y + model.cavity_half_y + 30, model.lung_height + 30])
@@ -461,38 +750,37 @@ def render_thorax(model: ThoraxModel, grid: GridSpec, *, edge_mm: float, fine_te
     cavity = model.cavity_sd(block.x, block.y, block.z)
     _paint_ribs(canvas, model, block, cavity)
     canvas.paint(block, cavity, HU["mediastinal_fat"])
-    below = model.diaphragm_z(block.x, block.y) - block.z
-    bx, _ = model.bend.body_frame(block.x, block.y, block.z)
-    abdomen_value = np.where(bx < 25.0, np.float32(HU["liver"]), np.float32(HU["soft"] - 5))
-    canvas.paint(block, np.maximum(cavity, -below), abdomen_value)
-    left, right = model.lung_sds(block.x, block.y, block.z, cavity)
-    del cavity, below
-    lung_value = np.float32(HU["lung"]) + np.float32(0.28) * (block.y - np.float32(model.cavity_centre_y))
-    canvas.paint(block, left, lung_value, mask_name="Lung_L")
-    canvas.paint(block, right, lung_value, mask_name="Lung_R")
-    del left, right
-    bubble = Ellipsoid((50.0, model.cavity_centre_y - 20, model.dome_left - 48), (28.0, 20.0, 14.0))
-    canvas.paint_shape(lambda x, y, z: bubble.sd(*model.bend.body_frame(x, y, z), z), bubble.bbox(3), HU["air"])
+    _paint_abdomen(canvas, model, block, cavity)
+    _paint_lungs(canvas, model, block, cavity)
+    del cavity
 
-    _paint_spine(canvas, model)
-    heart_block = canvas.block(model.heart.bbox(8))
-    if heart_block is not None:
-        bx, by = model.bend.body_frame(heart_block.x, heart_block.y, heart_block.z)
-        heart = model.heart.sd(bx, by, heart_block.z)
-        above = heart_block.z - (model.diaphragm_z(heart_block.x, heart_block.y) - 6.0)
-        _carve_lungs(canvas, heart_block, heart - 4.0)
-        canvas.paint(heart_block, heart - 4.0, HU["mediastinal_fat"])
-        canvas.paint(heart_block, heart, HU["blood"], mask_name="Heart",
-                     within=np.broadcast_to(above > 0, heart_block.shape))
-    _paint_tubes(canvas, model, model.aorta, HU["blood"], 3.0)
-    _paint_tubes(canvas, model, model.pulmonary_arteries, HU["blood"], 2.0)
-    _paint_tubes(canvas, model, model.esophagus_path, HU["muscle"] - 5, 3.0, mask_name="Esophagus")
-    _paint_tubes(canvas, model, model.trachea, HU["cartilage"] - 40, 2.0, lumen=2.0)
-    sternum = Ellipsoid((0.0, model.cavity_centre_y - model.cavity_half_y - 9, model.lung_height * 0.58),
-                        (15.0, 7.0, model.lung_height * 0.32))
+    spine = model.spine.paint(canvas, model.bend, model.z_range)
+    if spine is not None:
+        _carve_lungs(canvas, spine[0], spine[1] - 5.0)
+    _paint_heart(canvas, model)
+    left = scanner.blood_left_hu if scanner is not None else HU["blood"]
+    right = scanner.blood_right_hu if scanner is not None else HU["blood"]
+    svc = scanner.svc_hu if scanner is not None else HU["blood"]
+    _paint_tubes(canvas, model, model.aorta, left, float(np.clip(model.fat_mm / 10, 0.5, 3.0)), not_heart=True)
+    _paint_tubes(canvas, model, model.arch_branches, left, 1.5)
+    _paint_tubes(canvas, model, model.pulmonary_arteries, right, 1.0, not_heart=True)
+    _paint_tubes(canvas, model, model.venae_cavae[:2], svc, 1.0, not_heart=True)
+    _paint_tubes(canvas, model, model.venae_cavae[2:], right, 0.5, not_heart=True)
+    if svc > 300:
+        ra = model.venae_cavae[1].b
+        canvas.streaks.append(StreakSource((float(model.venae_cavae[0].a[0]), float(model.venae_cavae[0].a[1])),
+                                           float(ra[2]) + 10, model.z_range[1] + 5, weight=min(svc / 1000.0, 1.2)))
+    _paint_tubes(canvas, model, model.esophagus_path, HU["muscle"] - 5, float(np.clip(model.fat_mm / 12, 0.5, 3.0)),
+                 mask_name="Esophagus")
+    if model.esophagus_air is not None:
+        air = model.esophagus_air
+        canvas.paint_shape(lambda x, y, z: air.sd(*model.bend.body_frame(x, y, z), z), air.bbox(2), HU["air"])
+    _paint_tubes(canvas, model, model.trachea, HU["cartilage"] - 40, 2.0, lumen=2.0 * model.size)
+    sternum = Ellipsoid((0.0, model.cavity_centre_y - model.cavity_half_y - 9, model.lung_height * 0.62),
+                        (15.0 * model.size, 7.0, model.lung_height * 0.36))
     canvas.paint_shape(lambda x, y, z: sternum.sd(*model.bend.body_frame(x, y, z), z), sternum.bbox(3),
-                       HU["cancellous"] + 60)
-    _paint_tree(canvas, model, model.vessels, HU["blood"])
+                       model.spine.cancellous_hu + 60)
+    _paint_tree(canvas, model, model.vessels, right)
     _paint_tree(canvas, model, model.airways, HU["soft"], lumen_fraction=0.7)
     _paint_ild(canvas, model, fine_texture)
     _paint_tumour(canvas, model)

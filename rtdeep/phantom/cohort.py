@@ -22,6 +22,9 @@ MANIFEST_COLUMNS = [
     "ild_in_v20_cc", "image_factor", "risk", "grade", "pneumonitis",
     "parotid_l_mean_gy", "parotid_r_mean_gy", "glnd_submand_l_mean_gy", "glnd_submand_r_mean_gy",
     "spinalcord_max_gy", "brainstem_max_gy",
+    # how the patient was scanned (rtdeep.phantom.scanner)
+    "scanner_slice_mm", "scanner_pixel_mm", "scanner_fov_mm", "scanner_noise_hu", "scanner_kernel",
+    "scanner_hu_offset", "scanner_cupping_hu", "scanner_streak_hu", "scanner_couch", "scanner_contrast",
 ]
 
 

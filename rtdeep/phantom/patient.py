@@ -21,8 +21,8 @@ from rtdeep.errors import RtDeepError
 from rtdeep.fileio import OutputExistsError
 from rtdeep.phantom import dose as dose_model
 from rtdeep.phantom.grid import GRID_KINDS, ct_grid, dose_grid, resample_to_grid
+from rtdeep.phantom.scanner import apply_scanner
 from rtdeep.phantom.sites import SITE_SPECS, PhantomSite
-from rtdeep.phantom.texture import scanner_noise
 from rtdeep.volume import Volume
 
 __all__ = ["SITES", "STUDY_DATE", "PhantomPatient", "generate_patient", "patient_id_for", "write_patient"]
@@ -120,11 +120,9 @@ def generate_patient(site: str, index: int, seed: int, grid: str = "clinical") -
     ct_spec = ct_grid(grid, model.fov_mm, model.fov_centre, model.z_range, model.pixel_mm, model.slice_mm)
     edge_mm = max(1.1, 0.9 * ct_spec.spacing_mm[0])
     canvas = spec.render(model, ct_spec, edge_mm=edge_mm, fine_texture=grid == "clinical")
-    noise_sigma = 14.0 if grid == "clinical" else 5.0
     noise_seed = int.from_bytes(make_uid(seed, spec.name, index, grid, "noise").encode()[-8:], "big") % (2**32)
-    hu = canvas.hu
-    hu += scanner_noise(ct_spec.shape, noise_sigma, noise_seed)
-    np.clip(hu, -1024.0, 3071.0, out=hu)
+    hu = apply_scanner(canvas.hu, canvas.masks, ct_spec, model.scanner, model.fov_centre, grid, noise_seed,
+                       canvas.streaks)
     ct = ct_spec.volume(hu)
 
     rois = []
@@ -193,6 +191,7 @@ def generate_patient(site: str, index: int, seed: int, grid: str = "clinical") -
         "n_beams": len(beams),
     }
     row.update(outcome)
+    row.update(model.scanner.manifest_row())
     return PhantomPatient(pid, spec.name, index, seed, grid, ct, rois, d_grid.volume(dose_gy), ct_spec.volume(dose_ct),
                           plan, row, info, canvas.masks.get("ILD"))
 

@@ -30,6 +30,8 @@ class Canvas:
         self.edge_mm = float(edge_mm)
         self.hu = np.full(grid.shape, background_hu, dtype=np.float32)
         self.masks: dict[str, np.ndarray] = {}
+        #: dense objects that cast streaks (:class:`rtdeep.phantom.scanner.StreakSource`), registered by the anatomy
+        self.streaks: list = []
 
     def mask(self, name: str) -> np.ndarray:
         """The bool mask ``name`` (all False if never painted)."""
