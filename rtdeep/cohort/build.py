@@ -146,6 +146,7 @@ def build_cohort(
                 "rtdose": str(study.rtdose.path.absolute()) if study.rtdose else "",
                 "organs": ";".join(roi_map), "missing_organs": ";".join(o for o in organs if o not in roi_map),
                 "roi_map": json.dumps(roi_map), "warnings": " | ".join(study.warnings + warnings),
+                "grade": "", "pneumonitis": "",
             }
             rows.append(row)
         outcome_warnings = _join_outcomes(rows, outcomes) if outcomes is not None else []

@@ -9,7 +9,8 @@ Choices:
     * ROI numbers: ``Roi.number`` is kept when positive and unique; the others get the smallest
       free numbers from 1.
     * ``generation_algorithm`` applies to every ROI; pass ``None`` to keep each ``Roi``'s own.
-    * An empty mask is listed (name, observation, colour) with no contours, and logged as a warning.
+    * An empty mask is left out (checklist 11: several planning systems reject or crash on ROIs
+      without contours) and logged as a warning; callers report it. All masks empty is an error.
     * Coordinates are written with 3 decimals (0.001 mm), at most 16 characters each.
     * The file uses Implicit VR Little Endian: a long contour's ContourData can exceed the 64 KiB
       that an explicit-VR DS value can hold.
@@ -99,7 +100,7 @@ def write_rtstruct(
         The written path.
 
     Raises:
-        StructureError: a mask on the wrong grid, or a label that is too long.
+        StructureError: a mask on the wrong grid, a label that is too long, or every mask empty.
         OutputExistsError: ``out_path`` exists and ``overwrite`` is False.
     """
     out_path = ensure_new_path(out_path, overwrite)
@@ -113,6 +114,12 @@ def write_rtstruct(
             )
         if len(roi.name) > _MAX_SH:
             log.warning("ROI name '%s' is longer than 16 characters; some planning systems truncate it", roi.name)
+    for roi in rois:
+        if not roi.mask.any():
+            log.warning("ROI '%s' has an empty mask: left out of the structure set", roi.name)
+    rois = [roi for roi in rois if roi.mask.any()]
+    if not rois:
+        raise StructureError("every ROI mask is empty: no structure set written (no empty ROIs)", path=out_path)
 
     dataset, date, time = new_rt_object(RT_STRUCTURE_SET_STORAGE, "RTSTRUCT", ct, uid_seed, implicit_vr=True)
     dataset.SeriesDescription = series_description

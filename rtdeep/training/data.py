@@ -9,6 +9,8 @@ label map (value = organ position + 1; a later organ wins an overlap). Arrays ar
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -105,16 +107,20 @@ def cases_from_manifest(
     """Cases from a cohort folder with ``manifest.csv`` (column ``study_dir`` relative to it).
 
     Each study is read with :func:`rtdeep.dicomrt.study.load_study` (CT plus RT Structure Set).
+    A manifest from ``rtdeep cohort`` maps the clinic's structure names to the site's organs
+    (column ``roi_map``); organs a study lacks are marked absent (``SegCase.present``), not background.
 
     Raises:
         RtDeepError: no manifest, or a study without a structure set.
     """
+    from rtdeep.cohort.manifest import organ_rois
     from rtdeep.dicomrt.study import load_study
 
     data_dir = Path(data_dir)
     manifest = data_dir / "manifest.csv"
     if not manifest.is_file():
-        raise RtDeepError("training data needs a manifest.csv (written by `rtdeep phantom`)", path=manifest)
+        raise RtDeepError("training data needs a manifest.csv (written by `rtdeep phantom` or `rtdeep cohort`)",
+                          path=manifest)
     with open(manifest, newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows or "study_dir" not in rows[0]:
@@ -123,17 +129,29 @@ def cases_from_manifest(
     cases = []
     for row in rows:
         study_dir = data_dir / row["study_dir"]
-        case_id = row.get("patient_id") or study_dir.name
+        case_id = row.get("study_id") or row.get("patient_id") or study_dir.name
+        roi_map = _roi_map(row, manifest)
+        # the name map is part of the cache key: a cohort rebuilt with another map is prepared again
+        map_tag = f"_{hashlib.sha256(json.dumps(roi_map, sort_keys=True).encode()).hexdigest()[:8]}" if roi_map else ""
 
-        def make(study_dir: Path = study_dir, case_id: str = case_id) -> SegCase:
+        def make(study_dir: Path = study_dir, case_id: str = case_id, roi_map: dict = roi_map) -> SegCase:
             study = load_study(study_dir)
             if study.structure_set is None:
                 raise RtDeepError("study has no RT Structure Set to train on", path=study_dir)
-            return prepare_case(case_id, study.ct.volume, study.structure_set.rois, site)
+            return prepare_case(case_id, study.ct.volume, organ_rois(study.structure_set.rois, roi_map), site)
 
-        cache = None if cache_dir is None else cache_dir / f"{_tag(site)}_{_safe(case_id)}.npz"
+        cache = None if cache_dir is None else cache_dir / f"{_tag(site)}_{_safe(case_id)}{map_tag}.npz"
         cases.append(load_or_prepare(cache, make, site))
     return cases
+
+
+def _roi_map(row: dict[str, str], manifest: Path) -> dict[str, str]:
+    """A cohort manifest row's ``roi_map`` (TG-263 organ -> ROI name); empty for other manifests."""
+    try:
+        return {str(k): str(v) for k, v in json.loads(row.get("roi_map") or "{}").items()}
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise RtDeepError(f"study {row.get('study_dir')}: column 'roi_map' is not a JSON object ({error})",
+                          path=manifest) from error
 
 
 def cases_from_phantoms(

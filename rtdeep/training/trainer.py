@@ -27,9 +27,17 @@ from rtdeep.models import build_network
 from rtdeep.models.architectures import ArchSpec
 from rtdeep.sites import Site
 from rtdeep.training.data import SegCase
+from rtdeep.training.distributed import (
+    DistContext,
+    average_gradients,
+    broadcast_object,
+    mean_over_processes,
+    share_of_batch,
+    wrap_ddp,
+)
 from rtdeep.training.sampling import PatchSampler
 
-__all__ = ["INFERENCE_ROI", "TrainConfig", "TrainResult", "dice_per_organ", "train_segmentation"]
+__all__ = ["INFERENCE_ROI", "TrainConfig", "TrainResult", "dice_per_organ", "partial_label_loss", "train_segmentation"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +101,55 @@ def _mean(scores: dict[str, float]) -> float:
     return float(np.mean(values)) if values else 0.0
 
 
+class _CaseTrackingSampler(PatchSampler):
+    """A :class:`PatchSampler` that remembers which case each patch of the last batch came from."""
+
+    def sample(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        self.drawn: list[int] = []
+        return super().sample(batch_size)
+
+    def _centre(self, case_index: int) -> np.ndarray:
+        self.drawn.append(case_index)
+        return super()._centre(case_index)
+
+
+def partial_label_loss(
+    seg_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    present: torch.Tensor,
+) -> torch.Tensor:
+    """Dice + cross-entropy where an organ a study did not delineate is unknown, not background.
+
+    A clinic's structure set often lacks an organ; teaching its voxels as background would teach
+    the network to miss it. For each patch, the probabilities of the organs its study lacks are
+    merged into background (the marginal loss of Shi et al., MedIA 2021) and their Dice terms left
+    out. When every organ is present this is ``seg_loss`` itself (MONAI ``DiceCELoss``).
+
+    Args:
+        seg_loss: the loss used when every organ is present.
+        logits: ``[b, classes, *spatial]``.
+        labels: ``[b, 1, *spatial]`` int64 (0 background, organ position + 1).
+        present: ``[b, classes]`` bool: background and the organs each patch's study delineates.
+    """
+    if bool(present.all()):
+        return seg_loss(logits, labels)
+    spatial = tuple(range(2, logits.ndim))
+    missing = (~present).to(logits.dtype).view(*present.shape, *([1] * len(spatial)))
+    probabilities = torch.softmax(logits, dim=1)
+    background = probabilities[:, :1] + (probabilities * missing).sum(1, keepdim=True)
+    merged = torch.cat([background, probabilities[:, 1:]], 1) * torch.cat(
+        [torch.ones_like(missing[:, :1]), 1.0 - missing[:, 1:]], 1)
+    onehot = torch.zeros_like(merged).scatter_(1, labels, 1.0)
+    intersection = (merged * onehot).sum(spatial)
+    dice = 1.0 - (2.0 * intersection + 1e-5) / (merged.sum(spatial) + onehot.sum(spatial) + 1e-5)
+    cross_entropy = -(torch.log(merged.clamp_min(1e-8)) * onehot).sum(1).mean()
+    # Dice averaged over each patch's known classes, then over patches: a batch split across
+    # processes gives the same loss as the whole batch
+    per_patch = (dice * present).sum(1) / present.sum(1)
+    return per_patch.mean() + cross_entropy
+
+
 def train_segmentation(
     config: TrainConfig,
     site: Site,
@@ -102,16 +159,25 @@ def train_segmentation(
     out_dir: str | Path,
     resume: bool = False,
     log_callback: Callable[[str], None] | None = None,
+    context: DistContext | None = None,
 ) -> TrainResult:
     """Train until ``config.time_budget_s`` or ``config.max_epochs``, keeping the best epoch.
 
     Writes ``out_dir/checkpoint.pt`` (latest state: networks, optimisers, RNG, history) after each
     epoch, ``out_dir/best_model.pt`` (best generator state_dict) and ``out_dir/history.json``.
     With ``resume``, continues from ``checkpoint.pt``; the time budget counts the earlier time too.
+
+    Organs a training case lacks (``SegCase.present``) are left out of its loss
+    (:func:`partial_label_loss`). Under ``torchrun`` (``context`` from
+    :func:`rtdeep.training.distributed.init_distributed`) the generator trains in
+    DistributedDataParallel, each process on its share of the same global batch; rank 0 validates,
+    decides when to stop and alone writes files.
     """
+    context = context or DistContext(device=config.device)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    say = log_callback or log.info
+    if context.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    say = (log_callback or log.info) if context.is_main else (lambda line: None)
     torch.set_num_threads(max(int(config.threads), 1))
     torch.manual_seed(config.seed)
     device = config.device
@@ -129,7 +195,11 @@ def train_segmentation(
 
     seg_loss = DiceCELoss(to_onehot_y=True, softmax=True)
     bce = torch.nn.BCEWithLogitsLoss()
-    sampler = PatchSampler(train_cases, arch.spatial_dims, arch.patch_size, arch.context_slices, seed=config.seed)
+    sampler = _CaseTrackingSampler(train_cases, arch.spatial_dims, arch.patch_size, arch.context_slices,
+                                   seed=config.seed)
+    presence = np.array([np.concatenate([[True], np.asarray(case.present, bool)]) for case in train_cases])
+    share = share_of_batch(arch.batch_size, context)
+    net = wrap_ddp(generator, context)
 
     history: list[dict] = []
     epoch, iterations, elapsed_before = 0, 0, 0.0
@@ -150,15 +220,18 @@ def train_segmentation(
         say(f"resumed at epoch {epoch} ({elapsed_before:.0f} s trained)")
 
     start = time.perf_counter()
-    while epoch < config.max_epochs and elapsed_before + (time.perf_counter() - start) < config.time_budget_s:
+    while broadcast_object(
+            epoch < config.max_epochs and elapsed_before + (time.perf_counter() - start) < config.time_budget_s,
+            context):
         generator.train()
         losses = []
         for _ in range(config.iterations_per_epoch):
             images_np, labels_np = sampler.sample(arch.batch_size)
-            images = torch.from_numpy(images_np).to(device)
-            labels = torch.from_numpy(labels_np).to(device)
-            logits = generator(images)
-            loss = seg_loss(logits, labels)
+            present = torch.from_numpy(presence[sampler.drawn][share]).to(device)
+            images = torch.from_numpy(images_np[share]).to(device)
+            labels = torch.from_numpy(labels_np[share]).to(device)
+            logits = net(images)
+            loss = partial_label_loss(seg_loss, logits, labels, present)
             adversarial = torch.zeros(())
             if critic is not None:
                 probabilities = torch.softmax(logits, dim=1)
@@ -171,6 +244,7 @@ def train_segmentation(
                     bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits))
                 )
                 critic_loss.backward()
+                average_gradients(critic, context)
                 optimizer_d.step()  # type: ignore[union-attr]
                 fooled = critic(torch.cat([images, probabilities], 1))
                 adversarial = bce(fooled, torch.ones_like(fooled))
@@ -181,18 +255,21 @@ def train_segmentation(
             losses.append(float(loss.detach()))
             iterations += 1
         epoch += 1
-        scores = _validate(generator, val_cases, arch, site, device) if val_cases else {}
-        mean = _mean(scores) if scores else -float(np.mean(losses))
+        train_loss = mean_over_processes(float(np.mean(losses)), context)
+        scores = _validate(generator, val_cases, arch, site, device) if val_cases and context.is_main else {}
+        mean = _mean(scores) if scores else -train_loss
+        scores, mean = broadcast_object((scores, mean), context)
         elapsed = elapsed_before + time.perf_counter() - start
         record = {"epoch": epoch, "iterations": iterations, "elapsed_s": round(elapsed, 1),
-                  "train_loss": float(np.mean(losses)), "val_dice": scores, "val_mean_dice": mean}
+                  "train_loss": train_loss, "val_dice": scores, "val_mean_dice": mean}
         history.append(record)
         say(f"epoch {epoch}: loss {record['train_loss']:.4f}, validation mean Dice {mean:.3f}, {elapsed:.0f} s")
         if mean > best_mean:
             best_epoch, best_scores, best_mean = epoch, scores, mean
-            torch.save(generator.state_dict(), out_dir / "best_model.pt")
-        torch.save(
-            {
+            if context.is_main:
+                torch.save(generator.state_dict(), out_dir / "best_model.pt")
+        if context.is_main:
+            _save_checkpoint(out_dir, {
                 "generator": generator.state_dict(), "optimizer_g": optimizer_g.state_dict(),
                 "critic": None if critic is None else critic.state_dict(),
                 "optimizer_d": None if optimizer_d is None else optimizer_d.state_dict(),
@@ -200,16 +277,20 @@ def train_segmentation(
                 "epoch": epoch, "iterations": iterations, "elapsed_s": elapsed, "history": history,
                 "best_epoch": best_epoch, "best_scores": best_scores, "best_mean": best_mean,
                 "config": asdict(config),
-            },
-            out_dir / "checkpoint.tmp",
-        )
-        (out_dir / "checkpoint.tmp").replace(checkpoint_path)
-        (out_dir / "history.json").write_text(json.dumps(history, indent=1))
+            }, history)
 
-    if (out_dir / "best_model.pt").is_file():
+    if context.is_main and (out_dir / "best_model.pt").is_file():
         generator.load_state_dict(torch.load(out_dir / "best_model.pt", map_location=device, weights_only=True))
     generator.eval()
     return TrainResult(
         network=generator, best_epoch=best_epoch, best_val_dice=best_scores, history=history,
         train_seconds=elapsed_before + time.perf_counter() - start, iterations=iterations,
     )
+
+
+def _save_checkpoint(out_dir: Path, state: dict, history: list[dict]) -> None:
+    """``checkpoint.pt`` and ``history.json``, each written to a temporary name and renamed."""
+    torch.save(state, out_dir / "checkpoint.tmp")
+    (out_dir / "checkpoint.tmp").replace(out_dir / "checkpoint.pt")
+    (out_dir / "history.tmp").write_text(json.dumps(history, indent=1))
+    (out_dir / "history.tmp").replace(out_dir / "history.json")
