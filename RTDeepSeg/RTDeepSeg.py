@@ -66,7 +66,7 @@ class RTDeepSegParameterNode:
     inputVolume - the CT (HU).
     referenceSegmentation - reference contours to compare with (optional).
     site - anatomical site, which picks the models offered.
-    model - bundle name (e.g. thorax_unet3d) or "atlas"; the model combo box is wired by hand
+    model - bundle name (e.g. thorax_unet3d) or atlas baseline (thorax_atlas); the model combo box is wired by hand
         because its items depend on the site.
     device - "cpu" or "cuda".
     outputSegmentation - the result (a new node when empty).
@@ -75,7 +75,7 @@ class RTDeepSegParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     referenceSegmentation: vtkMRMLSegmentationNode
     site: Annotated[str, Choice(["thorax", "headneck"])] = "thorax"
-    model: str = "atlas"
+    model: str = "thorax_atlas"
     device: Annotated[str, Choice(["cpu", "cuda"])] = "cpu"
     outputSegmentation: vtkMRMLSegmentationNode
 
@@ -161,7 +161,7 @@ class RTDeepSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Offer the bundled models of the chosen site, then the atlas (wired by hand: items vary)."""
         if not self._parameterNode:
             return
-        from rtdeep.slicer.worker import available_models
+        from rtdeep.inference import available_models
 
         self._modelListSite = self._parameterNode.site
         wasBlocked = self.ui.modelComboBox.blockSignals(True)
@@ -362,10 +362,10 @@ class RTDeepSegTest(ScriptedLoadableModuleTest):
         self.assertEqual(result.segmentationNode.GetSegmentation().GetNumberOfSegments(), 1)
         self.assertAlmostEqual(result.dice("Lung_L"), 1.0, places=6)
         with self.assertRaises(ValueError):
-            logic.validateInputs(None, "thorax", "atlas")
+            logic.validateInputs(None, "thorax", "thorax_atlas")
         self.delayDisplay("Test passed")
 
     def test_RTDeepSeg_atlas(self):
         ctNode, _rois = self._phantom()
-        result = RTDeepSegLogic().process(ctNode, "thorax", "atlas")
+        result = RTDeepSegLogic().process(ctNode, "thorax", "thorax_atlas")
         self.assertGreater(len(result.rois), 0)

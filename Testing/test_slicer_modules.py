@@ -124,7 +124,7 @@ def test_dice_against_reference_fills_a_table(scene):
     ]
 
     logic = SegmentationLogic(scene)
-    result = logic.showResults(ct_node, test_rois, "atlas", referenceSegmentation=reference)
+    result = logic.showResults(ct_node, test_rois, "thorax_atlas", referenceSegmentation=reference)
     rows = rows_from_table_node(result.metricsTableNode)
     by_name = {row["roi_name"]: row for row in rows}
     assert set(by_name) == {
@@ -151,8 +151,8 @@ def test_output_segmentation_is_refilled_not_duplicated(scene):
     ct_node = node_from_volume(scene, ct, "CT")
     output = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Mine")
     logic = SegmentationLogic(scene)
-    logic.showResults(ct_node, rois[:2], "atlas", outputSegmentation=output)
-    logic.showResults(ct_node, rois[2:4], "atlas", outputSegmentation=output)
+    logic.showResults(ct_node, rois[:2], "thorax_atlas", outputSegmentation=output)
+    logic.showResults(ct_node, rois[2:4], "thorax_atlas", outputSegmentation=output)
     assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 1
     assert [r.name for r in rois_from_segmentation_node(output, ct_node)] == ["Lung_R", "Heart"]
 
@@ -163,11 +163,11 @@ def test_bad_inputs_raise_value_errors_that_say_what_to_do(scene):
     label = node_from_volume(scene, ct, "labels", node_class="vtkMRMLLabelMapVolumeNode")
     logic = SegmentationLogic(scene)
     with pytest.raises(ValueError, match="Select an input CT"):
-        logic.process(None, "thorax", "atlas")
+        logic.process(None, "thorax", "thorax_atlas")
     with pytest.raises(ValueError, match="'labels' is not a scalar"):
-        logic.process(label, "thorax", "atlas")
+        logic.process(label, "thorax", "thorax_atlas")
     with pytest.raises(ValueError, match="Unknown site 'pelvis'"):
-        logic.process(ct_node, "pelvis", "atlas")
+        logic.process(ct_node, "pelvis", "thorax_atlas")
     with pytest.raises(ValueError, match="no model bundle"):
         logic.process(ct_node, "thorax", "thorax_no_such_net")
     empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
@@ -240,7 +240,7 @@ def test_subprocess_command_and_result_loading(scene, tmp_path):
     ct, rois, _ = _thorax()
     ct_node = node_from_volume(scene, ct, "CT")
     command, output = SegmentationLogic.subprocessCommand(
-        ct_node, "thorax", "atlas", tmp_path, "cpu", python="PythonSlicer"
+        ct_node, "thorax", "thorax_atlas", tmp_path, "cpu", python="PythonSlicer"
     )
     assert command[:3] == ["PythonSlicer", "-m", "rtdeep.slicer.worker"]
     assert worker.load_volume_npz(command[command.index("--input") + 1]).same_grid(ct)
@@ -260,19 +260,16 @@ def test_subprocess_command_and_result_loading(scene, tmp_path):
 @pytest.fixture(scope="module")
 def phantom_patient():
     """H3's small-grid thorax phantom (CT, TG-263 structures, dose on its own grid, outcome row)."""
-    phantom = pytest.importorskip("rtdeep.phantom", reason="rtdeep.phantom (H3) not importable yet")
-    try:
-        return phantom.generate_patient("thorax", 3, seed=11, grid="small")
-    except NotImplementedError:
-        pytest.skip("rtdeep.phantom.generate_patient (H3) is not implemented yet")
+    from rtdeep.phantom import generate_patient
+
+    return generate_patient("thorax", 3, seed=11, grid="small")
 
 
 def test_atlas_process_end_to_end_on_a_phantom(scene, phantom_patient):
-    pytest.importorskip("rtdeep.atlas", reason="rtdeep.atlas (H6) not importable yet")
     ct_node = node_from_volume(scene, phantom_patient.ct, "Phantom CT")
     reference = segmentation_node_from_rois(scene, phantom_patient.rois, ct_node, "Phantom contours")
     result = SegmentationLogic(scene, atlasCount=1).process(
-        ct_node, "thorax", "atlas", referenceSegmentation=reference
+        ct_node, "thorax", "thorax_atlas", referenceSegmentation=reference
     )
     names = {roi.name for roi in result.rois}
     assert {"Lung_L", "Lung_R"} <= names
@@ -285,11 +282,10 @@ def test_worker_subprocess_with_a_bundled_model(scene, phantom_patient, tmp_path
     """The desktop path: the CT goes to ``python -m rtdeep.slicer.worker`` and the ROIs come back."""
     import subprocess
 
-    from rtdeep.slicer.worker import available_models
+    from rtdeep.inference import available_models
 
-    bundles = [name for name in available_models("thorax") if name != "atlas"]
-    if not bundles:
-        pytest.skip("no thorax segmentation bundle under Resources/Models yet (H5)")
+    bundles = [name for name in available_models("thorax") if not name.endswith("_atlas")]
+    assert bundles, "no thorax segmentation bundle under Resources/Models"
     ct_node = node_from_volume(scene, phantom_patient.ct, "Phantom CT")
     command, output = SegmentationLogic.subprocessCommand(ct_node, "thorax", bundles[0], tmp_path)
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
@@ -392,7 +388,7 @@ def test_pneumonitis_process_on_a_phantom_with_dose_on_its_own_grid(scene, phant
 def test_results_survive_saving_the_scene_as_mrb(scene, tmp_path):
     _ct, rois, _dose, ct_node, dose_node, segmentation = _pneumonitis_scene(scene)
     seg_result = SegmentationLogic(scene).showResults(
-        ct_node, rois[1:3], "atlas", referenceSegmentation=segmentation
+        ct_node, rois[1:3], "thorax_atlas", referenceSegmentation=segmentation
     )
     pneumonitis = PneumonitisLogic(scene).process(ct_node, dose_node, segmentation, "", "lung", 20.0)
     path = save_scene_mrb(scene, tmp_path / "review.mrb")

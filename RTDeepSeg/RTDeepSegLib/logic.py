@@ -17,6 +17,7 @@ from typing import Any
 import slicer
 
 from rtdeep.dicomrt.types import Roi
+from rtdeep.sites import SITES
 from rtdeep.slicer import worker
 from rtdeep.slicer.segmentation_node import (
     add_rois_to_segmentation_node,
@@ -86,18 +87,18 @@ class SegmentationLogic:
             raise ValueError(f"Input '{inputVolume.GetName()}' is not a scalar (CT) volume.")
         if inputVolume.GetImageData() is None:
             raise ValueError(f"Input volume '{inputVolume.GetName()}' has no voxels.")
-        if site not in worker.SITES:
-            raise ValueError(f"Unknown site '{site}': choose one of {', '.join(worker.SITES)}.")
+        if site not in SITES:
+            raise ValueError(f"Unknown site '{site}': choose one of {', '.join(SITES)}.")
         if not model:
-            raise ValueError("Select a model (a bundled network or 'atlas').")
+            raise ValueError(f"Select a model (a bundled network or '{site}_atlas').")
 
     # -- processing -----------------------------------------------------------------------------
     def segmentVolume(self, inputVolume: Any, site: str, model: str, device: str = "cpu") -> list[Roi]:
         """Run the model in this process (tests, scripts); the widget uses the subprocess instead."""
+        from rtdeep.inference import segment_ct
+
         self.validateInputs(inputVolume, site, model)
-        return worker.segment_ct(
-            volume_from_node(inputVolume), site, model, device=device, n_atlases=self.atlasCount
-        )
+        return segment_ct(volume_from_node(inputVolume), model, site=site, device=device, n_atlases=self.atlasCount)
 
     def process(
         self,
@@ -113,7 +114,7 @@ class SegmentationLogic:
         Args:
             inputVolume: CT scalar volume node (HU).
             site: ``"thorax"`` or ``"headneck"``.
-            model: bundle name (e.g. ``"thorax_unet3d"``) or ``"atlas"``.
+            model: bundle name (e.g. ``"thorax_unet3d"``) or atlas baseline (``"thorax_atlas"``).
             referenceSegmentation: reference contours (e.g. the RTSTRUCT SlicerRT imported) to
                 compare with; None for no comparison.
             outputSegmentation: segmentation node to refill; None makes a new node.
@@ -162,7 +163,7 @@ class SegmentationLogic:
         """Per-ROI Dice, HD95, mean surface distance and surface Dice of test against reference.
 
         Both segmentations are read as masks on ``referenceVolume``'s grid; ROIs are paired by
-        TG-263 name (``rtdeep.metrics.match_roi_names``).
+        TG-263 name (``rtdeep.names.pair_roi_names``).
 
         Returns:
             (table node, rows). One row per reference ROI that the test segmentation also has.
@@ -281,13 +282,7 @@ class SegmentationLogic:
     @staticmethod
     def parseProgressLine(line: str) -> tuple[float, str] | None:
         """(fraction, message) from a worker line ``PROGRESS 0.500 message``; None for other lines."""
-        if not line.startswith("PROGRESS "):
-            return None
-        parts = line.strip().split(" ", 2)
-        try:
-            return float(parts[1]), (parts[2] if len(parts) > 2 else "")
-        except (IndexError, ValueError):
-            return None
+        return worker.parse_progress_line(line)
 
     @staticmethod
     def loadSubprocessResult(outputPath: str | Path, inputVolume: Any) -> list[Roi]:

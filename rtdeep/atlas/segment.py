@@ -14,7 +14,6 @@ any grid (LPS affine, ``[k, j, i]``):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -23,14 +22,13 @@ from rtdeep.atlas.library import ATLAS_SPACING_MM, load_atlases
 from rtdeep.atlas.register import register_atlas, to_sitk
 from rtdeep.dicomrt.types import CtSeries, Roi
 from rtdeep.errors import RtDeepError
+from rtdeep.progress import ProgressCallback, report_progress
 from rtdeep.sites import SITES
 from rtdeep.volume import Volume
 
 __all__ = ["ATLAS_MODELS", "DEFAULT_N_ATLASES", "VOTE_SPACING_MM", "atlas_site", "segment_with_atlas"]
 
 log = logging.getLogger(__name__)
-
-ProgressCallback = Callable[[float, str], None]
 
 #: atlases registered per CT by default (odd, so a strict majority always exists)
 DEFAULT_N_ATLASES = 5
@@ -43,11 +41,6 @@ ATLAS_MODELS: dict[str, str] = {f"{site}_atlas": site for site in SITES}
 def atlas_site(model_name: str) -> str | None:
     """The site of an atlas model name (``"thorax_atlas"`` -> ``"thorax"``), or None if it is not one."""
     return ATLAS_MODELS.get(str(model_name).strip().lower())
-
-
-def _report(callback: ProgressCallback | None, fraction: float, message: str) -> None:
-    if callback is not None:
-        callback(float(min(max(fraction, 0.0), 1.0)), message)
 
 
 def _reference_image(affine: np.ndarray, shape_kji: tuple[int, int, int]) -> sitk.Image:
@@ -103,7 +96,7 @@ def segment_with_atlas(
     if site not in SITES:
         raise RtDeepError(f"no atlas for site '{site}'; expected one of {', '.join(SITES)}")
     organ_names = SITES[site].organ_names
-    _report(progress_callback, 0.0, "loading atlases")
+    report_progress(progress_callback, 0.0, "loading atlases")
     atlases = load_atlases(site, n_atlases)
 
     body = crop_volume(volume, body_box(np.asarray(volume.array)))
@@ -112,7 +105,7 @@ def segment_with_atlas(
     vote_reference = _reference_image(vote_affine, vote_shape)
     votes = np.zeros((len(organ_names), *vote_shape), np.uint8)
     for number, atlas in enumerate(atlases):
-        _report(progress_callback, 0.05 + 0.85 * number / len(atlases), f"registering atlas {number + 1}/{len(atlases)}")
+        report_progress(progress_callback, 0.05 + 0.85 * number / len(atlases), f"registering atlas {number + 1}/{len(atlases)}")
         transform = register_atlas(fixed, atlas.ct, demons_iterations=demons_iterations)
         warped = sitk.Resample(
             to_sitk(atlas.labels, np.uint8), vote_reference, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
@@ -121,7 +114,7 @@ def segment_with_atlas(
         for value, name in enumerate(atlas.organ_names, start=1):
             votes[organ_names.index(name)] += labels == value
 
-    _report(progress_callback, 0.92, "fusing labels")
+    report_progress(progress_callback, 0.92, "fusing labels")
     label_map = np.zeros(volume.shape, np.uint8)
     best = np.zeros(volume.shape, np.float32)
     for position, organ_votes in enumerate(votes):
@@ -149,5 +142,5 @@ def segment_with_atlas(
                 generation_algorithm="AUTOMATIC",
             )
         )
-    _report(progress_callback, 1.0, "done")
+    report_progress(progress_callback, 1.0, "done")
     return rois

@@ -23,24 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 
 
-def _progress_bar():  # -> callback, close
-    import os
-
-    from tqdm import tqdm
-
-    disable = os.environ.get("RTDEEP_NO_PROGRESS") == "1" or (
-        not sys.stderr.isatty() and os.environ.get("RTDEEP_PROGRESS") != "1"
-    )
-    bar = tqdm(total=100, desc="segment", file=sys.stderr, disable=disable, leave=False, bar_format="{l_bar}{bar}| {elapsed}")
-
-    def callback(fraction: float, message: str) -> None:
-        bar.set_description(message[:40])
-        bar.n = round(100 * min(max(fraction, 0.0), 1.0))
-        bar.refresh()
-
-    return callback, bar.close
-
-
 def _print_dice(reference_path: Path, ct, rois) -> None:
     from rtdeep.dicomrt.rtstruct_reader import read_rtstruct
     from rtdeep.metrics import dice_coefficient as dice
@@ -58,31 +40,22 @@ def _print_dice(reference_path: Path, ct, rois) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from rtdeep.bundles import load_bundle
     from rtdeep.dicomrt.ct_reader import read_ct_series
     from rtdeep.dicomrt.rtstruct_writer import write_rtstruct
     from rtdeep.errors import RtDeepError
-    from rtdeep.inference.segment import segment_volume
+    from rtdeep.inference import model_site, segment_ct
+    from rtdeep.progress import progress_bar
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise RtDeepError("--device cuda asked but torch sees no CUDA device; use --device cpu")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    from rtdeep.atlas import atlas_site, segment_with_atlas
-
-    site = atlas_site(args.model)
-    bundle = None if site else load_bundle(args.model, device=args.device)
+    model_site(args.model)  # an unknown model fails before the CT is read
     ct = read_ct_series(args.ct_dir, args.series_uid)
-    callback, close = _progress_bar()
-    try:
-        if bundle is None:
-            rois = segment_with_atlas(ct.volume, site, progress_callback=callback)
-        else:
-            rois = segment_volume(ct.volume, bundle, device=args.device, progress_callback=callback)
-    finally:
-        close()
+    with progress_bar("segment") as callback:
+        rois = segment_ct(ct.volume, args.model, device=args.device, progress_callback=callback)
     args.out.mkdir(parents=True, exist_ok=True)
-    model_name = args.model if bundle is None else str(bundle.config.get("bundle_name") or bundle.path.name)
+    model_name = Path(args.model).name
     rs_path = write_rtstruct(
         ct, rois, args.out / f"RS.{model_name}.dcm", label=args.label[:16], generation_algorithm="AUTOMATIC",
         series_description=f"AI contours {model_name}"[:64], overwrite=args.overwrite,

@@ -8,14 +8,14 @@ probabilities ``[classes, k, j, i]`` (softmax), float32.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["predict_probabilities", "slice_stack"]
+from rtdeep.progress import ProgressCallback
 
-ProgressCallback = Callable[[float, str], None]
+__all__ = ["predict_probabilities", "slice_stack"]
 
 
 def slice_stack(image: np.ndarray, centres: Sequence[int], context_slices: int) -> np.ndarray:

@@ -14,8 +14,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from rtdeep.bundles import LoadedBundle
@@ -30,12 +28,10 @@ from rtdeep.inference.resample import (
     resample_to_spacing,
     window_hu,
 )
+from rtdeep.progress import ProgressCallback, report_progress, scaled_progress
 from rtdeep.volume import Volume
 
-__all__ = ["ProgressCallback", "predict_label_map", "segment_volume"]
-
-#: called with (fraction done in [0, 1], message)
-ProgressCallback = Callable[[float, str], None]
+__all__ = ["predict_label_map", "segment_volume"]
 
 
 def _inference_settings(bundle: LoadedBundle) -> dict:
@@ -65,10 +61,6 @@ def predict_label_map(
     image = resample_to_spacing(cropped, bundle.config["spacing_mm"])
     windowed = window_hu(image.array, bundle.config["intensity_window"])
 
-    def report(fraction: float, message: str) -> None:
-        if progress_callback is not None:
-            progress_callback(0.05 + 0.8 * fraction, message)
-
     probabilities = predict_probabilities(
         bundle.network,
         windowed,
@@ -79,7 +71,7 @@ def predict_label_map(
         slice_batch=int(settings.get("slice_batch", 16)),
         size_divisor=int(settings.get("size_divisor", 16)),
         device=device,
-        progress_callback=report,
+        progress_callback=scaled_progress(progress_callback, 0.05, 0.85),
     )
     return probabilities.argmax(axis=0).astype(np.uint8), image.affine
 
@@ -104,8 +96,7 @@ def segment_volume(
         One :class:`Roi` per bundle label (TG-263 name, colour, type, ``AUTOMATIC``), masks bool on
         the CT grid; an organ not found has an all-false mask.
     """
-    if progress_callback is not None:
-        progress_callback(0.0, "preparing the CT")
+    report_progress(progress_callback, 0.0, "preparing the CT")
     labels, model_affine = predict_label_map(ct, bundle, device, progress_callback)
     rois = []
     for index, (value, organ_spec) in enumerate(bundle.labels.items()):
@@ -131,6 +122,5 @@ def segment_volume(
                 generation_algorithm="AUTOMATIC",
             )
         )
-        if progress_callback is not None:
-            progress_callback(0.85 + 0.15 * (index + 1) / len(bundle.labels), f"resampling {organ_spec.name}")
+        report_progress(progress_callback, 0.85 + 0.15 * (index + 1) / len(bundle.labels), f"resampling {organ_spec.name}")
     return rois
