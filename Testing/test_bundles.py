@@ -24,7 +24,7 @@ from rtdeep.errors import BundleError
 from rtdeep.models import build_network
 from rtdeep.models.architectures import ARCHITECTURES
 from rtdeep.sites import SITES
-from rtdeep.training.export import segmentation_metadata
+from rtdeep.training.model_card import segmentation_metadata
 
 SEGMENTATION_BUNDLES = [f"{site}_{arch}" for site in SITES for arch in ARCHITECTURES]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rtdeep.dicomrt.rtstruct_reader import read_contours
 from rtdeep.dicomrt.types import PatientInfo, Roi
-from rtdeep.dvh import dvh_from_samples, dvh_on_ct_grid, dvh_on_dose_grid, read_contours
+from rtdeep.dvh import dvh_from_samples, dvh_on_ct_grid, dvh_on_dose_grid
 from rtdeep.errors import DoseError, StructureError
 from rtdeep.volume import Volume, affine_from_geometry
 

@@ -9,7 +9,8 @@ import pytest
 import SimpleITK as sitk
 
 from rtdeep.dicomrt.types import Roi
-from rtdeep.metrics import compare_structure_sets, match_roi_names, segment_metrics
+from rtdeep.metrics import compare_structure_sets, segment_metrics
+from rtdeep.names import pair_roi_names
 from rtdeep.volume import Volume, affine_from_geometry
 
 SPACING_IJK = (1.0, 1.25, 3.0)  # anisotropic on purpose: a swapped (i, j, k) order shows up
@@ -120,15 +121,27 @@ def test_mismatched_shapes_raise() -> None:
         segment_metrics(np.zeros((3, 4, 5), bool), np.zeros((3, 4, 6), bool), SPACING_IJK)
 
 
-def test_match_roi_names_is_case_insensitive() -> None:
-    pairs = match_roi_names(["Lung_L", "Heart", "SpinalCord"], ["HEART", "lung_l", "Esophagus"])
-    assert pairs == {"Lung_L": "lung_l", "Heart": "HEART"}
+def test_pair_roi_names_is_case_insensitive() -> None:
+    pairing = pair_roi_names(["Lung_L", "Heart", "SpinalCord"], ["HEART", "lung_l", "Esophagus"])
+    assert pairing.pairs == {"Lung_L": "lung_l", "Heart": "HEART"} and pairing.ambiguous == {}
 
 
-def test_match_roi_names_uses_tg263_synonyms() -> None:
-    pytest.importorskip("rtdeep.names")
-    pairs = match_roi_names(["Lung_L", "Lung_R", "SpinalCord"], ["LUNG LT", "Right Lung", "Cord", "GTV"])
-    assert pairs == {"Lung_L": "LUNG LT", "Lung_R": "Right Lung", "SpinalCord": "Cord"}
+def test_pair_roi_names_uses_tg263_synonyms() -> None:
+    pairing = pair_roi_names(["Lung_L", "Lung_R", "SpinalCord"], ["LUNG LT", "Right Lung", "Cord", "GTV"])
+    assert pairing.pairs == {"Lung_L": "LUNG LT", "Lung_R": "Right Lung", "SpinalCord": "Cord"}
+
+
+def test_ambiguous_names_are_not_paired_and_are_reported(caplog) -> None:
+    pairing = pair_roi_names(["Lung_L", "Heart"], ["L Lung", "LUNG_LT", "Heart"])
+    assert pairing.pairs == {"Heart": "Heart"}
+    assert pairing.ambiguous == {"Lung_L": ("L Lung", "LUNG_LT")}
+    assert pairing.warnings() == [
+        "ROI 'Lung_L' not compared: it matches 'L Lung', 'LUNG_LT' of the test set; rename one of them"
+    ]
+    grid = Volume(np.zeros(SHAPE_KJI, np.float32), affine_from_geometry((0, 0, 0), SPACING_IJK))
+    ball = sphere(CENTRE, 10.0)
+    rows = compare_structure_sets([Roi("Lung_L", ball)], [Roi("L Lung", ball), Roi("LUNG_LT", ball)], grid)
+    assert rows == [] and "ROI 'Lung_L' not compared" in caplog.text
 
 
 def test_compare_structure_sets_rows() -> None:

@@ -149,9 +149,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
+    from rtdeep.crop import crop_study
+    from rtdeep.dicomrt.rtstruct_reader import read_contours
     from rtdeep.dicomrt.study import load_study
-    from rtdeep.dvh import dvh_on_ct_grid, dvh_on_dose_grid, read_contours
-    from rtdeep.roi import crop_study
+    from rtdeep.dvh import dvh_on_ct_grid, dvh_on_dose_grid
 
     folder = make_study(ROOT / "out" / ("dvh_study_small" if args.small else "dvh_study"), args.small)
     start = time.perf_counter()

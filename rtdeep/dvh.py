@@ -48,7 +48,6 @@ __all__ = [
     "dvh_on_dose_grid",
     "masks_from_structures",
     "mean_dose_gy",
-    "read_contours",
     "sample_on_grid",
 ]
 
@@ -605,41 +604,4 @@ def dvh_on_dose_grid(
         result[name] = dvh_from_samples(
             name, values[ok], sample_cc, bin_width_gy=bin_width_gy, uncovered_fraction=uncovered, grid="dose"
         )
-    return result
-
-
-def read_contours(path, roi_names: Iterable[str] | None = None) -> dict[str, list[np.ndarray]]:
-    """Closed planar contours of an RT Structure Set, without rasterising them.
-
-    Args:
-        path: the RTSTRUCT file.
-        roi_names: exact ROI names to read (default all).
-
-    Returns:
-        ROI name -> list of ``(n, 3)`` LPS mm polygons (POINT and open contours are skipped).
-
-    Raises:
-        StructureError: a requested ROI is absent (the message lists the names present).
-    """
-    from rtdeep.dicomrt.rtstruct_reader import contour_points, read_structure_dataset
-
-    ds = read_structure_dataset(path)
-    names = {int(item.ROINumber): str(item.get("ROIName", "") or f"ROI_{item.ROINumber}").strip()
-             for item in ds.StructureSetROISequence if "ROINumber" in item}
-    wanted = list(names.values()) if roi_names is None else list(roi_names)
-    for name in wanted:
-        if name not in names.values():
-            raise StructureError(f"structure not found; available: {', '.join(names.values())}",
-                                 path=path, roi=name)
-    result: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
-    for item in ds.get("ROIContourSequence", []) or []:
-        name = names.get(int(item.get("ReferencedROINumber", -1)))
-        if name not in result:
-            continue
-        for contour in item.get("ContourSequence", []) or []:
-            if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).strip() != "CLOSED_PLANAR":
-                continue
-            points = contour_points(contour, path, name)
-            if len(points) >= 3:
-                result[name].append(points)
     return result

@@ -13,6 +13,7 @@ Empty masks never raise. The conventions (also in the CSV written by ``rtdeep co
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -20,9 +21,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from rtdeep.dicomrt.types import Roi, StructureSet
+from rtdeep.names import pair_roi_names
 from rtdeep.volume import Volume
 
-__all__ = ["METRIC_COLUMNS", "compare_structure_sets", "dice_coefficient", "match_roi_names", "segment_metrics"]
+__all__ = ["METRIC_COLUMNS", "compare_structure_sets", "dice_coefficient", "segment_metrics"]
+
+log = logging.getLogger(__name__)
 
 #: the per-organ columns of :func:`compare_structure_sets` rows, in CSV order
 METRIC_COLUMNS = [
@@ -141,37 +145,6 @@ def segment_metrics(
     return result
 
 
-def _synonym_key(name: str) -> str:
-    """TG-263 synonym key via :func:`rtdeep.names.canonical_key` (``LUNG LT`` -> ``lung_L``), or the
-    case-folded name when that module is not installed."""
-    try:
-        from rtdeep.names import canonical_key
-    except ImportError:
-        return name.strip().lower()
-    return canonical_key(name)
-
-
-def match_roi_names(reference_names: Sequence[str], test_names: Sequence[str]) -> dict[str, str]:
-    """Pair ROI names of two structure sets by TG-263 name.
-
-    A reference name is matched first to the same name ignoring case and surrounding spaces, then
-    to the one test name with the same TG-263 synonym key (:mod:`rtdeep.names`: ``LUNG LT`` and
-    ``Left Lung`` are ``Lung_L``). Two test names with one key are ambiguous and match nothing,
-    so no pairing is guessed.
-
-    Returns:
-        ``{reference_name: test_name}`` for every reference ROI that has a partner.
-    """
-    pairs: dict[str, str] = {}
-    for name in reference_names:
-        same = [test for test in test_names if test.strip().lower() == name.strip().lower()]
-        if not same:
-            same = [test for test in test_names if _synonym_key(test) == _synonym_key(name)]
-        if len(same) == 1 or (same and len({s.strip().lower() for s in same}) == 1):
-            pairs[name] = same[0]
-    return pairs
-
-
 def _rois(structures: StructureSet | Sequence[Roi]) -> list[Roi]:
     return list(structures.rois) if isinstance(structures, StructureSet) else list(structures)
 
@@ -200,7 +173,10 @@ def compare_structure_sets(
     """
     reference_rois = {roi.name: roi for roi in _rois(reference)}
     test_rois = {roi.name: roi for roi in _rois(test)}
-    pairs = match_roi_names(list(reference_rois), list(test_rois))
+    pairing = pair_roi_names(reference_rois, test_rois)
+    for warning in pairing.warnings():
+        log.warning(warning)
+    pairs = pairing.pairs
     if roi_names is None:
         wanted = [name for name in reference_rois if name in pairs]
     else:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 from rtdeep.errors import StructureError
 
-__all__ = ["NON_ORGAN_TYPES", "NameDecision", "NameMatch", "canonical_key", "classify_structure", "is_pattern",
-           "match_roi_name", "resolve_roi_names"]
+__all__ = ["NON_ORGAN_TYPES", "NameDecision", "NameMatch", "RoiPairing", "canonical_key", "classify_structure",
+           "is_pattern", "match_roi_name", "pair_roi_names", "resolve_roi_names"]
 
 _LEFT = {"l", "lt", "lft", "left", "sin", "sinister"}
 _RIGHT = {"r", "rt", "rgt", "right", "dx", "dex", "dexter"}
@@ -157,19 +157,65 @@ def match_roi_name(requested: str, available: Iterable[str]) -> NameMatch:
             synonym rule finds more than one name.
     """
     names = list(available)
+    how, candidates = _candidates(requested, names)
+    if len(candidates) == 1:
+        return NameMatch(requested, candidates[0], how)
+    if candidates:
+        listing = ", ".join(f"'{n}'" for n in candidates)
+        raise StructureError(f"name is ambiguous: it matches {listing}; give the exact name", roi=requested)
+    raise _not_found(requested, names)
+
+
+def _candidates(requested: str, names: Sequence[str]) -> tuple[str, list[str]]:
+    """(rule, names it finds) of the first of rules 1-3 that finds anything; ("", []) for none."""
     if requested in names:
-        return NameMatch(requested, requested, "exact")
+        return "exact", [requested]
     folded = [n for n in names if n.casefold() == requested.casefold()]
     if len(folded) == 1:
-        return NameMatch(requested, folded[0], "case")
+        return "case", folded
     key = canonical_key(requested)
     by_key = [n for n in names if canonical_key(n) == key]
     if len(by_key) == 1:
-        return NameMatch(requested, by_key[0], "synonym")
-    if len(folded) + len(by_key) > 1:
-        candidates = ", ".join(f"'{n}'" for n in (folded or by_key))
-        raise StructureError(f"name is ambiguous: it matches {candidates}; give the exact name", roi=requested)
-    raise _not_found(requested, names)
+        return "synonym", by_key
+    return ("case", folded) if folded else ("synonym", by_key)
+
+
+@dataclass(frozen=True)
+class RoiPairing:
+    """ROIs of a reference structure set paired with those of a test set (rules 1-3).
+
+    Attributes:
+        pairs: ``{reference name: test name}`` for every reference ROI with exactly one partner.
+        ambiguous: ``{reference name: test names}`` where the rules found several partners; these
+            are not paired (nothing is guessed) and :meth:`warnings` says so.
+    """
+
+    pairs: dict[str, str]
+    ambiguous: dict[str, tuple[str, ...]]
+
+    def warnings(self) -> list[str]:
+        """One line per ambiguous reference ROI."""
+        return [f"ROI '{name}' not compared: it matches {', '.join(repr(n) for n in found)} of the test set; "
+                "rename one of them" for name, found in self.ambiguous.items()]
+
+
+def pair_roi_names(reference_names: Iterable[str], test_names: Iterable[str]) -> RoiPairing:
+    """Pair two structure sets' ROI names with the rules of :func:`match_roi_name`.
+
+    Example:
+        >>> pair_roi_names(["Lung_L", "Heart"], ["LUNG LT", "Heart", "HEART "]).pairs
+        {'Lung_L': 'LUNG LT', 'Heart': 'Heart'}
+    """
+    tests = list(test_names)
+    pairs: dict[str, str] = {}
+    ambiguous: dict[str, tuple[str, ...]] = {}
+    for name in reference_names:
+        _how, candidates = _candidates(name, tests)
+        if len(candidates) == 1:
+            pairs[name] = candidates[0]
+        elif candidates:
+            ambiguous[name] = tuple(candidates)
+    return RoiPairing(pairs, ambiguous)
 
 
 def resolve_roi_names(requested: Sequence[str], available: Iterable[str]) -> list[NameMatch]:

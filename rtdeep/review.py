@@ -179,7 +179,7 @@ def overlay_pngs(
         reference: reference ROIs (drawn yellow).
         test: ROIs to review (drawn red).
         out_dir: folder for the PNGs (created if needed).
-        pairs: ``{reference ROI name: test ROI name}`` (see :func:`rtdeep.metrics.match_roi_names`);
+        pairs: ``{reference ROI name: test ROI name}`` (see :func:`rtdeep.names.pair_roi_names`);
             a reference ROI missing from it is drawn without a test contour.
         captions: optional text per reference ROI name (e.g. "Dice 0.91, HD95 3.2 mm").
         zoom_margin_mm: margin around the organ in the axial views.

@@ -5,7 +5,7 @@ Steps of :meth:`PneumonitisLogic.process` (all numbers from rtdeep, the nodes on
 1. CT, dose (Gy; SlicerRT's RTDOSE volume or any scalar volume marked ``DicomRtImport.DoseVolume``)
    and the structures become rtdeep Volumes and masks on the CT grid (:mod:`rtdeep.slicer`).
 2. The crop (``lung-dose20``: normal lung with dose >= T Gy; ``lung``; ``body``) is cut with
-   :func:`rtdeep.roi.crop_study` and shown as a new volume node.
+   :func:`rtdeep.crop.crop_study` and shown as a new volume node.
 3. The normal-lung DVH gives mean lung dose, V5 and V20 (:mod:`rtdeep.dvh`) and the dosimetric
    NTCP models (:func:`rtdeep.ntcp.ntcp_report`).
 4. The cropped-lung classifier (:func:`rtdeep.pneumonitis.predict_pneumonitis`) gives the risk of
@@ -145,9 +145,9 @@ class PneumonitisLogic:
             ValueError: bad inputs; rtdeep's StructureError / CropError / DoseError (ValueErrors)
                 name the structure when lungs are missing, the crop is empty or dose does not cover.
         """
+        from rtdeep.crop import crop_study, get_preset
         from rtdeep.dvh import dvh_on_ct_grid
         from rtdeep.ntcp import ntcp_report
-        from rtdeep.roi import crop_study, get_preset
 
         self.validateInputs(ctVolume, doseVolume, segmentation, cropPreset, thresholdGy)
         ct = volume_from_node(ctVolume)
@@ -243,8 +243,8 @@ class PneumonitisLogic:
     ) -> list[dict[str, Any]]:
         """The table: one row per figure, with its unit and where it comes from."""
         rows: list[dict[str, Any]] = [
-            {"quantity": "crop", "value": result.cropName, "unit": "", "source": "rtdeep.roi"},
-            {"quantity": "crop volume", "value": f"{cropVolumeCc:.1f}", "unit": "cc", "source": "rtdeep.roi"},
+            {"quantity": "crop", "value": result.cropName, "unit": "", "source": "rtdeep.crop"},
+            {"quantity": "crop volume", "value": f"{cropVolumeCc:.1f}", "unit": "cc", "source": "rtdeep.crop"},
             {
                 "quantity": "mean lung dose",
                 "value": f"{result.meanLungDoseGy:.2f}",

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from rtdeep.dicomrt.rtstruct_reader import read_rtstruct
     from rtdeep.errors import StructureError
     from rtdeep.fileio import ensure_new_path, staged_output
-    from rtdeep.metrics import compare_structure_sets, match_roi_names
+    from rtdeep.metrics import compare_structure_sets
+    from rtdeep.names import pair_roi_names
     from rtdeep.review import format_table, overlay_pngs, write_metrics_csv
 
     out_dir = Path(args.out)
@@ -45,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     test = read_rtstruct(args.test, ct)
     for warning in [*ct.warnings, *reference.warnings, *test.warnings]:
         print(f"warning: {warning}")
-    pairs = match_roi_names(reference.names(), test.names())
+    pairing = pair_roi_names(reference.names(), test.names())
+    for warning in pairing.warnings():
+        print(f"warning: {warning}")
+    pairs = pairing.pairs
     if not pairs and not args.roi:
         raise StructureError(
             f"no ROI of the test set matches a reference ROI; reference: {', '.join(reference.names()) or 'none'}; "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 HELP = "crop CT/dose/mask to a structure (and dose threshold) region; export .mat/.npz/NIfTI + index CSV"
 
-FORMATS = ("mat", "npz", "nifti")  # rtdeep.export.CROP_FORMATS, kept here so --help stays light
+FORMATS = ("mat", "npz", "nifti")  # rtdeep.crop_files.CROP_FORMATS, kept here so --help stays light
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _spec(args: argparse.Namespace):
+    from rtdeep.crop import CropSpec, get_preset
     from rtdeep.errors import CropError
-    from rtdeep.roi import CropSpec, get_preset
 
     changes: dict = {}
     if args.include:
@@ -75,8 +75,8 @@ def _spec(args: argparse.Namespace):
 
 def _studies(args: argparse.Namespace) -> tuple[list[dict[str, str]], list[str]]:
     """Rows to process (each with 'study_path') and the manifest's columns."""
+    from rtdeep.crop_files import read_manifest
     from rtdeep.errors import CropError
-    from rtdeep.export import read_manifest
 
     if (args.manifest is None) == (args.study_dir is None):
         raise CropError("give either STUDY_DIR or --manifest (one of them)")
@@ -88,7 +88,7 @@ def _studies(args: argparse.Namespace) -> tuple[list[dict[str, str]], list[str]]
 def run(args: argparse.Namespace) -> int:
     import csv
 
-    from rtdeep.export import export_crops
+    from rtdeep.crop_files import export_crops
 
     spec = _spec(args)
     rows, columns = _studies(args)

@@ -112,7 +112,8 @@ def _each_or_skip(compute, names: list[str], empty: set[str], combined, notes: l
 
 def _compute(args: argparse.Namespace):
     """(dvhs, grid name, notes, n_fractions)."""
-    from rtdeep.dvh import dvh_on_ct_grid, dvh_on_dose_grid, read_contours
+    from rtdeep.dicomrt.rtstruct_reader import read_contours
+    from rtdeep.dvh import dvh_on_ct_grid, dvh_on_dose_grid
     from rtdeep.errors import DoseError, RtDeepError, StructureError
 
     limit = args.max_uncovered_pct / 100.0

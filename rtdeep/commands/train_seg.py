@@ -7,11 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from rtdeep.sites import SITES
+
 HELP = "train an organ segmentation model (3D/2.5D U-Net or GAN) on a cohort folder and write a model bundle"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--site", required=True, choices=["thorax", "headneck"], help="treatment site (organ set)")
+    parser.add_argument("--site", required=True, choices=list(SITES), help="treatment site (organ set)")
     parser.add_argument("--arch", required=True, choices=["unet3d", "unet25d", "gan3d", "gan25d"],
                         help="network: 3D or 2.5D U-Net, or the same as a pix2pix-style GAN generator")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
     from rtdeep.training.data import cases_from_manifest, cases_from_phantoms
-    from rtdeep.training.export import bundle_name, model_card, segmentation_metadata
+    from rtdeep.training.model_card import bundle_name, model_card, segmentation_metadata
     from rtdeep.training.trainer import TrainConfig, train_segmentation
 
     site, arch = get_site(args.site), get_arch(args.arch)

@@ -11,7 +11,7 @@ lacks, POINT contours, contours with fewer than 3 points, empty ROIs) become war
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from rtdeep.dicomrt.rasterize import rasterize_planes, rasterize_slice
 from rtdeep.dicomrt.types import CtSeries, Roi, StructureSet
 from rtdeep.errors import FrameOfReferenceError, StructureError
 
-__all__ = ["contour_points", "rasterize_slice", "read_rtstruct", "read_structure_dataset"]
+__all__ = ["contour_points", "rasterize_slice", "read_contours", "read_rtstruct", "read_structure_dataset"]
 
 _CONTOUR_DATA = 0x30060050
 _PLANAR_TOLERANCE = 0.5  # slices: every point of a contour within half a slice of its plane
@@ -243,3 +243,38 @@ def _read(ds: pydicom.Dataset, path: Path, ct: CtSeries, roi_names: Sequence[str
         path=path,
         warnings=warnings,
     )
+
+
+def read_contours(path, roi_names: Iterable[str] | None = None) -> dict[str, list[np.ndarray]]:
+    """Closed planar contours of an RT Structure Set, without rasterising them.
+
+    Args:
+        path: the RTSTRUCT file.
+        roi_names: exact ROI names to read (default all).
+
+    Returns:
+        ROI name -> list of ``(n, 3)`` LPS mm polygons (POINT and open contours are skipped).
+
+    Raises:
+        StructureError: a requested ROI is absent (the message lists the names present).
+    """
+    ds = read_structure_dataset(path)
+    names = {int(item.ROINumber): str(item.get("ROIName", "") or f"ROI_{item.ROINumber}").strip()
+             for item in ds.StructureSetROISequence if "ROINumber" in item}
+    wanted = list(names.values()) if roi_names is None else list(roi_names)
+    for name in wanted:
+        if name not in names.values():
+            raise StructureError(f"structure not found; available: {', '.join(names.values())}",
+                                 path=path, roi=name)
+    result: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+    for item in ds.get("ROIContourSequence", []) or []:
+        name = names.get(int(item.get("ReferencedROINumber", -1)))
+        if name not in result:
+            continue
+        for contour in item.get("ContourSequence", []) or []:
+            if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).strip() != "CLOSED_PLANAR":
+                continue
+            points = contour_points(contour, path, name)
+            if len(points) >= 3:
+                result[name].append(points)
+    return result

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtdeep.export import save_nifti
+from rtdeep.crop_files import save_nifti
 from rtdeep.fileio import atomic_write
 from rtdeep.pneumonitis.predict import PneumonitisResult
 

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from rtdeep.bundles import LoadedBundle
+from rtdeep.crop import Crop
 from rtdeep.dicomrt.types import DoseGrid, StructureSet
 from rtdeep.dvh import sample_on_grid
 from rtdeep.errors import DoseError
@@ -24,7 +25,6 @@ from rtdeep.pneumonitis.bundle import load_pneumonitis_bundle
 from rtdeep.pneumonitis.dataset import PreparedCrop, lung_dose_figures, prepare_crop
 from rtdeep.pneumonitis.evaluate import POSITIVE_CLASS
 from rtdeep.pneumonitis.saliency import grad_cam
-from rtdeep.roi import Crop
 from rtdeep.volume import Volume
 
 __all__ = ["PneumonitisResult", "predict_pneumonitis"]

@@ -8,8 +8,8 @@ Usage (from the project root; each stage can be re-run on its own)::
     python -m rtdeep.training.train_all package  # bundles + model cards + models.json
 
 Data (all synthetic, from :func:`rtdeep.phantom.generate_patient` on the clinical 512x512 grid):
-training phantoms seed 1 indices 0-11, validation (best epoch) seed 1 indices 12-13, held-out
-test seed 2 indices 100-103, never used in training or model selection. Work files go to
+training phantoms seed 1 indices 0-15, validation (best epoch) seed 1 indices 16-17, held-out
+test seed 2 indices 100-105, never used in training or model selection. Work files go to
 ``bench/out/train_bundles/<site>_<arch>/`` (checkpoints, ``result.json``, ``heldout.json``).
 """
 
@@ -29,9 +29,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORK_DIR = PROJECT_ROOT / "bench" / "out" / "train_bundles"
 CACHE_DIR = PROJECT_ROOT / "bench" / "out" / "seg_cache"
 TRAIN_SEED, HELDOUT_SEED = 1, 2
-TRAIN_INDICES = list(range(12))
-VAL_INDICES = [12, 13]
-HELDOUT_INDICES = list(range(100, 104))
+TRAIN_INDICES = list(range(16))
+VAL_INDICES = [16, 17]
+HELDOUT_INDICES = list(range(100, 106))
 GRID = "clinical"
 
 
@@ -43,7 +43,7 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int) -> N
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
     from rtdeep.training.data import cases_from_phantoms
-    from rtdeep.training.export import bundle_name
+    from rtdeep.training.model_card import bundle_name
     from rtdeep.training.trainer import TrainConfig, train_segmentation
 
     for site_name in sites:
@@ -76,7 +76,7 @@ def _staging_bundle(site_name: str, arch_name: str, card: str = "# staging\n"): 
     from rtdeep.models import build_network
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
-    from rtdeep.training.export import bundle_name, segmentation_metadata
+    from rtdeep.training.model_card import bundle_name, segmentation_metadata
 
     site, arch = get_site(site_name), get_arch(arch_name)
     work = WORK_DIR / bundle_name(site, arch)
@@ -92,7 +92,11 @@ def heldout_phantom(site_name: str, index: int):  # -> (Volume, dict[str, np.nda
     from rtdeep.volume import Volume
 
     site = get_site(site_name)
-    path = PROJECT_ROOT / "bench" / "out" / "heldout_cache" / f"{site_name}_s{HELDOUT_SEED}_i{index}.npz"
+    from rtdeep.phantom import generator_fingerprint
+
+    # the generator's fingerprint is in the name: phantoms of an older generator are never reused
+    path = (PROJECT_ROOT / "bench" / "out" / "heldout_cache"
+            / f"{site_name}_p{generator_fingerprint()}_s{HELDOUT_SEED}_i{index}.npz")
     if not path.is_file():
         patient = generate_patient(site_name, index, HELDOUT_SEED, grid=GRID)
         masks = {roi.name: np.packbits(roi.mask) for roi in patient.rois if roi.name in site.organ_names}
@@ -116,7 +120,7 @@ def evaluate(sites: list[str], archs: list[str], threads: int) -> None:
     from rtdeep.metrics import dice_coefficient
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
-    from rtdeep.training.export import bundle_name
+    from rtdeep.training.model_card import bundle_name
 
     torch.set_num_threads(threads)
     for site_name in sites:
@@ -161,7 +165,7 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
     from rtdeep.models import build_network
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
-    from rtdeep.training.export import bundle_name, model_card, segmentation_metadata
+    from rtdeep.training.model_card import bundle_name, model_card, segmentation_metadata
 
     bench = json.loads(bench_json.read_text()) if bench_json and bench_json.is_file() else {}
     database_path = models_dir / "models.json"

@@ -1,15 +1,15 @@
-"""Crops (rtdeep.roi), TG-263 name matching (rtdeep.names) and crop exports (rtdeep.export)."""
+"""Crops (rtdeep.crop), TG-263 name matching (rtdeep.names) and crop files (rtdeep.crop_files)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from rtdeep.crop import PRESETS, CropSpec, crop_study, get_preset, resample_fixed
 from rtdeep.dicomrt.types import DoseGrid, Roi, StructureSet
 from rtdeep.errors import CropError, DoseError, StructureError
 from rtdeep.fileio import OutputExistsError
 from rtdeep.names import canonical_key, match_roi_name, resolve_roi_names
-from rtdeep.roi import PRESETS, CropSpec, crop_study, get_preset, resample_fixed
 from rtdeep.volume import Volume, affine_from_geometry
 
 # ---------------------------------------------------------------- a small synthetic thorax
@@ -220,7 +220,7 @@ def test_mat_npz_and_nifti_exports_round_trip(thorax, tmp_path):
     nib = pytest.importorskip("nibabel")
     from scipy.io import loadmat
 
-    from rtdeep.export import load_crop_npz, save_crop_mat, save_crop_nifti, save_crop_npz
+    from rtdeep.crop_files import load_crop_npz, save_crop_mat, save_crop_nifti, save_crop_npz
 
     ct, structures, dose = thorax
     crop = crop_study(ct, structures, dose, "lung-dose20")

@@ -3,7 +3,7 @@
 Array orders differ by format, and each file says which it uses:
 
 * ``.npz``: rtdeep's own order ``[k, j, i]`` (slice, row, column) plus the 4x4 index(i, j, k) ->
-  LPS affine; :func:`load_crop_npz` reads it back into a :class:`~rtdeep.roi.Crop`.
+  LPS affine; :func:`load_crop_npz` reads it back into a :class:`~rtdeep.crop.Crop`.
 * ``.mat``: MATLAB's image order ``(row, column, slice)`` = ``[j, i, k]``, so ``imshow(ct(:,:,s))``
   shows an axial slice upright; ``affine_lps`` maps 0-based (i, j, k) to LPS mm.
 * NIfTI: ``[i, j, k]`` with the RAS affine (x and y of the LPS affine negated), so ITK-SNAP,
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rtdeep.crop import Crop, CropSpec, FixedCrop
 from rtdeep.errors import CropError, RtDeepError
 from rtdeep.fileio import OutputExistsError, atomic_write
 from rtdeep.names import NameMatch
-from rtdeep.roi import Crop, CropSpec, FixedCrop
 from rtdeep.volume import Volume
 
 __all__ = [
@@ -115,7 +115,7 @@ def save_crop_npz(
 ) -> Path:
     """Write a crop as a compressed ``.npz`` (``[k, j, i]`` arrays, affine, JSON metadata).
 
-    With ``fixed`` (from :func:`rtdeep.roi.resample_fixed`) the model-sized arrays are added as
+    With ``fixed`` (from :func:`rtdeep.crop.resample_fixed`) the model-sized arrays are added as
     ``fixed_ct``, ``fixed_mask``, ``fixed_dose`` and ``fixed_affine_lps``.
     """
     arrays = {
@@ -238,8 +238,8 @@ def _safe(text: str) -> str:
 def _crop_row(row: Mapping[str, str], spec: CropSpec, stage: Path, formats: Sequence[str],
               size: Sequence[int] | None, prescription_gy: float | None,
               series_instance_uid: str | None = None) -> dict[str, object]:
+    from rtdeep.crop import crop_study, resample_fixed
     from rtdeep.dicomrt.study import load_study
-    from rtdeep.roi import crop_study, resample_fixed
 
     study_dir = Path(row["study_path"])
     if not study_dir.is_dir():
@@ -320,7 +320,7 @@ def export_crops(
         out_dir: output folder (created; existing files are never replaced).
         columns: column order for the carried fields (the manifest's).
         formats: any of ``mat``, ``npz``, ``nifti``.
-        size: also store a :func:`rtdeep.roi.resample_fixed` crop of this ``[k, j, i]`` size in the .npz.
+        size: also store a :func:`rtdeep.crop.resample_fixed` crop of this ``[k, j, i]`` size in the .npz.
         prescription_gy: for RELATIVE doses.
         series_instance_uid: the CT series to crop when a study folder holds several (else a
             manifest's ``series_uid`` column).
