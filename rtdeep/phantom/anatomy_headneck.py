@@ -154,7 +154,7 @@ def sample_headneck(rng: np.random.Generator) -> HeadNeckModel:
     # cervical spine: the thecal sac is the cord contour (see Spine); C2 (top) to C7 (bottom)
     model.spine = Spine.random(rng, canal_y, -130.0 * s, cord_top, s, body_half_lo=(11.0, 8.5), body_half_hi=(8.5, 7.5),
                                period_lo=18.0, period_hi=15.0, sac_half=(7.2, 5.8), spinous_length=_u(rng, 22, 32),
-                               transverse_length=_u(rng, 10, 14), top_z=cord_top + 4.0)
+                               transverse_length=_u(rng, 10, 14), top_z=cord_top)
     # fatty parotids: about -30 to +30 HU (fat fraction varies with age and body mass)
     model.parotid_hu = _u(rng, -30, 30)
     model.tongue = Ellipsoid((0.0, -30.0 * s, 14.0 * s), (24.0 * s, 34.0 * s, 16.0 * s), None, random_perturbation(rng, 0.06))
