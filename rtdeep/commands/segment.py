@@ -1,4 +1,5 @@
-"""``rtdeep segment``: AI contours for a CT series, written as an RTSTRUCT (and optionally NIfTI)."""
+"""``rtdeep segment``: AI contours for a CT series, written as an RTSTRUCT and/or DICOM SEG (and optionally
+NIfTI); with ``--manifest``, for every study of a cohort (resumable, one folder per study, summary.csv)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ HELP = "segment organs on a CT folder with a model bundle and write the contours
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("ct_dir", type=Path, metavar="CT_DIR", help="folder holding the CT series (searched recursively)")
+    parser.add_argument("ct_dir", type=Path, metavar="CT_DIR", nargs="?",
+                        help="folder holding the CT series (searched recursively); or give --manifest")
+    parser.add_argument("--manifest", type=Path, metavar="MANIFEST",
+                        help="batch mode: segment every study of a cohort manifest.csv (from `rtdeep cohort`) into "
+                             "OUT/<study>/, skipping studies already done; OUT/summary.csv, and OUT/metrics.csv "
+                             "(Dice, HD95) against the manifest's reference structure sets")
+    parser.add_argument("--format", choices=["rtstruct", "seg", "both"], default="rtstruct",
+                        help="write the contours as an RTSTRUCT, a DICOM SEG (highdicom, SNOMED CT codes) or both")
     parser.add_argument("--model", required=True,
                         help="bundled model name (e.g. thorax_unet25d), an atlas baseline (thorax_atlas, headneck_atlas) or path to a bundle folder")
     parser.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
@@ -37,6 +45,23 @@ def _print_dice(reference_path: Path, ct, rois) -> None:
         print(f"{roi.name:<16} {dice(reference[roi.name].mask, roi.mask):6.3f}")
 
 
+def _run_batch(args: argparse.Namespace) -> int:
+    """Segment a cohort (one process, or one rank of several under torchrun); exit 1 if a study failed."""
+    from rtdeep.cohort.batch import segment_manifest, summary_table
+    from rtdeep.training.distributed import close_distributed, init_distributed
+
+    context = init_distributed(args.device)
+    try:
+        results = segment_manifest(args.manifest, args.model, args.out, output_format=args.format,
+                                   device=context.device, context=context)
+    finally:
+        close_distributed()
+    if context.is_main:
+        print(summary_table(results))
+        print(f"wrote {args.out / 'summary.csv'}")
+    return 1 if any(result.error for result in results) else 0
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -50,17 +75,31 @@ def run(args: argparse.Namespace) -> int:
         raise RtDeepError("--device cuda asked but torch sees no CUDA device; use --device cpu")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if (args.manifest is None) == (args.ct_dir is None):
+        raise RtDeepError("give either CT_DIR (one study) or --manifest (a cohort)")
+    if args.manifest is not None:
+        return _run_batch(args)
     model_site(args.model)  # an unknown model fails before the CT is read
     ct = read_ct_series(args.ct_dir, args.series_uid)
     with progress_bar("segment") as callback:
         rois = segment_ct(ct.volume, args.model, device=args.device, progress_callback=callback)
     args.out.mkdir(parents=True, exist_ok=True)
     model_name = Path(args.model).name
-    rs_path = write_rtstruct(
-        ct, rois, args.out / f"RS.{model_name}.dcm", label=args.label[:16], generation_algorithm="AUTOMATIC",
-        series_description=f"AI contours {model_name}"[:64], overwrite=args.overwrite,
-    )
-    print(f"wrote {rs_path}")
+    rs_path = None
+    if args.format in ("rtstruct", "both"):
+        rs_path = write_rtstruct(
+            ct, rois, args.out / f"RS.{model_name}.dcm", label=args.label[:16], generation_algorithm="AUTOMATIC",
+            series_description=f"AI contours {model_name}"[:64], overwrite=args.overwrite,
+        )
+        print(f"wrote {rs_path}")
+    if args.format in ("seg", "both"):
+        from rtdeep.cohort.batch import _model_version
+        from rtdeep.dicomrt.seg_writer import write_seg
+
+        seg = write_seg(ct, rois, args.out / f"SEG.{model_name}.dcm", algorithm_name=model_name,
+                        algorithm_version=_model_version(args.model), series_description=f"AI segmentation {model_name}",
+                        overwrite=args.overwrite)
+        print(f"wrote {seg.path}")
     if args.nifti:
         from rtdeep.inference.nifti import write_label_map
 
