@@ -10,9 +10,13 @@ import pytest
 from rtdeep.cli import main
 from rtdeep.cohort import build_cohort, read_cohort_manifest
 from rtdeep.cohort.example_export import write_example_export
+from rtdeep.cohort.manifest import outcome_manifest
 from rtdeep.dicomrt.study import load_study
 from rtdeep.errors import ValidationError
 from rtdeep.names import classify_structure
+from rtdeep.pneumonitis.dataset import read_manifest
+from rtdeep.sites import get_site
+from rtdeep.training.data import cases_from_manifest
 
 THORAX = ["Lung_L", "Lung_R", "Heart", "Esophagus", "SpinalCord"]
 
@@ -129,6 +133,11 @@ def test_names_map_overrides_and_outcomes_join(export, tmp_path):
     assert (table["Cord"]["tg263"], table["Cord"]["rule"]) == ("excluded", "user map")
     assert any("EXP-99" in warning for warning in result.outcome_warnings)
     assert "EXP-03" in result.summary()
+    # train-pneumonitis reads the studies with an outcome through the classifier's own manifest reader
+    classifier_manifest, left_out = outcome_manifest(result.manifest, tmp_path / "classifier.csv")
+    labelled = read_manifest(classifier_manifest)
+    assert left_out == 1 and [(r.patient_id, r.label) for r in labelled] == [("EXP-01", 1), ("EXP-02", 0)]
+    assert labelled[0].study_dir == (tmp_path / "cohort" / "studies" / "EXP-01_1").absolute()
 
 
 def test_bad_names_map_and_existing_output_are_one_line_errors(export, cohort, tmp_path, capsys):
@@ -139,3 +148,16 @@ def test_bad_names_map_and_existing_output_are_one_line_errors(export, cohort, t
     assert main(["cohort", str(export), "--out", str(cohort)]) == 2
     assert "not empty" in capsys.readouterr().err
     assert not (tmp_path / "c").exists() and not any(p.name.startswith(".c.partial") for p in tmp_path.iterdir())
+
+
+def test_training_reads_the_cohort_with_absent_organs_marked(cohort):
+    thorax = get_site("thorax")
+    cases = {case.case_id: case for case in cases_from_manifest(cohort, thorax, None)}
+    assert sorted(cases) == ["EXP-01_1", "EXP-02_1", "EXP-03_1"]
+    heart = thorax.organ_names.index("Heart")
+    assert cases["EXP-01_1"].present.all() and cases["EXP-03_1"].present.all()
+    assert not cases["EXP-02_1"].present[heart] and cases["EXP-02_1"].present.sum() == 4
+    # the clinic's names were read under the TG-263 names: every present organ has voxels
+    for case in cases.values():
+        found = {int(v) for v in set(case.labels.ravel().tolist())} - {0}
+        assert found == {i + 1 for i, present in enumerate(case.present) if present}

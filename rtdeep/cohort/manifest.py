@@ -27,6 +27,7 @@ __all__ = [
     "CohortRow",
     "is_cohort_manifest",
     "organ_rois",
+    "outcome_manifest",
     "read_cohort_manifest",
     "read_outcomes",
     "write_rows_csv",
@@ -154,3 +155,25 @@ def read_outcomes(path: str | os.PathLike[str]) -> dict[str, int]:
             grade = int(value)
             outcomes[row["patient_id"].strip()] = 2 * grade if column == "pneumonitis" else grade
     return outcomes
+
+
+def outcome_manifest(cohort_manifest: str | os.PathLike[str], out_path: str | os.PathLike[str],
+                     overwrite: bool = False) -> tuple[Path, int]:
+    """The studies of a cohort manifest that have an outcome, as a manifest the pneumonitis
+    classifier reads (``patient_id``, absolute ``study_dir``, ``pneumonitis`` 0/1, ``grade``).
+
+    Returns:
+        ``(path written, number of studies left out for lack of an outcome)``.
+
+    Raises:
+        ValidationError: no study has an outcome (``rtdeep cohort --outcomes`` fills them).
+    """
+    rows = read_cohort_manifest(cohort_manifest)
+    labelled = [row for row in rows if (row.row.get("pneumonitis") or "").strip() in ("0", "1")]
+    if not labelled:
+        raise ValidationError("no study has a pneumonitis outcome; build the cohort with `rtdeep cohort --outcomes "
+                              "OUTCOMES.csv` (patient_id,grade)", path=cohort_manifest)
+    columns = ["patient_id", "study_dir", "pneumonitis", "grade", "study_id"]
+    table = [{"patient_id": row.patient_id, "study_dir": str(row.study_dir), "pneumonitis": row.row["pneumonitis"],
+              "grade": row.row.get("grade", ""), "study_id": row.study_id} for row in labelled]
+    return write_rows_csv(out_path, columns, table, overwrite=overwrite), len(rows) - len(labelled)

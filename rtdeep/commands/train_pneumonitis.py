@@ -29,6 +29,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing result files / bundle")
 
 
+def _classifier_manifest(manifest: str | None, out_dir: str, name: str, overwrite: bool) -> str | None:
+    """A manifest of `rtdeep cohort` becomes OUT/cohort_<name>_manifest.csv: its studies with an outcome."""
+    from pathlib import Path
+
+    from rtdeep.cohort.manifest import is_cohort_manifest, outcome_manifest
+
+    if manifest is None or not is_cohort_manifest(manifest):
+        return manifest
+    path, left_out = outcome_manifest(manifest, Path(out_dir) / f"cohort_{name}_manifest.csv", overwrite)
+    if left_out:
+        print(f"{left_out} studies of {manifest} have no outcome and are left out", file=sys.stderr)
+    return str(path)
+
+
 def run(args: argparse.Namespace) -> int:
     from rtdeep.errors import ValidationError
     from rtdeep.pneumonitis.report import format_confusions, format_results_table
@@ -38,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if args.size % 8 or args.size < 8:
         raise ValidationError(f"--size must be a positive multiple of 8, got {args.size}")
     config = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads)
+    args.manifest, args.test_manifest = (_classifier_manifest(path, args.out, name, args.overwrite)
+                                         for path, name in ((args.manifest, "train"), (args.test_manifest, "test")))
     result = train_pneumonitis(
         args.manifest, args.crop, args.out, threshold_gy=args.threshold, test_manifest=args.test_manifest,
         test_fraction=args.test_fraction, channels=tuple(args.channels.split("+")), size=(args.size,) * 3,
