@@ -20,7 +20,7 @@ organ          volume (cc)   cross-section    basis
 Lung_L, _R     700-4000      -                total lung volume about 3-7 l at breath hold
 Heart          300-1300      -                cardiac silhouette incl. pericardium
 Esophagus      8-80          0.3-6 cm2        thoracic segment; collapsed to distended lumen
-SpinalCord     5-80          0.3-1.5 cm2      cord over the scanned length; about 0.6-1 cm2
+SpinalCord     5-80          0.3-2.0 cm2      contoured as the canal (cord alone 0.6-1 cm2)
 Parotid_L, _R  8-60          -                mean about 25-30 cc per gland
 Glnd_Submand   3-25          -                mean about 8-10 cc per gland
 Mandible       30-140        -                bone volume of the whole mandible
@@ -115,8 +115,10 @@ ORGANS: dict[str, Organ] = {
         _organ("Heart", (220, 30, 60), "80891009", "Heart", volume_cc=(300.0, 1300.0)),
         _organ("Esophagus", (255, 140, 0), "32849002", "Esophagus", volume_cc=(8.0, 80.0),
                cross_section_cm2=(0.3, 6.0)),
+        # clinical cord contours on CT follow the bony canal (RTOG thoracic atlas, Kong et al., IJROBP
+        # 2011;81:1442): thecal sac about 1-1.7 cm2 (thoracic canal 14-17 mm wide, Panjabi et al., Spine 1991)
         _organ("SpinalCord", (255, 230, 0), "2748008", "Spinal cord", volume_cc=(5.0, 80.0),
-               cross_section_cm2=(0.3, 1.5)),
+               cross_section_cm2=(0.3, 2.0)),
         _organ("Parotid_L", (0, 200, 120), "45289007", "Parotid gland", laterality=LEFT, volume_cc=(8.0, 60.0)),
         _organ("Parotid_R", (120, 200, 0), "45289007", "Parotid gland", laterality=RIGHT, volume_cc=(8.0, 60.0)),
         _organ("Glnd_Submand_L", (200, 0, 200), "54019009", "Submandibular gland", laterality=LEFT,

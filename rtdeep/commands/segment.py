@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nifti", action="store_true", help="also write a NIfTI label map (RAS affine)")
     parser.add_argument("--label", default="RTDEEP_AI", help="StructureSetLabel (16 characters at most)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--json", type=Path, metavar="OUT",
+                        help="write the output files, organ volumes and failed plausibility checks as JSON here")
 
 
 def _print_dice(reference_path: Path, ct, rois) -> None:
@@ -43,6 +45,21 @@ def _print_dice(reference_path: Path, ct, rois) -> None:
             print(f"{roi.name:<16} {'n/a':>6}  (not in reference)")
             continue
         print(f"{roi.name:<16} {dice(reference[roi.name].mask, roi.mask):6.3f}")
+
+
+def _write_json(path: Path, model_name: str, rs_path: Path, ct, rois, findings, overwrite: bool) -> None:
+    import json
+
+    from rtdeep.fileio import atomic_write
+
+    report = {
+        "model": model_name,
+        "rtstruct": str(rs_path),
+        "organs": {roi.name: {"voxels": int(roi.mask.sum()), "volume_cc": round(roi.volume_cc(ct), 2)} for roi in rois},
+        "plausibility": [finding.as_dict() for finding in findings],
+    }
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(report, indent=1) + "\n"), overwrite)
+    print(f"wrote {path}")
 
 
 def _run_batch(args: argparse.Namespace) -> int:
@@ -80,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
     if args.manifest is not None:
         return _run_batch(args)
     model_site(args.model)  # an unknown model fails before the CT is read
+    if args.json is not None:
+        from rtdeep.fileio import ensure_new_path
+
+        ensure_new_path(args.json, args.overwrite)  # refused before anything is written
     ct = read_ct_series(args.ct_dir, args.series_uid)
     with progress_bar("segment") as callback:
         rois = segment_ct(ct.volume, args.model, device=args.device, progress_callback=callback)
@@ -105,9 +126,13 @@ def run(args: argparse.Namespace) -> int:
 
         nifti_path = write_label_map(ct.volume, rois, args.out / f"labels.{model_name}.nii.gz", overwrite=args.overwrite)
         print(f"wrote {nifti_path}")
-    for roi in rois:
-        if not roi.mask.any():
-            print(f"warning: {roi.name} not found on this CT", file=sys.stderr)
+    from rtdeep.plausibility import check_plausibility
+
+    findings = check_plausibility(ct.volume, rois)  # warnings only: every organ stays in the RTSTRUCT
+    for finding in findings:
+        print(f"warning: {finding.message}", file=sys.stderr)
+    if args.json is not None:
+        _write_json(args.json, model_name, rs_path, ct.volume, rois, findings, args.overwrite)
     if args.reference is not None:
         _print_dice(args.reference, ct, rois)
     return 0

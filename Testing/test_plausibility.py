@@ -1,0 +1,129 @@
+"""Plausibility checks (rtdeep.plausibility): pass on phantoms, fail on deliberately broken masks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from rtdeep.phantom import generate_patient
+from rtdeep.plausibility import check_plausibility
+
+
+@pytest.fixture(scope="module")
+def thorax():
+    # a seed no bundle was trained or selected on (training uses seed 1, held-out evaluation seed 2)
+    return generate_patient("thorax", 5, 31, "small")
+
+
+def _replace(rois, name, mask=None, new_name=None):
+    out = []
+    for roi in rois:
+        if roi.name == name:
+            roi = dataclasses.replace(roi, mask=roi.mask if mask is None else mask, name=new_name or roi.name)
+        out.append(roi)
+    return out
+
+
+@pytest.mark.parametrize("site,index", [("thorax", 6), ("thorax", 7), ("headneck", 3), ("headneck", 4)])
+def test_checks_pass_on_held_out_phantoms(site, index):
+    patient = generate_patient(site, index, 31, "small")
+    assert check_plausibility(patient.ct, patient.rois) == []
+
+
+def test_pass_on_fixture_and_report_as_dicts(thorax):
+    assert check_plausibility(thorax.ct, thorax.rois) == []
+
+
+def test_cord_removed_on_slices_fails_continuity(thorax):
+    cord = thorax.roi("SpinalCord").mask.copy()
+    slices = np.nonzero(cord.any(axis=(1, 2)))[0]
+    cord[slices[len(slices) // 3:len(slices) // 3 + 4]] = False  # a 4-slice gap in the chest
+    findings = check_plausibility(thorax.ct, _replace(thorax.rois, "SpinalCord", cord))
+    assert [(f.organ, f.check) for f in findings] == [("SpinalCord", "continuity")]
+    assert findings[0].value == 4 and "missing on 4" in findings[0].message
+    report = findings[0].as_dict()
+    assert report["organ"] == "SpinalCord" and report["check"] == "continuity"
+
+
+def test_cord_on_half_the_chest_fails_the_lung_extent_check(thorax):
+    cord = thorax.roi("SpinalCord").mask.copy()
+    lungs = thorax.roi("Lung_L").mask | thorax.roi("Lung_R").mask
+    chest = np.nonzero(lungs.any(axis=(1, 2)))[0]
+    cord[: (chest[0] + chest[-1]) // 2] = False  # only the upper half remains: contiguous, so no gap
+    findings = check_plausibility(thorax.ct, _replace(thorax.rois, "SpinalCord", cord))
+    assert ("SpinalCord", "continuity") in [(f.organ, f.check) for f in findings]
+    assert any("lung apex and base" in f.message for f in findings)
+
+
+def test_heart_behind_the_spine_fails_position(thorax):
+    heart = thorax.roi("Heart").mask
+    cord = thorax.roi("SpinalCord").mask
+    shift = int(np.nonzero(cord)[1].mean() - np.nonzero(heart)[1].mean()) + 15  # posterior = +j
+    moved = np.zeros_like(heart)
+    moved[:, shift:, :] = heart[:, :-shift, :]
+    findings = check_plausibility(thorax.ct, _replace(thorax.rois, "Heart", moved))
+    assert ("Heart", "position") in [(f.organ, f.check) for f in findings]
+    assert any("posterior to the SpinalCord" in f.message for f in findings)
+
+
+def test_lungs_swapped_fail_laterality(thorax):
+    rois = _replace(_replace(thorax.rois, "Lung_L", new_name="Lung_tmp"), "Lung_R", new_name="Lung_L")
+    rois = _replace(rois, "Lung_tmp", new_name="Lung_R")
+    findings = check_plausibility(thorax.ct, rois)
+    assert ("Lung_L", "laterality") in [(f.organ, f.check) for f in findings]
+    assert ("Heart", "position") in [(f.organ, f.check) for f in findings]  # no longer between Lung_R and Lung_L
+
+
+def test_organ_five_times_too_big_fails_volume(thorax):
+    heart = thorax.roi("Heart").mask
+    target = 5 * heart.sum()
+    big = heart.copy()
+    while big.sum() < target:
+        big = ndimage.binary_dilation(big)
+    findings = check_plausibility(thorax.ct, _replace(thorax.rois, "Heart", big))
+    volume = [f for f in findings if f.check == "volume"]
+    assert [f.organ for f in volume] == ["Heart"] and volume[0].value > volume[0].expected[1]
+
+
+def test_cord_moved_into_the_vertebral_body_fails_canal_check(thorax):
+    cord = thorax.roi("SpinalCord").mask
+    ny = thorax.ct.spacing_mm[1]
+    shift = round(22.0 / ny)  # 22 mm anterior: inside the vertebral body
+    moved = np.zeros_like(cord)
+    moved[:, :-shift, :] = cord[:, shift:, :]
+    findings = check_plausibility(thorax.ct, _replace(thorax.rois, "SpinalCord", moved))
+    assert ("SpinalCord", "position") in [(f.organ, f.check) for f in findings]
+
+
+def test_empty_organ_is_reported(thorax):
+    findings = check_plausibility(thorax.ct, _replace(thorax.rois, "Esophagus", np.zeros_like(thorax.roi("Esophagus").mask)))
+    assert [(f.organ, f.check) for f in findings] == [("Esophagus", "empty")]
+
+
+def test_segment_prints_each_finding_keeps_every_organ_and_writes_json(tmp_path, capsys, thorax):
+    import json
+
+    import pydicom
+
+    from rtdeep.cli import main
+    from rtdeep.phantom import write_patient
+    from rtdeep.sites import SITES
+
+    folder = write_patient(thorax, tmp_path / "in")
+    out, report_path = tmp_path / "out", tmp_path / "report.json"
+    assert main(["segment", str(folder / "CT"), "--model", "thorax_gan25d", "--out", str(out),
+                 "--json", str(report_path), "--threads", "2"]) == 0
+    report = json.loads(report_path.read_text())
+    stderr = capsys.readouterr().err
+    assert list(report["organs"]) == list(SITES["thorax"].organ_names)
+    for finding in report["plausibility"]:
+        assert f"warning: {finding['message']}" in stderr
+    ds = pydicom.dcmread(out / "RS.thorax_gan25d.dcm")
+    assert [roi.ROIName for roi in ds.StructureSetROISequence] == list(SITES["thorax"].organ_names)
+    # the JSON path is refused before anything is written when it exists
+    assert main(["segment", str(folder / "CT"), "--model", "thorax_gan25d", "--out", str(tmp_path / "out2"),
+                 "--json", str(report_path)]) == 2
+    assert not (tmp_path / "out2").exists()
