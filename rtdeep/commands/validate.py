@@ -1,4 +1,5 @@
-"""``rtdeep validate FILE_OR_DIR...``: dciodvfy, dcentvfy and the project's RT cross-reference checks.
+"""``rtdeep validate FILE_OR_DIR...``: the readers of every command, dciodvfy, dcentvfy and the project's RT
+cross-reference checks: whatever another command would refuse is an error here.
 
 Prints one finding per line and a summary; exit status 1 when any error was found, 2 when an input
 cannot be read.
@@ -22,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--errors-only", action="store_true", help="print errors only (warnings still counted)")
     parser.add_argument("--no-tools", action="store_true",
                         help="skip dciodvfy/dcentvfy; run only the project's own checks")
+    parser.add_argument("--series-uid", default=None, metavar="UID",
+                        help="read only this CT series of each folder (default: every CT series)")
+    parser.add_argument("--prescription-gy", type=float, default=None,
+                        help="prescription (Gy) for a RELATIVE dose (without it, the commands refuse one)")
 
 
 def _collapse(findings: list[Finding]) -> list[tuple[Finding, int]]:
@@ -36,7 +41,8 @@ def _collapse(findings: list[Finding]) -> list[tuple[Finding, int]]:
 def run(args: argparse.Namespace) -> int:
     from rtdeep.dicomrt.validate import validate_paths
 
-    findings = validate_paths(args.paths, use_tools=not args.no_tools)
+    findings = validate_paths(args.paths, use_tools=not args.no_tools, series_instance_uid=args.series_uid,
+                              prescription_gy=args.prescription_gy)
     n_errors = sum(f.severity == "error" for f in findings)
     n_warnings = len(findings) - n_errors
     for finding, n_more in _collapse(findings):

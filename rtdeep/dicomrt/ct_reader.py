@@ -57,6 +57,8 @@ def patient_info(ds: pydicom.Dataset) -> PatientInfo:
 
 
 def _read_dataset(path: Path) -> pydicom.Dataset:
+    if path.stat().st_size == 0:
+        raise DicomReadError("empty file (0 bytes): an interrupted copy?", path=path)
     try:
         with quiet_pydicom():
             # small files (a CT slice) in one read; big ones (a dose, a large structure set) are first

@@ -133,19 +133,6 @@ def finite_floats(ds: pydicom.Dataset, keyword: str, tag: str, path: str | os.Pa
 
 
 @contextmanager
-def reading(path: str | os.PathLike[str], object_name: str) -> Iterator[None]:
-    """Turn any malformed-value exception raised inside into one DicomReadError naming the file."""
-    try:
-        yield
-    except RtDeepError:
-        raise
-    except MemoryError as error:
-        raise DicomReadError(f"{object_name} too large to hold in memory", path=path) from error
-    except MALFORMED_ERRORS as error:
-        raise DicomReadError(f"malformed {object_name} ({type(error).__name__}: {error})", path=path) from error
-
-
-@contextmanager
 def quiet_pydicom() -> Iterator[None]:
     """Silence pydicom's log records and warnings (the reader raises its own one-line error)."""
     logger = logging.getLogger("pydicom")
@@ -157,6 +144,21 @@ def quiet_pydicom() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
+
+
+@contextmanager
+def reading(path: str | os.PathLike[str], object_name: str) -> Iterator[None]:
+    """Turn any malformed-value exception raised inside into one DicomReadError naming the file
+    (pydicom's own warnings about invalid values are silenced: the reader's error says it once)."""
+    try:
+        with quiet_pydicom():
+            yield
+    except RtDeepError:
+        raise
+    except MemoryError as error:
+        raise DicomReadError(f"{object_name} too large to hold in memory", path=path) from error
+    except MALFORMED_ERRORS as error:
+        raise DicomReadError(f"malformed {object_name} ({type(error).__name__}: {error})", path=path) from error
 
 
 class _Truncated(Exception):

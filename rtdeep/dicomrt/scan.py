@@ -14,7 +14,8 @@ from pathlib import Path
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from rtdeep.dicomrt.dataset import MALFORMED_ERRORS, check_complete, quiet_pydicom
+from rtdeep.dicomrt.dataset import check_complete, quiet_pydicom, reading
+from rtdeep.dicomrt.dataset import text as _text
 from rtdeep.errors import DicomReadError, NotDicomError
 
 __all__ = ["HEADER_TAGS", "DicomFileInfo", "folder_files", "read_header", "scan_folder"]
@@ -65,14 +66,6 @@ class DicomFileInfo:
     study_date: str = ""
     referenced_uids: tuple[str, ...] = ()
     dose_summation_type: str = ""
-
-
-def _text(ds: pydicom.Dataset, keyword: str) -> str:
-    try:
-        value = ds.get(keyword, "")
-        return "" if value is None else str(value).strip()
-    except MALFORMED_ERRORS:
-        return ""
 
 
 def _referenced_uids(ds: pydicom.Dataset) -> tuple[str, ...]:
@@ -157,6 +150,8 @@ def read_header(path: str | os.PathLike[str]) -> DicomFileInfo:
         DicomReadError: the file is truncated or corrupt, or lacks SOPInstanceUID or Modality.
     """
     path = Path(path)
+    if path.stat().st_size == 0:
+        raise DicomReadError("empty file (0 bytes): an interrupted copy?", path=path)
     try:
         with open(path, "rb") as fp, quiet_pydicom():
             try:
@@ -169,6 +164,11 @@ def read_header(path: str | os.PathLike[str]) -> DicomFileInfo:
         raise DicomReadError(f"truncated or corrupt DICOM header ({type(error).__name__}: {error})",
                              path=path) from error
     check_complete(path, ds)
+    with reading(path, "DICOM header"):
+        return _info(path, ds)
+
+
+def _info(path: Path, ds: pydicom.Dataset) -> DicomFileInfo:
     for keyword, tag in (("SOPInstanceUID", "(0008,0018)"), ("Modality", "(0008,0060)")):
         if not _text(ds, keyword):
             raise DicomReadError(f"no {keyword}: truncated or incomplete DICOM header", path=path,

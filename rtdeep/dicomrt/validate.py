@@ -27,15 +27,18 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from rtdeep.dicomrt.dataset import MALFORMED_ERRORS
+from rtdeep.dicomrt.scan import folder_files
 from rtdeep.dicomrt.types import CtSeries
 from rtdeep.dicomrt.uids import RT_STRUCTURE_SET_STORAGE
-from rtdeep.errors import DicomReadError
+from rtdeep.errors import DicomReadError, RtDeepError
 
 __all__ = [
     "CtReference",
     "Finding",
     "check_identifiers",
     "check_rtstruct",
+    "reader_findings",
     "run_dcentvfy",
     "run_dciodvfy",
     "run_dcmpschk",
@@ -295,6 +298,14 @@ def _contour_values(item: Dataset) -> tuple[list[bytes], np.ndarray | None]:
         return texts, None
 
 
+def _as_int(value: object) -> int | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return int(number) if np.isfinite(number) and number == int(number) else None
+
+
 class _RtstructChecker:
     """Collects findings for one RT Structure Set (optionally against its CT)."""
 
@@ -304,6 +315,14 @@ class _RtstructChecker:
 
     def add(self, severity: str, message: str) -> None:
         self.findings.append(Finding(severity, self.path, message))
+
+    def number(self, item: Dataset, keyword: str) -> int:
+        """An ROI number; -1 (and an error finding) when absent, several or not an integer."""
+        value = _as_int(item.get(keyword, -1))
+        if value is None:
+            self.add("error", f"{keyword} '{item.get(keyword)}' is not one integer")
+            return -1
+        return value
 
     def run(self) -> list[Finding]:
         self.findings.extend(check_identifiers(self.ds, self.path))
@@ -377,7 +396,7 @@ class _RtstructChecker:
         names: set[str] = set()
         for item in items:
             name = str(item.get("ROIName", ""))
-            number = int(item.get("ROINumber", -1))
+            number = self.number(item, "ROINumber")
             if number in numbers:
                 self.add("error", f"duplicate ROINumber {number} (ROIs '{numbers[number]}' and '{name}')")
             else:
@@ -399,7 +418,7 @@ class _RtstructChecker:
     def roi_contours(self, numbers: dict[int, str]) -> None:
         seen: set[int] = set()
         for roi_item in self.ds.get("ROIContourSequence", []):
-            number = int(roi_item.get("ReferencedROINumber", -1))
+            number = self.number(roi_item, "ReferencedROINumber")
             name = numbers.get(number, f"#{number}")
             if number not in numbers:
                 self.add("error", f"ROIContourSequence ReferencedROINumber {number} is not a defined ROI")
@@ -429,7 +448,7 @@ class _RtstructChecker:
             return
         points = values.reshape(-1, 3)
         declared = item.get("NumberOfContourPoints")
-        if declared is None or int(declared) != len(points):
+        if declared is None or _as_int(declared) != len(points):
             self.add("error", f"{where}: NumberOfContourPoints {declared} but ContourData holds {len(points)} points")
         if len(points) > 1 and np.allclose(points[0], points[-1], atol=1e-6):
             self.add("error", f"{where}: first point repeated at the end (CLOSED_PLANAR contours are closed "
@@ -472,7 +491,7 @@ class _RtstructChecker:
             return
         observed: set[int] = set()
         for item in items:
-            number = int(item.get("ReferencedROINumber", -1))
+            number = self.number(item, "ReferencedROINumber")
             if number not in numbers:
                 self.add("error", f"RTROIObservationsSequence ReferencedROINumber {number} is not a defined ROI")
             observed.add(number)
@@ -505,7 +524,10 @@ def check_rtstruct(rs_path: str | os.PathLike[str], ct: CtSeries | CtReference |
     ds = _read_header(rs_path)
     if ds is None or "SOPClassUID" not in ds:
         raise DicomReadError("not a readable DICOM file", path=rs_path)
-    ds = pydicom.dcmread(rs_path, force=True)
+    try:
+        ds = pydicom.dcmread(rs_path, force=True)
+    except _READ_ERRORS as error:
+        raise DicomReadError(f"not a readable DICOM file ({type(error).__name__}: {error})", path=rs_path) from error
     reference: CtReference | None
     findings: list[Finding] = []
     if isinstance(ct, CtSeries):
@@ -519,7 +541,118 @@ def check_rtstruct(rs_path: str | os.PathLike[str], ct: CtSeries | CtReference |
                                     "checks against the CT skipped"))
     with warnings.catch_warnings():  # pydicom's value warnings duplicate the findings below
         warnings.simplefilter("ignore", UserWarning)
-        return findings + _RtstructChecker(ds, str(rs_path), reference).run()
+        checker = _RtstructChecker(ds, str(rs_path), reference)
+        try:
+            return findings + checker.run()
+        except MALFORMED_ERRORS as error:  # the reader's finding names the attribute; this one says where it stopped
+            return [*findings, *checker.findings,
+                    Finding("error", str(rs_path), f"malformed structure set ({type(error).__name__}: {error})")]
+
+
+def _reader_finding(error: RtDeepError, where: str | os.PathLike[str]) -> Finding:
+    parts = ([f"tag {error.tag}"] if error.tag else []) + ([f"ROI '{error.roi}'"] if error.roi else [])
+    return Finding("error", error.path or str(where), ": ".join([*parts, error.message]), "reader")
+
+
+def reader_findings(paths: Sequence[str | os.PathLike[str]], *, series_instance_uid: str | None = None,
+                    prescription_gy: float | None = None) -> list[Finding]:
+    """Run the readers every command uses; each refusal becomes an error finding (source ``reader``).
+
+    For a folder: every file's header and completeness (:func:`scan_folder`), each CT series with
+    the objects paired to it (:func:`load_study`: CT, structure set rasterised on it, dose resampled
+    to it, plan), then every other RTSTRUCT, RTDOSE and RTPLAN on its own, against the CT of its
+    frame of reference when there is one. For a file: the reader of its modality. So ``validate``
+    reports whatever ``info``, ``dvh``, ``crop``, ``compare``, ``segment`` or
+    ``predict-pneumonitis`` would refuse.
+
+    Args:
+        paths: files and folders.
+        series_instance_uid: check only this CT series of each folder.
+        prescription_gy: for RELATIVE doses (without it a RELATIVE dose is reported, as the commands
+            refuse it).
+    """
+    from rtdeep.dicomrt.scan import read_header
+
+    findings: list[Finding] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            findings.extend(_folder_reader_findings(entry, series_instance_uid, prescription_gy))
+        elif entry.is_file():
+            try:
+                info = read_header(entry)
+            except RtDeepError as error:
+                findings.append(_reader_finding(error, entry))
+                continue
+            findings.extend(_object_findings(info.path, info.modality, None, prescription_gy))
+    return findings
+
+
+def _object_findings(path: Path, modality: str, ct: CtSeries | None, prescription_gy: float | None) -> list[Finding]:
+    from rtdeep.dicomrt.ct_reader import read_ct_series
+    from rtdeep.dicomrt.rtdose_reader import read_rtdose, resample_dose
+    from rtdeep.dicomrt.rtplan_reader import read_rtplan
+    from rtdeep.dicomrt.rtstruct_reader import read_rtstruct, read_structure_dataset
+
+    try:
+        if modality == "RTSTRUCT":
+            if ct is not None:
+                read_rtstruct(path, ct)
+            else:
+                read_structure_dataset(path)
+        elif modality == "RTDOSE":
+            dose = read_rtdose(path, prescription_gy=prescription_gy)
+            if ct is not None:
+                resample_dose(dose, ct)
+        elif modality == "RTPLAN":
+            read_rtplan(path)
+        elif modality == "CT" and ct is None:
+            read_ct_series([path])
+    except RtDeepError as error:
+        return [_reader_finding(error, path)]
+    return []
+
+
+def _folder_reader_findings(folder: Path, series_uid: str | None, prescription_gy: float | None) -> list[Finding]:
+    from rtdeep.dicomrt.scan import scan_folder
+    from rtdeep.dicomrt.study import load_study
+
+    try:
+        infos, skipped = scan_folder(folder)
+    except RtDeepError as error:
+        return [_reader_finding(error, folder)]
+    findings = [Finding("warning", str(folder), line, "reader") for line in skipped]
+    if not infos:
+        return [*findings, Finding("error", str(folder), f"no DICOM files found ({len(skipped)} other file(s))",
+                                   "reader")]
+    ct_uids = sorted({info.series_instance_uid for info in infos if info.modality == "CT"})
+    if series_uid is not None:
+        ct_uids = [series_uid]
+    if not ct_uids:
+        findings.append(Finding("warning", str(folder), "no CT images: commands that need the CT will refuse "
+                                "this folder", "reader"))
+    cts: dict[str, CtSeries] = {}
+    done: set[Path] = set()
+    all_read = True
+    for uid in ct_uids:
+        try:
+            study = load_study(folder, series_instance_uid=uid, prescription_gy=prescription_gy)
+        except RtDeepError as error:
+            findings.append(_reader_finding(error, folder))
+            all_read = False
+            continue
+        cts[study.ct.frame_of_reference_uid] = study.ct
+        done.update(obj.path for obj in (study.structure_set, study.dose, study.plan) if obj is not None)
+    for info in infos:
+        if info.modality not in ("RTSTRUCT", "RTDOSE", "RTPLAN") or info.path in done:
+            continue
+        ct = cts.get(info.frame_of_reference_uid)
+        found = _object_findings(info.path, info.modality, ct, prescription_gy)
+        findings.extend(found)
+        if not found and ct is None and cts and all_read and info.modality != "RTPLAN":
+            findings.append(Finding(
+                "error", str(info.path), f"{info.modality} on frame of reference {info.frame_of_reference_uid or '(none)'}"
+                f"; no CT series here has it (the CT's: {', '.join(sorted(cts))}), so no command can use it", "reader"))
+    return findings
 
 
 def _collect(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Dataset]]:
@@ -527,8 +660,8 @@ def _collect(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Datase
     for entry in paths:
         entry = Path(entry)
         if entry.is_dir():
-            for file in sorted(entry.rglob("*")):
-                if file.is_file() and not file.name.startswith(".") and (h := _read_header(file)) is not None:
+            for file in folder_files(entry):
+                if (h := _read_header(file)) is not None:
                     collected.append((file, h))
         elif entry.is_file():
             header = _read_header(entry)
@@ -540,16 +673,20 @@ def _collect(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Datase
     return collected
 
 
-def validate_paths(paths: Sequence[str | os.PathLike[str]], *, use_tools: bool = True) -> list[Finding]:
+def validate_paths(paths: Sequence[str | os.PathLike[str]], *, use_tools: bool = True,
+                   series_instance_uid: str | None = None, prescription_gy: float | None = None) -> list[Finding]:
     """Validate files and folders (searched recursively).
 
-    Runs ``dciodvfy`` and ``dcmpschk`` on every DICOM file, ``dcentvfy`` on the files of each study, identifier checks
-    on every file, and :func:`check_rtstruct` on each RT Structure Set against its referenced CT
-    (among the given files, else in the RTSTRUCT's own folder tree).
+    Runs the readers of every command (:func:`reader_findings`: what any command would refuse is
+    an error here), ``dciodvfy`` and ``dcmpschk`` on every DICOM file, ``dcentvfy`` on the files of
+    each study, identifier checks on every file, and :func:`check_rtstruct` on each RT Structure Set
+    against its referenced CT (among the given files, else in the RTSTRUCT's own folder tree).
 
     Args:
         paths: files and folders.
         use_tools: run dciodvfy, dcmpschk and dcentvfy (False: only the project's own checks).
+        series_instance_uid: read only this CT series of each folder.
+        prescription_gy: for RELATIVE doses.
 
     Returns:
         All findings, errors and warnings, in file order.
@@ -558,7 +695,7 @@ def validate_paths(paths: Sequence[str | os.PathLike[str]], *, use_tools: bool =
         DicomReadError: a path that does not exist or a file given by name that is not DICOM.
     """
     collected = _collect(paths)
-    findings: list[Finding] = []
+    findings = reader_findings(paths, series_instance_uid=series_instance_uid, prescription_gy=prescription_gy)
     by_study: dict[str, list[Path]] = defaultdict(list)
     for path, header in collected:
         by_study[str(header.get("StudyInstanceUID", ""))].append(path)
