@@ -1,0 +1,788 @@
+"""The rtdeep web app: one MRML scene served by trame-slicer, two panels over the modules' logic.
+
+The page shows axial, coronal, sagittal and 3D views of one scene (trame-slicer streams each view
+as images) and two panels: RTDeepSeg (AI contours, review, RTSTRUCT export) and
+RTPneumonitisPredictor (dose-masked crop, DVH figures, NTCP, classifier risk). Both panels call the
+same logic classes as the Slicer modules (``RTDeepSegLib.logic.SegmentationLogic``,
+``RTPneumonitisPredictorLib.logic.PneumonitisLogic``) and build nodes through ``rtdeep.slicer``;
+this file owns only the layout, the binding of page state to those calls, and file transfer.
+
+Every action runs inside :meth:`RtDeepWebApp._guarded`: an error becomes one line in the page
+(``#error-message``) and the server keeps running. Segmentation runs in the module's worker
+subprocess (:mod:`rtdeep.web.jobs`), so views and buttons stay live and Cancel works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import io
+import json
+import logging
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rtdeep.sites import SITES
+from rtdeep.web.files import DataRoot, UploadArea, UploadTooLargeError
+from rtdeep.web.jobs import JobCancelled, JobFailed, WorkerJob
+
+__all__ = ["RtDeepWebApp", "module_logic_classes"]
+
+logger = logging.getLogger("rtdeep.web")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+#: the thorax organs the review table lists first (the demo patient's reference structures)
+DEFAULT_SITE = "thorax"
+#: models with a held-out median Dice below this are flagged in the model list
+WEAK_MODEL_DICE = 0.7
+#: colour tables of the overlays (built-in MRML colour nodes)
+DOSE_COLOR_NODE = "vtkMRMLColorTableNodeReverseRainbow"
+CROP_COLOR_NODE = "vtkMRMLColorTableNodeGreen"
+SALIENCY_COLOR_NODE = "vtkMRMLColorTableNodeIron"
+OVERLAY_OPACITY = 0.45
+
+
+def module_logic_classes() -> tuple[type, type, dict[str, Any]]:
+    """The Slicer modules' logic classes (``SegmentationLogic``, ``PneumonitisLogic``) and constants.
+
+    The module folders sit beside the ``rtdeep`` package in the source tree, as in the extension.
+    """
+    for module_dir in ("RTDeepSeg", "RTPneumonitisPredictor"):
+        path = str(PROJECT_ROOT / module_dir)
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    from RTDeepSegLib import logic as seg_logic
+    from RTPneumonitisPredictorLib import logic as pn_logic
+
+    constants = {
+        "CROP_PRESETS": pn_logic.CROP_PRESETS,
+        "DOSE_VOLUME_ATTRIBUTE": pn_logic.DOSE_VOLUME_ATTRIBUTE,
+        "POSITIVE_CLASS": pn_logic.POSITIVE_CLASS,
+    }
+    return seg_logic.SegmentationLogic, pn_logic.PneumonitisLogic, constants
+
+
+def _model_database() -> dict[str, dict[str, Any]]:
+    """The bundled model database (``Resources/Models/models.json``), by model name."""
+    from rtdeep.bundles import models_dir
+
+    path = models_dir() / "models.json"
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8")).get("models", [])
+    except (OSError, ValueError):
+        return {}
+    return {entry["name"]: entry for entry in entries if "name" in entry}
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "-" if math.isnan(number) else f"{number:.{digits}f}"
+
+
+class RtDeepWebApp:
+    """The page, its state and its actions over one MRML scene.
+
+    Args:
+        data_root: the ``--data`` folder studies are opened from.
+        server: a trame server (a new one when None).
+        max_upload_mb: the largest upload accepted.
+    """
+
+    def __init__(self, data_root: DataRoot, server: Any = None, max_upload_mb: float = 512.0) -> None:
+        import slicer
+        from trame.app import get_server
+        from trame_slicer import module as trame_slicer_module
+        from trame_slicer.core import SlicerApp
+        from trame_slicer.rca_view import register_rca_factories
+
+        self.server = server or get_server(client_type="vue3")
+        self.server.enable_module(trame_slicer_module)
+        self.state = self.server.state
+        self.ctrl = self.server.controller
+        self.data_root = data_root
+        self.uploads = UploadArea(int(max_upload_mb * 1e6))
+        self.work_dir = Path(tempfile.mkdtemp(prefix="rtdeep-web-work-"))
+
+        self.slicer_app = SlicerApp()
+        self.scene = self.slicer_app.scene
+        slicer.mrmlScene = self.scene  # code written for Slicer finds the scene where it expects it
+        register_rca_factories(self.slicer_app.view_manager, self.server)
+
+        segmentation_logic, pneumonitis_logic, constants = module_logic_classes()
+        self.seg_logic = segmentation_logic(self.scene)
+        self.pn_logic = pneumonitis_logic(self.scene)
+        self.constants = constants
+        self.models = _model_database()
+
+        self._nodes: dict[str, Any] = {}  # role -> node (ct, reference, dose, ai, crop, saliency, ...)
+        self._study_folder: Path | None = None
+        self._job: WorkerJob | None = None
+        self._pn_key: tuple[str, float] | None = None
+        self._pn_result: Any = None
+        self._upload_parts: list[tuple[str, bytes]] = []
+        self._upload_bytes = 0
+        self._upload_refused = ""
+
+        self._init_state()
+        self._build_ui()
+
+    # -- state ------------------------------------------------------------------------------------
+    def _init_state(self) -> None:
+        state = self.state
+        state.trame__title = "rtdeep"
+        state.error_message = ""
+        state.status_message = ""
+        state.busy = False
+        state.study_folders = self.data_root.study_folders()
+        state.study_path = "." if self.data_root.is_single_study() else ""
+        state.study_loaded = False
+        state.study_summary = []
+        state.legend = None
+        state.max_upload_mb = self.uploads.max_bytes / 1e6
+        state.upload_mb = 0
+        state.seg_site = DEFAULT_SITE
+        state.seg_sites = list(SITES)
+        state.seg_models = []
+        state.seg_model = ""
+        state.seg_model_info = ""
+        state.seg_model_warning = ""
+        state.seg_running = False
+        state.seg_progress = 0
+        state.seg_message = ""
+        state.seg_seconds = None
+        state.dice_rows = []
+        state.can_export = False
+        state.export_name = "RS.dcm"
+        state.crop_presets = list(self.constants["CROP_PRESETS"])
+        state.crop_preset = self.constants["CROP_PRESETS"][0]
+        state.crop_threshold = 20.0
+        state.crop_volume_cc = None
+        state.crop_text = ""
+        state.risk_text = ""
+        state.pn_figures = []
+        state.dvh_png = ""
+        state.positive_class = self.constants["POSITIVE_CLASS"]
+        self._refresh_models()
+        state.change("seg_site")(lambda **_: self._refresh_models())
+        state.change("seg_model")(lambda **_: self._describe_model())
+
+    def _refresh_models(self) -> None:
+        from rtdeep.inference import available_models
+
+        site = self.state.seg_site
+        items = []
+        for name in available_models(site):
+            entry = self.models.get(name, {})
+            items.append({"title": entry.get("title", name), "value": name})
+        self.state.seg_models = items
+        preferred = "thorax_gan25d" if site == "thorax" else ""
+        names = [item["value"] for item in items]
+        self.state.seg_model = preferred if preferred in names else (names[0] if names else "")
+        self._describe_model()
+
+    def _describe_model(self) -> None:
+        entry = self.models.get(self.state.seg_model)
+        if not entry:
+            self.state.seg_model_info = (
+                "atlas registration baseline" if str(self.state.seg_model).endswith("_atlas") else ""
+            )
+            self.state.seg_model_warning = ""
+            return
+        dice = entry.get("heldout_dice_median", {})
+        organs = ", ".join(f"{name} {_fmt(value)}" for name, value in dice.items())
+        seconds = entry.get("cpu_seconds_median")
+        self.state.seg_model_info = (
+            f"Organs and held-out median Dice: {organs}. Expected time on CPU: {_fmt(seconds, 0)} s. "
+            f"Trained on {entry.get('trained_on', 'synthetic phantoms')}."
+        )
+        weak = [name for name, value in dice.items() if float(value) < WEAK_MODEL_DICE]
+        self.state.seg_model_warning = (
+            f"Weak model: held-out Dice below {WEAK_MODEL_DICE} for {', '.join(weak)}." if weak else ""
+        )
+
+    # -- errors -----------------------------------------------------------------------------------
+    def _show_error(self, action: str, error: BaseException) -> None:
+        """One readable line in the page; the log gets the action and the error type only (the
+        message may name patient folders)."""
+        message = str(error) or type(error).__name__
+        if not isinstance(error, (ValueError, OSError, JobFailed)):
+            message = f"{type(error).__name__}: {message}"
+        self.state.error_message = f"{action} failed: {message}"
+        logger.warning("%s failed (%s)", action, type(error).__name__)
+
+    def _guarded(self, action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorate a UI callback: clear the error, run, show any exception as one line."""
+
+        def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+            if asyncio.iscoroutinefunction(function):
+
+                @functools.wraps(function)
+                async def run_async(*args: Any, **kwargs: Any) -> Any:
+                    with self.state:
+                        self.state.error_message = ""
+                    try:
+                        return await function(*args, **kwargs)
+                    except Exception as error:  # noqa: BLE001 - the server must survive any input
+                        with self.state:
+                            self._show_error(action, error)
+                    finally:
+                        with self.state:
+                            self.state.busy = False
+                    return None
+
+                return run_async
+
+            @functools.wraps(function)
+            def run(*args: Any, **kwargs: Any) -> Any:
+                self.state.error_message = ""
+                try:
+                    return function(*args, **kwargs)
+                except Exception as error:  # noqa: BLE001 - the server must survive any input
+                    self._show_error(action, error)
+                finally:
+                    self.state.busy = False
+                return None
+
+            return run
+
+        return decorate
+
+    async def _flush_busy(self, message: str) -> None:
+        """Show ``message`` and the busy bar before a blocking step."""
+        with self.state:
+            self.state.busy = True
+            self.state.status_message = message
+        await asyncio.sleep(0.05)
+
+    # -- study ------------------------------------------------------------------------------------
+    def _remove_nodes(self, *roles: str) -> None:
+        for role in roles or tuple(self._nodes):
+            node = self._nodes.pop(role, None)
+            if node is not None and self.scene.IsNodePresent(node):
+                self.scene.RemoveNode(node)
+
+    async def load_study(self) -> None:
+        await self._flush_busy("Loading study...")
+        folder = self.data_root.resolve(self.state.study_path)
+        self._open_folder(folder, self.data_root.relative(folder))
+
+    def _open_folder(self, folder: Path, shown_name: str) -> None:
+        from rtdeep.dicomrt.study import load_study
+        from rtdeep.slicer.segmentation_node import segmentation_node_from_rois
+        from rtdeep.slicer.subject_hierarchy import attach_dicom_series
+        from rtdeep.slicer.volume_node import node_from_volume
+
+        if self._job is not None and self._job.running:
+            raise ValueError("a segmentation is running; cancel it before opening another study")
+        started = time.perf_counter()
+        study = load_study(folder)  # raises a typed error naming the file before the scene changes
+        self._remove_nodes()
+        self._reset_results()
+        ct_node = node_from_volume(self.scene, study.ct.volume, "CT")
+        attach_dicom_series(ct_node, study.ct)
+        self._nodes["ct"] = ct_node
+        summary = [
+            f"Study: {shown_name}",
+            f"Patient ID: {study.ct.patient.patient_id or '(none)'}",
+            "CT: {} x {} x {} voxels, {} mm".format(
+                *study.ct.volume.shape[::-1], " x ".join(f"{s:.2f}" for s in study.ct.volume.spacing_mm)
+            ),
+        ]
+        if study.structure_set is not None and study.structure_set.rois:
+            reference = segmentation_node_from_rois(
+                self.scene, study.structure_set.rois, ct_node, "Reference structures"
+            )
+            self._show_structures(reference)
+            self._nodes["reference"] = reference
+            summary.append("Structures: " + ", ".join(roi.name for roi in study.structure_set.rois))
+        else:
+            summary.append("Structures: none (no RTSTRUCT on this CT)")
+        if study.dose is not None:
+            dose_node = node_from_volume(
+                self.scene,
+                study.dose.dose,
+                "RTDOSE",
+                attributes={self.constants["DOSE_VOLUME_ATTRIBUTE"]: "1"},
+            )
+            self._nodes["dose"] = dose_node
+            summary.append(f"Dose: max {float(study.dose.dose.array.max()):.1f} Gy ({study.dose.dose_type})")
+        else:
+            summary.append("Dose: none (no RTDOSE on this CT)")
+        if study.plan is not None:
+            plan = study.plan
+            summary.append(
+                f"Plan: {plan.label or '(no label)'}, {_fmt(plan.prescription_gy, 1)} Gy in "
+                f"{plan.fractions or '?'} fractions, {len(plan.beams)} beams"
+            )
+        self._study_folder = folder
+        self._show_study()
+        self.state.study_summary = summary
+        self.state.study_loaded = True
+        self.state.export_name = "RS.dcm"
+        self.state.status_message = f"Study loaded in {time.perf_counter() - started:.1f} s."
+        logger.info("study loaded (%d slices)", study.ct.volume.shape[0])
+
+    def _reset_results(self) -> None:
+        self.state.dice_rows = []
+        self.state.can_export = False
+        self.state.seg_progress = 0
+        self.state.seg_message = ""
+        self.state.seg_seconds = None
+        self.state.crop_volume_cc = None
+        self.state.crop_text = ""
+        self.state.risk_text = ""
+        self.state.pn_figures = []
+        self.state.dvh_png = ""
+        self._pn_key = None
+        self._pn_result = None
+
+    @staticmethod
+    def _show_structures(segmentation: Any) -> None:
+        """Outlines in the slice views, organ surfaces in 3D (the body outline only in 2D)."""
+        display = segmentation.GetDisplayNode()
+        display.SetVisibility2DFill(False)  # outlines only: the dose wash and crop stay visible
+        segmentation.CreateClosedSurfaceRepresentation()
+        inner = segmentation.GetSegmentation()
+        for index in range(inner.GetNumberOfSegments()):
+            segment_id = inner.GetNthSegmentID(index)
+            if inner.GetSegment(segment_id).GetName().lower() in ("external", "body"):
+                display.SetSegmentVisibility3D(segment_id, False)
+
+    def _slice_views(self) -> list[Any]:
+        return list(self.slicer_app.view_manager.get_slice_views())
+
+    def _show_study(self) -> None:
+        display = self.slicer_app.display_manager
+        display.show_volume_in_slice_background(self._nodes["ct"])
+        ct_display = self._nodes["ct"].GetDisplayNode()
+        ct_display.SetAutoWindowLevel(False)
+        ct_display.SetWindowLevel(1400, -300)  # lung and soft tissue in one window
+        self._show_overlay("dose")
+        display.reset_views()
+
+    def _show_overlay(self, role: str) -> None:
+        """Put the dose wash, the crop or the saliency map in the slice views' foreground."""
+        node = self._nodes.get(role)
+        display = self.slicer_app.display_manager
+        if node is None:
+            display.show_volume_in_slice_foreground(None)
+            self.state.legend = None
+            return
+        from rtdeep.slicer.volume_node import volume_from_node
+
+        array = volume_from_node(node).array
+        low, high = float(array.min()), float(array.max())
+        color, title, unit, floor = {
+            "dose": (DOSE_COLOR_NODE, "Dose", "Gy", 0.05 * high),
+            "crop": (CROP_COLOR_NODE, "Crop (CT inside the crop)", "HU", -999.0),
+            "saliency": (SALIENCY_COLOR_NODE, "Grad-CAM saliency", "", low + 0.2 * (high - low)),
+        }[role]
+        volume_display = node.GetDisplayNode()
+        if self.scene.GetNodeByID(color) is None:
+            color = DOSE_COLOR_NODE
+        volume_display.SetAndObserveColorNodeID(color)
+        volume_display.SetAutoWindowLevel(False)
+        if role == "crop":
+            low, high = -1000.0, 400.0
+        volume_display.SetWindowLevelMinMax(low, high)
+        volume_display.SetApplyThreshold(True)
+        volume_display.SetLowerThreshold(floor)
+        volume_display.SetUpperThreshold(max(high, floor) + 1.0)
+        display.show_volume_in_slice_foreground(node)
+        for view in self._slice_views():
+            view.set_foreground_opacity(OVERLAY_OPACITY)
+        gradient = {
+            DOSE_COLOR_NODE: "linear-gradient(to right, #ff00ff, #0000ff, #00ffff, #00ff00, #ffff00, #ff0000)",
+            CROP_COLOR_NODE: "linear-gradient(to right, #000000, #00ff00)",
+            SALIENCY_COLOR_NODE: "linear-gradient(to right, #000000, #ff0000, #ffff00, #ffffff)",
+        }[color]
+        self.state.legend = {
+            "title": title,
+            "low": f"{max(low, floor if role != 'crop' else low):.1f} {unit}".strip(),
+            "high": f"{high:.1f} {unit}".strip(),
+            "gradient": gradient,
+        }
+
+    # -- uploads ----------------------------------------------------------------------------------
+    def upload_chunk(self, files: list[dict]) -> None:
+        """Collect one chunk of an upload; an empty chunk ends it and opens the uploaded files."""
+        if files:
+            for item in files:
+                content = item.get("content") or b""
+                self._upload_bytes += len(content)
+                if self._upload_bytes > self.uploads.max_bytes:
+                    self._upload_refused = (
+                        f"upload is over the limit of {self.uploads.max_bytes / 1e6:.0f} MB"
+                    )
+                    self._upload_parts = []
+                if not self._upload_refused:
+                    self._upload_parts.append((str(item.get("name", "")), bytes(content)))
+            return
+        parts, refused = self._upload_parts, self._upload_refused
+        self._upload_parts, self._upload_bytes, self._upload_refused = [], 0, ""
+        self._finish_upload(parts, refused)
+
+    def _finish_upload(self, parts: list[tuple[str, bytes]], refused: str) -> None:
+        if refused:
+            raise UploadTooLargeError(refused)
+        folder = self.uploads.store(parts)
+        self._open_folder(folder, f"uploaded files ({len(parts)})")
+
+    # -- RTDeepSeg --------------------------------------------------------------------------------
+    def _require(self, role: str, what: str) -> Any:
+        node = self._nodes.get(role)
+        if node is None:
+            raise ValueError(f"open a study with {what} first")
+        return node
+
+    async def run_segmentation(self) -> None:
+        ct_node = self._require("ct", "a CT")
+        if self._job is not None and self._job.running:
+            raise ValueError("a segmentation is already running")
+        site, model = self.state.seg_site, self.state.seg_model
+        job_dir = Path(tempfile.mkdtemp(prefix="seg-", dir=self.work_dir))
+        command, output = self.seg_logic.subprocessCommand(ct_node, site, model, job_dir)
+        started = time.perf_counter()
+        with self.state:
+            self.state.seg_running = True
+            self.state.seg_progress = 0
+            self.state.seg_message = f"Starting {model}..."
+            self.state.dice_rows = []
+            self.state.can_export = False
+
+        def on_progress(fraction: float, message: str) -> None:
+            with self.state:
+                self.state.seg_progress = round(100 * fraction)
+                self.state.seg_message = message
+
+        self._job = WorkerJob(command, self.seg_logic.parseProgressLine, on_progress)
+        try:
+            await self._job.run()
+        except JobCancelled:
+            with self.state:
+                self.state.seg_message = "Cancelled."
+                self.state.seg_progress = 0
+            return
+        finally:
+            with self.state:
+                self.state.seg_running = False
+        rois = self.seg_logic.loadSubprocessResult(output, ct_node)
+        self._remove_nodes("ai")
+        reference = self._nodes.get("reference")
+        result = self.seg_logic.showResults(ct_node, rois, model, referenceSegmentation=reference)
+        self._nodes["ai"] = result.segmentationNode
+        if result.metricsTableNode is not None:
+            self._nodes["ai_metrics"] = result.metricsTableNode
+        if reference is not None:
+            self.seg_logic.showReviewOverlay(result.segmentationNode, reference)
+        self._show_structures(result.segmentationNode)
+        elapsed = time.perf_counter() - started
+        with self.state:
+            self.state.dice_rows = [
+                {
+                    "organ": row["roi_name"],
+                    "dice": _fmt(row.get("dice"), 3),
+                    "hd95": _fmt(row.get("hd95_mm"), 1),
+                    "surface_dice": _fmt(row.get("surface_dice"), 3),
+                    "volume_ref": _fmt(row.get("volume_ref_cc"), 1),
+                    "volume_ai": _fmt(row.get("volume_test_cc"), 1),
+                }
+                for row in result.metricRows
+            ]
+            self.state.can_export = True
+            self.state.export_name = f"RS.{model}.dcm"
+            self.state.seg_seconds = round(elapsed, 1)
+            self.state.seg_progress = 100
+            self.state.seg_message = f"{len(rois)} structures from {model} in {elapsed:.1f} s" + (
+                "" if reference is not None else " (no reference structures to compare with)"
+            )
+
+    def cancel_segmentation(self) -> None:
+        if self._job is None or not self._job.running:
+            raise ValueError("no segmentation is running")
+        self._job.cancel()
+
+    def export_rtstruct(self) -> Any:
+        """The AI structures as an RTSTRUCT file, sent to the browser (``None`` on error)."""
+        ai = self._require("ai", "AI contours (run the segmentation)")
+        ct_node = self._require("ct", "a CT")
+        target = Path(tempfile.mkdtemp(prefix="export-", dir=self.work_dir)) / self.state.export_name
+        path = self.seg_logic.exportRtStruct(ai, ct_node, target)
+        self.state.status_message = f"Exported {path.name} ({path.stat().st_size // 1024} kB)."
+        return self.server.protocol.addAttachment(path.read_bytes())
+
+    # -- RTPneumonitisPredictor -------------------------------------------------------------------
+    def _pneumonitis(self) -> Any:
+        """The logic's result for the current crop and threshold (computed once per setting)."""
+        ct_node = self._require("ct", "a CT")
+        dose_node = self._nodes.get("dose")
+        if dose_node is None:
+            raise ValueError("this study has no dose (RTDOSE); the pneumonitis panel needs one")
+        reference = self._require("reference", "structures (RTSTRUCT)")
+        key = (str(self.state.crop_preset), float(self.state.crop_threshold))
+        if self._pn_key != key:
+            self._remove_nodes("crop", "saliency", "pn_table")
+            result = self.pn_logic.process(ct_node, dose_node, reference, "", key[0], key[1])
+            self._nodes["crop"] = result.cropVolumeNode
+            if result.saliencyVolumeNode is not None:
+                self._nodes["saliency"] = result.saliencyVolumeNode
+            self._nodes["pn_table"] = result.tableNode
+            self._pn_key, self._pn_result = key, result
+        return self._pn_result
+
+    async def run_crop(self) -> None:
+        await self._flush_busy("Cropping...")
+        result = self._pneumonitis()
+        rows = {row["quantity"]: row for row in result.rows}
+        volume = float(rows["crop volume"]["value"])
+        self._show_overlay("crop")
+        self.state.crop_volume_cc = volume
+        self.state.crop_text = f"Crop {result.cropName}: {volume:.1f} cc"
+        self.state.status_message = "Crop shown in green over the CT."
+
+    async def predict_pneumonitis(self) -> None:
+        await self._flush_busy("Predicting...")
+        result = self._pneumonitis()
+        rows = {row["quantity"]: row for row in result.rows}
+        self.state.crop_volume_cc = float(rows["crop volume"]["value"])
+        self.state.crop_text = f"Crop {result.cropName}: {self.state.crop_volume_cc:.1f} cc"
+        if result.probability is None:
+            self.state.risk_text = "Classifier risk not available: " + "; ".join(result.warnings)
+        else:
+            self.state.risk_text = (
+                f"Risk of {self.constants['POSITIVE_CLASS']}: {100 * result.probability:.1f} %"
+            )
+        self.state.pn_figures = [
+            {"name": row["quantity"], "value": f"{row['value']} {row['unit']}".strip()}
+            for row in result.rows
+            if row["quantity"] not in ("crop",)
+        ]
+        self.state.dvh_png = self._dvh_png(result)
+        self._show_overlay("saliency" if "saliency" in self._nodes else "crop")
+        self.state.status_message = "; ".join(result.warnings) if result.warnings else ""
+
+    def _dvh_png(self, result: Any) -> str:
+        """The DVH curves the logic computed, drawn as a PNG data URL."""
+        curves = getattr(result, "dvhCurves", None)
+        if not curves:
+            return ""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure, axis = plt.subplots(figsize=(4.2, 2.8), dpi=100)
+        for name, (dose_gy, volume_pct) in curves.items():
+            axis.plot(dose_gy, volume_pct, label=name)
+        axis.set_xlabel("dose (Gy)")
+        axis.set_ylabel("volume (%)")
+        axis.set_ylim(0, 102)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png")
+        plt.close(figure)
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+    # -- layout -----------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        from trame.ui.vuetify3 import SinglePageWithDrawerLayout
+        from trame.widgets import html
+        from trame.widgets import vuetify3 as v
+        from trame_slicer.core import LayoutManager
+        from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
+
+        self.layout_manager = LayoutManager(self.scene, self.slicer_app.view_manager, self.server)
+        views = Layout(
+            LayoutDirection.Vertical,
+            [
+                Layout(
+                    LayoutDirection.Horizontal,
+                    [ViewLayoutDefinition.axial_view(), ViewLayoutDefinition.coronal_view()],
+                ),
+                Layout(
+                    LayoutDirection.Horizontal,
+                    [ViewLayoutDefinition.sagittal_view(), ViewLayoutDefinition.threed_view()],
+                ),
+            ],
+        )
+        self.layout_manager.register_layout("rtdeep", views)
+        self.layout_manager.set_layout("rtdeep")
+
+        guarded_load = self._guarded("Open study")(self.load_study)
+        guarded_chunk = self._guarded("Upload")(self.upload_chunk)
+        guarded_run = self._guarded("Segmentation")(self.run_segmentation)
+        guarded_cancel = self._guarded("Cancel")(self.cancel_segmentation)
+        guarded_export = self._guarded("Export RTSTRUCT")(self.export_rtstruct)
+        guarded_crop = self._guarded("Crop")(self.run_crop)
+        guarded_predict = self._guarded("Pneumonitis prediction")(self.predict_pneumonitis)
+        chunk_trigger = self.server.trigger_name(guarded_chunk)
+        export_trigger = self.server.trigger_name(guarded_export)
+
+        with SinglePageWithDrawerLayout(self.server, width=430) as layout:
+            layout.title.set_text("rtdeep: AI contours and pneumonitis risk")
+            with layout.toolbar:
+                v.VSpacer()
+                v.VProgressLinear(
+                    indeterminate=True, absolute=True, location="bottom", color="green", v_show=("busy",)
+                )
+            with layout.drawer, html.Div(classes="pa-2", style="font-size: 0.85rem;"):
+                v.VAlert(
+                    "{{ error_message }}",
+                    id="error-message",
+                    v_show=("error_message",),
+                    type="error",
+                    density="compact",
+                    closable=False,
+                    classes="mb-2",
+                )
+                html.Div("{{ status_message }}", id="status-message", classes="text-caption mb-2")
+                self._study_card(v, html, guarded_load, chunk_trigger)
+                self._segmentation_card(v, html, guarded_run, guarded_cancel, export_trigger)
+                self._pneumonitis_card(v, html, guarded_crop, guarded_predict)
+            with layout.content, html.Div(style="height: 100%; display: flex; position: relative;"):
+                self.layout_manager.initialize_layout_grid(layout)
+                with html.Div(
+                    v_if=("legend",),
+                    id="overlay-legend",
+                    style="position: absolute; right: 8px; bottom: 8px; width: 220px; padding: 4px;"
+                    "background: rgba(0,0,0,0.6); color: white; font-size: 0.75rem; z-index: 10;",
+                ):
+                    html.Div("{{ legend.title }}")
+                    html.Div(style=("{ height: '10px', background: legend.gradient }",))
+                    with html.Div(style="display: flex; justify-content: space-between;"):
+                        html.Span("{{ legend.low }}")
+                        html.Span("{{ legend.high }}")
+        self.ui = layout
+
+    def _study_card(self, v: Any, html: Any, load: Callable, chunk_trigger: str) -> None:
+        with v.VCard(id="panel-study", classes="mb-2", variant="outlined"):
+            v.VCardTitle("Study", classes="text-subtitle-1")
+            with v.VCardText():
+                v.VSelect(
+                    id="study-folder",
+                    label="Study folder (inside the data folder)",
+                    items=("study_folders",),
+                    v_model=("study_path",),
+                    density="compact",
+                    hide_details=True,
+                )
+                v.VTextField(
+                    id="study-path",
+                    label="or type a folder path relative to the data folder",
+                    v_model=("study_path",),
+                    density="compact",
+                    hide_details=True,
+                    classes="mt-1",
+                )
+                v.VBtn("Open study", id="load-study", click=load, disabled=("busy",), color="primary",
+                       block=True, classes="mt-2")  # fmt: skip
+                v.VFileInput(
+                    id="upload-dicom",
+                    label=("`or upload DICOM files (up to ${max_upload_mb} MB)`",),
+                    multiple=True,
+                    density="compact",
+                    hide_details=True,
+                    classes="mt-2",
+                    change=(
+                        "upload_mb = Array.from($event.target.files).reduce((s, f) => s + f.size, 0) / 1e6;"
+                        " if (upload_mb > max_upload_mb) { error_message = 'Upload failed: '"
+                        " + upload_mb.toFixed(1) + ' MB is over the limit of ' + max_upload_mb + ' MB'; }"
+                        f" else {{ window.load_files_by_chunks($event.target.files, {{ trigger_name: '{chunk_trigger}' }}); }}"
+                    ),
+                )
+                with html.Div(id="study-summary", classes="mt-2", v_show=("study_loaded",)):
+                    html.Div("{{ line }}", v_for="line in study_summary", key="line")
+
+    def _segmentation_card(
+        self, v: Any, html: Any, run: Callable, cancel: Callable, export_trigger: str
+    ) -> None:
+        with v.VCard(id="panel-segmentation", classes="mb-2", variant="outlined"):
+            v.VCardTitle("RTDeepSeg: AI contours", classes="text-subtitle-1")
+            with v.VCardText():
+                with html.Div(style="display: flex; gap: 4px;"):
+                    v.VSelect(id="seg-site", label="Site", items=("seg_sites",), v_model=("seg_site",),
+                              density="compact", hide_details=True, style="max-width: 120px;")  # fmt: skip
+                    v.VSelect(id="seg-model", label="Model", items=("seg_models",), v_model=("seg_model",),
+                              density="compact", hide_details=True)  # fmt: skip
+                html.Div("{{ seg_model_info }}", id="seg-model-info", classes="text-caption mt-1")
+                v.VAlert("{{ seg_model_warning }}", v_show=("seg_model_warning",), type="warning",
+                         density="compact", classes="mt-1", id="seg-model-warning")  # fmt: skip
+                with html.Div(style="display: flex; gap: 4px;", classes="mt-2"):
+                    v.VBtn("Run", id="run-segmentation", click=run, color="primary",
+                           disabled=("seg_running || !study_loaded",))  # fmt: skip
+                    v.VBtn("Cancel", id="cancel-segmentation", click=cancel, disabled=("!seg_running",))
+                    v.VBtn(
+                        "Export RTSTRUCT",
+                        id="export-rtstruct",
+                        disabled=("!can_export",),
+                        click=f"utils.download(export_name, trigger('{export_trigger}'), 'application/dicom')",
+                    )
+                v.VProgressLinear(model_value=("seg_progress",), height=6, classes="mt-2", color="red")
+                html.Div("{{ seg_message }}", id="seg-message", classes="text-caption")
+                html.Div("Outlines: reference yellow, AI red.", classes="text-caption",
+                         v_show=("dice_rows.length",))  # fmt: skip
+                with v.VTable(id="dice-table", density="compact", v_show=("dice_rows.length",)):
+                    with html.Thead(), html.Tr():
+                        for title in ("Organ", "Dice", "HD95 mm", "Surface Dice", "Ref cc", "AI cc"):
+                            html.Th(title)
+                    with html.Tbody(), html.Tr(v_for="row in dice_rows", key="row.organ"):
+                        for field in ("organ", "dice", "hd95", "surface_dice", "volume_ref", "volume_ai"):
+                            html.Td(f"{{{{ row.{field} }}}}")
+
+    def _pneumonitis_card(self, v: Any, html: Any, crop: Callable, predict: Callable) -> None:
+        with v.VCard(id="panel-pneumonitis", classes="mb-2", variant="outlined"):
+            v.VCardTitle("RTPneumonitisPredictor", classes="text-subtitle-1")
+            with v.VCardText():
+                v.VSelect(id="crop-preset", label="Crop", items=("crop_presets",), v_model=("crop_preset",),
+                          density="compact", hide_details=True)  # fmt: skip
+                v.VSlider(
+                    id="crop-threshold",
+                    label="Dose threshold (Gy)",
+                    v_model=("crop_threshold",),
+                    min=1,
+                    max=60,
+                    step=1,
+                    thumb_label="always",
+                    hide_details=True,
+                    classes="mt-6",
+                )
+                with html.Div(style="display: flex; gap: 4px;"):
+                    v.VBtn("Crop", id="run-crop", click=crop, disabled=("busy || !study_loaded",))
+                    v.VBtn("Predict", id="predict-pneumonitis", click=predict, color="primary",
+                           disabled=("busy || !study_loaded",))  # fmt: skip
+                html.Div("{{ crop_text }}", id="crop-volume", classes="mt-2")
+                html.Div("{{ risk_text }}", id="pneumonitis-risk", classes="text-subtitle-2 mt-1")
+                with (
+                    v.VTable(id="pneumonitis-figures", density="compact", v_show=("pn_figures.length",)),
+                    html.Tbody(),
+                    html.Tr(v_for="row in pn_figures", key="row.name"),
+                ):
+                    html.Td("{{ row.name }}")
+                    html.Td("{{ row.value }}")
+                html.Img(id="dvh-plot", src=("dvh_png",), v_show=("dvh_png",), style="width: 100%;")
+
+    # -- life cycle -------------------------------------------------------------------------------
+    def open_initial_study(self) -> None:
+        """With ``--data`` pointing at one study, open it (errors show in the page)."""
+        if self.data_root.is_single_study():
+            self._guarded("Open study")(self._open_folder)(self.data_root.root, self.data_root.root.name)
+
+    def cleanup(self) -> None:
+        """Remove uploads and work files (called at exit)."""
+        import shutil
+
+        if self._job is not None:
+            self._job.cancel()
+        self.uploads.cleanup()
+        shutil.rmtree(self.work_dir, ignore_errors=True)
