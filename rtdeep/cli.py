@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "train-pneumonitis": "train_pneumonitis",
     "predict-pneumonitis": "predict_pneumonitis",
     "demo": "demo",
+    "app": "app",
 }
 
 
