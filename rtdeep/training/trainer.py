@@ -58,6 +58,9 @@ class TrainConfig:
     learning_rate: float | None = None
     device: str = "cpu"
     threads: int = 2
+    #: generator weights (a ``state_dict`` file, e.g. a bundle's ``models/model.pt``) to start from
+    #: (fine-tuning); ignored when resuming from a checkpoint
+    init_weights: str | None = None
 
 
 @dataclass
@@ -183,6 +186,8 @@ def train_segmentation(
     device = config.device
 
     generator = build_network(arch.network_spec(site)).to(device)
+    if config.init_weights:
+        generator.load_state_dict(torch.load(config.init_weights, map_location=device, weights_only=True))
     lr = config.learning_rate or arch.learning_rate
     betas = (0.5, 0.999) if arch.is_gan else (0.9, 0.999)
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
