@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
     from rtdeep.training.data import cases_from_manifest, cases_from_phantoms
+    from rtdeep.training.distributed import barrier, close_distributed, init_distributed
     from rtdeep.training.model_card import bundle_name, model_card, segmentation_metadata
     from rtdeep.training.trainer import TrainConfig, train_segmentation
 
@@ -53,15 +54,26 @@ def run(args: argparse.Namespace) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     elif device == "cuda" and not torch.cuda.is_available():
         raise RtDeepError("--device cuda asked but torch sees no CUDA device")
+    # under torchrun: one process per GPU (NCCL) or per CPU share (gloo); alone: rank 0 of 1
+    context = init_distributed(device)
+    device = context.device
+    if arch.batch_size % context.world_size:
+        raise RtDeepError(f"{arch.name} trains on batches of {arch.batch_size}: run a number of processes that "
+                          f"divides it, not {context.world_size}")
     out_dir: Path = args.out
     cache_dir = out_dir / "cache"
-    print(f"preparing cases (cached in {cache_dir}) ...", file=sys.stderr)
+    if context.is_main:
+        print(f"preparing cases (cached in {cache_dir}) ...", file=sys.stderr)
+    else:
+        barrier(context)  # rank 0 prepares and caches the cases first; the others read its cache
     if args.data is not None:
         cases = cases_from_manifest(args.data, site, cache_dir)
         source = f"cohort {args.data}"
     else:
         cases = cases_from_phantoms(site, range(args.phantoms), args.phantom_seed, args.phantom_grid, cache_dir)
         source = f"{args.phantoms} synthetic phantoms (seed {args.phantom_seed}, {args.phantom_grid} grid)"
+    if context.is_main:
+        barrier(context)
     if len(cases) < 2:
         raise RtDeepError(f"need at least 2 studies (training + validation), found {len(cases)}", path=args.data)
     n_val = min(max(1, round(len(cases) * args.val_fraction)), len(cases) - 1)
@@ -72,13 +84,16 @@ def run(args: argparse.Namespace) -> int:
     )
     result = train_segmentation(
         config, site, arch, train_cases, val_cases, out_dir, resume=args.resume,
-        log_callback=lambda line: print(line, file=sys.stderr),
+        log_callback=lambda line: print(line, file=sys.stderr), context=context,
     )
+    if not context.is_main:  # only rank 0 writes the bundle
+        close_distributed()
+        return 0
     training = {
         "data": source,
         "studies": f"{len(train_cases)} training, {len(val_cases)} validation "
                    f"({', '.join(c.case_id for c in val_cases)})",
-        "time": f"{result.train_seconds / 60:.1f} min on {device} ({config.threads} threads), "
+        "time": f"{result.train_seconds / 60:.1f} min on {context.world_size} x {device} ({config.threads} threads), "
                 f"{result.iterations} iterations of batch {arch.batch_size}",
         "best_epoch": result.best_epoch,
         "validation_dice": json.dumps({k: round(v, 3) for k, v in result.best_val_dice.items()}),
@@ -88,4 +103,5 @@ def run(args: argparse.Namespace) -> int:
     bundle_dir = write_bundle(out_dir / "bundle" / bundle_name(site, arch), result.network, metadata, card,
                               overwrite=args.overwrite)
     print(f"wrote {bundle_dir}")
+    close_distributed()
     return 0
