@@ -169,3 +169,98 @@ def test_corpus_has_enough_defects() -> None:
     names = [case.name for case in CASES]
     assert len(set(names)) == len(names)
     assert sum(case.input_defect for case in CASES) >= 40
+
+
+# ------------------------------------------------------------------------ real clinical exports
+
+
+def _add_empty_and_point_rois(rs_path: Path) -> None:
+    """What a clinic's structure set holds: an ROI without contours ('Areola') and a marker (POINT)."""
+    from pydicom.dataset import Dataset
+
+    from malformed_corpus import edit
+
+    def change(ds: pydicom.Dataset) -> None:
+        frame = ds.StructureSetROISequence[0].ReferencedFrameOfReferenceUID
+        point = [float(v) for v in ds.ROIContourSequence[6].ContourSequence[0].ContourData[:3]]
+        for number, name, kind in ((98, "Areola", "ORGAN"), (99, "Marker1", "MARKER")):
+            definition = Dataset()
+            definition.ROINumber, definition.ROIName = number, name
+            definition.ReferencedFrameOfReferenceUID = frame
+            definition.ROIGenerationAlgorithm = "MANUAL"
+            ds.StructureSetROISequence.append(definition)
+            contour_item = Dataset()
+            contour_item.ReferencedROINumber, contour_item.ROIDisplayColor = number, [0, 255, 0]
+            if name == "Marker1":
+                contour = Dataset()
+                contour.ContourGeometricType, contour.NumberOfContourPoints = "POINT", 1
+                contour.ContourData = point
+                contour_item.ContourSequence = [contour]
+            ds.ROIContourSequence.append(contour_item)
+            observation = Dataset()
+            observation.ObservationNumber = observation.ReferencedROINumber = number
+            observation.RTROIInterpretedType, observation.ROIInterpreter = kind, ""
+            ds.RTROIObservationsSequence.append(observation)
+
+    edit(rs_path, change)
+
+
+def test_clinical_structure_set_with_empty_roi_and_marker_still_gives_dvhs(base_study: Path, tmp_path: Path) -> None:
+    """An empty structure and a point marker are skipped with a note; the other DVHs are unchanged."""
+    study = _copy(base_study, tmp_path)
+    _add_empty_and_point_rois(study / "RS.dcm")
+    reference = _run(_cli("dvh", base_study, tmp_path / "reference"))
+    assert reference.returncode == 0, reference.stderr
+    for label, argv in (("study", _cli("dvh", study, tmp_path / "out_study")),
+                        ("files", [sys.executable, "-m", "rtdeep", "dvh", "--rtstruct", str(study / "RS.dcm"),
+                                   "--rtdose", str(study / "RD.dcm"), "--out", str(tmp_path / "out_files")])):
+        result = _run(argv)
+        assert result.returncode == 0, result.stderr
+        assert "skipped 'Areola'" in result.stdout and "skipped 'Marker1'" in result.stdout
+        means = _mean_doses(tmp_path / f"out_{label}")
+        assert "Areola" not in means and "Marker1" not in means
+        if label == "study":
+            assert means == _mean_doses(tmp_path / "reference")
+    named = _run([*_cli("dvh", study, tmp_path / "out_named"), "--structures", "Areola"])
+    assert named.returncode == 2 and "Areola" in named.stderr  # asked for by name: an error, not a skip
+
+
+def test_ct_not_covering_the_structures_switches_to_the_dose_grid(base_study: Path, tmp_path: Path) -> None:
+    """With one CT slice in the folder, the DVHs come from the contours on the dose grid, and it says so."""
+    study = _copy(base_study, tmp_path)
+    for path in sorted((study / "CT").glob("*.dcm"))[1:]:
+        path.unlink()
+    result = _run(_cli("dvh", study, tmp_path / "out_one_slice"))
+    assert result.returncode == 0, result.stderr
+    assert "does not cover" in result.stdout and "dose grid" in result.stdout
+    whole = _run([*_cli("dvh", base_study, tmp_path / "out_dose_grid"), "--grid", "dose"])
+    assert whole.returncode == 0, whole.stderr
+    assert _mean_doses(tmp_path / "out_one_slice") == _mean_doses(tmp_path / "out_dose_grid")
+    forced = _run([*_cli("dvh", study, tmp_path / "out_forced"), "--grid", "ct"])
+    assert forced.returncode == 2 and "--grid dose" in forced.stderr and "ROI '" in forced.stderr
+
+
+def test_validate_accepts_a_utf8_roi_name(base_study: Path, tmp_path: Path) -> None:
+    from malformed_corpus import edit
+
+    study = _copy(base_study, tmp_path)
+
+    def change(ds: pydicom.Dataset) -> None:
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.StructureSetROISequence[3].ROIName = "Herz_Größe_ü"
+
+    edit(study / "RS.dcm", change)
+    result = _run([sys.executable, "-m", "rtdeep", "validate", str(study / "RS.dcm"), *map(str, sorted(
+        (study / "CT").glob("*.dcm"))[:2])])
+    assert "Herz_Größe_ü" in result.stdout  # dcmpschk's byte-wise complaint, kept as a warning
+    assert "ROIName (3006,0026)" in result.stdout and "false positive" in result.stdout
+    assert not [line for line in result.stdout.splitlines() if line.startswith("ERROR") and "ROIName" in line]
+
+
+def test_voxel_limit_is_documented_and_adjustable(base_study: Path, tmp_path: Path) -> None:
+    small = {**ENV, "RTDEEP_MAX_VOXELS": "100000"}
+    result = subprocess.run([sys.executable, "-m", "rtdeep", "info", str(base_study)], capture_output=True, text=True,
+                            env=small, timeout=120)
+    assert result.returncode == 2
+    assert "RTDEEP_MAX_VOXELS" in result.stderr and "655,360 voxels" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -173,7 +173,44 @@ def run_dcmpschk(path: str | os.PathLike[str]) -> list[Finding]:
         elif not text or text.startswith("Test "):
             flush()
     flush()
-    return findings
+    return _charset_false_positives(Path(path), findings)
+
+
+#: most characters a text value may hold, by VR (PS3.5 6.2; characters, not bytes)
+_TEXT_VR_CHARS = {"SH": 16, "LO": 64, "PN": 64 * 5, "ST": 1024, "LT": 10240, "UT": 2**32 - 2, "UC": 2**32 - 2}
+
+
+def _charset_false_positives(path: Path, findings: list[Finding]) -> list[Finding]:
+    """dcmpschk checks text byte by byte without decoding SpecificCharacterSet (e.g. ISO_IR 192,
+    UTF-8), so it rejects a valid 'Größe'. Such a finding becomes a warning when pydicom decodes the
+    value in the file's character set and the text fits its VR (no backslash or control character,
+    not too many characters)."""
+    suspects = [f for f in findings if f.severity == "error" and "does not conform to data type" in f.message]
+    if not suspects:
+        return findings
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except _READ_ERRORS:
+        return findings
+    charset = ds.get("SpecificCharacterSet", "")
+    charset = "\\".join(charset) if isinstance(charset, (list, pydicom.multival.MultiValue)) else str(charset)
+    if not charset or charset in ("ISO_IR 6", "ISO 2022 IR 6"):
+        return findings
+    values: dict[str, tuple[str, str]] = {}
+    for element in ds.iterall():
+        if element.VR in _TEXT_VR_CHARS and element.value is not None:
+            values[f"({element.tag.group:04X},{element.tag.element:04X})"] = (element.VR, str(element.value))
+    result = []
+    for finding in findings:
+        tag = next((t for t in values if t in finding.message), None) if finding in suspects else None
+        if tag is not None:
+            vr, value = values[tag]
+            clean = not any(ch == "\\" or ord(ch) < 32 and ch not in "\r\n\t\f\x1b" for ch in value)
+            if clean and len(value) <= _TEXT_VR_CHARS[vr]:
+                finding = Finding("warning", finding.path, f"{finding.message} (a false positive: dcmpschk does not "
+                                  f"decode SpecificCharacterSet {charset}; the value is valid {vr} text)", finding.source)
+        result.append(finding)
+    return result
 
 
 def check_identifiers(ds: Dataset, path: str) -> list[Finding]:
