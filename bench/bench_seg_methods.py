@@ -3,7 +3,8 @@
 For each site (thorax, head and neck) it generates held-out synthetic patients (phantom seed
 ``--seed``, never the atlas seed nor a training seed: bundles whose model card names the same seed
 are refused), contours them with every method, and prints per organ the mean Dice and HD95 (mm)
-of each method and which method wins (highest mean Dice, ties to lower HD95). It also prints the
+of each method (with the standard deviation of Dice over the patients) and which method wins
+(highest mean Dice, ties to lower HD95), then each column's training budget from its model card. It also prints the
 mean volume ratio test/reference per method (below 1 = under-segmentation, which the talk reports
 for the commercial atlas tool) and the wall and CPU seconds per CT (on a busy machine the CPU
 seconds, summed over threads, are the fairer measure).
@@ -125,8 +126,8 @@ def _report(site: str, records: list[dict[str, Any]], methods: list[str]) -> Non
     for record in records:
         by_key[(record["roi_name"], record["method"])].append(record)
     n_patients = len({r["patient"] for r in records})
-    print(f"\n{get_site(site).title}: mean Dice / HD95 (mm) over {n_patients} held-out phantoms")
-    width = 16
+    print(f"\n{get_site(site).title}: mean Dice +- sd / mean HD95 (mm) over {n_patients} held-out phantoms")
+    width = 22
     print(f"{'organ':<16}" + "".join(f"{m:>{width}}" for m in present) + "   best (Dice)")
     wins: dict[str, int] = defaultdict(int)
     for organ in get_site(site).organ_names:
@@ -136,7 +137,8 @@ def _report(site: str, records: list[dict[str, Any]], methods: list[str]) -> Non
             dice = _mean([r["dice"] for r in rows])
             hd95 = _mean([r["hd95_mm"] for r in rows])
             scores[method] = (dice, -hd95 if not math.isnan(hd95) else -math.inf)
-            cells.append(f"{dice:.3f} / {hd95:5.1f}")
+            spread = float(np.nanstd([r["dice"] for r in rows])) if rows else math.nan
+            cells.append(f"{dice:.3f}+-{spread:.3f} / {hd95:5.1f}")
         best = max(present, key=lambda m: (scores[m][0] if not math.isnan(scores[m][0]) else -1.0, scores[m][1]))
         wins[best] += 1
         print(f"{organ:<16}" + "".join(f"{c:>{width}}" for c in cells) + f"   {best}")
@@ -152,6 +154,18 @@ def _report(site: str, records: list[dict[str, Any]], methods: list[str]) -> Non
     print(f"{'s per CT (med)':<16}" + "".join(f"{c:>{width}}" for c in time_cells))
     print(f"{'CPU s per CT':<16}" + "".join(f"{c:>{width}}" for c in cpu_cells))
     print("organs won: " + ", ".join(f"{m} {wins[m]}" for m in present))
+    for method in present:
+        print(f"budget {method}: {_budget(site, method)}")
+
+
+def _budget(site: str, method: str) -> str:
+    """The training budget a column had, as its model card states it."""
+    if method == "atlas":
+        return f"no training; {_ARGS.n_atlases} atlases registered per CT"
+    from rtdeep.bundles import load_bundle
+
+    training = load_bundle(f"{site}_{method}").metadata.get("rtdeep", {}).get("training", {})
+    return "; ".join(str(training[key]) for key in ("budget", "training_time") if key in training) or "not stated"
 
 
 _ARGS: argparse.Namespace

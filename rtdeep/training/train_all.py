@@ -8,7 +8,7 @@ Usage (from the project root; each stage can be re-run on its own)::
     python -m rtdeep.training.train_all package  # bundles + model cards + models.json
 
 Data (all synthetic, from :func:`rtdeep.phantom.generate_patient` on the clinical 512x512 grid):
-training phantoms seed 1 indices 0-15, validation (best epoch) seed 1 indices 16-17, held-out
+training phantoms seed 1 indices 0-11, validation (best epoch) seed 1 indices 16-17, held-out
 test seed 2 indices 100-105, never used in training or model selection. Work files go to
 ``bench/out/train_bundles/<site>_<arch>/`` (checkpoints, ``result.json``, ``heldout.json``).
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORK_DIR = PROJECT_ROOT / "bench" / "out" / "train_bundles"
 CACHE_DIR = PROJECT_ROOT / "bench" / "out" / "seg_cache"
 TRAIN_SEED, HELDOUT_SEED = 1, 2
-TRAIN_INDICES = list(range(16))
+TRAIN_INDICES = list(range(12))
 VAL_INDICES = [16, 17]
 HELDOUT_INDICES = list(range(100, 106))
 GRID = "clinical"
@@ -39,7 +40,16 @@ def _say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def train(sites: list[str], archs: list[str], minutes: float, threads: int) -> None:
+def train(sites: list[str], archs: list[str], minutes: float, threads: int, iterations: int | None = None,
+          finetune_from: Path | None = None) -> None:
+    """Train each (site, architecture) on the same phantoms.
+
+    Args:
+        minutes: wall-clock cap per model (a safety; the budget is ``iterations`` when given).
+        iterations: the equal budget: every model runs this many iterations (epochs of 50).
+        finetune_from: a models folder (``Resources/Models``): start each model from the weights of
+            the bundle of the same name there (fine-tuning); None trains from scratch.
+    """
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
     from rtdeep.training.data import cases_from_phantoms
@@ -54,9 +64,18 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int) -> N
             arch = get_arch(arch_name)
             name = bundle_name(site, arch)
             out = WORK_DIR / name
-            _say(f"training {name} for {minutes} min")
+            _say(f"training {name}: {iterations or 'unlimited'} iterations, at most {minutes} min")
+            per_epoch = 50
+            init = None
+            if finetune_from is not None and (finetune_from / name / "models" / "model.pt").is_file():
+                out.mkdir(parents=True, exist_ok=True)
+                init = out / "init_model.pt"  # a copy: the bundle may be replaced while this trains
+                if not init.is_file():
+                    shutil.copyfile(finetune_from / name / "models" / "model.pt", init)
             config = TrainConfig(site=site.name, arch=arch.name, seed=0, time_budget_s=minutes * 60,
-                                 iterations_per_epoch=40, threads=threads)
+                                 max_epochs=-(-iterations // per_epoch) if iterations else 1000,
+                                 iterations_per_epoch=per_epoch, threads=threads,
+                                 init_weights=None if init is None else str(init))
             result = train_segmentation(config, site, arch, train_cases, val_cases, out, resume=True,
                                         log_callback=lambda line, n=name: _say(f"{n}: {line}"))
             (out / "result.json").write_text(json.dumps({
@@ -65,6 +84,9 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int) -> N
                 "best_val_dice": result.best_val_dice, "threads": threads, "batch_size": arch.batch_size,
                 "train_phantoms": f"seed {TRAIN_SEED}, indices {TRAIN_INDICES[0]}-{TRAIN_INDICES[-1]}",
                 "val_phantoms": f"seed {TRAIN_SEED}, indices {VAL_INDICES[0]}-{VAL_INDICES[-1]}",
+                "iterations_budget": iterations, "minutes_cap": minutes,
+                "start": "fine-tuned from the previously shipped bundle of the same name" if init else "from scratch",
+                "augmentation": "rtdeep.training.sampling.augmentation (MONAI)",
             }, indent=1))
 
 
@@ -111,27 +133,37 @@ def heldout_phantom(site_name: str, index: int):  # -> (Volume, dict[str, np.nda
         return Volume(hu, data["affine"]), masks, str(data["patient_id"])
 
 
-def evaluate(sites: list[str], archs: list[str], threads: int) -> None:
-    """Held-out Dice per organ on the CT grid (full pipeline: segment_volume), median over phantoms."""
+def evaluate(sites: list[str], archs: list[str], threads: int, shipped: Path | None = None) -> None:
+    """Held-out Dice, HD95 and surface Dice (2 mm) per organ on the CT grid (full pipeline:
+    segment_volume), median and range over the phantoms, plus the plausibility findings.
+
+    Args:
+        shipped: evaluate the bundles in this models folder (``heldout_shipped.json``) instead of
+            the freshly trained ones (``heldout.json``).
+    """
     import torch
 
     from rtdeep.bundles import load_bundle
     from rtdeep.inference.segment import segment_volume
-    from rtdeep.metrics import dice_coefficient
+    from rtdeep.metrics import segment_metrics
     from rtdeep.models.architectures import get_arch
+    from rtdeep.plausibility import check_plausibility
     from rtdeep.sites import get_site
     from rtdeep.training.model_card import bundle_name
 
     torch.set_num_threads(threads)
     for site_name in sites:
         site = get_site(site_name)
-        names = [bundle_name(site, get_arch(a)) for a in archs if (WORK_DIR / bundle_name(site, get_arch(a)) / "best_model.pt").is_file()]
         bundles = {}
         for arch_name in archs:
             name = bundle_name(site, get_arch(arch_name))
-            if name in names:
+            if shipped is not None and (shipped / name).is_dir():
+                bundles[name] = load_bundle(shipped / name)
+            elif shipped is None and (WORK_DIR / name / "best_model.pt").is_file():
                 bundles[name] = load_bundle(_staging_bundle(site_name, arch_name))
-        scores: dict[str, dict[str, list[float]]] = {n: {o: [] for o in site.organ_names} for n in bundles}
+        metrics = ("dice", "hd95_mm", "surface_dice_2mm")
+        scores = {n: {m: {o: [] for o in site.organ_names} for m in metrics} for n in bundles}
+        findings: dict[str, list[str]] = {n: [] for n in bundles}
         seconds: dict[str, list[float]] = {n: [] for n in bundles}
         for index in HELDOUT_INDICES:
             ct, reference, patient_id = heldout_phantom(site.name, index)
@@ -141,20 +173,63 @@ def evaluate(sites: list[str], archs: list[str], threads: int) -> None:
                 seconds[name].append(time.perf_counter() - start)
                 for roi in rois:
                     if roi.name in reference:
-                        scores[name][roi.name].append(dice_coefficient(reference[roi.name], roi.mask))
+                        result = segment_metrics(reference[roi.name], roi.mask, ct.spacing_mm)
+                        for metric in metrics:
+                            scores[name][metric][roi.name].append(result[metric])
+                findings[name] += [f"{patient_id}: {f.message}" for f in check_plausibility(ct, rois)]
             _say(f"held-out {patient_id} done")
         for name in bundles:
             summary = {
                 "heldout_phantoms": f"seed {HELDOUT_SEED}, indices {HELDOUT_INDICES[0]}-{HELDOUT_INDICES[-1]} "
-                                    f"({len(HELDOUT_INDICES)} phantoms, clinical grid)",
-                "dice_median": {o: float(np.nanmedian(v)) for o, v in scores[name].items()},
-                "dice_min": {o: float(np.nanmin(v)) for o, v in scores[name].items()},
-                "dice_all": scores[name],
+                                    f"({len(HELDOUT_INDICES)} phantoms, clinical grid, scanner-randomised)",
+                "dice_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["dice"].items()},
+                "dice_min": {o: float(np.nanmin(v)) for o, v in scores[name]["dice"].items()},
+                "dice_max": {o: float(np.nanmax(v)) for o, v in scores[name]["dice"].items()},
+                "hd95_mm_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["hd95_mm"].items()},
+                "surface_dice_2mm_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["surface_dice_2mm"].items()},
+                "all": scores[name],
+                "plausibility_findings": findings[name],
                 "segment_volume_seconds_median": float(np.median(seconds[name])),
                 "threads": threads,
             }
-            (WORK_DIR / name / "heldout.json").write_text(json.dumps(summary, indent=1))
-            _say(f"{name}: " + ", ".join(f"{o} {d:.3f}" for o, d in summary["dice_median"].items()))
+            out = WORK_DIR / name
+            out.mkdir(parents=True, exist_ok=True)
+            (out / ("heldout.json" if shipped is None else "heldout_shipped.json")).write_text(json.dumps(summary, indent=1))
+            _say(f"{name}{' (shipped)' if shipped else ''}: "
+                 + ", ".join(f"{o} {d:.3f}" for o, d in summary["dice_median"].items())
+                 + f"; {len(findings[name])} plausibility findings")
+
+
+#: issue 9's floors: held-out Dice every bundled model should reach on phantoms it never saw
+FLOORS = {"Lung_L": 0.95, "Lung_R": 0.95, "Heart": 0.90, "Esophagus": 0.80, "SpinalCord": 0.85, "Parotid_L": 0.85,
+          "Parotid_R": 0.85, "Glnd_Submand_L": 0.80, "Glnd_Submand_R": 0.80, "Mandible": 0.90, "Brainstem": 0.85}
+
+
+def _floors_met(heldout: dict) -> bool:
+    return all(heldout["dice_median"].get(organ, 1.0) >= floor for organ, floor in FLOORS.items()
+               if organ in heldout["dice_median"])
+
+
+def _heldout_details(site, heldout: dict) -> str:  # site: rtdeep.sites.Site
+    """Card section: Dice range, HD95, surface Dice, floors and plausibility findings on the held-out phantoms."""
+    if not heldout or "hd95_mm_median" not in heldout:
+        return ""
+    lines = ["", "## Held-out detail (measured)",
+             f"{heldout['heldout_phantoms']}; `python -m rtdeep.training.train_all evaluate --sites {site.name}`.", "",
+             "| organ | Dice median (min-max) | HD95 mm median | surface Dice 2 mm median | floor | met |",
+             "|---|---|---|---|---|---|"]
+    for organ in site.organ_names:
+        dice = heldout["dice_median"][organ]
+        floor = FLOORS.get(organ)
+        lines.append(f"| {organ} | {dice:.3f} ({heldout['dice_min'][organ]:.3f}-{heldout['dice_max'][organ]:.3f}) | "
+                     f"{heldout['hd95_mm_median'][organ]:.1f} | {heldout['surface_dice_2mm_median'][organ]:.3f} | "
+                     f"{floor if floor is not None else '-'} | {'yes' if floor is None or dice >= floor else 'NO'} |")
+    verdict = "meets" if _floors_met(heldout) else "does NOT meet"
+    lines += ["", f"This model {verdict} the issue-9 floors on these phantoms.",
+              (f"Plausibility checks (`rtdeep.plausibility`) failed {len(heldout['plausibility_findings'])} time(s) "
+              f"on the {heldout['heldout_phantoms'].split('(')[1].split()[0]} held-out phantoms.")]
+    lines += [f"- {line}" for line in heldout["plausibility_findings"][:8]]
+    return "\n".join(lines) + "\n"
 
 
 def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Path | None) -> None:
@@ -183,13 +258,17 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
             heldout = json.loads((work / "heldout.json").read_text()) if (work / "heldout.json").is_file() else {}
             speed = bench.get(name, {})
             training = {
-                "data": "synthetic phantoms from rtdeep.phantom.generate_patient, clinical grid (512x512, "
-                        "0.8-1.2 mm pixels, 2.5-3 mm slices), no patient data",
+                "data": "synthetic phantoms from rtdeep.phantom.generate_patient, clinical grid with per-patient "
+                        "scanner randomisation (512x512, 0.5-1.2 mm pixels, 1-5 mm slices, noise, kernel, contrast "
+                        "phase, streaks, couch; docs/phantom.md), no patient data",
                 "training_phantoms": result["train_phantoms"],
                 "validation_phantoms": result["val_phantoms"] + " (used to pick the best epoch)",
                 "training_time": f"{result['train_seconds'] / 60:.1f} min wall on CPU ({result['threads']} thread(s), "
                                  f"machine shared with other jobs), {result['iterations']} iterations of batch "
                                  f"{result['batch_size']}, {result['epochs']} epochs, best epoch {result['best_epoch']}",
+                "budget": (f"{result.get('iterations_budget')} iterations for every model of this site (equal budget), "
+                           f"capped at {result.get('minutes_cap')} min; {result.get('start', 'from scratch')}; "
+                           f"augmentation: {result.get('augmentation', 'intensity jitter')}"),
                 "validation_dice_model_grid": ", ".join(f"{k} {v:.3f}" for k, v in result["best_val_dice"].items()),
             }
             speed_lines = {}
@@ -215,6 +294,7 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                 ),
                 speed=speed_lines,
             )
+            card += _heldout_details(site, heldout)
             network = build_network(arch.network_spec(site))
             network.load_state_dict(torch.load(work / "best_model.pt", weights_only=True))
             write_bundle(models_dir / name, network, metadata, card, overwrite=True)
@@ -227,6 +307,7 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                 "cpu_seconds_median": speed.get("wall_s_median"),
                 "peak_rss_mb_median": speed.get("peak_rss_mb_median"),
                 "heldout_dice_median": heldout.get("dice_median"),
+                "floors_met": _floors_met(heldout) if heldout else None,
                 "trained_on": "synthetic phantoms",
             }
             _say(f"packaged {models_dir / name}")
@@ -241,22 +322,33 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["train", "heldout", "evaluate", "package"])
+    parser.add_argument("stage", choices=["prepare", "train", "heldout", "evaluate", "package"])
     parser.add_argument("--sites", nargs="+", default=["thorax", "headneck"])
     parser.add_argument("--archs", nargs="+", default=["unet3d", "unet25d", "gan3d", "gan25d"])
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--iterations", type=int, help="equal training budget: iterations per model")
+    parser.add_argument("--finetune", action="store_true",
+                        help="start each model from the bundle of the same name in --models-dir")
+    parser.add_argument("--shipped", action="store_true", help="evaluate: the bundles in --models-dir, not the new ones")
     parser.add_argument("--models-dir", type=Path, default=PROJECT_ROOT / "Resources" / "Models")
     parser.add_argument("--bench-json", type=Path, default=PROJECT_ROOT / "bench" / "out" / "bench_segment.json")
     args = parser.parse_args(argv)
     if args.stage == "train":
-        train(args.sites, args.archs, args.minutes, args.threads)
+        train(args.sites, args.archs, args.minutes, args.threads, args.iterations,
+              args.models_dir if args.finetune else None)
+    elif args.stage == "prepare":  # training caches, once, before the models train in parallel
+        from rtdeep.sites import get_site
+        from rtdeep.training.data import cases_from_phantoms
+
+        for site_name in args.sites:
+            cases_from_phantoms(get_site(site_name), VAL_INDICES + TRAIN_INDICES, TRAIN_SEED, GRID, CACHE_DIR)
     elif args.stage == "heldout":
         for site_name in args.sites:
             for index in HELDOUT_INDICES:
                 heldout_phantom(site_name, index)
     elif args.stage == "evaluate":
-        evaluate(args.sites, args.archs, args.threads)
+        evaluate(args.sites, args.archs, args.threads, args.models_dir if args.shipped else None)
     else:
         package(args.sites, args.archs, args.models_dir, args.bench_json)
     return 0
