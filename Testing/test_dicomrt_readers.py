@@ -21,6 +21,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from scipy import ndimage
 
 from rtdeep.dicomrt.ct_reader import read_ct_series, slice_pixels
 from rtdeep.dicomrt.rasterize import rasterize_planes
@@ -747,11 +748,24 @@ def test_resample_dose_trilinear_axis_aligned_and_oblique(tmp_path):
         on_ct = resample_dose(dose, ct)
         assert on_ct.same_grid(ct.volume)
         inside = _inside(dose.dose, ct.volume, margin=1e-6)
-        outside = ~_inside(dose.dose, ct.volume, margin=-1e-2)
-        assert inside.any() and outside.any()
+        # the one edge rule (rtdeep.resample): up to half a dose voxel beyond the edge voxel centres
+        # a CT voxel takes the edge value; farther out it gets 0
+        edge_band = ~_inside(dose.dose, ct.volume, margin=-1e-6) & _inside(dose.dose, ct.volume, margin=-0.49)
+        outside = ~_inside(dose.dose, ct.volume, margin=-0.51)
+        assert inside.any() and outside.any() and edge_band.any()
         expected = dose_on_grid(ct_affine, ct.volume.shape)
         np.testing.assert_allclose(on_ct.array[inside], expected[inside], atol=2e-3)
+        clamped = _clamped_index(dose.dose, ct.volume)[edge_band]
+        at_edge = ndimage.map_coordinates(dose.dose.array, clamped[:, ::-1].T, order=1)
+        np.testing.assert_allclose(on_ct.array[edge_band], at_edge, atol=2e-3)
         assert not on_ct.array[outside].any()
+
+
+def _clamped_index(dose: Volume, grid: Volume) -> np.ndarray:
+    """Continuous dose index (i, j, k) of every CT voxel centre, clamped to the dose grid, ``[k, j, i, 3]``."""
+    kk, jj, ii = np.meshgrid(*(np.arange(n) for n in grid.shape), indexing="ij")
+    index = dose.lps_to_index(grid.index_to_lps(np.stack([ii, jj, kk], axis=-1)))
+    return np.clip(index, 0, np.array(dose.size_ijk) - 1)
 
 
 def _inside(dose: Volume, grid: Volume, margin: float) -> np.ndarray:

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from rtdeep.bundles import load_bundle
-from rtdeep.inference.resample import resample_box_to_grid, resample_to_spacing
 from rtdeep.inference.segment import segment_volume
 from rtdeep.metrics import dice_coefficient
 from rtdeep.models.architectures import ARCHITECTURES
+from rtdeep.resample import resample_box_to_grid, resample_to_spacing
 from rtdeep.sites import SITES
 from rtdeep.training.data import SegCase, prepare_case
 from rtdeep.training.trainer import TrainConfig, train_segmentation

@@ -28,9 +28,10 @@ import numpy as np
 from scipy import ndimage
 
 from rtdeep.dicomrt.types import DoseGrid, StructureSet
-from rtdeep.dvh import bounding_box, masks_from_structures, sample_on_grid
+from rtdeep.dvh import bounding_box, masks_from_structures
 from rtdeep.errors import CropError, DoseError, GeometryError
 from rtdeep.names import NameMatch, is_pattern, resolve_roi_names
+from rtdeep.resample import sample_on_grid
 from rtdeep.volume import Volume
 
 __all__ = ["PRESETS", "Crop", "CropSpec", "FixedCrop", "crop_study", "get_preset", "resample_fixed"]

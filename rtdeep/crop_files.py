@@ -32,28 +32,19 @@ from rtdeep.crop import Crop, CropSpec, FixedCrop
 from rtdeep.errors import CropError, RtDeepError
 from rtdeep.fileio import OutputExistsError, atomic_write
 from rtdeep.names import NameMatch
-from rtdeep.volume import Volume
+from rtdeep.volume import Volume, ras_from_lps_affine
 
 __all__ = [
     "CROP_FORMATS",
     "export_crops",
     "load_crop_npz",
     "publish_staged",
-    "ras_affine",
     "read_manifest",
     "save_crop_mat",
     "save_crop_nifti",
     "save_crop_npz",
     "save_nifti",
 ]
-
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def ras_affine(affine_lps: np.ndarray) -> np.ndarray:
-    """The NIfTI (RAS) affine of a grid whose index(i, j, k) -> LPS affine is ``affine_lps``."""
-    return _LPS_TO_RAS @ np.asarray(affine_lps, dtype=np.float64)
-
 
 def _spec_mat(spec: CropSpec) -> dict:
     return {
@@ -180,7 +171,7 @@ def save_nifti(volume: Volume, path: str | PathLike[str], *, overwrite: bool = F
     import nibabel as nib
 
     array = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
-    image = nib.Nifti1Image(np.ascontiguousarray(np.transpose(array, (2, 1, 0))), ras_affine(volume.affine))
+    image = nib.Nifti1Image(np.ascontiguousarray(np.transpose(array, (2, 1, 0))), ras_from_lps_affine(volume.affine))
     image.header.set_xyzt_units("mm")
     image.set_qform(image.affine, code=1)
     image.set_sform(image.affine, code=1)

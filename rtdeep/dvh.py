@@ -32,23 +32,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from rtdeep.dicomrt.types import StructureSet
 from rtdeep.errors import DoseError, GeometryError, StructureError
+from rtdeep.resample import axis_weights, covered_on_grid, sample_on_grid
 from rtdeep.volume import Volume
 
 __all__ = [
     "DEFAULT_BIN_WIDTH_GY",
     "DVH",
     "bounding_box",
-    "covered_on_grid",
     "dvh_from_samples",
     "dvh_on_ct_grid",
     "dvh_on_dose_grid",
     "masks_from_structures",
     "mean_dose_gy",
-    "sample_on_grid",
 ]
 
 DEFAULT_BIN_WIDTH_GY = 0.01
@@ -204,96 +202,6 @@ def mean_dose_gy(dvh: DVH) -> float:
     return dvh.mean_gy
 
 
-def _axis_weights(coords: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Linear interpolation indices/weights along one axis, and which coords lie on the grid.
-
-    A coordinate within half a voxel outside the first or last voxel centre counts as covered
-    (its value is clamped to that voxel), as a voxel's dose stands for the whole voxel.
-    """
-    covered = (coords >= -0.5 - 1e-6) & (coords <= n - 0.5 + 1e-6)
-    clamped = np.clip(coords, 0.0, n - 1.0)
-    low = np.minimum(np.floor(clamped).astype(np.int64), max(n - 2, 0))
-    high = np.minimum(low + 1, n - 1)
-    weight = clamped - low
-    return low, high, weight, covered
-
-
-def sample_on_grid(
-    source: Volume, affine: np.ndarray, shape: tuple[int, int, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Trilinearly sample ``source`` at the voxel centres of another grid.
-
-    Args:
-        source: e.g. an RT Dose in Gy on its own grid.
-        affine: the target grid's index-to-LPS affine.
-        shape: the target grid's shape ``[k, j, i]``.
-
-    Returns:
-        ``(values float32 [k, j, i], covered bool [k, j, i])``: values are 0 where the target voxel
-        lies outside the source grid (or the source is NaN), and ``covered`` is False there.
-    """
-    to_source = np.linalg.inv(source.affine) @ np.asarray(affine, dtype=np.float64)
-    linear = to_source[:3, :3]
-    src = source.array
-    n_k, n_j, n_i = src.shape
-    if np.allclose(linear - np.diag(np.diag(linear)), 0.0, atol=1e-6):
-        # axis-aligned grids: separable interpolation, one axis at a time (fast)
-        axes = [to_source[a, a] * np.arange(shape[2 - a]) + to_source[a, 3] for a in range(3)]
-        li, hi, wi, ci = _axis_weights(axes[0], n_i)
-        lj, hj, wj, cj = _axis_weights(axes[1], n_j)
-        lk, hk, wk, ck = _axis_weights(axes[2], n_k)
-        values = src[lk].astype(np.float32) * (1 - wk)[:, None, None].astype(np.float32)
-        values += src[hk].astype(np.float32) * wk[:, None, None].astype(np.float32)
-        values = values[:, lj] * (1 - wj)[None, :, None].astype(np.float32) + values[:, hj] * wj[
-            None, :, None
-        ].astype(np.float32)
-        values = values[:, :, li] * (1 - wi).astype(np.float32) + values[:, :, hi] * wi.astype(np.float32)
-        covered = ck[:, None, None] & cj[None, :, None] & ci[None, None, :]
-    else:
-        kk, jj, ii = np.indices(shape, dtype=np.float64)
-        ijk = np.stack([ii, jj, kk], axis=-1) @ linear.T + to_source[:3, 3]
-        coords = np.stack([ijk[..., 2], ijk[..., 1], ijk[..., 0]])
-        values = ndimage.map_coordinates(src.astype(np.float32), coords, order=1, mode="nearest")
-        covered = np.ones(shape, dtype=bool)
-        for axis, n in zip(range(3), (n_k, n_j, n_i)):
-            covered &= (coords[axis] >= -0.5 - 1e-6) & (coords[axis] <= n - 0.5 + 1e-6)
-    nan = np.isnan(values)
-    if nan.any():
-        covered &= ~nan
-    values = np.where(covered, values, np.float32(0.0)).astype(np.float32, copy=False)
-    return values, covered
-
-
-def covered_on_grid(
-    source: Volume, affine: np.ndarray, shape: tuple[int, int, int], margin_voxels: float = 0.5
-) -> np.ndarray:
-    """Which voxel centres of a target grid lie on ``source``'s grid: bool ``[k, j, i]``.
-
-    Args:
-        source: the grid whose extent counts (e.g. the native dose grid).
-        affine, shape: the target grid.
-        margin_voxels: how far beyond the centres of the source's edge voxels still counts
-            (0.5: the whole edge voxel, as :func:`sample_on_grid` clamps there; ~0 matches a
-            resampler that writes 0 beyond the edge centres, as ``resample_dose`` does).
-    """
-    to_source = np.linalg.inv(source.affine) @ np.asarray(affine, dtype=np.float64)
-    n_kji = source.shape
-    if np.allclose(to_source[:3, :3] - np.diag(np.diag(to_source[:3, :3])), 0.0, atol=1e-6):
-        ok = []
-        for a in range(3):
-            coords = to_source[a, a] * np.arange(shape[2 - a]) + to_source[a, 3]
-            n = n_kji[2 - a]
-            ok.append((coords >= -margin_voxels - 1e-6) & (coords <= n - 1 + margin_voxels + 1e-6))
-        return ok[2][:, None, None] & ok[1][None, :, None] & ok[0][None, None, :]
-    kk, jj, ii = np.indices(shape, dtype=np.float64)
-    ijk = np.stack([ii, jj, kk], axis=-1) @ to_source[:3, :3].T + to_source[:3, 3]
-    covered = np.ones(shape, dtype=bool)
-    for a in range(3):
-        n = n_kji[2 - a]
-        covered &= (ijk[..., a] >= -margin_voxels - 1e-6) & (ijk[..., a] <= n - 1 + margin_voxels + 1e-6)
-    return covered
-
-
 def masks_from_structures(structures: StructureSet | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Name -> bool mask ``[k, j, i]`` from a StructureSet or a mapping."""
     if isinstance(structures, StructureSet):
@@ -389,8 +297,8 @@ def dvh_on_ct_grid(
             nan = np.isnan(dose_box) if np.issubdtype(dose_box.dtype, np.floating) else None
             covered = None if nan is None or not nan.any() else ~nan
             if dose_grid is not None:
-                # Study.dose_on_ct is 0 beyond the edge voxel centres: count only what it covers
-                extent = covered_on_grid(dose_grid, _box_affine(grid, box), inside.shape, margin_voxels=1e-3)
+                # Study.dose_on_ct is 0 where the dose grid does not reach: count only what it covers
+                extent = covered_on_grid(dose_grid, _box_affine(grid, box), inside.shape)
                 covered = extent if covered is None else covered & extent
         else:
             dose_box, covered = sample_on_grid(dose_gy, _box_affine(grid, box), inside.shape)
@@ -509,14 +417,13 @@ def _sample_roi_on_dose_grid(
     plane_mm = np.asarray(keys)
     ks = plane_mm / dose.spacing_mm[2]
     n_k, n_j, n_i = dose.shape
-    lk, hk, wk, ok_k = _axis_weights(ks, n_k)
-    lj, hj, wj, ok_j = _axis_weights(ys, n_j)
-    li, hi, wi, ok_i = _axis_weights(xs, n_i)
+    lk, hk, wk, ok_k = axis_weights(ks, n_k)
+    lj, hj, wj, ok_j = axis_weights(ys, n_j)
+    li, hi, wi, ok_i = axis_weights(xs, n_i)
     src = dose.array.astype(np.float32, copy=False)
-    lattice = src[lk] * (1 - wk).astype(np.float32)[:, None, None] + src[hk] * wk.astype(np.float32)[:, None, None]
-    lattice = lattice[:, lj] * (1 - wj).astype(np.float32)[None, :, None] + lattice[:, hj] * wj.astype(
-        np.float32)[None, :, None]
-    lattice = lattice[:, :, li] * (1 - wi).astype(np.float32) + lattice[:, :, hi] * wi.astype(np.float32)
+    lattice = src[lk] * (1 - wk)[:, None, None] + src[hk] * wk[:, None, None]
+    lattice = lattice[:, lj] * (1 - wj)[None, :, None] + lattice[:, hj] * wj[None, :, None]
+    lattice = lattice[:, :, li] * (1 - wi) + lattice[:, :, hi] * wi
     ok = ok_k[p] & ok_j[r] & ok_i[c]
     values = lattice[p, r, c]
     values[~ok] = 0.0

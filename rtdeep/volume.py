@@ -12,7 +12,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Volume", "affine_from_geometry"]
+__all__ = ["LPS_TO_RAS", "Volume", "affine_from_geometry", "lps_from_ras_affine", "ras_from_lps_affine"]
+
+#: 4x4 matrix turning LPS millimetres into RAS millimetres (x and y negated; its own inverse). The
+#: one place rtdeep changes between DICOM's LPS and the RAS of Slicer and NIfTI.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def ras_from_lps_affine(affine_lps: np.ndarray) -> np.ndarray:
+    """Index-to-LPS affine -> index-to-RAS matrix (4x4), as Slicer's IJKToRAS and NIfTI expect."""
+    return LPS_TO_RAS @ np.asarray(affine_lps, dtype=np.float64)
+
+
+def lps_from_ras_affine(ijk_to_ras: np.ndarray) -> np.ndarray:
+    """Index-to-RAS matrix -> index-to-LPS affine (4x4)."""
+    return LPS_TO_RAS @ np.asarray(ijk_to_ras, dtype=np.float64)
 
 
 def affine_from_geometry(

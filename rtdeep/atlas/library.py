@@ -89,12 +89,12 @@ def _label_map(rois: list, organ_names: tuple[str, ...], shape: tuple[int, int, 
 
 def build_atlas(site: str, index: int, seed: int = ATLAS_SEED) -> Atlas:
     """Generate phantom ``index`` of ``site`` and turn it into an :class:`Atlas` (no caching)."""
-    from rtdeep.inference.resample import resample_to_spacing
     from rtdeep.phantom import generate_patient
+    from rtdeep.resample import resample_to_spacing
 
     organ_names = SITES[site].organ_names
     patient = generate_patient(site, index, seed, grid="small")
-    ct = resample_to_spacing(patient.ct, (ATLAS_SPACING_MM,) * 3, order=1)
+    ct = resample_to_spacing(patient.ct, (ATLAS_SPACING_MM,) * 3)
     labels = _label_map(patient.rois, organ_names, patient.ct.shape, site)
     return Atlas(
         patient_id=str(patient.patient_id),

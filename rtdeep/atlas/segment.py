@@ -83,13 +83,8 @@ def segment_with_atlas(
         >>> [roi.name for roi in rois]  # doctest: +SKIP
         ['Lung_L', 'Lung_R', 'Heart', 'Esophagus', 'SpinalCord']
     """
-    from rtdeep.inference.resample import (
-        body_box,
-        crop_volume,
-        model_grid_affine,
-        resample_box_to_grid,
-        resample_to_spacing,
-    )
+    from rtdeep.inference.preprocess import body_box, crop_volume
+    from rtdeep.resample import model_grid_affine, resample_box_to_grid, resample_to_spacing
 
     volume = ct.volume if isinstance(ct, CtSeries) else ct
     site = str(site).strip().lower()
@@ -100,7 +95,7 @@ def segment_with_atlas(
     atlases = load_atlases(site, n_atlases)
 
     body = crop_volume(volume, body_box(np.asarray(volume.array)))
-    fixed = resample_to_spacing(body, (ATLAS_SPACING_MM,) * 3, order=1)
+    fixed = resample_to_spacing(body, (ATLAS_SPACING_MM,) * 3)
     vote_affine, vote_shape = model_grid_affine(body, np.maximum(body.spacing_mm, VOTE_SPACING_MM))
     vote_reference = _reference_image(vote_affine, vote_shape)
     votes = np.zeros((len(organ_names), *vote_shape), np.uint8)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from scipy import ndimage
 
 from rtdeep.dicomrt.ct_reader import check_orientation
 from rtdeep.dicomrt.dataset import (
@@ -28,6 +27,7 @@ from rtdeep.dicomrt.dataset import (
 )
 from rtdeep.dicomrt.types import CtSeries, DoseGrid
 from rtdeep.errors import DicomReadError, DoseError, FrameOfReferenceError
+from rtdeep.resample import sample_on_grid
 from rtdeep.volume import Volume
 
 __all__ = ["PERCENT_THRESHOLD", "read_rtdose", "resample_dose"]
@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 #: relative dose values above this maximum are taken as percent rather than fractions
 PERCENT_THRESHOLD = 5.0
-_EDGE_TOLERANCE = 1e-3  # index units: CT voxel centres this close outside the dose grid still count
 
 
 def _read(path: Path) -> pydicom.Dataset:
@@ -193,59 +192,6 @@ def _read_dose(ds: pydicom.Dataset, path: Path, prescription_gy: float | None) -
     )
 
 
-def _separable(combined: np.ndarray) -> bool:
-    """True when CT axis a maps to dose axis a alone (both grids axis-aligned the same way)."""
-    return bool(np.allclose(combined[:3, :3], np.diag(np.diag(combined[:3, :3])), atol=1e-6))
-
-
-def _axis_weights(coords: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Linear interpolation along one axis: lower index, weight of upper, and inside flags."""
-    inside = (coords >= -_EDGE_TOLERANCE) & (coords <= size - 1 + _EDGE_TOLERANCE)
-    coords = np.clip(coords, 0, size - 1)
-    lower = np.minimum(np.floor(coords).astype(np.int64), max(size - 2, 0))
-    weight = coords - lower
-    upper = np.minimum(lower + 1, size - 1)
-    return lower, upper, weight.astype(np.float32), inside
-
-
-def _resample_separable(dose: np.ndarray, combined: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, bool]:
-    n_k, n_j, n_i = shape
-    scale, shift = np.diag(combined[:3, :3]), combined[:3, 3]
-    axes = [_axis_weights(np.arange(n) * scale[a] + shift[a], dose.shape[2 - a]) for a, n in enumerate((n_i, n_j, n_k))]
-    (li, ui, wi, ini), (lj, uj, wj, inj), (lk, uk, wk, ink) = axes
-    out = np.zeros(shape, dtype=np.float32)
-    ks, js, is_ = np.flatnonzero(ink), np.flatnonzero(inj), np.flatnonzero(ini)
-    if not (ks.size and js.size and is_.size):
-        return out, False
-    # interpolate along k, then j, then i, over the CT voxels inside the dose grid, a few slices at a time
-    for start in range(0, ks.size, 16):
-        block = ks[start:start + 16]
-        slab = dose[lk[block]] * (1 - wk[block])[:, None, None] + dose[uk[block]] * wk[block][:, None, None]
-        slab = slab[:, lj[js]] * (1 - wj[js])[None, :, None] + slab[:, uj[js]] * wj[js][None, :, None]
-        slab = slab[:, :, li[is_]] * (1 - wi[is_]) + slab[:, :, ui[is_]] * wi[is_]
-        out[np.ix_(block, js, is_)] = slab
-    return out, True
-
-
-def _resample_general(dose: np.ndarray, combined: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, bool]:
-    n_k, n_j, n_i = shape
-    upper = np.array(dose.shape[::-1], dtype=np.float64) - 1  # (i, j, k) limits
-    out = np.zeros(shape, dtype=np.float32)
-    jj, ii = np.mgrid[0:n_j, 0:n_i].astype(np.float64)
-    any_inside = False
-    for k in range(n_k):
-        coords = [combined[a, 0] * ii + combined[a, 1] * jj + combined[a, 2] * k + combined[a, 3] for a in range(3)]
-        inside = np.ones((n_j, n_i), dtype=bool)
-        for a in range(3):
-            inside &= (coords[a] >= -_EDGE_TOLERANCE) & (coords[a] <= upper[a] + _EDGE_TOLERANCE)
-        if not inside.any():
-            continue
-        any_inside = True
-        points = np.stack([np.clip(coords[a][inside], 0, upper[a]) for a in (2, 1, 0)])  # (k, j, i) order
-        out[k][inside] = ndimage.map_coordinates(dose, points, order=1, mode="nearest")
-    return out, any_inside
-
-
 def resample_dose(dose: DoseGrid, ct: CtSeries) -> Volume:
     """Trilinear resampling of a dose onto the CT grid.
 
@@ -254,8 +200,8 @@ def resample_dose(dose: DoseGrid, ct: CtSeries) -> Volume:
         ct: the CT whose grid receives the dose.
 
     Returns:
-        A :class:`Volume` on ``ct.volume``'s grid, float32 Gy; CT voxels whose centres lie outside
-        the dose grid (beyond the centres of its edge voxels) are 0.
+        A :class:`Volume` on ``ct.volume``'s grid, float32 Gy; CT voxels the dose grid does not cover
+        (:mod:`rtdeep.resample`'s edge rule: beyond half a dose voxel past its edge voxels) are 0.
 
     Raises:
         FrameOfReferenceError: dose and CT have different FrameOfReferenceUIDs.
@@ -267,13 +213,8 @@ def resample_dose(dose: DoseGrid, ct: CtSeries) -> Volume:
         raise FrameOfReferenceError(
             f"dose frame of reference {dose.frame_of_reference_uid} differs from the CT's "
             f"{ct.frame_of_reference_uid}", path=dose.path, tag="FrameOfReferenceUID (0020,0052)")
-    combined = np.linalg.inv(dose.dose.affine) @ ct.volume.affine
-    values = dose.dose.array.astype(np.float32, copy=False)
-    overlap = _overlaps(dose.dose, ct.volume)
-    if overlap:
-        resample = _resample_separable if _separable(combined) else _resample_general
-        resampled, overlap = resample(values, combined, ct.volume.shape)
-    if not overlap:
+    resampled, covered = sample_on_grid(dose.dose, ct.volume.affine, ct.volume.shape)
+    if not covered.any():
         ct_lo, ct_hi = ct.volume.bounds_lps()
         dose_lo, dose_hi = dose.dose.bounds_lps()
         raise DoseError(
@@ -281,14 +222,3 @@ def resample_dose(dose: DoseGrid, ct: CtSeries) -> Volume:
             f"overlap the CT (LPS {np.round(ct_lo, 1).tolist()} to {np.round(ct_hi, 1).tolist()} mm)",
             path=dose.path, tag="ImagePositionPatient (0020,0032)")
     return Volume(resampled, ct.volume.affine.copy())
-
-
-def _overlaps(dose: Volume, grid: Volume) -> bool:
-    """True when at least one CT voxel centre lies within the dose grid's extent."""
-    combined = np.linalg.inv(dose.affine) @ grid.affine
-    n_i, n_j, n_k = grid.size_ijk
-    corners = np.array([[i, j, k, 1] for i in (0, n_i - 1) for j in (0, n_j - 1) for k in (0, n_k - 1)], float)
-    mapped = corners @ combined.T
-    lo, hi = mapped[:, :3].min(axis=0), mapped[:, :3].max(axis=0)
-    limits = np.array(dose.size_ijk, dtype=np.float64) - 1
-    return bool(np.all(hi >= -_EDGE_TOLERANCE) and np.all(lo <= limits + _EDGE_TOLERANCE))

@@ -10,11 +10,9 @@ import numpy as np
 
 from rtdeep.dicomrt.types import Roi
 from rtdeep.fileio import atomic_write
-from rtdeep.volume import Volume
+from rtdeep.volume import Volume, ras_from_lps_affine
 
 __all__ = ["write_label_map"]
-
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def write_label_map(
@@ -30,7 +28,7 @@ def write_label_map(
     labels = np.zeros(grid.shape, np.uint8)
     for index, roi in enumerate(rois, start=1):
         labels[roi.mask] = roi.number or index
-    image = nib.Nifti1Image(np.ascontiguousarray(labels.transpose(2, 1, 0)), _LPS_TO_RAS @ grid.affine)
+    image = nib.Nifti1Image(np.ascontiguousarray(labels.transpose(2, 1, 0)), ras_from_lps_affine(grid.affine))
     image.header.set_xyzt_units("mm")
 
     def write(tmp: Path) -> None:

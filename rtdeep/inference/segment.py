@@ -21,14 +21,9 @@ from rtdeep.dicomrt.types import Roi
 from rtdeep.errors import BundleError
 from rtdeep.inference.postprocess import clean_organ_mask
 from rtdeep.inference.predict import predict_probabilities
-from rtdeep.inference.resample import (
-    body_box,
-    crop_volume,
-    resample_box_to_grid,
-    resample_to_spacing,
-    window_hu,
-)
+from rtdeep.inference.preprocess import body_box, crop_volume, window_hu
 from rtdeep.progress import ProgressCallback, report_progress, scaled_progress
+from rtdeep.resample import resample_box_to_grid, resample_to_spacing
 from rtdeep.volume import Volume
 
 __all__ = ["predict_label_map", "segment_volume"]

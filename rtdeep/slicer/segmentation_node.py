@@ -16,12 +16,8 @@ from vtk.util import numpy_support
 
 from rtdeep.dicomrt.types import Roi
 from rtdeep.errors import GeometryError, StructureError
-from rtdeep.slicer.volume_node import (
-    node_ijk_to_ras,
-    ras_from_lps_affine,
-    vtk_matrix_from_array,
-)
-from rtdeep.volume import Volume
+from rtdeep.slicer.volume_node import node_ijk_to_ras, vtk_matrix_from_array
+from rtdeep.volume import Volume, ras_from_lps_affine
 
 __all__ = [
     "TAG_GENERATION_ALGORITHM",

@@ -14,33 +14,16 @@ import vtk
 from vtk.util import numpy_support
 
 from rtdeep.errors import GeometryError
-from rtdeep.volume import Volume
+from rtdeep.volume import Volume, lps_from_ras_affine, ras_from_lps_affine
 
 __all__ = [
-    "LPS_TO_RAS",
     "array_from_vtk_matrix",
-    "lps_from_ras_affine",
     "node_from_volume",
     "node_ijk_to_ras",
-    "ras_from_lps_affine",
     "update_node_from_volume",
     "volume_from_node",
     "vtk_matrix_from_array",
 ]
-
-#: 4x4 matrix turning LPS millimetres into RAS millimetres (its own inverse).
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def ras_from_lps_affine(affine_lps: np.ndarray) -> np.ndarray:
-    """Index-to-LPS affine -> index-to-RAS matrix (4x4)."""
-    return LPS_TO_RAS @ np.asarray(affine_lps, dtype=np.float64)
-
-
-def lps_from_ras_affine(ijk_to_ras: np.ndarray) -> np.ndarray:
-    """Index-to-RAS matrix -> index-to-LPS affine (4x4)."""
-    return LPS_TO_RAS @ np.asarray(ijk_to_ras, dtype=np.float64)
-
 
 def vtk_matrix_from_array(matrix: np.ndarray) -> vtk.vtkMatrix4x4:
     """A new ``vtkMatrix4x4`` holding ``matrix`` (4x4)."""

@@ -20,7 +20,8 @@ import numpy as np
 
 from rtdeep.dicomrt.types import Roi
 from rtdeep.errors import RtDeepError
-from rtdeep.inference.resample import body_box, crop_volume, resample_to_spacing, window_hu
+from rtdeep.inference.preprocess import body_box, crop_volume, window_hu
+from rtdeep.resample import resample_to_spacing
 from rtdeep.sites import Site
 from rtdeep.volume import Volume
 

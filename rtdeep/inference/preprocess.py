@@ -1,0 +1,46 @@
+"""What a CT goes through before a network: crop to the body, window the HU.
+
+Resampling to the model grid and back is :mod:`rtdeep.resample`. Arrays are ``[k, j, i]``; affines
+map (i, j, k) to LPS mm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rtdeep.volume import Volume
+
+__all__ = ["body_box", "crop_volume", "window_hu"]
+
+
+def window_hu(hu: np.ndarray, window: Sequence[float]) -> np.ndarray:
+    """Map HU linearly so ``window[0]`` -> 0 and ``window[1]`` -> 1, clipped; float32."""
+    low, high = float(window[0]), float(window[1])
+    return np.clip((np.asarray(hu, dtype=np.float32) - low) / (high - low), 0.0, 1.0)
+
+
+def crop_volume(volume: Volume, box_kji: tuple[slice, slice, slice]) -> Volume:
+    """The part of ``volume`` inside ``box_kji`` (array order), with its affine shifted to match."""
+    start_ijk = np.array([box_kji[2].start or 0, box_kji[1].start or 0, box_kji[0].start or 0], float)
+    affine = volume.affine.copy()
+    affine[:3, 3] = volume.index_to_lps(start_ijk)
+    return Volume(volume.array[box_kji], affine)
+
+
+def body_box(hu: np.ndarray, threshold_hu: float = -500.0, margin: int = 4) -> tuple[slice, slice, slice]:
+    """Bounding box ``[k, j, i]`` of voxels above ``threshold_hu`` (the patient and couch), plus a margin.
+
+    Rows and columns are cropped; slices are kept whole. Returns the full grid when nothing is above.
+    """
+    above = hu > threshold_hu
+    rows = np.flatnonzero(above.any(axis=(0, 2)))
+    cols = np.flatnonzero(above.any(axis=(0, 1)))
+    if rows.size == 0 or cols.size == 0:
+        return (slice(0, hu.shape[0]), slice(0, hu.shape[1]), slice(0, hu.shape[2]))
+    return (
+        slice(0, hu.shape[0]),
+        slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + margin + 1, hu.shape[1])),
+        slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + margin + 1, hu.shape[2])),
+    )
