@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "train-pneumonitis": "train_pneumonitis",
     "predict-pneumonitis": "predict_pneumonitis",
     "demo": "demo",
+    "fourd": "fourd",
+    "drr": "drr",
     "app": "app",
 }
 

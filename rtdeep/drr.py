@@ -3,8 +3,9 @@
 Geometry (IEC 61217, head-first supine; LPS = DICOM patient coordinates, mm):
 
 * gantry angle ``g``: the source sits at ``iso + SAD * (sin g, -cos g, 0)`` (0 deg: anterior,
-  90 deg: the patient's left); couch angle ``c`` turns the gantry frame about the vertical axis by
-  ``-c`` in patient coordinates;
+  90 deg: the patient's left); couch angle ``c`` (IEC: counter-clockwise seen from above) turns the
+  room's vectors about the vertical by ``-c`` in patient coordinates (gantry 90, couch 90: the
+  source is inferior to the patient);
 * the imager (IEC X-ray image receptor) is perpendicular to the beam axis at ``SID`` from the
   source, ``SID - SAD`` beyond the isocentre; its x and y axes are the gantry's ``X_g``
   (``(cos g, sin g, 0)``: patient left at 0 deg) and ``Y_g`` (towards the gantry: superior);
@@ -78,9 +79,10 @@ class BeamGeometry:
         x_g = np.array([np.cos(g), np.sin(g), 0.0])
         y_g = np.array([0.0, 0.0, 1.0])
         z_g = np.array([np.sin(g), -np.cos(g), 0.0])
-        # couch rotation c about the vertical (LPS -y) turns the patient; the beam turns by -c relative to it
+        # the couch turns the patient by c counter-clockwise seen from above (IEC); in patient
+        # coordinates the room's vectors turn the other way: at gantry 90, couch 90 the source is inferior
         cos_c, sin_c = np.cos(c), np.sin(c)
-        rotation = np.array([[cos_c, 0.0, -sin_c], [0.0, 1.0, 0.0], [sin_c, 0.0, cos_c]])
+        rotation = np.array([[cos_c, 0.0, sin_c], [0.0, 1.0, 0.0], [-sin_c, 0.0, cos_c]])
         return rotation @ x_g, rotation @ y_g, rotation @ z_g
 
     def source_lps(self) -> np.ndarray:

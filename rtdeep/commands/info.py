@@ -63,8 +63,26 @@ def _print_study(study, folder: Path) -> None:
             more = " ... (arc)" if len(beam.gantry_angles_deg) > 4 else ""
             print(f"  {beam.number:>3}  {beam.name:<16} {beam.radiation_type} {beam.energy} gantry {angles}{more} "
                   f"deg, {beam.meterset_mu:.1f} MU")
+    _print_motion_and_images(study)
     for warning in study.warnings:
         print(f"warning: {warning}")
+
+
+def _print_motion_and_images(study) -> None:
+    if study.respiratory_phases:
+        phases = ", ".join(f"{phase.percent:g}%" for phase in study.respiratory_phases)
+        print(f"4D CT: {len(study.respiratory_phases)} respiratory phases on this frame of reference: {phases} "
+              f"(from {study.respiratory_phases[0].source})")
+        for phase in study.respiratory_phases:
+            print(f"  {phase.percent:>5g}%  {phase.n_slices:>4} slice(s)  '{phase.series_description}'  "
+                  f"{phase.series_instance_uid}")
+    for image in study.rt_images:
+        angle = "-" if image.gantry_angle_deg is None else f"{image.gantry_angle_deg:g}"
+        sid = "-" if image.sid_mm is None else f"{image.sid_mm:g}"
+        print(f"RT Image {image.path.name} '{image.label}' ({image.image_kind or 'image'}): beam "
+              f"{image.beam_number if image.beam_number is not None else '-'}, gantry {angle} deg, "
+              f"{image.columns}x{image.rows} pixels of {image.pixel_spacing_mm[1]:.3g} x "
+              f"{image.pixel_spacing_mm[0]:.3g} mm, SID {sid} mm")
 
 
 def run(args: argparse.Namespace) -> int:

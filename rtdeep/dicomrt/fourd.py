@@ -19,6 +19,7 @@ See ``docs/fourd.md``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -156,7 +157,7 @@ def find_four_d(ct_files: Sequence[str | os.PathLike[str]]) -> list[FourDCt]:
         if len(members) < 2:
             continue
         members.sort(key=lambda h: (h.percent, h.uid))
-        for first, second in zip(members, members[1:]):
+        for first, second in itertools.pairwise(members):
             if first.percent == second.percent:
                 raise SeriesError(f"two CT series state respiratory phase {first.percent:g}% "
                                   f"({first.uid} and {second.uid}); keep one", path=first.files[0].parent)

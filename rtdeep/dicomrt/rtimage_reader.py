@@ -17,8 +17,9 @@ import pydicom
 
 from rtdeep.dicomrt.types import RtImageInfo
 from rtdeep.errors import DicomReadError
+from rtdeep.volume import Volume
 
-__all__ = ["draw_rt_image_png", "isocenter_pixel", "read_rt_image_info"]
+__all__ = ["draw_rt_image_png", "isocenter_pixel", "read_rt_image_info", "rt_image_volume"]
 
 
 def _float(ds: pydicom.Dataset, keyword: str) -> float | None:
@@ -87,6 +88,45 @@ def isocenter_pixel(ds: pydicom.Dataset) -> np.ndarray:
     translation = [float(v) for v in ds.get("XRayImageReceptorTranslation", [0, 0, 0]) or [0, 0, 0]]
     x, y = -translation[0], -translation[1]
     return np.array([(position[1] - y) / spacing[0], (x - position[0]) / spacing[1]])
+
+
+def rt_image_volume(path: str | os.PathLike[str]) -> Volume:
+    """An RT Image placed where its imager stood, as a one-slice :class:`Volume` in patient LPS.
+
+    The affine maps (column, row, 0) to the pixel's position on the imager plane in the room (beam's
+    eye view geometry): from the isocentre, gantry, couch, SAD and SID tags. Through
+    :func:`rtdeep.slicer.volume_node.node_from_volume` it becomes a volume node that sits in place
+    beside the CT, as SlicerRT's beam's eye view shows it.
+
+    Raises:
+        DicomReadError: a tag the geometry needs is missing (the error names it).
+    """
+    from rtdeep.drr import BeamGeometry
+
+    path = Path(path)
+    ds = pydicom.dcmread(path)
+    for keyword in ("IsocenterPosition", "RTImagePosition", "ImagePlanePixelSpacing", "RTImageSID"):
+        if keyword not in ds:
+            raise DicomReadError(f"RT Image without {keyword}: cannot place it in the room", path=path, tag=keyword)
+    beam = BeamGeometry(number=int(ds.get("ReferencedBeamNumber", 0) or 0), name="",
+                        sad_mm=_float(ds, "RadiationMachineSAD") or 1000.0,
+                        gantry_deg=_exposure_value(ds, "GantryAngle") or 0.0,
+                        collimator_deg=_exposure_value(ds, "BeamLimitingDeviceAngle") or 0.0,
+                        couch_deg=_exposure_value(ds, "PatientSupportAngle") or 0.0,
+                        isocenter_lps=np.array([float(v) for v in ds.IsocenterPosition]))
+    x_g, y_g, z_g = beam.axes()
+    sid = float(ds.RTImageSID)
+    spacing = [float(v) for v in ds.ImagePlanePixelSpacing]
+    position = [float(v) for v in ds.RTImagePosition]
+    translation = [float(v) for v in ds.get("XRayImageReceptorTranslation", [0, 0, 0]) or [0, 0, 0]]
+    centre = beam.source_lps() - sid * z_g + translation[0] * x_g + translation[1] * y_g
+    affine = np.eye(4)
+    affine[:3, 0] = x_g * spacing[1]
+    affine[:3, 1] = -y_g * spacing[0]
+    affine[:3, 2] = np.cross(affine[:3, 0], affine[:3, 1]) / (spacing[0] * spacing[1])
+    affine[:3, 3] = centre + position[0] * x_g + position[1] * y_g
+    image = ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1)
+    return Volume(image[None], affine)
 
 
 def _field_outline(plan_path: Path, beam_number: int, magnification: float, collimator_deg: float
