@@ -78,7 +78,7 @@ def _copy(base: Path, tmp_path: Path) -> Path:
 
 def _run(argv: list[str], unreadable: bool = False) -> subprocess.CompletedProcess[str]:
     argv = [*NO_OVERRIDE, *argv] if unreadable else argv
-    return subprocess.run(argv, capture_output=True, text=True, env=ENV, cwd=PROJECT_ROOT, timeout=120)
+    return subprocess.run(argv, check=False, capture_output=True, text=True, env=ENV, cwd=PROJECT_ROOT, timeout=120)
 
 
 def _gate_reports(study: Path, case: Case) -> list[str]:
@@ -128,7 +128,7 @@ def test_valid_variants_work(name: str, build, command: str, base_study: Path, t
     build(study, out)
     extra: tuple[str, ...] = ()
     if "two_series" in name:
-        first = sorted((study / "CT_copy").glob("*.dcm"))[0]
+        first = min((study / "CT_copy").glob("*.dcm"))
         extra = ("--series-uid", str(pydicom.dcmread(first, stop_before_pixels=True).SeriesInstanceUID))
     inputs_before = _hashes(study)
     result = _run(_cli(command, study, out, extra))
@@ -176,9 +176,8 @@ def test_corpus_has_enough_defects() -> None:
 
 def _add_empty_and_point_rois(rs_path: Path) -> None:
     """What a clinic's structure set holds: an ROI without contours ('Areola') and a marker (POINT)."""
-    from pydicom.dataset import Dataset
-
     from malformed_corpus import edit
+    from pydicom.dataset import Dataset
 
     def change(ds: pydicom.Dataset) -> None:
         frame = ds.StructureSetROISequence[0].ReferencedFrameOfReferenceUID
@@ -259,8 +258,8 @@ def test_validate_accepts_a_utf8_roi_name(base_study: Path, tmp_path: Path) -> N
 
 def test_voxel_limit_is_documented_and_adjustable(base_study: Path, tmp_path: Path) -> None:
     small = {**ENV, "RTDEEP_MAX_VOXELS": "100000"}
-    result = subprocess.run([sys.executable, "-m", "rtdeep", "info", str(base_study)], capture_output=True, text=True,
-                            env=small, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "rtdeep", "info", str(base_study)], check=False,
+                            capture_output=True, text=True, env=small, timeout=120)
     assert result.returncode == 2
     assert "RTDEEP_MAX_VOXELS" in result.stderr and "655,360 voxels" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_VOXELS_ENV",
     "check_complete",
     "check_voxels",
+    "element_spans",
     "finite_floats",
     "int_value",
     "max_voxels",
@@ -55,10 +56,12 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN
 
 
 def text(ds: pydicom.Dataset, keyword: str) -> str:
-    """The attribute's value as stripped text; "" when absent, empty or unreadable."""
+    """The attribute's value as stripped text; "" when absent, empty or unreadable (quietly: a
+    reader that needs the value raises its own error)."""
     try:
-        value = ds.get(keyword, "")
-        return "" if value is None else str(value).strip()
+        with quiet_pydicom():
+            value = ds.get(keyword, "")
+            return "" if value is None else str(value).strip()
     except MALFORMED_ERRORS:
         return ""
 
@@ -174,9 +177,12 @@ def _tag_text(tag: int | None) -> str | None:
     return f"{keyword + ' ' if keyword else ''}({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
-def _walk_elements(data: mmap.mmap | bytes, pos: int, explicit: bool, in_item: bool, meta_only: bool = False) -> int:
+def _walk_elements(data: mmap.mmap | bytes, pos: int, explicit: bool, in_item: bool, meta_only: bool = False,
+                   spans: list[tuple[int, bytes | None, int, int]] | None = None, stop: int | None = None) -> int:
     size = len(data)
     while True:
+        if stop is not None and pos >= stop:
+            return pos
         if pos == size:
             if in_item:
                 raise _Truncated("file ends inside a sequence item")
@@ -189,6 +195,7 @@ def _walk_elements(data: mmap.mmap | bytes, pos: int, explicit: bool, in_item: b
             return pos
         if tag == _ITEM_END and in_item:
             return pos + 8
+        vr: bytes | None = None
         if (explicit or group == 0x0002) and group != 0xFFFE:
             vr = bytes(data[pos + 4:pos + 6])
             if vr in _LONG_VRS:
@@ -200,14 +207,50 @@ def _walk_elements(data: mmap.mmap | bytes, pos: int, explicit: bool, in_item: b
         else:
             length, pos = struct.unpack_from("<I", data, pos + 4)[0], pos + 8
         if length == _UNDEFINED:
-            pos = _walk_items(data, pos, explicit, tag)
+            pos = _walk_items(data, pos, explicit, tag, spans)
         elif pos + length > size:
             raise _Truncated(f"value declares {length} bytes, {size - pos} left in the file", tag)
         else:
+            if spans is not None:
+                if vr == b"SQ" or (vr is None and _is_sequence(tag)):
+                    _walk_defined_items(data, pos, pos + length, explicit, spans)
+                else:
+                    spans.append((tag, vr, pos, length))
             pos += length
 
 
-def _walk_items(data: mmap.mmap | bytes, pos: int, explicit: bool, parent: int) -> int:
+def _walk_defined_items(data: mmap.mmap | bytes, pos: int, end: int, explicit: bool,
+                        spans: list[tuple[int, bytes | None, int, int]]) -> None:
+    """The items of a sequence of defined length (only for :func:`element_spans`)."""
+    while pos + 8 <= end:
+        group, element, length = struct.unpack_from("<HHI", data, pos)
+        pos += 8
+        if (group << 16) | element != _ITEM:
+            return
+        if length == _UNDEFINED:
+            pos = _walk_elements(data, pos, explicit, in_item=True, spans=spans)
+        else:
+            _walk_elements(data, pos, explicit, in_item=False, spans=spans, stop=pos + length)
+            pos += length
+
+
+def _is_sequence(tag: int) -> bool:
+    return pydicom.datadict.dictionary_has_tag(tag) and pydicom.datadict.dictionary_VR(tag) == "SQ"
+
+
+def element_spans(data: bytes, implicit: bool) -> list[tuple[int, bytes | None, int, int]]:
+    """``(tag, VR bytes or None, value offset, value length)`` of every element (nested ones
+    included) of a whole little-endian file, found by the walk of :func:`check_complete`; the
+    fuzzer uses it to change values in place."""
+    spans: list[tuple[int, bytes | None, int, int]] = []
+    pos = 132 if len(data) >= 132 and data[128:132] == b"DICM" else 0
+    pos = _walk_elements(data, pos, True, in_item=False, meta_only=True, spans=spans)
+    _walk_elements(data, pos, not implicit, in_item=False, spans=spans)
+    return spans
+
+
+def _walk_items(data: mmap.mmap | bytes, pos: int, explicit: bool, parent: int,
+                spans: list[tuple[int, bytes | None, int, int]] | None = None) -> int:
     size = len(data)
     while True:
         if pos + 8 > size:
@@ -220,7 +263,7 @@ def _walk_items(data: mmap.mmap | bytes, pos: int, explicit: bool, parent: int) 
         if tag != _ITEM:
             raise _Truncated(f"corrupt sequence: tag {_tag_text(tag)} where an item was expected", parent)
         if length == _UNDEFINED:
-            pos = _walk_elements(data, pos, explicit, in_item=True)
+            pos = _walk_elements(data, pos, explicit, in_item=True, spans=spans)
         elif pos + length > size:
             raise _Truncated(f"sequence item declares {length} bytes, {size - pos} left in the file", parent)
         else:
@@ -235,12 +278,14 @@ def check_complete(path: str | os.PathLike[str], ds: pydicom.Dataset) -> None:
     every declared length fits. Only little-endian uncompressed-header files are walked (all but
     the retired big-endian and deflated syntaxes).
     """
-    implicit, little = getattr(ds, "original_encoding", (None, None))
-    transfer_syntax = getattr(getattr(ds, "file_meta", None), "get", lambda _k, _d=None: None)("TransferSyntaxUID")
-    if little is False or (transfer_syntax is not None and str(transfer_syntax) == "1.2.840.10008.1.2.1.99"):
+    with quiet_pydicom():
+        implicit, little = getattr(ds, "original_encoding", (None, None))
+        meta = getattr(ds, "file_meta", None)
+        transfer_syntax = text(meta, "TransferSyntaxUID") if meta is not None else ""
+    if little is False or transfer_syntax == "1.2.840.10008.1.2.1.99":
         return
     if implicit is None:
-        implicit = transfer_syntax is None or str(transfer_syntax) == "1.2.840.10008.1.2"
+        implicit = transfer_syntax in ("", "1.2.840.10008.1.2")
     path = Path(path)
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size

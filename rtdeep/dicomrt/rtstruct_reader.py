@@ -49,9 +49,9 @@ def contour_points(item: pydicom.Dataset, path: Path, roi_name: str) -> np.ndarr
             numbers = np.array(text.split(b"\\"), dtype="S").astype(np.float64) if text else np.zeros(0)
         else:
             numbers = np.asarray([float(v) for v in (value if isinstance(value, Sequence) else [value])])
-    except (ValueError, TypeError) as error:
-        raise StructureError(f"unreadable ContourData ({error})", path=path, tag="ContourData (3006,0050)",
-                             roi=roi_name) from error
+    except (ValueError, TypeError):
+        raise StructureError("ContourData holds a value that is not a number", path=path,
+                             tag="ContourData (3006,0050)", roi=roi_name) from None
     if not np.all(np.isfinite(numbers)):
         raise StructureError(f"ContourData holds a non-finite number ({int(np.sum(~np.isfinite(numbers)))} of "
                              f"{numbers.size} values are NaN or infinite)", path=path, tag="ContourData (3006,0050)",
