@@ -7,6 +7,10 @@ pass ``n_fractions`` (and the tissue's alpha/beta) and every dose bin is convert
 
 Doses in Gy; probabilities in [0, 1].
 
+:func:`lung_dose_report` is the one place the normal lung (Lung_L + Lung_R - GTV*, the ``lung``
+crop preset), its DVH, MLD / V5 / V20 and the pneumonitis NTCP are computed; ``rtdeep dvh``,
+``rtdeep predict-pneumonitis``, training and the Slicer module all read a :class:`LungDoseReport`.
+
 Example:
     >>> round(logistic_mld_ntcp(20.0), 3)   # QUANTEC: about 20 % at a mean lung dose of 20 Gy
     0.206
@@ -15,23 +19,32 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rtdeep.dvh import DVH
+from rtdeep.dvh import DVH, dvh_from_samples, sample_on_grid
+from rtdeep.errors import DoseError
+
+if TYPE_CHECKING:
+    from rtdeep.dicomrt.types import StructureSet
+    from rtdeep.volume import Volume
 
 __all__ = [
     "LKB_PARAMETERS",
+    "NORMAL_LUNG_NAME",
     "QUANTEC_MLD_LOGISTIC",
     "LkbParameters",
+    "LungDoseReport",
     "eqd2_gy",
     "geud_from_dvh",
     "geud_gy",
     "lkb_ntcp",
     "lkb_ntcp_from_dvh",
     "logistic_mld_ntcp",
+    "lung_dose_report",
     "ntcp_report",
 ]
 
@@ -179,3 +192,117 @@ def ntcp_report(
                 lung_dvh, params, n_fractions=n_fractions, alpha_beta_gy=alpha_beta_gy
             )
     return report
+
+
+#: the name the normal-lung DVH is reported under (TG-263 style: both lungs minus the GTV)
+NORMAL_LUNG_NAME = "Lungs-GTV"
+
+
+@dataclass
+class LungDoseReport:
+    """The normal lung's dose figures and pneumonitis NTCP of one plan: computed once, read by
+    ``rtdeep dvh``, ``rtdeep predict-pneumonitis``, training and the Slicer module.
+
+    Attributes:
+        dvh: DVH of the normal lung (Lung_L + Lung_R - GTV*), physical dose as planned.
+        mld_gy, v5_pct, v20_pct: mean lung dose (Gy, physical) and % of the normal lung >= 5 / 20 Gy.
+        volume_cc: normal-lung volume covered by the dose.
+        mld_eqd2_gy: the MLD the NTCP models used (EQD2 when ``n_fractions`` is set, else = mld_gy).
+        ntcp_lkb: QUANTEC LKB (TD50 31.4 Gy, m 0.45, n 1).
+        ntcp_lkb_seppenwoolde: Seppenwoolde 2003 LKB (TD50 30.8 Gy, m 0.37, n 0.99).
+        ntcp_logistic_mld: QUANTEC logistic model on the MLD (b0 -3.87, b1 0.126 / Gy).
+        n_fractions, alpha_beta_gy: the EQD2 conversion used (None: doses taken as in 2 Gy fractions).
+        lung_crop: the normal-lung crop (CT, mask and dose on a sub-grid of the CT), or None when the
+            report was made from a DVH alone; pneumonitis crops are cut from it, not cropped again.
+        warnings: synonyms used, exclusions that matched nothing.
+    """
+
+    dvh: DVH
+    mld_gy: float
+    v5_pct: float
+    v20_pct: float
+    volume_cc: float
+    mld_eqd2_gy: float
+    ntcp_lkb: float
+    ntcp_lkb_seppenwoolde: float
+    ntcp_logistic_mld: float
+    n_fractions: int | None = None
+    alpha_beta_gy: float = 3.0
+    lung_crop: object | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dvh(cls, dvh: DVH, *, n_fractions: int | None = None, alpha_beta_gy: float = 3.0,
+                 lung_crop: object | None = None, warnings: Sequence[str] = ()) -> LungDoseReport:
+        """The report of a normal-lung DVH (e.g. one sampled on the dose grid by ``rtdeep dvh``)."""
+        ntcp = ntcp_report(dvh, n_fractions=n_fractions, alpha_beta_gy=alpha_beta_gy)
+        return cls(
+            dvh=dvh, mld_gy=dvh.mean_gy, v5_pct=dvh.volume_at_dose_pct(5.0), v20_pct=dvh.volume_at_dose_pct(20.0),
+            volume_cc=dvh.volume_cc, mld_eqd2_gy=ntcp["mld_gy"], ntcp_lkb=ntcp["lkb_pneumonitis-quantec"],
+            ntcp_lkb_seppenwoolde=ntcp["lkb_pneumonitis-seppenwoolde"], ntcp_logistic_mld=ntcp["logistic_mld"],
+            n_fractions=n_fractions, alpha_beta_gy=alpha_beta_gy, lung_crop=lung_crop, warnings=list(warnings),
+        )
+
+    def volume_at_dose_pct(self, dose_gy: float) -> float:
+        """V_x of the normal lung in % (e.g. at a crop threshold other than 20 Gy)."""
+        return self.dvh.volume_at_dose_pct(dose_gy)
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        """The numbers, NTCP in %, for CSV/JSON."""
+        return {
+            "mld_gy": round(self.mld_gy, 3), "v5_pct": round(self.v5_pct, 2), "v20_pct": round(self.v20_pct, 2),
+            "lung_volume_cc": round(self.volume_cc, 1), "mld_eqd2_gy": round(self.mld_eqd2_gy, 3),
+            "ntcp_lkb_pct": round(100 * self.ntcp_lkb, 2),
+            "ntcp_lkb_seppenwoolde_pct": round(100 * self.ntcp_lkb_seppenwoolde, 2),
+            "ntcp_logistic_mld_pct": round(100 * self.ntcp_logistic_mld, 2),
+            "n_fractions": self.n_fractions,
+        }
+
+
+def lung_dose_report(
+    ct: Volume,
+    structures: StructureSet | Mapping[str, np.ndarray],
+    dose_gy: Volume,
+    *,
+    lung_names: Sequence[str] = (),
+    n_fractions: int | None = None,
+    alpha_beta_gy: float = 3.0,
+    max_uncovered_fraction: float = 0.01,
+) -> LungDoseReport:
+    """Crop the normal lung once, sample the dose on it, and report DVH figures and NTCP.
+
+    Args:
+        ct: the CT (its grid carries the masks).
+        structures: masks on the CT grid by name (or a StructureSet); lungs by TG-263 name or synonym.
+        dose_gy: dose in Gy on the CT grid or on its own grid.
+        lung_names: the lung structures when not ``Lung_L``/``Lung_R`` (e.g. chosen in Slicer).
+        n_fractions, alpha_beta_gy: EQD2 conversion for the NTCP (None: 2 Gy fractions assumed).
+        max_uncovered_fraction: more of the normal lung outside the dose grid raises a DoseError.
+
+    Raises:
+        StructureError: no lung structure (the message lists the names present).
+        DoseError: the dose grid leaves more than ``max_uncovered_fraction`` of the normal lung uncovered.
+    """
+    from rtdeep.crop import crop_study, get_preset
+
+    spec = get_preset("lung", include=tuple(lung_names)) if lung_names else get_preset("lung")
+    crop = crop_study(ct, structures, None, spec)
+    grid = crop.ct
+    if dose_gy.same_grid(ct):
+        (k0, k1), (j0, j1), (i0, i1) = crop.bbox_index
+        values = dose_gy.array[k0:k1, j0:j1, i0:i1].astype(np.float32)
+        covered = ~np.isnan(values)
+    else:
+        values, covered = sample_on_grid(dose_gy, grid.affine, grid.shape)
+    inside = crop.mask.array
+    uncovered = 1.0 - np.count_nonzero(inside & covered) / max(np.count_nonzero(inside), 1)
+    if uncovered > max_uncovered_fraction:
+        raise DoseError(
+            f"the dose grid does not cover the normal lung: {100 * uncovered:.1f}% of it lies outside "
+            f"(allowed {100 * max_uncovered_fraction:.1f}%)", roi=NORMAL_LUNG_NAME,
+        )
+    crop.dose = grid.with_array(np.where(covered, values, np.float32(0.0)))
+    dvh = dvh_from_samples(NORMAL_LUNG_NAME, values[inside & covered], grid.voxel_volume_cc,
+                           uncovered_fraction=uncovered, grid="ct")
+    return LungDoseReport.from_dvh(dvh, n_fractions=n_fractions, alpha_beta_gy=alpha_beta_gy, lung_crop=crop,
+                                   warnings=crop.warnings)
