@@ -231,3 +231,14 @@ def test_phases_as_a_sequence_on_real_mrml(cohort: dict) -> None:
     volumes, percents = phases_from_sequence(sequence)
     assert percents == [0.0, 25.0, 50.0, 75.0]
     assert np.array_equal(volumes[0].array, phases[0].volume.array)
+
+
+def test_model_segments_every_phase(cohort: dict, tmp_path: Path) -> None:
+    result = analyse_four_d(cohort["patient"] / "4DCT", tmp_path / "model", model="thorax_unet25d")
+    for organ in ("Lung_L", "Lung_R", "Heart", "SpinalCord"):
+        rows = result.motion[organ]
+        assert [row[0] for row in rows] == [0.0, 25.0, 50.0, 75.0]
+        assert all(row[3] == "model thorax_unet25d" and row[2] > 1.0 for row in rows)
+    # the bases of the lungs follow the diaphragm; the cord stays put
+    assert result.peak_to_peak_mm("Lung_L")[2] > 2.0
+    assert result.peak_to_peak_mm("SpinalCord")[2] < 2.0

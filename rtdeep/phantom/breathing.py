@@ -228,16 +228,39 @@ def warp_to_phase(model: BreathingModel, hu: np.ndarray, masks: dict[str, np.nda
     out_masks = {name: np.zeros(mask.shape, bool) for name, mask in masks.items()}
     lung_f = lung.astype(np.float32)
     mask_f = {name: mask.astype(np.float32) for name, mask in masks.items()}
+    reach = _reach_voxels(model)
+    boxes = {name: _grown_box(mask, reach) for name, mask in masks.items()}
     for k0 in range(0, hu.shape[0], _SLAB):
         k1 = min(k0 + _SLAB, hu.shape[0])
         px, py, pz = _reference_points(model, hu.shape, k0, k1, phase_fraction)
-        index = [(pz - affine[2, 3]) / affine[2, 2], (py - affine[1, 3]) / affine[1, 1],
-                 (px - affine[0, 3]) / affine[0, 0]]
+        index = np.stack([(pz - affine[2, 3]) / affine[2, 2], (py - affine[1, 3]) / affine[1, 1],
+                          (px - affine[0, 3]) / affine[0, 0]])
         values = ndimage.map_coordinates(hu, index, order=1, mode="nearest")
         lung_fraction = ndimage.map_coordinates(lung_f, index, order=1, mode="nearest")
         change = model.volume_change(px, py, pz, phase_fraction)
         inflated = (values + 1000.0) / change - 1000.0
         out_hu[k0:k1] = values + lung_fraction * (inflated - values)
         for name, mask in mask_f.items():
-            out_masks[name][k0:k1] = ndimage.map_coordinates(mask, index, order=1, mode="constant", cval=0.0) > 0.5
+            box = boxes[name]
+            if box is None or box[0].stop <= k0 or box[0].start >= k1:
+                continue
+            # only output voxels within reach of the mask can land in it
+            sub = (slice(max(box[0].start, k0) - k0, min(box[0].stop, k1) - k0), box[1], box[2])
+            out_masks[name][k0:k1][sub] = ndimage.map_coordinates(
+                mask, index[(slice(None), *sub)], order=1, mode="constant", cval=0.0) > 0.5
     return out_hu, out_masks
+
+
+def _reach_voxels(model: BreathingModel) -> np.ndarray:
+    """How far (voxels along k, j, i) any point can move, plus a margin for interpolation."""
+    spacing = np.abs(np.diag(model.grid_affine)[:3])
+    reach_mm = np.array([model.amplitude_si_mm, model.amplitude_ap_mm, model.amplitude_lr_mm])  # z, y, x
+    return np.ceil(reach_mm / spacing[::-1]).astype(int) + 2
+
+
+def _grown_box(mask: np.ndarray, reach: np.ndarray) -> tuple[slice, slice, slice] | None:
+    hits = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if not all(hit.size for hit in hits):
+        return None
+    return tuple(slice(max(int(hit[0]) - int(r), 0), min(int(hit[-1]) + int(r) + 1, n))  # type: ignore[return-value]
+                 for hit, r, n in zip(hits, reach, mask.shape))
