@@ -136,7 +136,10 @@ def test_segment_command_writes_a_valid_rtstruct(tmp_path: Path, heldout_small_p
     import pydicom
 
     ds = pydicom.dcmread(rs_path)
-    assert [roi.ROIName for roi in ds.StructureSetROISequence] == list(SITES["thorax"].organ_names)
+    names = [roi.ROIName for roi in ds.StructureSetROISequence]
+    # the organs the model found, in label order; one it missed is left out, never an empty ROI (checklist 11)
+    assert names and names == [name for name in SITES["thorax"].organ_names if name in names]
+    assert all("ContourSequence" in item for item in ds.ROIContourSequence)
     assert {roi.ROIGenerationAlgorithm for roi in ds.StructureSetROISequence} == {"AUTOMATIC"}
     label_map = nib.load(str(out / "labels.thorax_unet3d.nii.gz"))
     assert label_map.shape == heldout_small_phantoms["thorax"].ct.size_ijk
