@@ -190,6 +190,15 @@ def _patched(keyword: str, placeholder: str, garbage: bytes, where: str | int = 
     return build
 
 
+def _corrupt_item(study: Path, _out: Path) -> None:
+    """Overwrite the tag of the first item of a ContourSequence, lengths kept (pydicom parses it late)."""
+    path = study / "RS.dcm"
+    data = bytearray(path.read_bytes())
+    item = data.index(b"\xfe\xff\x00\xe0", data.index(b"\x06\x30\x40\x00"))
+    data[item:item + 4] = b"\x08\x00\x05\x00"
+    path.write_bytes(bytes(data))
+
+
 def _drop(keyword: str) -> Callable[[pydicom.Dataset], None]:
     def change(ds: pydicom.Dataset) -> None:
         del ds[keyword]
@@ -395,6 +404,7 @@ CASES: list[Case] = [
          ("RS.dcm", "ContourData", "Heart")),
     Case("rs_truncated", _cut("RS.dcm", 0.6), "dvh", ("RS.dcm", "truncated")),
     Case("rs_empty_file", _empty("RS.dcm"), "dvh", ("RS.dcm", "empty")),
+    Case("rs_corrupt_sequence_item", _corrupt_item, "dvh", ("RS.dcm", "ContourSequence", "corrupt sequence")),
     Case("rs_duplicate_roi_number", _object("RS.dcm", _duplicate_roi_number), "dvh", ("RS.dcm", "ROINumber", "Lung_R")),
     Case("rs_duplicate_roi_name", _object("RS.dcm", _duplicate_roi_name), "dvh", ("RS.dcm", "ROIName", "Lung_L")),
     Case("rs_roi_number_not_a_number", _patched("ROINumber", "987654", b"two   ", "RS.dcm"), "info",

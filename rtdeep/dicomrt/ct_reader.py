@@ -32,7 +32,7 @@ from rtdeep.volume import Volume
 __all__ = ["check_orientation", "patient_info", "read_ct_series", "slice_pixels"]
 
 CT_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1"}
-_DEFER_BYTES = 1 << 16  # values larger than this (pixel data) are read only when needed
+_DEFER_BYTES = 1 << 16  # values larger than this (pixel data) are read only when needed, then dropped
 _WHOLE_FILE_BYTES = 2 << 20
 _TILT_TOLERANCE_MM = 0.05
 _SAME_TOLERANCE = 1e-4
@@ -64,7 +64,7 @@ def _read_dataset(path: Path) -> pydicom.Dataset:
             # small files (a CT slice) in one read; big ones (a dose, a large structure set) are first
             # identified from two tags, so only a big CT is parsed in full (with its pixel data deferred)
             if path.stat().st_size <= _WHOLE_FILE_BYTES:
-                ds = pydicom.dcmread(path)
+                ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
             else:
                 ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SOPClassUID",
                                                                                     "SOPInstanceUID"])
@@ -395,6 +395,7 @@ def _read_items(items: list[tuple[Path, pydicom.Dataset]], warnings: list[str]) 
         slope, intercept = _rescale(ds, path)
         with reading(path, "CT slice"):
             hu[k] = slice_pixels(path, ds, rows, cols)
+            del ds["PixelData"]  # one slice's bytes at a time: memory stays near the float32 volume
         if slope != 1.0:
             hu[k] *= np.float32(slope)
         if intercept != 0.0:

@@ -162,6 +162,8 @@ def reading(path: str | os.PathLike[str], object_name: str) -> Iterator[None]:
         raise DicomReadError(f"{object_name} too large to hold in memory", path=path) from error
     except MALFORMED_ERRORS as error:
         raise DicomReadError(f"malformed {object_name} ({type(error).__name__}: {error})", path=path) from error
+    except OSError as error:  # pydicom's lazy parsing of a corrupt sequence, or a file gone meanwhile
+        raise DicomReadError(f"cannot read {object_name} ({error.strerror or error})", path=path) from error
 
 
 class _Truncated(Exception):
@@ -179,16 +181,17 @@ def _tag_text(tag: int | None) -> str | None:
 
 def _walk_elements(data: mmap.mmap | bytes, pos: int, explicit: bool, in_item: bool, meta_only: bool = False,
                    spans: list[tuple[int, bytes | None, int, int]] | None = None, stop: int | None = None) -> int:
-    size = len(data)
+    """Walk element headers from ``pos`` to the end of the file (or of a defined-length item,
+    ``stop``), descending into sequences; raise _Truncated where a length does not fit."""
+    end = len(data) if stop is None else stop
+    where = "file" if stop is None else "item"
     while True:
-        if stop is not None and pos >= stop:
-            return pos
-        if pos == size:
+        if pos >= end:
             if in_item:
                 raise _Truncated("file ends inside a sequence item")
             return pos
-        if pos + 8 > size:
-            raise _Truncated("file ends inside an element header")
+        if pos + 8 > end:
+            raise _Truncated(f"{where} ends inside an element header")
         group, element = struct.unpack_from("<HH", data, pos)
         tag = (group << 16) | element
         if meta_only and group != 0x0002:
@@ -199,8 +202,8 @@ def _walk_elements(data: mmap.mmap | bytes, pos: int, explicit: bool, in_item: b
         if (explicit or group == 0x0002) and group != 0xFFFE:
             vr = bytes(data[pos + 4:pos + 6])
             if vr in _LONG_VRS:
-                if pos + 12 > size:
-                    raise _Truncated("file ends inside an element header", tag)
+                if pos + 12 > end:
+                    raise _Truncated(f"{where} ends inside an element header", tag)
                 length, pos = struct.unpack_from("<I", data, pos + 8)[0], pos + 12
             else:
                 length, pos = struct.unpack_from("<H", data, pos + 6)[0], pos + 8
@@ -208,27 +211,36 @@ def _walk_elements(data: mmap.mmap | bytes, pos: int, explicit: bool, in_item: b
             length, pos = struct.unpack_from("<I", data, pos + 4)[0], pos + 8
         if length == _UNDEFINED:
             pos = _walk_items(data, pos, explicit, tag, spans)
-        elif pos + length > size:
-            raise _Truncated(f"value declares {length} bytes, {size - pos} left in the file", tag)
+            if pos > end:
+                raise _Truncated(f"sequence runs past the end of its {where}", tag)
+        elif pos + length > end:
+            raise _Truncated(f"value declares {length} bytes, {end - pos} left in the {where}", tag)
         else:
-            if spans is not None:
-                if vr == b"SQ" or (vr is None and _is_sequence(tag)):
-                    _walk_defined_items(data, pos, pos + length, explicit, spans)
-                else:
-                    spans.append((tag, vr, pos, length))
+            if vr == b"SQ" or (vr is None and _is_sequence(tag)):
+                _walk_defined_items(data, pos, pos + length, explicit, tag, spans)
+            elif spans is not None:
+                spans.append((tag, vr, pos, length))
             pos += length
 
 
-def _walk_defined_items(data: mmap.mmap | bytes, pos: int, end: int, explicit: bool,
-                        spans: list[tuple[int, bytes | None, int, int]]) -> None:
-    """The items of a sequence of defined length (only for :func:`element_spans`)."""
-    while pos + 8 <= end:
+def _walk_defined_items(data: mmap.mmap | bytes, pos: int, end: int, explicit: bool, parent: int,
+                        spans: list[tuple[int, bytes | None, int, int]] | None) -> None:
+    """The items of a sequence of defined length: each an item tag whose length fits the sequence."""
+    while pos < end:
+        if pos + 8 > end:
+            raise _Truncated("corrupt sequence: item header runs past the end of the sequence", parent)
         group, element, length = struct.unpack_from("<HHI", data, pos)
         pos += 8
         if (group << 16) | element != _ITEM:
-            return
+            raise _Truncated(f"corrupt sequence: tag {_tag_text((group << 16) | element)} where an item was expected",
+                             parent)
         if length == _UNDEFINED:
             pos = _walk_elements(data, pos, explicit, in_item=True, spans=spans)
+            if pos > end:
+                raise _Truncated("corrupt sequence: an item runs past the end of the sequence", parent)
+        elif pos + length > end:
+            raise _Truncated(f"corrupt sequence: an item declares {length} bytes, {end - pos} left in the sequence",
+                             parent)
         else:
             _walk_elements(data, pos, explicit, in_item=False, spans=spans, stop=pos + length)
             pos += length
@@ -251,6 +263,7 @@ def element_spans(data: bytes, implicit: bool) -> list[tuple[int, bytes | None, 
 
 def _walk_items(data: mmap.mmap | bytes, pos: int, explicit: bool, parent: int,
                 spans: list[tuple[int, bytes | None, int, int]] | None = None) -> int:
+    """The items of a sequence (or encapsulated pixel data) of undefined length, to its delimiter."""
     size = len(data)
     while True:
         if pos + 8 > size:
@@ -266,16 +279,20 @@ def _walk_items(data: mmap.mmap | bytes, pos: int, explicit: bool, parent: int,
             pos = _walk_elements(data, pos, explicit, in_item=True, spans=spans)
         elif pos + length > size:
             raise _Truncated(f"sequence item declares {length} bytes, {size - pos} left in the file", parent)
+        elif parent == 0x7FE00010:  # encapsulated pixel data: fragments are opaque
+            pos += length
         else:
+            _walk_elements(data, pos, explicit, in_item=False, spans=spans, stop=pos + length)
             pos += length
 
 
 def check_complete(path: str | os.PathLike[str], ds: pydicom.Dataset) -> None:
     """Raise DicomReadError when the file ends before its last element does.
 
-    pydicom reads a truncated file quietly (a structure set cut in half gives half its contours);
-    this walks the element headers of the file (values are skipped, never read) and checks that
-    every declared length fits. Only little-endian uncompressed-header files are walked (all but
+    pydicom reads a truncated file quietly (a structure set cut in half gives half its contours)
+    and parses sequences only when they are used; this walks the element headers of the file,
+    sequences and their items included (values are skipped, never read), and checks that every
+    declared length fits in the file and in its item. Only little-endian uncompressed-header files are walked (all but
     the retired big-endian and deflated syntaxes).
     """
     with quiet_pydicom():
