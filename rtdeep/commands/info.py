@@ -71,6 +71,10 @@ def _print_study(study, folder: Path) -> None:
 def _print_motion_and_images(study) -> None:
     if study.respiratory_phases:
         phases = ", ".join(f"{phase.percent:g}%" for phase in study.respiratory_phases)
+        this = next((p for p in study.respiratory_phases if p.series_instance_uid == study.ct.series_instance_uid), None)
+        if this is not None:  # a phase: one line; the phase table and RT Images print once, with the planning CT
+            print(f"This CT is phase {this.percent:g}% of a 4D CT ({len(study.respiratory_phases)} phases: {phases})")
+            return
         print(f"4D CT: {len(study.respiratory_phases)} respiratory phases on this frame of reference: {phases} "
               f"(from {study.respiratory_phases[0].source})")
         for phase in study.respiratory_phases:
