@@ -242,3 +242,12 @@ def test_model_segments_every_phase(cohort: dict, tmp_path: Path) -> None:
     # the bases of the lungs follow the diaphragm; the cord stays put
     assert result.peak_to_peak_mm("Lung_L")[2] > 2.0
     assert result.peak_to_peak_mm("SpinalCord")[2] < 2.0
+
+
+def test_4d_phantom_of_head_and_neck_is_one_line_error(tmp_path: Path) -> None:
+    completed = subprocess.run([sys.executable, "-m", "rtdeep", "phantom", "--site", "headneck", "--patients", "1",
+                                "--small", "--4d", "--out", str(tmp_path / "hn")],
+                               capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 2 and completed.stderr.count("\n") == 1
+    assert "--4d needs --site thorax" in completed.stderr
+    assert not (tmp_path / "hn").exists()
