@@ -136,7 +136,7 @@ def exercise(reader: str, path: Path, study: FuzzStudy) -> str:
     """
     from rtdeep.dicomrt.ct_reader import read_ct_series
     from rtdeep.dicomrt.rtdose_reader import read_rtdose, resample_dose
-    from rtdeep.dicomrt.rtstruct_reader import read_rtstruct
+    from rtdeep.dicomrt.rtstruct_reader import read_contours, read_rtstruct
     from rtdeep.dicomrt.scan import read_header
     from rtdeep.errors import RtDeepError
 
@@ -148,6 +148,10 @@ def exercise(reader: str, path: Path, study: FuzzStudy) -> str:
         if reader == "ct":
             read_ct_series([path])
         elif reader == "rtstruct":
+            try:
+                read_contours(path)  # what 'dvh --rtstruct' reads
+            except RtDeepError:
+                pass
             read_rtstruct(path, study.ct)  # type: ignore[arg-type]
         else:
             resample_dose(read_rtdose(path, prescription_gy=60.0), study.ct)  # type: ignore[arg-type]

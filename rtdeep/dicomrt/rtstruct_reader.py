@@ -190,10 +190,9 @@ def _numbered(items: Sequence[pydicom.Dataset], keyword: str, tag: str, path: Pa
     return by_number
 
 
-def _read(ds: pydicom.Dataset, path: Path, ct: CtSeries, roi_names: Sequence[str] | None) -> StructureSet:
-    warnings: list[str] = []
-    frame_of_reference_uid = _check_frame_of_reference(ds, ct, path, warnings)
-
+def _roi_tables(ds: pydicom.Dataset, path: Path) -> tuple[dict, dict, dict, dict[str, int]]:
+    """ROI definitions, contours and observations by ROI number, and ROI numbers by name; a repeated
+    number or name is an error naming the ROI."""
     definitions = _numbered(ds.StructureSetROISequence, "ROINumber", "(3006,0022)", path, "StructureSetROISequence")
     contours_by_number = _numbered(ds.get("ROIContourSequence", []) or [], "ReferencedROINumber", "(3006,0084)",
                                    path, "ROIContourSequence")
@@ -206,6 +205,14 @@ def _read(ds: pydicom.Dataset, path: Path, ct: CtSeries, roi_names: Sequence[str
             raise StructureError(f"ROIName used by two ROIs (numbers {numbers_by_name[name]} and {number}); "
                                  "rename one", path=path, tag="ROIName (3006,0026)", roi=name)
         numbers_by_name[name] = number
+    return definitions, contours_by_number, observations, numbers_by_name
+
+
+def _read(ds: pydicom.Dataset, path: Path, ct: CtSeries, roi_names: Sequence[str] | None) -> StructureSet:
+    warnings: list[str] = []
+    frame_of_reference_uid = _check_frame_of_reference(ds, ct, path, warnings)
+
+    definitions, contours_by_number, observations, numbers_by_name = _roi_tables(ds, path)
     if roi_names is not None:
         absent = [name for name in roi_names if name not in numbers_by_name]
         if absent:
@@ -258,23 +265,22 @@ def read_contours(path, roi_names: Iterable[str] | None = None) -> dict[str, lis
     Raises:
         StructureError: a requested ROI is absent (the message lists the names present).
     """
+    path = Path(path)
     ds = read_structure_dataset(path)
-    names = {int(item.ROINumber): str(item.get("ROIName", "") or f"ROI_{item.ROINumber}").strip()
-             for item in ds.StructureSetROISequence if "ROINumber" in item}
-    wanted = list(names.values()) if roi_names is None else list(roi_names)
-    for name in wanted:
-        if name not in names.values():
-            raise StructureError(f"structure not found; available: {', '.join(names.values())}",
-                                 path=path, roi=name)
-    result: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
-    for item in ds.get("ROIContourSequence", []) or []:
-        name = names.get(int(item.get("ReferencedROINumber", -1)))
-        if name not in result:
-            continue
-        for contour in item.get("ContourSequence", []) or []:
-            if str(contour.get("ContourGeometricType", "CLOSED_PLANAR")).strip() != "CLOSED_PLANAR":
-                continue
-            points = contour_points(contour, path, name)
-            if len(points) >= 3:
-                result[name].append(points)
+    with reading(path, "RT Structure Set"):
+        _, contours_by_number, _, numbers_by_name = _roi_tables(ds, path)
+        wanted = list(numbers_by_name) if roi_names is None else list(roi_names)
+        for name in wanted:
+            if name not in numbers_by_name:
+                raise StructureError(f"structure not found; available: {', '.join(numbers_by_name)}",
+                                     path=path, roi=name)
+        result: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+        for name in wanted:
+            item = contours_by_number.get(numbers_by_name[name])
+            for contour in (item.get("ContourSequence", []) or []) if item is not None else []:
+                if text(contour, "ContourGeometricType") not in ("CLOSED_PLANAR", ""):
+                    continue
+                points = contour_points(contour, path, name)
+                if len(points) >= 3:
+                    result[name].append(points)
     return result
