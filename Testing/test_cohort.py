@@ -47,6 +47,15 @@ def test_clinic_spellings_map_to_tg263(name, organ):
     assert classify_structure(name, THORAX).organ == organ
 
 
+@pytest.mark.parametrize("name, organ", [
+    ("Parotid Lt", "Parotid_L"), ("PAROTID_R", "Parotid_R"), ("Lt Parotid Gland", "Parotid_L"),
+    ("Submandibular Gland R", "Glnd_Submand_R"), ("SMG_L", "Glnd_Submand_L"), ("Brain Stem", "Brainstem"),
+    ("Bone_Mandible", "Mandible"), ("Cord_PRV3mm", None), ("Parotid_L_opt", None), ("Parotids", None),
+])
+def test_head_and_neck_spellings(name, organ):
+    assert classify_structure(name, list(get_site("headneck").organ_names)).organ == organ
+
+
 @pytest.mark.parametrize("name, interpreted_type, rule", [
     ("Lungs-GTV", "ORGAN", "derived"), ("Lung-CTV", "", "derived"), ("Cord+5mm", "", "derived"),
     ("SpinalCord_PRV05", "AVOIDANCE", "PRV"), ("Heart_PRV", "", "PRV"), ("z_ring", "ORGAN", "optimisation"),
@@ -161,3 +170,10 @@ def test_training_reads_the_cohort_with_absent_organs_marked(cohort):
     for case in cases.values():
         found = {int(v) for v in set(case.labels.ravel().tolist())} - {0}
         assert found == {i + 1 for i, present in enumerate(case.present) if present}
+
+
+def test_segment_needs_either_a_ct_folder_or_a_manifest(cohort, tmp_path, capsys):
+    assert main(["segment", "--model", "thorax_unet3d", "--out", str(tmp_path / "a")]) == 2
+    assert main(["segment", str(cohort), "--manifest", str(cohort / "manifest.csv"), "--model", "thorax_unet3d",
+                 "--out", str(tmp_path / "b")]) == 2
+    assert capsys.readouterr().err.count("give either CT_DIR (one study) or --manifest (a cohort)") == 2

@@ -31,7 +31,7 @@ from rtdeep.errors import RtDeepError
 from rtdeep.fileio import atomic_write
 from rtdeep.progress import progress
 
-__all__ = ["FORMATS", "StudyResult", "segment_manifest", "summary_table"]
+__all__ = ["FORMATS", "StudyResult", "model_version", "segment_manifest", "summary_table"]
 
 #: output formats of ``rtdeep segment --format``
 FORMATS = ("rtstruct", "seg", "both")
@@ -63,7 +63,8 @@ class StudyResult:
                 "empty": ";".join(self.empty), "warnings": " | ".join(self.warnings), "error": self.error}
 
 
-def _model_version(model: str) -> str:
+def model_version(model: str) -> str:
+    """The version of a model: its bundle's ``version``, or rtdeep's for an atlas baseline."""
     from rtdeep import __version__
     from rtdeep.atlas.segment import atlas_site
     from rtdeep.bundles import read_metadata, resolve_bundle
@@ -100,7 +101,7 @@ def _segment_study(row: CohortRow, model: str, formats: Sequence[str], staging: 
         result.files.append(path.name)
     if rois and "seg" in formats:
         written = write_seg(ct, rois, staging / f"SEG.{name}.dcm", algorithm_name=name,
-                            algorithm_version=_model_version(model), series_description=f"AI segmentation {name}")
+                            algorithm_version=model_version(model), series_description=f"AI segmentation {name}")
         result.files.append(written.path.name)
     if not rois:
         result.warnings.append("the model found no organ: nothing written")

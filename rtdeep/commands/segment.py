@@ -114,11 +114,11 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"wrote {rs_path}")
     if args.format in ("seg", "both"):
-        from rtdeep.cohort.batch import _model_version
+        from rtdeep.cohort.batch import model_version
         from rtdeep.dicomrt.seg_writer import write_seg
 
         seg = write_seg(ct, rois, args.out / f"SEG.{model_name}.dcm", algorithm_name=model_name,
-                        algorithm_version=_model_version(args.model), series_description=f"AI segmentation {model_name}",
+                        algorithm_version=model_version(args.model), series_description=f"AI segmentation {model_name}",
                         overwrite=args.overwrite)
         print(f"wrote {seg.path}")
     if args.nifti:
