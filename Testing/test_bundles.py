@@ -53,7 +53,7 @@ def test_write_then_load_gives_the_same_network(small_bundle: Path) -> None:
     with torch.no_grad():
         assert torch.allclose(original(probe), bundle.network(probe))
     manifest = json.loads((small_bundle / MANIFEST_NAME).read_text())
-    assert set(manifest) == {"configs/metadata.json", "models/model.pt", "docs/README.md"}
+    assert set(manifest) == {"configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md"}
 
 
 def test_write_bundle_refuses_to_overwrite(small_bundle: Path) -> None:

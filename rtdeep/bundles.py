@@ -3,6 +3,7 @@
 A bundle is a folder::
 
     <name>/configs/metadata.json   MONAI bundle metadata plus an "rtdeep" object (see below)
+    <name>/configs/inference.json  segmentation bundles: pre/post-processing for ``monai.bundle run``
     <name>/models/model.pt         a plain state_dict (loaded with torch.load(weights_only=True))
     <name>/docs/README.md          the model card (training data, training time, held-out metrics, speed)
     <name>/manifest.json           {relative path: sha256} of every other file
@@ -35,6 +36,7 @@ from typing import Any
 
 import torch
 
+from rtdeep.bundle_config import INFERENCE_CONFIG_PATH, inference_config
 from rtdeep.errors import BundleError
 from rtdeep.models.registry import build_network
 from rtdeep.sites import Organ, organ_for_label
@@ -319,7 +321,10 @@ def write_bundle(
         (staging / METADATA_PATH).write_text(json.dumps(metadata, indent=2) + "\n")
         torch.save(state, staging / WEIGHTS_PATH)
         (staging / MODEL_CARD_PATH).write_text(model_card_md)
-        for relative, content in (extra_files or {}).items():
+        files = dict(extra_files or {})
+        if metadata["rtdeep"].get("kind") == "segmentation" and INFERENCE_CONFIG_PATH not in files:
+            files[INFERENCE_CONFIG_PATH] = (json.dumps(inference_config(metadata), indent=2) + "\n").encode()
+        for relative, content in files.items():
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content)

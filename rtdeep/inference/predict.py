@@ -15,7 +15,7 @@ import torch
 
 from rtdeep.progress import ProgressCallback
 
-__all__ = ["predict_probabilities", "slice_stack"]
+__all__ = ["ModelGridInferer", "predict_probabilities", "slice_stack"]
 
 
 def slice_stack(image: np.ndarray, centres: Sequence[int], context_slices: int) -> np.ndarray:
@@ -111,3 +111,30 @@ def _n_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
         step = max(int(window * (1 - overlap)), 1)
         count *= max(int(np.ceil((size - window) / step)) + 1, 1) if size > window else 1
     return count
+
+
+class ModelGridInferer:
+    """A MONAI ``Inferer``-style callable (``inferer(inputs, network)``) for bundle configs.
+
+    It runs :func:`predict_probabilities` on a batch ``[1, 1, k, j, i]`` (model grid, windowed) and
+    returns softmax probabilities ``[1, classes, k, j, i]``, so ``monai.bundle`` runs a bundle's
+    3D sliding window or 2.5D slice stacks exactly as rtdeep does (see ``configs/inference.json``).
+
+    Args:
+        spatial_dims, context_slices, roi_size, overlap, slice_batch, size_divisor: as in
+            :func:`predict_probabilities` (a bundle's ``rtdeep.inference`` metadata).
+    """
+
+    def __init__(self, spatial_dims: int, context_slices: int = 1, roi_size: Sequence[int] = (64, 128, 128),
+                 overlap: float = 0.25, slice_batch: int = 16, size_divisor: int = 16) -> None:
+        self.settings = {"spatial_dims": int(spatial_dims), "context_slices": int(context_slices),
+                         "roi_size": tuple(int(r) for r in roi_size), "overlap": float(overlap),
+                         "slice_batch": int(slice_batch), "size_divisor": int(size_divisor)}
+
+    def __call__(self, inputs: torch.Tensor, network: torch.nn.Module) -> torch.Tensor:
+        if inputs.shape[0] != 1 or inputs.shape[1] != 1:
+            raise ValueError(f"expected one single-channel image [1, 1, k, j, i], got {tuple(inputs.shape)}")
+        device = str(inputs.device)
+        image = inputs[0, 0].detach().cpu().float().numpy()
+        probabilities = predict_probabilities(network, image, device=device, **self.settings)  # type: ignore[arg-type]
+        return torch.from_numpy(probabilities)[None].to(inputs.device)

@@ -1,5 +1,5 @@
-"""Segmentation networks (3D and 2.5D U-Net generators, PatchGAN discriminators) and the registry
-that rebuilds them from a bundle's metadata."""
+"""Segmentation networks by name: MONAI's U-Net generators and PatchGAN discriminator, the registry
+that rebuilds them from a bundle's metadata, and the architectures (:mod:`rtdeep.models.architectures`)."""
 
 from __future__ import annotations
 

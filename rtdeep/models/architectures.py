@@ -6,7 +6,7 @@ organs and intensity window come from the site (:mod:`rtdeep.sites`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rtdeep.errors import RtDeepError
@@ -30,6 +30,8 @@ class ArchSpec:
         learning_rate: Adam learning rate of the generator (the same for all four, so the U-Net and
             GAN comparison differs only in the adversarial term; GAN generators use beta1 0.5).
         critic_learning_rate: Adam learning rate of the PatchGAN critic (pix2pix: 2e-4, beta1 0.5).
+        critic_channels: channels of the critic's first convolution (doubled at each later one).
+        critic_layers: strided (halving) convolutions of the critic.
     """
 
     name: str
@@ -42,7 +44,8 @@ class ArchSpec:
     adversarial_weight: float = 0.0
     learning_rate: float = 1e-3
     critic_learning_rate: float = 2e-4
-    critic_features: tuple[int, ...] = field(default=(16, 32, 64))
+    critic_channels: int = 16
+    critic_layers: int = 3
 
     @property
     def is_gan(self) -> bool:
@@ -68,13 +71,17 @@ class ArchSpec:
         }
 
     def critic_spec(self, site: Site) -> dict[str, Any]:
-        """The PatchGAN critic's spec: it sees the image channels plus the class probabilities."""
+        """The PatchGAN critic's spec (MONAI ``PatchDiscriminator``, instance norm as in pix2pix): it
+        sees the image channels plus the class probabilities; its last output holds one logit per patch."""
         return {
-            "name": "PatchGanDiscriminator",
+            "name": "PatchDiscriminator",
             "kwargs": {
                 "spatial_dims": self.spatial_dims,
                 "in_channels": self.context_slices + site.n_classes,
-                "features": list(self.critic_features),
+                "channels": self.critic_channels,
+                "num_layers_d": self.critic_layers,
+                "norm": "INSTANCE",
+                "last_conv_kernel_size": 3,
             },
         }
 

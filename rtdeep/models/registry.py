@@ -52,14 +52,8 @@ for _name in ("BasicUNet", "UNet", "DynUNet", "DenseNet121", "PatchDiscriminator
     _BUILDERS[_name] = _monai_builder(_name)
 
 
-def _ensure_builtin_networks() -> None:
-    # rtdeep's own networks register themselves on import
-    importlib.import_module("rtdeep.models.networks")
-
-
 def registered_networks() -> list[str]:
     """Names accepted by :func:`build_network` (besides dotted paths)."""
-    _ensure_builtin_networks()
     return sorted(_BUILDERS)
 
 
@@ -87,7 +81,6 @@ def build_network(spec: Mapping[str, Any]) -> torch.nn.Module:
         raise BundleError(f"network spec must be an object with 'name' and 'kwargs', got {spec!r}")
     name = str(spec["name"])
     kwargs = dict(spec.get("kwargs") or {})
-    _ensure_builtin_networks()
     builder = _BUILDERS.get(name) or _resolve_dotted(name)
     try:
         return builder(**kwargs)

@@ -243,15 +243,16 @@ def train_segmentation(
                 onehot = torch.zeros_like(probabilities).scatter_(1, labels, 1.0)
                 # critic step: real (image, reference) vs fake (image, prediction)
                 optimizer_d.zero_grad()  # type: ignore[union-attr]
-                real_logits = critic(torch.cat([images, onehot], 1))
-                fake_logits = critic(torch.cat([images, probabilities.detach()], 1))
+                # MONAI's PatchDiscriminator returns every stage's features; the last is the patch logits
+                real_logits = critic(torch.cat([images, onehot], 1))[-1]
+                fake_logits = critic(torch.cat([images, probabilities.detach()], 1))[-1]
                 critic_loss = 0.5 * (
                     bce(real_logits, torch.ones_like(real_logits)) + bce(fake_logits, torch.zeros_like(fake_logits))
                 )
                 critic_loss.backward()
                 average_gradients(critic, context)
                 optimizer_d.step()  # type: ignore[union-attr]
-                fooled = critic(torch.cat([images, probabilities], 1))
+                fooled = critic(torch.cat([images, probabilities], 1))[-1]
                 adversarial = bce(fooled, torch.ones_like(fooled))
                 loss = loss + arch.adversarial_weight * adversarial
             optimizer_g.zero_grad()
