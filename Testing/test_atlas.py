@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import itertools
 from pathlib import Path
 
@@ -35,8 +36,23 @@ def thorax_result(atlas_cache: Path):
     return patient, rois, calls
 
 
-def test_atlas_seed_differs_from_test_seed() -> None:
-    assert ATLAS_SEED != TEST_SEED
+def test_atlases_are_built_from_a_seed_no_project_cohort_uses(atlas_cache: Path) -> None:
+    """The atlas library never holds a training, held-out, demo or test patient."""
+    from rtdeep.atlas.library import build_atlas
+    from rtdeep.commands.demo import DEMO_SEED
+    from rtdeep.commands.phantom import add_arguments as phantom_arguments
+    from rtdeep.training.train_all import HELDOUT_SEED, TRAIN_SEED
+
+    parser = argparse.ArgumentParser()
+    phantom_arguments(parser)
+    default_cohort_seed = parser.parse_args(["--site", "thorax", "--patients", "1", "--out", "x"]).seed
+    assert ATLAS_SEED not in {TRAIN_SEED, HELDOUT_SEED, DEMO_SEED, default_cohort_seed, TEST_SEED}
+    # and the library the segmentation loads is the phantoms of ATLAS_SEED (not a default seed)
+    loaded = load_atlases("thorax", 1)[0]
+    rebuilt = build_atlas("thorax", 0, ATLAS_SEED)
+    assert loaded.patient_id == rebuilt.patient_id
+    assert np.array_equal(loaded.labels.array, rebuilt.labels.array)
+    assert not np.array_equal(build_atlas("thorax", 0, TRAIN_SEED).labels.array, rebuilt.labels.array)
 
 
 def test_thorax_rois_are_named_coloured_and_automatic(thorax_result) -> None:

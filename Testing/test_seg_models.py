@@ -83,11 +83,11 @@ def heldout_small_phantoms():
 
 
 # Floors on a small-grid (3.5 mm) held-out phantom: the models were trained on the clinical grid, so
-# these are sanity floors for the whole pipeline (every model finds its organs where they are), not
-# the accuracy figures in the model cards. The head-and-neck models are weak (short CPU training):
-# their floor only asks that the best organ is found.
+# these are sanity floors for the whole pipeline, not the accuracy figures in the model cards. Every
+# organ must be found where it is (a model that misses one organ, Dice 0.00, fails); the lungs must
+# be good.
 DICE_FLOORS = {"thorax": {"Lung_L": 0.8, "Lung_R": 0.8}, "headneck": {}}
-BEST_ORGAN_FLOOR = 0.2
+EVERY_ORGAN_FLOOR = 0.1
 
 
 @pytest.mark.parametrize("name", [f"{s}_{a}" for s in SITES for a in ARCHITECTURES])
@@ -98,11 +98,12 @@ def test_bundled_model_reaches_dice_floor_on_heldout_phantom(name: str, heldout_
     rois = segment_volume(patient.ct, bundle)
     reference = {roi.name: roi.mask for roi in patient.rois}
     scores = {roi.name: dice_coefficient(reference[roi.name], roi.mask) for roi in rois}
+    assert sorted(scores) == sorted(SITES[bundle.site].organ_names)
     for roi in rois:
         assert roi.mask.shape == patient.ct.shape and roi.generation_algorithm == "AUTOMATIC"
     for organ, floor in DICE_FLOORS[bundle.site].items():
         assert scores[organ] >= floor, scores
-    assert np.nanmax(list(scores.values())) >= BEST_ORGAN_FLOOR, scores
+    assert min(scores.values()) >= EVERY_ORGAN_FLOOR, scores
 
 
 def test_prepare_case_puts_organs_on_the_model_grid(heldout_small_phantoms) -> None:

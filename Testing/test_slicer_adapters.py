@@ -9,10 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-
-slicer = pytest.importorskip(
-    "slicer", reason="slicer-core (pip install slicer-core==5.11.0.6) is not installed"
-)
+import slicer  # slicer-core (the 'slicer' extra): a missing install fails here, it is not skipped
 
 from rtdeep.dicomrt.types import CtSeries, PatientInfo, Roi
 from rtdeep.dicomrt.uids import make_uid
