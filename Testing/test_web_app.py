@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from playwright import sync_api as playwright_api
 
-pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e '.[slicer]')")
-pytest.importorskip("trame_slicer", reason="the web extra is not installed (pip install -e '.[web]')")
-playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test extra)")
+from rtdeep.errors import RtDeepError
+from rtdeep.web.files import DataRoot, OutsideDataError, UploadArea, UploadTooLargeError
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -371,6 +371,27 @@ def test_paths_outside_the_data_folder_are_refused(predicted, path):
     page.locator("#error-message").wait_for(state="hidden")
 
 
+def _study_files(data_dir: Path) -> list[str]:
+    return sorted(str(p) for p in (data_dir / "cohort" / "RTD-THX-0001").rglob("*.dcm"))
+
+
+def test_uploaded_dicom_files_open_as_a_study(predicted, data_dir):
+    page = predicted["page"]
+    page.set_input_files("#upload-dicom", _study_files(data_dir))
+    page.wait_for_selector("#study-summary:has-text('uploaded files')")
+    summary = page.locator("#study-summary").inner_text()
+    assert "RTD-THX-0001" in summary and "Dose: max" in summary
+    assert page.locator("#error-message").is_hidden()
+
+
+def test_uploaded_bad_dicom_shows_one_error(predicted, data_dir):
+    page = predicted["page"]
+    page.set_input_files("#upload-dicom", [str(data_dir / "not-a-study" / "broken.dcm")])
+    message = _error_text(page)
+    assert message.startswith("Upload failed") and "\n" not in message.strip()
+    page.wait_for_selector("#run-segmentation:not([disabled])")  # the uploaded study stays open
+
+
 def test_cancel_stops_a_running_segmentation(predicted, server):
     page = predicted["page"]
     page.wait_for_selector("#run-segmentation:not([disabled])")
@@ -388,3 +409,36 @@ def test_log_names_no_patient(server, predicted):
     assert "PHANTOM" not in log.upper().replace(
         "PHANTOMS", ""
     )  # the demo's PatientName is PHANTOM^THORAX^0001
+
+
+# -- what the browser may read, where uploads go (no browser needed) --------------------------------
+def test_data_root_resolves_inside_and_refuses_everything_outside(tmp_path):
+    root = tmp_path / "data"
+    (root / "a" / "b").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "x.dcm").write_bytes(b"x")
+    data = DataRoot(root)
+    assert data.resolve("") == data.resolve(".") == root.resolve()
+    (root / "dir-link").symlink_to(outside, target_is_directory=True)
+    (root / "a" / "file-link.dcm").symlink_to(outside / "x.dcm")
+    assert data.resolve("a/b") == (root / "a" / "b").resolve()
+    # refused: absolute paths, climbing out, a link out, and folders that hold a link out
+    for path in ("/etc", str(outside), "..", "a/../..", "dir-link", "a", "."):
+        with pytest.raises(OutsideDataError):
+            data.resolve(path)
+    with pytest.raises(RtDeepError, match="no such folder"):
+        data.resolve("missing")
+    assert "dir-link" not in data.study_folders()
+
+
+def test_upload_area_is_private_size_limited_and_removed(tmp_path):
+    area = UploadArea(max_bytes=100)
+    assert area.folder.stat().st_mode & 0o777 == 0o700
+    folder = area.store([("../../escape.dcm", b"a" * 10), ("dir/x.dcm", b"b" * 10), ("x.dcm", b"c")])
+    assert folder.parent == area.folder
+    assert sorted(p.name for p in folder.iterdir()) == ["00002_x.dcm", "escape.dcm", "x.dcm"]
+    with pytest.raises(UploadTooLargeError, match="over the limit"):
+        area.store([("big.dcm", b"z" * 101)])
+    area.cleanup()
+    assert not area.folder.exists()

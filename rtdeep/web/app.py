@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rtdeep.bundles import list_bundles
 from rtdeep.sites import SITES
 from rtdeep.web.files import DataRoot, UploadArea, UploadTooLargeError
 from rtdeep.web.jobs import JobCancelled, JobFailed, WorkerJob
@@ -37,8 +38,9 @@ __all__ = ["RtDeepWebApp", "module_logic_classes"]
 logger = logging.getLogger("rtdeep.web")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-#: the thorax organs the review table lists first (the demo patient's reference structures)
 DEFAULT_SITE = "thorax"
+#: the model each site's list starts on (thorax: best held-out Dice, as in ``rtdeep demo``)
+DEFAULT_MODELS = {"thorax": "thorax_gan25d", "headneck": "headneck_unet3d"}
 #: models with a held-out median Dice below this are flagged in the model list
 WEAK_MODEL_DICE = 0.7
 #: colour tables of the overlays (built-in MRML colour nodes)
@@ -122,10 +124,12 @@ class RtDeepWebApp:
         self.pn_logic = pneumonitis_logic(self.scene)
         self.constants = constants
         self.models = _model_database()
+        self.installed_bundles = {path.name for path in list_bundles()}
 
         self._nodes: dict[str, Any] = {}  # role -> node (ct, reference, dose, ai, crop, saliency, ...)
         self._study_folder: Path | None = None
         self._job: WorkerJob | None = None
+        self._seg_task: asyncio.Future | None = None
         self._pn_key: tuple[str, float] | None = None
         self._pn_result: Any = None
         self._upload_parts: list[tuple[str, bytes]] = []
@@ -176,17 +180,18 @@ class RtDeepWebApp:
         state.change("seg_model")(lambda **_: self._describe_model())
 
     def _refresh_models(self) -> None:
-        from rtdeep.inference import available_models
-
+        """The site's models from the bundle database, then its atlas baseline (no torch import:
+        the server never runs a network itself)."""
         site = self.state.seg_site
-        items = []
-        for name in available_models(site):
-            entry = self.models.get(name, {})
-            items.append({"title": entry.get("title", name), "value": name})
+        items = [
+            {"title": entry.get("title", name), "value": name}
+            for name, entry in self.models.items()
+            if entry.get("site") == site and name in self.installed_bundles
+        ]
+        items.append({"title": f"{site.title()}: atlas registration baseline", "value": f"{site}_atlas"})
         self.state.seg_models = items
-        preferred = "thorax_gan25d" if site == "thorax" else ""
         names = [item["value"] for item in items]
-        self.state.seg_model = preferred if preferred in names else (names[0] if names else "")
+        self.state.seg_model = DEFAULT_MODELS.get(site) if DEFAULT_MODELS.get(site) in names else names[0]
         self._describe_model()
 
     def _describe_model(self) -> None:
@@ -281,7 +286,7 @@ class RtDeepWebApp:
         from rtdeep.slicer.subject_hierarchy import attach_dicom_series
         from rtdeep.slicer.volume_node import node_from_volume
 
-        if self._job is not None and self._job.running:
+        if self.state.seg_running:
             raise ValueError("a segmentation is running; cancel it before opening another study")
         started = time.perf_counter()
         study = load_study(folder)  # raises a typed error naming the file before the scene changes
@@ -444,20 +449,20 @@ class RtDeepWebApp:
             raise ValueError(f"open a study with {what} first")
         return node
 
-    async def run_segmentation(self) -> None:
+    def run_segmentation(self) -> None:
+        """Start the worker and return at once: the click handler must not hold the connection,
+        or Cancel (another click) would wait for the segmentation to end."""
         ct_node = self._require("ct", "a CT")
-        if self._job is not None and self._job.running:
+        if self.state.seg_running:
             raise ValueError("a segmentation is already running")
         site, model = self.state.seg_site, self.state.seg_model
         job_dir = Path(tempfile.mkdtemp(prefix="seg-", dir=self.work_dir))
         command, output = self.seg_logic.subprocessCommand(ct_node, site, model, job_dir)
-        started = time.perf_counter()
-        with self.state:
-            self.state.seg_running = True
-            self.state.seg_progress = 0
-            self.state.seg_message = f"Starting {model}..."
-            self.state.dice_rows = []
-            self.state.can_export = False
+        self.state.seg_running = True
+        self.state.seg_progress = 0
+        self.state.seg_message = f"Starting {model}..."
+        self.state.dice_rows = []
+        self.state.can_export = False
 
         def on_progress(fraction: float, message: str) -> None:
             with self.state:
@@ -465,6 +470,11 @@ class RtDeepWebApp:
                 self.state.seg_message = message
 
         self._job = WorkerJob(command, self.seg_logic.parseProgressLine, on_progress)
+        task = self._guarded("Segmentation")(self._segmentation_task)
+        self._seg_task = asyncio.ensure_future(task(ct_node, model, output, time.perf_counter()))
+
+    async def _segmentation_task(self, ct_node: Any, model: str, output: Path, started: float) -> None:
+        """Wait for the worker, then show its ROIs, the review outlines and the metrics."""
         try:
             await self._job.run()
         except JobCancelled:
@@ -507,7 +517,7 @@ class RtDeepWebApp:
             )
 
     def cancel_segmentation(self) -> None:
-        if self._job is None or not self._job.running:
+        if self._job is None or not self.state.seg_running:
             raise ValueError("no segmentation is running")
         self._job.cancel()
 
@@ -571,20 +581,26 @@ class RtDeepWebApp:
         self.state.status_message = "; ".join(result.warnings) if result.warnings else ""
 
     def _dvh_png(self, result: Any) -> str:
-        """The DVH curves the logic computed, drawn as a PNG data URL."""
-        curves = getattr(result, "dvhCurves", None)
-        if not curves:
+        """The normal-lung DVH of the logic's lung-dose report, drawn as a PNG data URL."""
+        report = result.lungDoseReport
+        if report is None:
             return ""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import numpy as np
 
+        dvh = report.dvh
+        dose_gy = np.linspace(0.0, max(dvh.max_gy, 1.0) * 1.02, 200)
+        volume_pct = [dvh.volume_at_dose_pct(dose) for dose in dose_gy]
         figure, axis = plt.subplots(figsize=(4.2, 2.8), dpi=100)
-        for name, (dose_gy, volume_pct) in curves.items():
-            axis.plot(dose_gy, volume_pct, label=name)
+        axis.plot(dose_gy, volume_pct, color="tab:blue", label=f"normal lung (MLD {report.mld_gy:.1f} Gy)")
+        threshold = float(self.state.crop_threshold)
+        axis.axvline(threshold, color="tab:green", linestyle="--", label=f"crop threshold {threshold:g} Gy")
         axis.set_xlabel("dose (Gy)")
         axis.set_ylabel("volume (%)")
+        axis.set_title("Cumulative DVH", fontsize=9)
         axis.set_ylim(0, 102)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)

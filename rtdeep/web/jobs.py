@@ -58,6 +58,8 @@ class WorkerJob:
             start_new_session=True,
             env=env,
         )
+        if self._cancelled:  # Cancel came while the process was starting
+            self.cancel()
         stderr_task = asyncio.create_task(self._process.stderr.read())
         assert self._process.stdout is not None
         async for raw in self._process.stdout:
