@@ -294,3 +294,47 @@ class SegmentationLogic:
         ):
             raise ValueError(f"Result {outputPath} is not on the grid of '{inputVolume.GetName()}'.")
         return rois
+
+    # -- DICOM SEG export (added for the web app's Export DICOM SEG) ----------------------------
+    def exportDicomSeg(
+        self,
+        segmentationNode: Any,
+        referenceVolume: Any,
+        outputPath: str | Path,
+        ctFolder: str | Path,
+        algorithmName: str,
+        algorithmVersion: str = "1",
+    ) -> Path:
+        """Write the segments as a DICOM SEG (highdicom) whose source images are the CT's files.
+
+        A SEG references the CT's slice files, so the CT is read again from ``ctFolder`` and must
+        lie on ``referenceVolume``'s grid. Empty segments are left out.
+
+        Args:
+            segmentationNode: the segments to export (masks read on the CT grid).
+            referenceVolume: the CT volume node.
+            outputPath: the SEG file to write (must not exist).
+            ctFolder: the CT series' folder.
+            algorithmName: AlgorithmName, e.g. the model bundle's name.
+            algorithmVersion: AlgorithmVersion.
+
+        Raises:
+            ValueError: no segments, or a CT folder whose grid differs from the volume node.
+        """
+        from rtdeep.dicomrt.ct_reader import read_ct_series
+        from rtdeep.dicomrt.seg_writer import write_seg
+
+        if segmentationNode is None or segmentationNode.GetSegmentation().GetNumberOfSegments() == 0:
+            raise ValueError("Select a segmentation with at least one segment to export.")
+        ct = read_ct_series(ctFolder)
+        node_grid = volume_from_node(referenceVolume)
+        if not ct.volume.same_grid(node_grid, tolerance_mm=0.01):
+            raise ValueError(
+                f"CT folder {ctFolder} (shape {ct.volume.shape}) is not on the grid of volume "
+                f"'{referenceVolume.GetName()}' (shape {node_grid.shape})."
+            )
+        rois = rois_from_segmentation_node(segmentationNode, ct.volume)
+        written = write_seg(
+            ct, rois, outputPath, algorithm_name=algorithmName, algorithm_version=algorithmVersion
+        )
+        return Path(written.path)
