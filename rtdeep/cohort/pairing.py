@@ -96,7 +96,9 @@ def pair_studies(
         ``(studies, unused)``: usable studies in patient and path order, and every series, file or
         study not used, with the reason (duplicates and non-DICOM files included).
     """
-    unused: list[Unused] = [Unused("", "", "file", str(path), f"not DICOM: {reason}") for path, reason in index.skipped]
+    unused: list[Unused] = [
+        Unused("", "", "file", str(path), reason if reason.startswith("unreadable") else f"not DICOM: {reason}")
+        for path, reason in index.skipped]
     unused += [Unused("", "", "file", str(path), f"duplicate of {kept} (same SOPInstanceUID)")
                for path, kept in index.duplicates]
     by_patient: dict[str, list[DicomFileInfo]] = {}

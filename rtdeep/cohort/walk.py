@@ -37,9 +37,13 @@ class ExportIndex:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _all_files(root: Path) -> list[Path]:
+def _all_files(root: Path, unreadable: list[tuple[Path, str]]) -> list[Path]:
     found = []
-    for folder, dirs, names in os.walk(root):
+
+    def note(error: OSError) -> None:  # an unreadable folder is listed, not skipped silently
+        unreadable.append((Path(error.filename or root), f"unreadable folder ({error.strerror})"))
+
+    for folder, dirs, names in os.walk(root, onerror=note):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(Path(folder) / name for name in names if not name.startswith(".") and name != "DICOMDIR")
     return sorted(found)
@@ -58,7 +62,7 @@ def index_export(root: str | os.PathLike[str]) -> ExportIndex:
         raise NotADirectoryError(f"{root}: not a folder")
     index = ExportIndex(root)
     first_path: dict[str, Path] = {}
-    paths = _all_files(root)
+    paths = _all_files(root, index.skipped)
     for path in progress(paths, "reading headers", total=len(paths)):
         try:
             info = read_header(path)

@@ -96,10 +96,15 @@ def init_distributed(device: str = "auto") -> DistContext:
 
 
 def close_distributed() -> None:
-    """Leave the process group (if one was joined)."""
+    """Wait for every process, then leave the process group (if one was joined).
+
+    The barrier keeps a rank that finished early (while rank 0 still writes) from tearing its
+    connections down under the others.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
