@@ -43,6 +43,10 @@ def _cli(command: str, study: Path, out: Path, extra: tuple[str, ...] = ()) -> l
     if command == "compare":
         return [*rtdeep, "compare", "--ct", str(study), "--reference", str(study / "RS.dcm"), "--test",
                 str(study / "RS.dcm"), "--out", str(out), *extra]
+    if command == "crop":
+        return [*rtdeep, "crop", str(study), "--roi", "lung-dose20", "--out", str(out), *extra]
+    if command == "segment":
+        return [*rtdeep, "segment", str(study), "--model", "thorax_atlas", "--out", str(out), *extra]
     if command == "predict":
         return [*rtdeep, "predict-pneumonitis", str(study), "--out", str(out), *extra]
     raise AssertionError(command)
