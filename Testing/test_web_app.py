@@ -329,6 +329,26 @@ def test_export_downloads_an_rtstruct_with_the_same_organs(segmented, data_dir, 
     assert all(read_back[name].mask.any() for name in THORAX_ORGANS)
 
 
+def test_export_downloads_a_dicom_seg_with_the_same_organs(segmented, data_dir, tmp_path):
+    import pydicom
+
+    from rtdeep.dicomrt.ct_reader import read_ct_series
+    from rtdeep.dicomrt.seg_reader import read_seg
+
+    page = segmented["page"]
+    with page.expect_download() as download_info:
+        page.click("#export-seg")
+    path = tmp_path / download_info.value.suggested_filename
+    download_info.value.save_as(path)
+    assert path.name == f"SEG.{DEMO_MODEL}.dcm"
+    assert pydicom.dcmread(path, stop_before_pixels=True).Modality == "SEG"
+    rois = {
+        roi.name: roi for roi in read_seg(path, read_ct_series(data_dir / "cohort" / "RTD-THX-0001" / "CT"))
+    }
+    assert THORAX_ORGANS <= set(rois)
+    assert all(rois[name].mask.any() for name in THORAX_ORGANS)
+
+
 def test_lower_threshold_gives_a_larger_crop(predicted):
     def volume(text: str) -> float:
         return float(re.search(r"([\d.]+) cc", text).group(1))

@@ -530,6 +530,16 @@ class RtDeepWebApp:
         self.state.status_message = f"Exported {path.name} ({path.stat().st_size // 1024} kB)."
         return self.server.protocol.addAttachment(path.read_bytes())
 
+    def export_dicom_seg(self) -> Any:
+        """The AI structures as a DICOM SEG referencing the study's CT files, sent to the browser."""
+        ai = self._require("ai", "AI contours (run the segmentation)")
+        ct_node = self._require("ct", "a CT")
+        model = self.state.export_name.removeprefix("RS.").removesuffix(".dcm")
+        target = Path(tempfile.mkdtemp(prefix="export-", dir=self.work_dir)) / f"SEG.{model}.dcm"
+        path = self.seg_logic.exportDicomSeg(ai, ct_node, target, self._study_folder, algorithmName=model)
+        self.state.status_message = f"Exported {path.name} ({path.stat().st_size // 1024} kB)."
+        return self.server.protocol.addAttachment(path.read_bytes())
+
     # -- RTPneumonitisPredictor -------------------------------------------------------------------
     def _pneumonitis(self) -> Any:
         """The logic's result for the current crop and threshold (computed once per setting)."""
@@ -644,6 +654,7 @@ class RtDeepWebApp:
         guarded_predict = self._guarded("Pneumonitis prediction")(self.predict_pneumonitis)
         chunk_trigger = self.server.trigger_name(guarded_chunk)
         export_trigger = self.server.trigger_name(guarded_export)
+        seg_trigger = self.server.trigger_name(self._guarded("Export DICOM SEG")(self.export_dicom_seg))
 
         with SinglePageWithDrawerLayout(self.server, width=430) as layout:
             layout.title.set_text("rtdeep: AI contours and pneumonitis risk")
@@ -664,7 +675,7 @@ class RtDeepWebApp:
                 )
                 html.Div("{{ status_message }}", id="status-message", classes="text-caption mb-2")
                 self._study_card(v, html, guarded_load, chunk_trigger)
-                self._segmentation_card(v, html, guarded_run, guarded_cancel, export_trigger)
+                self._segmentation_card(v, html, guarded_run, guarded_cancel, export_trigger, seg_trigger)
                 self._pneumonitis_card(v, html, guarded_crop, guarded_predict)
             with layout.content, html.Div(style="height: 100%; display: flex; position: relative;"):
                 self.layout_manager.initialize_layout_grid(layout)
@@ -721,7 +732,7 @@ class RtDeepWebApp:
                     html.Div("{{ line }}", v_for="line in study_summary", key="line")
 
     def _segmentation_card(
-        self, v: Any, html: Any, run: Callable, cancel: Callable, export_trigger: str
+        self, v: Any, html: Any, run: Callable, cancel: Callable, export_trigger: str, seg_trigger: str
     ) -> None:
         with v.VCard(id="panel-segmentation", classes="mb-2", variant="outlined"):
             v.VCardTitle("RTDeepSeg: AI contours", classes="text-subtitle-1")
@@ -744,6 +755,16 @@ class RtDeepWebApp:
                         disabled=("!can_export",),
                         click=f"utils.download(export_name, trigger('{export_trigger}'), 'application/dicom')",
                     )
+                v.VBtn(
+                    "Export DICOM SEG",
+                    id="export-seg",
+                    disabled=("!can_export",),
+                    classes="mt-1",
+                    click=(
+                        "utils.download(export_name.replace('RS.', 'SEG.'), "
+                        f"trigger('{seg_trigger}'), 'application/dicom')"
+                    ),
+                )
                 v.VProgressLinear(model_value=("seg_progress",), height=6, classes="mt-2", color="red")
                 html.Div("{{ seg_message }}", id="seg-message", classes="text-caption")
                 html.Div("Outlines: reference yellow, AI red.", classes="text-caption",
