@@ -9,7 +9,6 @@ Python packages are installed at the first Apply, after one confirmation.
 
 import os
 import shutil
-import tempfile
 from typing import Annotated
 
 import qt
@@ -93,9 +92,11 @@ class RTDeepSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._process = None
-        self._processOutput = None
-        self._workDir = None
+        self._job = None
+        self._log = []
+        self._cancelled = False
         self._modelListSite = None
+        self._models = []
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -158,24 +159,30 @@ class RTDeepSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._checkCanApply()
 
     def updateModelList(self, _index=None) -> None:
-        """Offer the bundled models of the chosen site, then the atlas (wired by hand: items vary)."""
+        """Offer the site's models from the model database: title shown, name as item data (wired
+        by hand: the items depend on the site)."""
         if not self._parameterNode:
             return
-        from rtdeep.inference import available_models
-
         self._modelListSite = self._parameterNode.site
+        self._models = self.logic.modelDescriptions(self._parameterNode.site)
         wasBlocked = self.ui.modelComboBox.blockSignals(True)
         self.ui.modelComboBox.clear()
-        for name in available_models(self._parameterNode.site):
-            self.ui.modelComboBox.addItem(name)
-        index = self.ui.modelComboBox.findText(self._parameterNode.model)
+        for index, model in enumerate(self._models):
+            self.ui.modelComboBox.addItem(model["title"], model["name"])
+            self.ui.modelComboBox.setItemData(index, model["tooltip"], qt.Qt.ToolTipRole)
+        index = self.ui.modelComboBox.findData(self._parameterNode.model)
         self.ui.modelComboBox.currentIndex = max(index, 0)
         self.ui.modelComboBox.blockSignals(wasBlocked)
         self.onModelSelected()
 
     def onModelSelected(self, _index=None) -> None:
-        if self._parameterNode and self.ui.modelComboBox.currentText:
-            self._parameterNode.model = self.ui.modelComboBox.currentText
+        index = self.ui.modelComboBox.currentIndex
+        if not self._parameterNode or index < 0 or index >= len(self._models):
+            return
+        model = self._models[index]
+        self._parameterNode.model = model["name"]
+        self.ui.modelInfoLabel.text = model["tooltip"]
+        self.ui.modelInfoLabel.setStyleSheet("color: #b35900" if model["warning"] else "")
 
     def _checkCanApply(self, caller=None, event=None) -> None:
         # The site combo box writes the parameter node; the model list follows it from here, after
@@ -191,63 +198,48 @@ class RTDeepSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.enabled = False
         self.ui.exportButton.enabled = bool(self._parameterNode and self._parameterNode.outputSegmentation)
 
-    # -- dependencies ------------------------------------------------------------------------------
-    def ensureDependencies(self) -> bool:
-        """Install missing Python packages after one confirmation (never at import)."""
-        from rtdeep.slicer.dependencies import missing_requirements
-
-        missing = missing_requirements(include_torch=True)
-        if not missing:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(
-            _("RTDeepSeg needs these Python packages, which will be downloaded and installed now:\n\n")
-            + "\n".join(missing)
-        ):
-            return False
-        with slicer.util.WaitCursor():
-            if any(spec.startswith("torch") for spec in missing):
-                import PyTorchUtils  # from the SlicerPyTorch extension
-
-                if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
-                    raise ValueError(_("PyTorch could not be installed."))
-                missing = [spec for spec in missing if not spec.startswith("torch")]
-            if missing:
-                if hasattr(slicer, "packaging") and hasattr(slicer.packaging, "pip_ensure"):
-                    slicer.packaging.pip_ensure(missing)
-                else:
-                    slicer.util.pip_install(missing)
-        return True
-
     # -- apply: the model runs in a subprocess --------------------------------------------------
     def onApplyButton(self) -> None:
+        from rtdeep.slicer.dependencies import ensure_requirements_in_slicer
+
         with slicer.util.tryWithErrorDisplay(_("Failed to start the segmentation."), waitCursor=True):
-            if not self.ensureDependencies():
+            if not ensure_requirements_in_slicer("RTDeepSeg"):
                 return
             p = self._parameterNode
-            self._workDir = tempfile.mkdtemp(prefix="RTDeepSeg-")
             pythonSlicer = shutil.which("PythonSlicer") or os.path.join(
                 os.path.dirname(qt.QCoreApplication.applicationFilePath()), "PythonSlicer"
             )
-            command, self._processOutput = self.logic.subprocessCommand(
-                p.inputVolume, p.site, p.model, self._workDir, p.device, python=pythonSlicer
-            )
-            self._process = qt.QProcess()
-            environment = qt.QProcessEnvironment.systemEnvironment()
-            import rtdeep
-
-            packageRoot = os.path.dirname(os.path.dirname(rtdeep.__file__))
-            paths = [packageRoot, environment.value("PYTHONPATH")]
-            environment.insert("PYTHONPATH", os.pathsep.join(path for path in paths if path))
-            self._process.setProcessEnvironment(environment)
-            self._process.setProcessChannelMode(qt.QProcess.MergedChannels)
-            self._process.connect("readyReadStandardOutput()", self.onProcessOutput)
-            self._process.connect("finished(int,QProcess::ExitStatus)", self.onProcessFinished)
-            self.ui.logTextEdit.clear()
-            self.ui.progressBar.show()
-            self.ui.progressBar.value = 0
-            self.ui.cancelButton.enabled = True
-            self._process.start(command[0], command[1:])
+            self._job = self.logic.startJob(p.inputVolume, p.site, p.model, p.device, python=pythonSlicer)
+            try:
+                self._startProcess(self._job.command)
+            except Exception:
+                job, self._job, self._process = self._job, None, None
+                job.cancel(None)  # removes the temporary CT
+                self.ui.cancelButton.enabled = False
+                self.ui.progressBar.hide()
+                raise
             self._checkCanApply()
+
+    def _startProcess(self, command) -> None:
+        self._log, self._cancelled = [], False
+        self._process = qt.QProcess()
+        environment = qt.QProcessEnvironment.systemEnvironment()
+        import rtdeep
+
+        packageRoot = os.path.dirname(os.path.dirname(rtdeep.__file__))
+        paths = [packageRoot, environment.value("PYTHONPATH")]
+        environment.insert("PYTHONPATH", os.pathsep.join(path for path in paths if path))
+        self._process.setProcessEnvironment(environment)
+        self._process.setProcessChannelMode(qt.QProcess.MergedChannels)
+        self._process.connect("readyReadStandardOutput()", self.onProcessOutput)
+        self._process.connect("finished(int,QProcess::ExitStatus)", self.onProcessFinished)
+        self.ui.logTextEdit.clear()
+        self.ui.progressBar.show()
+        self.ui.progressBar.value = 0
+        self.ui.cancelButton.enabled = True
+        self._process.start(command[0], command[1:])
+        if not self._process.waitForStarted(10000):
+            raise ValueError(_("Could not start {program}.").format(program=command[0]))
 
     def onProcessOutput(self) -> None:
         text = bytes(self._process.readAllStandardOutput().data()).decode(errors="replace")
@@ -257,19 +249,22 @@ class RTDeepSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.progressBar.value = int(progress[0] * 100)
                 self.ui.statusLabel.text = progress[1]
             else:
+                self._log.append(line)
                 self.ui.logTextEdit.appendPlainText(line)
 
     def onProcessFinished(self, exitCode, exitStatus) -> None:
-        process, self._process = self._process, None
+        self._process = None
+        job, self._job = self._job, None
         self.ui.cancelButton.enabled = False
         self.ui.progressBar.hide()
         self._checkCanApply()
-        if process is None or exitStatus != qt.QProcess.NormalExit or exitCode != 0:
-            self.ui.statusLabel.text = _("Segmentation stopped (exit code {code}).").format(code=exitCode)
+        if job is None or self._cancelled:
             return
+        if exitStatus != qt.QProcess.NormalExit:
+            exitCode = exitCode or -1
         with slicer.util.tryWithErrorDisplay(_("Failed to load the segmentation."), waitCursor=True):
             p = self._parameterNode
-            rois = self.logic.loadSubprocessResult(self._processOutput, p.inputVolume)
+            rois = job.finish(exitCode, "\n".join(self._log))  # removes the temporary CT in any case
             result = self.logic.showResults(
                 p.inputVolume, rois, p.model, p.referenceSegmentation, p.outputSegmentation
             )
@@ -278,11 +273,13 @@ class RTDeepSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.metricsTableView.setMRMLTableNode(result.metricsTableNode)
                 self.onReviewToggled(self.ui.reviewCheckBox.checked)
             self.ui.statusLabel.text = _("{count} structures.").format(count=len(rois))
-        shutil.rmtree(self._workDir, ignore_errors=True)
 
     def onCancelButton(self) -> None:
-        if self._process is not None:
-            self._process.kill()
+        """Kill the worker and every process it started, and delete the temporary CT."""
+        if self._job is not None:
+            self._cancelled = True
+            processId = self._process.processId() if self._process is not None else None
+            self._job.cancel(processId)
             self.ui.statusLabel.text = _("Cancelled.")
 
     def onReviewToggled(self, enabled) -> None:

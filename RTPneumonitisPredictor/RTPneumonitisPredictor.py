@@ -163,31 +163,13 @@ class RTPneumonitisPredictorWidget(ScriptedLoadableModuleWidget, VTKObservationM
         self.ui.applyButton.toolTip = _("Compute the risk") if ready else _("Select CT, dose and structures")
         self.ui.thresholdSliderWidget.enabled = bool(p and p.cropPreset == "lung-dose20")
 
-    def ensureDependencies(self) -> bool:
-        from rtdeep.slicer.dependencies import missing_requirements
-
-        missing = missing_requirements(include_torch=True)
-        if not missing:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(
-            _("RTPneumonitisPredictor needs these Python packages, which will be installed now:\n\n")
-            + "\n".join(missing)
-        ):
-            return False
-        with slicer.util.WaitCursor():
-            if any(spec.startswith("torch") for spec in missing):
-                import PyTorchUtils  # from the SlicerPyTorch extension
-
-                PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
-                missing = [spec for spec in missing if not spec.startswith("torch")]
-            if missing:
-                slicer.util.pip_install(missing)
-        return True
-
     def onApplyButton(self) -> None:
+        from rtdeep.slicer.dependencies import ensure_requirements_in_slicer
+        from rtdeep.slicer.display import dvh_plot_chart_node, show_as_overlay
+
         # The classifier is small (a crop of 64^3 voxels): it runs in process, behind a wait cursor.
         with slicer.util.tryWithErrorDisplay(_("Failed to compute the pneumonitis risk."), waitCursor=True):
-            if not self.ensureDependencies():
+            if not ensure_requirements_in_slicer("RTPneumonitisPredictor"):
                 return
             p = self._parameterNode
             result = self.logic.process(
@@ -200,11 +182,15 @@ class RTPneumonitisPredictorWidget(ScriptedLoadableModuleWidget, VTKObservationM
                 mld=result.meanLungDoseGy, v5=result.v5Pct, v20=result.v20Pct
             )
             self.ui.warningsLabel.text = "\n".join(result.warnings)
-            background = result.cropVolumeNode
-            foreground = result.saliencyVolumeNode
-            slicer.util.setSliceViewerLayers(
-                background=background, foreground=foreground, foregroundOpacity=0.4
-            )
+            if result.lungDoseReport is not None:
+                chart = dvh_plot_chart_node(
+                    slicer.mrmlScene, {_("Normal lung"): result.lungDoseReport.dvh}, f"{p.ctVolume.GetName()} DVH"
+                )
+                slicer.modules.plots.logic().ShowChartInLayout(chart)
+            if result.saliencyVolumeNode is not None:
+                show_as_overlay(result.saliencyVolumeNode, p.ctVolume)
+            else:
+                slicer.util.setSliceViewerLayers(background=result.cropVolumeNode)
 
 
 #

@@ -284,12 +284,13 @@ def test_worker_subprocess_with_a_bundled_model(scene, phantom_patient, tmp_path
     bundles = [name for name in available_models("thorax") if not name.endswith("_atlas")]
     assert bundles, "no thorax segmentation bundle under Resources/Models"
     ct_node = node_from_volume(scene, phantom_patient.ct, "Phantom CT")
-    command, output = SegmentationLogic.subprocessCommand(ct_node, "thorax", bundles[0], tmp_path)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    job = SegmentationLogic.startJob(ct_node, "thorax", bundles[0])
+    done = subprocess.run(job.command, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     progress = [SegmentationLogic.parseProgressLine(line) for line in done.stdout.splitlines()]
     assert progress[-1][0] == 1.0
-    rois = SegmentationLogic.loadSubprocessResult(output, ct_node)
+    rois = job.finish(done.returncode, done.stdout)
+    assert not job.workDir.exists()  # the temporary CT is gone after a successful run too
     result = SegmentationLogic(scene).showResults(ct_node, rois, bundles[0])
     assert result.segmentationNode.GetSegmentation().GetNumberOfSegments() == len(rois) > 0
     assert all(roi.mask.any() for roi in rois if roi.name in ("Lung_L", "Lung_R"))

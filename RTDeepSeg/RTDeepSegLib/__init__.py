@@ -5,6 +5,6 @@
 with ``ScriptedLoadableModuleLogic``; tests import this package directly.
 """
 
-from RTDeepSegLib.logic import SegmentationLogic, SegmentationResult
+from RTDeepSegLib.logic import SegmentationJob, SegmentationLogic, SegmentationResult
 
-__all__ = ["SegmentationLogic", "SegmentationResult"]
+__all__ = ["SegmentationJob", "SegmentationLogic", "SegmentationResult"]

@@ -9,7 +9,9 @@ with a message that names the node, ROI or file.
 from __future__ import annotations
 
 import math
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from rtdeep.slicer.table_node import table_node_from_rows
 from rtdeep.slicer.volume_node import volume_from_node
 from rtdeep.volume import Volume
 
-__all__ = ["REVIEW_REFERENCE_RGB", "REVIEW_TEST_RGB", "SegmentationLogic", "SegmentationResult"]
+__all__ = ["REVIEW_REFERENCE_RGB", "REVIEW_TEST_RGB", "SegmentationJob", "SegmentationLogic", "SegmentationResult"]
 
 #: overlay colours of the review (the talk's convention): reference yellow, method red
 REVIEW_REFERENCE_RGB = (1.0, 1.0, 0.0)
@@ -338,3 +340,82 @@ class SegmentationLogic:
             ct, rois, outputPath, algorithm_name=algorithmName, algorithm_version=algorithmVersion
         )
         return Path(written.path)
+
+    # -- the model list and a worker run with cleanup (qt-free parts of the widget) --------------
+    @staticmethod
+    def modelDescriptions(site: str) -> list[dict[str, str]]:
+        """The models offered for ``site`` with what the panel shows (from ``models.json``).
+
+        Returns:
+            One dict per model: ``name`` (what :meth:`process` takes), ``title``, ``tooltip`` (organs
+            with held-out Dice, expected time) and ``warning`` (empty unless the model is weak).
+        """
+        from rtdeep.inference import available_models
+        from rtdeep.model_database import ModelEntry, describe_model, read_model_database
+
+        database = read_model_database()
+        descriptions = []
+        for name in available_models(site):
+            entry = database.get(name) or ModelEntry(name, name, site, SITES[site].organ_names)
+            descriptions.append({"name": name, "title": entry.title, "tooltip": describe_model(entry),
+                                 "warning": entry.warning})
+        return descriptions
+
+    @staticmethod
+    def startJob(
+        inputVolume: Any, site: str, model: str, device: str = "cpu", python: str | None = None
+    ) -> SegmentationJob:
+        """Write the CT into a new temporary folder and return the worker run to start.
+
+        The folder (and the CT in it) is removed by :meth:`SegmentationJob.finish` or
+        :meth:`SegmentationJob.cancel`, and right here when preparing the run fails.
+        """
+        work_dir = Path(tempfile.mkdtemp(prefix="RTDeepSeg-"))
+        try:
+            command, output = SegmentationLogic.subprocessCommand(inputVolume, site, model, work_dir, device,
+                                                                  python=python)
+        except BaseException:
+            shutil.rmtree(work_dir, ignore_errors=True)
+            raise
+        return SegmentationJob(work_dir, command, output, inputVolume)
+
+
+@dataclass
+class SegmentationJob:
+    """One run of the segmentation worker: its temporary folder (holding the CT), command, result.
+
+    The widget starts :attr:`command` (a ``qt.QProcess``), then calls :meth:`finish` when the
+    process ends or :meth:`cancel` on Cancel. Both delete the folder whatever happened (``finally``),
+    so no patient data stays behind; :meth:`cancel` kills the whole process tree (``PythonSlicer``
+    is a launcher whose child runs the model).
+    """
+
+    workDir: Path
+    command: list[str]
+    outputPath: Path
+    inputVolume: Any
+
+    def finish(self, exitCode: int, log: str = "") -> list[Roi]:
+        """The ROIs of a finished run; ``ValueError`` (with the worker's error line) when it failed."""
+        try:
+            if exitCode != 0:
+                errors = [line for line in log.splitlines() if line.startswith("error:")]
+                detail = f": {errors[-1][len('error:'):].strip()}" if errors else ""
+                raise ValueError(f"Segmentation stopped (exit code {exitCode}){detail}.")
+            return SegmentationLogic.loadSubprocessResult(self.outputPath, self.inputVolume)
+        finally:
+            self.cleanup()
+
+    def cancel(self, processId: int | None) -> None:
+        """Kill the worker and its children (when ``processId`` is given) and delete the folder."""
+        from rtdeep.slicer.processes import kill_process_tree
+
+        try:
+            if processId:
+                kill_process_tree(int(processId))
+        finally:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        """Delete the temporary folder (the CT and any partial result)."""
+        shutil.rmtree(self.workDir, ignore_errors=True)

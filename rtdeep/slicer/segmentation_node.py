@@ -2,7 +2,9 @@
 
 Each :class:`rtdeep.dicomrt.types.Roi` becomes one segment whose name and colour come from the Roi;
 its ROI number, interpreted type and generation algorithm ride along as segment tags so they survive
-a round trip and a saved scene. Masks are bool arrays ``[k, j, i]`` on a reference grid (LPS affine).
+a round trip and a saved scene. A segment whose name the organ table knows (:mod:`rtdeep.sites`)
+also gets its SNOMED CT terminology (category, type, laterality), as Slicer's Terminologies module
+and DICOM SEG export expect. Masks are bool arrays ``[k, j, i]`` on a reference grid (LPS affine).
 """
 
 from __future__ import annotations
@@ -16,22 +18,36 @@ from vtk.util import numpy_support
 
 from rtdeep.dicomrt.types import Roi
 from rtdeep.errors import GeometryError, StructureError
+from rtdeep.sites import ORGANS, Organ
 from rtdeep.slicer.volume_node import node_ijk_to_ras, vtk_matrix_from_array
 from rtdeep.volume import Volume, ras_from_lps_affine
 
 __all__ = [
+    "ANATOMIC_CONTEXT",
     "TAG_GENERATION_ALGORITHM",
     "TAG_INTERPRETED_TYPE",
     "TAG_ROI_NUMBER",
+    "TERMINOLOGY_CONTEXT",
     "add_rois_to_segmentation_node",
     "labelmap_name",
     "rois_from_segmentation_node",
     "segmentation_node_from_rois",
+    "terminology_entry",
 ]
 
 TAG_ROI_NUMBER = "rtdeep.RoiNumber"
 TAG_INTERPRETED_TYPE = "rtdeep.RTROIInterpretedType"
 TAG_GENERATION_ALGORITHM = "rtdeep.ROIGenerationAlgorithm"
+#: the terminology context Slicer ships for anatomy (its category codes are the table's)
+TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+
+
+def terminology_entry(organ: Organ) -> str:
+    """Slicer's serialized terminology entry of an organ of the table (``context~category~type~modifier~...``)."""
+    codes = [organ.category_code, organ.type_code, organ.laterality]
+    parts = [code.as_terminology_string() if code is not None else "^^" for code in codes]
+    return "~".join([TERMINOLOGY_CONTEXT, *parts, ANATOMIC_CONTEXT, "^^", "^^"])
 
 
 def labelmap_name() -> str:
@@ -90,6 +106,8 @@ def add_rois_to_segmentation_node(
         segment.SetTag(TAG_ROI_NUMBER, str(int(roi.number)))
         segment.SetTag(TAG_INTERPRETED_TYPE, roi.interpreted_type)
         segment.SetTag(TAG_GENERATION_ALGORITHM, roi.generation_algorithm)
+        if roi.name in ORGANS:
+            segment.SetTerminology(terminology_entry(ORGANS[roi.name]))
         segment.AddRepresentation(labelmap_name(), _oriented_image(roi.mask.astype(np.uint8), ijk_to_ras))
         segment_id = segmentation.GenerateUniqueSegmentID(roi.name)
         segmentation.AddSegment(segment, segment_id)

@@ -1,0 +1,124 @@
+"""The model database (``Resources/Models/models.json``): what the panels and the web app list.
+
+``rtdeep.training.train_all publish`` writes one entry per bundled segmentation model: title, site,
+organs, median held-out Dice per organ and median CPU seconds per CT (from
+``bench/bench_seg_methods.py``). The atlas baselines have no bundle and no entry; they are listed
+with their title only. A model is *weak* when an organ's median held-out Dice is below
+:data:`WEAK_DICE`: the panel says so next to the model.
+
+Example:
+    >>> entries = read_model_database()
+    >>> entries["thorax_unet3d"].organs[0]                       # doctest: +SKIP
+    'Lung_L'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rtdeep.errors import BundleError
+from rtdeep.sites import SITES
+
+__all__ = ["DATABASE_NAME", "WEAK_DICE", "ModelEntry", "describe_model", "read_model_database"]
+
+DATABASE_NAME = "models.json"
+#: an organ below this median held-out Dice makes a model "weak" in the panel
+WEAK_DICE = 0.5
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of the database.
+
+    Attributes:
+        name: model name (bundle folder or ``<site>_atlas``).
+        title: human-readable title.
+        site: the site it segments.
+        organs: TG-263 names in label order.
+        heldout_dice: median held-out Dice per organ (empty when not measured).
+        cpu_seconds: median seconds per CT on a CPU (None when not measured).
+        gpu_seconds: median seconds per CT on a GPU (None when not measured).
+    """
+
+    name: str
+    title: str
+    site: str
+    organs: tuple[str, ...]
+    heldout_dice: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: float | None = None
+    gpu_seconds: float | None = None
+
+    @property
+    def weak_organs(self) -> list[str]:
+        """Organs whose median held-out Dice is below :data:`WEAK_DICE`."""
+        return [organ for organ, dice in self.heldout_dice.items() if not dice >= WEAK_DICE]
+
+    @property
+    def warning(self) -> str:
+        """One line for the panel, empty for a model without weak organs."""
+        weak = self.weak_organs
+        if not weak:
+            return ""
+        listing = ", ".join(f"{organ} {self.heldout_dice[organ]:.2f}" for organ in weak)
+        return f"Weak model: held-out Dice below {WEAK_DICE:.1f} for {listing}. Review every contour."
+
+
+def _number(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def read_model_database(models_dir: str | Path | None = None) -> dict[str, ModelEntry]:
+    """Entries by model name: every bundled model of ``models.json``, then the atlas baselines.
+
+    Raises:
+        BundleError: ``models.json`` exists but is not a valid database.
+    """
+    from rtdeep.bundles import models_dir as default_models_dir
+
+    path = Path(models_dir or default_models_dir()) / DATABASE_NAME
+    entries: dict[str, ModelEntry] = {}
+    if path.is_file():
+        try:
+            database = json.loads(path.read_text())
+            for item in database["models"]:
+                entries[str(item["name"])] = ModelEntry(
+                    name=str(item["name"]),
+                    title=str(item.get("title") or item["name"]),
+                    site=str(item["site"]),
+                    organs=tuple(str(organ) for organ in item.get("segments", ())),
+                    heldout_dice={str(k): float(v) for k, v in (item.get("heldout_dice_median") or {}).items()},
+                    cpu_seconds=_number(item.get("cpu_seconds_median")),
+                    gpu_seconds=_number(item.get("gpu_seconds_median")),
+                )
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise BundleError(f"not a model database: {error}", path=path) from error
+    for site in SITES.values():
+        name = f"{site.name}_atlas"
+        entries[name] = ModelEntry(name, f"{site.title}: multi-atlas registration baseline", site.name,
+                                   site.organ_names)
+    return entries
+
+
+def describe_model(entry: ModelEntry) -> str:
+    """Several lines for a tooltip: title, organs with held-out Dice, expected time, warning."""
+    organs = ", ".join(
+        f"{organ} {entry.heldout_dice[organ]:.2f}" if organ in entry.heldout_dice else organ for organ in entry.organs
+    )
+    times = []
+    if entry.cpu_seconds is not None:
+        times.append(f"CPU about {entry.cpu_seconds:.0f} s")
+    if entry.gpu_seconds is not None:
+        times.append(f"GPU about {entry.gpu_seconds:.0f} s")
+    lines = [entry.title, f"Organs (held-out Dice): {organs}" if entry.heldout_dice else f"Organs: {organs}",
+             "Expected time per CT: " + (", ".join(times) if times else "not measured")]
+    if entry.warning:
+        lines.append(entry.warning)
+    lines.append("Built from synthetic phantoms only; not for clinical use.")
+    return "\n".join(lines)
