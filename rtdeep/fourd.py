@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from rtdeep.dicomrt.fourd import FourDCt, find_four_d, projections, write_projection
 from rtdeep.dicomrt.types import CtSeries, Roi
@@ -78,10 +79,12 @@ def propagate_mask(fixed: Volume, moving: Volume, mask: np.ndarray, *, iteration
                    smoothing_mm: float = 6.0, margin_mm: float = 40.0) -> np.ndarray:
     """Carry a mask from the ``moving`` phase to the ``fixed`` phase by deformable registration.
 
-    SimpleITK's fast symmetric-forces demons on the two phases inside the mask's bounding box
-    grown by ``margin_mm`` (HU clipped to [-1000, 400] so that lung and soft tissue drive it), the
-    displacement field smoothed by a Gaussian of ``smoothing_mm``; the mask is resampled
-    (linear, > 0.5) through that field.
+    Inside the mask's bounding box grown by ``margin_mm`` (HU clipped to [-1000, 400] so that lung
+    and soft tissue drive it): first a translation (SimpleITK, mean squares over the mask grown by
+    10 mm, two resolutions), since a tumour moves mostly as a whole and demons alone miss motions
+    of several voxels; then fast symmetric-forces demons started from it, the displacement field
+    smoothed by a Gaussian of ``smoothing_mm``. The mask is resampled (linear, > 0.5) through the
+    field.
 
     Args:
         fixed, moving: two phases on one grid (HU).
@@ -119,12 +122,28 @@ def _register_and_warp(fixed: Volume, moving: Volume, mask: np.ndarray, iteratio
 
     fixed_image = image(np.clip(fixed.array, -1000, 400).astype(np.float32), fixed)
     moving_image = image(np.clip(moving.array, -1000, 400).astype(np.float32), moving)
+    # 1. the tumour moves mostly as a whole: a translation fitted around it (moving mask grown 10 mm)
+    near = ndimage.distance_transform_edt(~mask, sampling=tuple(float(v) for v in moving.spacing_mm[::-1])) <= 10.0
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsMeanSquares()
+    method.SetMetricMovingMask(image(near.astype(np.uint8), moving))
+    method.SetOptimizerAsRegularStepGradientDescent(learningRate=4.0, minStep=0.05, numberOfIterations=200)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel([2, 1])
+    method.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    method.SetInitialTransform(sitk.TranslationTransform(3), inPlace=False)
+    method.SetInterpolator(sitk.sitkLinear)
+    translation = method.Execute(fixed_image, moving_image)
+    # 2. demons for what the translation leaves, coarse to fine, starting from it
+    field = sitk.TransformToDisplacementField(translation, sitk.sitkVectorFloat64, fixed_image.GetSize(),
+                                              fixed_image.GetOrigin(), fixed_image.GetSpacing(),
+                                              fixed_image.GetDirection())
     demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
     demons.SetNumberOfIterations(iterations)
     demons.SetSmoothDisplacementField(True)
-    demons.SetStandardDeviations(smoothing_mm / float(min(fixed.spacing_mm)))
-    field_image = demons.Execute(fixed_image, moving_image)
-    transform = sitk.DisplacementFieldTransform(sitk.Cast(field_image, sitk.sitkVectorFloat64))
+    demons.SetStandardDeviations(max(smoothing_mm / float(min(fixed.spacing_mm)), 1.0))
+    field = demons.Execute(fixed_image, moving_image, field)
+    transform = sitk.DisplacementFieldTransform(sitk.Cast(field, sitk.sitkVectorFloat64))
     warped = sitk.Resample(image(mask.astype(np.float32), moving), fixed_image, transform, sitk.sitkLinear, 0.0)
     return sitk.GetArrayFromImage(warped) > 0.5
 
