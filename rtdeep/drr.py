@@ -23,6 +23,7 @@ divergent ray with trilinear interpolation (``scipy.ndimage.map_coordinates``).
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import pydicom
 from scipy import ndimage
 
 from rtdeep.errors import PlanError
+from rtdeep.fileio import OutputExistsError
 from rtdeep.volume import Volume
 
 __all__ = [
@@ -250,8 +252,15 @@ def write_study_drrs(
 ) -> list[Path]:
     """One RT Image (DRR) per beam of the study's RT Plan, written to ``out_dir`` (and PNGs with ``png``).
 
+    Every DRR is computed before anything is written; the files go to a hidden staging folder that
+    is renamed to ``out_dir`` at the end, so a failure leaves nothing behind.
+
+    Returns:
+        The RT Image files, by beam number.
+
     Raises:
-        PlanError: the study has no RT Plan (the error names the folder).
+        PlanError: the study has no RT Plan (the error names the folder), or a beam it cannot draw.
+        OutputExistsError: ``out_dir`` exists and is not empty.
     """
     from rtdeep.dicomrt.rtimage_writer import write_rtimage
     from rtdeep.dicomrt.study import load_study
@@ -262,18 +271,31 @@ def write_study_drrs(
     plan_ds = pydicom.dcmread(study.plan.path, stop_before_pixels=True,
                               specific_tags=["SOPInstanceUID", "SOPClassUID", "RTPlanLabel"])
     out_dir = Path(out_dir)
-    written = []
-    for beam in read_beam_geometries(study.plan.path):
-        drr = compute_drr(study.ct.volume, beam, sid_mm=sid_mm, pixels=pixels)
-        path = write_rtimage(drr, study.ct, out_dir / f"RI_beam{beam.number:02d}.dcm",
-                             plan_sop_instance_uid=str(plan_ds.SOPInstanceUID),
-                             uid_seed=None if uid_seed is None else f"{uid_seed}/beam{beam.number}")
-        written.append(path)
-        if png:
-            from rtdeep.dicomrt.rtimage_reader import draw_rt_image_png
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise OutputExistsError("output folder exists and is not empty; choose a new one", path=out_dir)
+    drrs = [compute_drr(study.ct.volume, beam, sid_mm=sid_mm, pixels=pixels)
+            for beam in read_beam_geometries(study.plan.path)]  # every beam computed before anything is written
+    staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        for drr in drrs:
+            name = f"RI_beam{drr.beam.number:02d}"
+            path = write_rtimage(drr, study.ct, staging / f"{name}.dcm",
+                                 plan_sop_instance_uid=str(plan_ds.SOPInstanceUID),
+                                 uid_seed=None if uid_seed is None else f"{uid_seed}/beam{drr.beam.number}")
+            if png:
+                from rtdeep.dicomrt.rtimage_reader import draw_rt_image_png
 
-            draw_rt_image_png(path, out_dir / f"RI_beam{beam.number:02d}.png", plan_path=study.plan.path)
-    return written
+                draw_rt_image_png(path, staging / f"{name}.png", plan_path=study.plan.path)
+        if out_dir.exists():
+            out_dir.rmdir()
+        staging.rename(out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return sorted(out_dir.glob("RI_beam*.dcm"))
 
 
 def write_cohort_drrs(manifest: str | os.PathLike[str]) -> list[Path]:

@@ -24,10 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rtdeep.drr import write_study_drrs
-    from rtdeep.fileio import OutputExistsError
 
-    if args.out.exists() and any(args.out.iterdir()):
-        raise OutputExistsError("output folder exists and is not empty; choose a new one", path=args.out)
     for path in write_study_drrs(args.study, args.out, sid_mm=args.sid_mm, pixels=args.pixels, png=args.png):
         print(path)
     return 0
