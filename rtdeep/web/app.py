@@ -18,7 +18,6 @@ import asyncio
 import base64
 import functools
 import io
-import json
 import logging
 import math
 import sys
@@ -28,10 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rtdeep.bundles import list_bundles
 from rtdeep.sites import SITES
 from rtdeep.web.files import DataRoot, UploadArea, UploadTooLargeError
-from rtdeep.web.jobs import JobCancelled, JobFailed, WorkerJob
+from rtdeep.web.jobs import WorkerProcess
 
 __all__ = ["RtDeepWebApp", "module_logic_classes"]
 
@@ -41,10 +39,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_SITE = "thorax"
 #: the model each site's list starts on (thorax: best held-out Dice, as in ``rtdeep demo``)
 DEFAULT_MODELS = {"thorax": "thorax_gan25d", "headneck": "headneck_unet3d"}
-#: models with a held-out median Dice below this are flagged in the model list
-WEAK_MODEL_DICE = 0.7
 #: colour tables of the overlays (built-in MRML colour nodes)
-DOSE_COLOR_NODE = "vtkMRMLColorTableNodeReverseRainbow"
+DOSE_COLOR_NODE = "vtkMRMLColorTableNodeRainbow"
 CROP_COLOR_NODE = "vtkMRMLColorTableNodeGreen"
 SALIENCY_COLOR_NODE = "vtkMRMLColorTableNodeIron"
 OVERLAY_OPACITY = 0.45
@@ -68,18 +64,6 @@ def module_logic_classes() -> tuple[type, type, dict[str, Any]]:
         "POSITIVE_CLASS": pn_logic.POSITIVE_CLASS,
     }
     return seg_logic.SegmentationLogic, pn_logic.PneumonitisLogic, constants
-
-
-def _model_database() -> dict[str, dict[str, Any]]:
-    """The bundled model database (``Resources/Models/models.json``), by model name."""
-    from rtdeep.bundles import models_dir
-
-    path = models_dir() / "models.json"
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8")).get("models", [])
-    except (OSError, ValueError):
-        return {}
-    return {entry["name"]: entry for entry in entries if "name" in entry}
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -123,12 +107,12 @@ class RtDeepWebApp:
         self.seg_logic = segmentation_logic(self.scene)
         self.pn_logic = pneumonitis_logic(self.scene)
         self.constants = constants
-        self.models = _model_database()
-        self.installed_bundles = {path.name for path in list_bundles()}
+        self._model_notes: dict[str, tuple[str, str]] = {}  # model -> (description, warning)
 
         self._nodes: dict[str, Any] = {}  # role -> node (ct, reference, dose, ai, crop, saliency, ...)
         self._study_folder: Path | None = None
-        self._job: WorkerJob | None = None
+        self._job: Any = None  # the logic's SegmentationJob of the running segmentation
+        self._worker: WorkerProcess | None = None
         self._seg_task: asyncio.Future | None = None
         self._pn_key: tuple[str, float] | None = None
         self._pn_result: Any = None
@@ -180,46 +164,27 @@ class RtDeepWebApp:
         state.change("seg_model")(lambda **_: self._describe_model())
 
     def _refresh_models(self) -> None:
-        """The site's models from the bundle database, then its atlas baseline (no torch import:
-        the server never runs a network itself)."""
+        """The site's models as the module lists them (bundle database: title, organs with held-out
+        Dice, expected time, a warning for weak models), then its atlas baseline."""
         site = self.state.seg_site
-        items = [
-            {"title": entry.get("title", name), "value": name}
-            for name, entry in self.models.items()
-            if entry.get("site") == site and name in self.installed_bundles
-        ]
-        items.append({"title": f"{site.title()}: atlas registration baseline", "value": f"{site}_atlas"})
-        self.state.seg_models = items
-        names = [item["value"] for item in items]
+        descriptions = self.seg_logic.modelDescriptions(site)
+        self._model_notes = {item["name"]: (item["tooltip"], item["warning"]) for item in descriptions}
+        self.state.seg_models = [{"title": item["title"], "value": item["name"]} for item in descriptions]
+        names = [item["name"] for item in descriptions]
         self.state.seg_model = DEFAULT_MODELS.get(site) if DEFAULT_MODELS.get(site) in names else names[0]
         self._describe_model()
 
     def _describe_model(self) -> None:
-        entry = self.models.get(self.state.seg_model)
-        if not entry:
-            self.state.seg_model_info = (
-                "atlas registration baseline" if str(self.state.seg_model).endswith("_atlas") else ""
-            )
-            self.state.seg_model_warning = ""
-            return
-        dice = entry.get("heldout_dice_median", {})
-        organs = ", ".join(f"{name} {_fmt(value)}" for name, value in dice.items())
-        seconds = entry.get("cpu_seconds_median")
-        self.state.seg_model_info = (
-            f"Organs and held-out median Dice: {organs}. Expected time on CPU: {_fmt(seconds, 0)} s. "
-            f"Trained on {entry.get('trained_on', 'synthetic phantoms')}."
-        )
-        weak = [name for name, value in dice.items() if float(value) < WEAK_MODEL_DICE]
-        self.state.seg_model_warning = (
-            f"Weak model: held-out Dice below {WEAK_MODEL_DICE} for {', '.join(weak)}." if weak else ""
-        )
+        description, warning = self._model_notes.get(self.state.seg_model, ("", ""))
+        self.state.seg_model_info = description
+        self.state.seg_model_warning = warning
 
     # -- errors -----------------------------------------------------------------------------------
     def _show_error(self, action: str, error: BaseException) -> None:
         """One readable line in the page; the log gets the action and the error type only (the
         message may name patient folders)."""
         message = str(error) or type(error).__name__
-        if not isinstance(error, (ValueError, OSError, JobFailed)):
+        if not isinstance(error, (ValueError, OSError)):
             message = f"{type(error).__name__}: {message}"
         self.state.error_message = f"{action} failed: {message}"
         logger.warning("%s failed (%s)", action, type(error).__name__)
@@ -406,7 +371,7 @@ class RtDeepWebApp:
         for view in self._slice_views():
             view.set_foreground_opacity(OVERLAY_OPACITY)
         gradient = {
-            DOSE_COLOR_NODE: "linear-gradient(to right, #ff00ff, #0000ff, #00ffff, #00ff00, #ffff00, #ff0000)",
+            DOSE_COLOR_NODE: "linear-gradient(to right, #ff0000, #ffff00, #00ff00, #00ffff, #0000ff, #ff00ff)",
             CROP_COLOR_NODE: "linear-gradient(to right, #000000, #00ff00)",
             SALIENCY_COLOR_NODE: "linear-gradient(to right, #000000, #ff0000, #ffff00, #ffffff)",
         }[color]
@@ -456,8 +421,7 @@ class RtDeepWebApp:
         if self.state.seg_running:
             raise ValueError("a segmentation is already running")
         site, model = self.state.seg_site, self.state.seg_model
-        job_dir = Path(tempfile.mkdtemp(prefix="seg-", dir=self.work_dir))
-        command, output = self.seg_logic.subprocessCommand(ct_node, site, model, job_dir)
+        self._job = self.seg_logic.startJob(ct_node, site, model)
         self.state.seg_running = True
         self.state.seg_progress = 0
         self.state.seg_message = f"Starting {model}..."
@@ -469,23 +433,28 @@ class RtDeepWebApp:
                 self.state.seg_progress = round(100 * fraction)
                 self.state.seg_message = message
 
-        self._job = WorkerJob(command, self.seg_logic.parseProgressLine, on_progress)
+        self._worker = WorkerProcess(self._job.command, self.seg_logic.parseProgressLine, on_progress)
         task = self._guarded("Segmentation")(self._segmentation_task)
-        self._seg_task = asyncio.ensure_future(task(ct_node, model, output, time.perf_counter()))
+        self._seg_task = asyncio.ensure_future(
+            task(self._job, self._worker, ct_node, model, time.perf_counter())
+        )
 
-    async def _segmentation_task(self, ct_node: Any, model: str, output: Path, started: float) -> None:
+    async def _segmentation_task(
+        self, job: Any, worker: WorkerProcess, ct_node: Any, model: str, started: float
+    ) -> None:
         """Wait for the worker, then show its ROIs, the review outlines and the metrics."""
         try:
-            await self._job.run()
-        except JobCancelled:
-            with self.state:
-                self.state.seg_message = "Cancelled."
-                self.state.seg_progress = 0
-            return
+            status, log = await worker.run()
+            if worker.cancelled:
+                job.cleanup()
+                with self.state:
+                    self.state.seg_message = "Cancelled."
+                    self.state.seg_progress = 0
+                return
+            rois = job.finish(status, log)
         finally:
             with self.state:
                 self.state.seg_running = False
-        rois = self.seg_logic.loadSubprocessResult(output, ct_node)
         self._remove_nodes("ai")
         reference = self._nodes.get("reference")
         result = self.seg_logic.showResults(ct_node, rois, model, referenceSegmentation=reference)
@@ -502,7 +471,7 @@ class RtDeepWebApp:
                     "organ": row["roi_name"],
                     "dice": _fmt(row.get("dice"), 3),
                     "hd95": _fmt(row.get("hd95_mm"), 1),
-                    "surface_dice": _fmt(row.get("surface_dice"), 3),
+                    "surface_dice": _fmt(row.get("surface_dice_2mm"), 3),
                     "volume_ref": _fmt(row.get("volume_ref_cc"), 1),
                     "volume_ai": _fmt(row.get("volume_test_cc"), 1),
                 }
@@ -517,9 +486,10 @@ class RtDeepWebApp:
             )
 
     def cancel_segmentation(self) -> None:
-        if self._job is None or not self.state.seg_running:
+        if self._job is None or self._worker is None or not self.state.seg_running:
             raise ValueError("no segmentation is running")
-        self._job.cancel()
+        self._worker.cancelled = True
+        self._job.cancel(self._worker.pid)
 
     def export_rtstruct(self) -> Any:
         """The AI structures as an RTSTRUCT file, sent to the browser (``None`` on error)."""
@@ -771,7 +741,7 @@ class RtDeepWebApp:
                          v_show=("dice_rows.length",))  # fmt: skip
                 with v.VTable(id="dice-table", density="compact", v_show=("dice_rows.length",)):
                     with html.Thead(), html.Tr():
-                        for title in ("Organ", "Dice", "HD95 mm", "Surface Dice", "Ref cc", "AI cc"):
+                        for title in ("Organ", "Dice", "HD95 mm", "sDice 2 mm", "Ref cc", "AI cc"):
                             html.Th(title)
                     with html.Tbody(), html.Tr(v_for="row in dice_rows", key="row.organ"):
                         for field in ("organ", "dice", "hd95", "surface_dice", "volume_ref", "volume_ai"):
@@ -819,7 +789,7 @@ class RtDeepWebApp:
         """Remove uploads and work files (called at exit)."""
         import shutil
 
-        if self._job is not None:
-            self._job.cancel()
+        if self._job is not None and self._worker is not None and self.state.seg_running:
+            self._job.cancel(self._worker.pid)
         self.uploads.cleanup()
         shutil.rmtree(self.work_dir, ignore_errors=True)
