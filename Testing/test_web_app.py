@@ -231,6 +231,7 @@ def predicted(segmented, screenshots):
     second = page.locator("#crop-volume").inner_text()
     page.click("#predict-pneumonitis")
     page.wait_for_function("() => document.querySelector('#pneumonitis-risk').innerText.trim().length > 0")
+    page.locator("#panel-pneumonitis").evaluate("panel => panel.scrollIntoView({block: 'end'})")
     screenshots(page, "web_pneumonitis")
     return {"page": page, "crop_20": first, "crop_10": second}
 

@@ -455,15 +455,20 @@ class RtDeepWebApp:
         finally:
             with self.state:
                 self.state.seg_running = False
-        self._remove_nodes("ai")
+        self._remove_nodes("ai", "ai_metrics")
         reference = self._nodes.get("reference")
-        result = self.seg_logic.showResults(ct_node, rois, model, referenceSegmentation=reference)
+        result = self.seg_logic.showResults(ct_node, rois, model)
         self._nodes["ai"] = result.segmentationNode
-        if result.metricsTableNode is not None:
-            self._nodes["ai_metrics"] = result.metricsTableNode
+        self._show_structures(result.segmentationNode)
+        rows: list[dict[str, Any]] = []
         if reference is not None:
             self.seg_logic.showReviewOverlay(result.segmentationNode, reference)
-        self._show_structures(result.segmentationNode)
+            with self.state:  # the outlines stream to the page before the metrics take the loop
+                self.state.seg_message = "Computing Dice, HD95 and surface Dice..."
+            await asyncio.sleep(0.2)
+            self._nodes["ai_metrics"], rows = self.seg_logic.compare(
+                result.segmentationNode, reference, ct_node
+            )
         elapsed = time.perf_counter() - started
         with self.state:
             self.state.dice_rows = [
@@ -475,7 +480,7 @@ class RtDeepWebApp:
                     "volume_ref": _fmt(row.get("volume_ref_cc"), 1),
                     "volume_ai": _fmt(row.get("volume_test_cc"), 1),
                 }
-                for row in result.metricRows
+                for row in rows
             ]
             self.state.can_export = True
             self.state.export_name = f"RS.{model}.dcm"
@@ -712,7 +717,12 @@ class RtDeepWebApp:
                               density="compact", hide_details=True, style="max-width: 120px;")  # fmt: skip
                     v.VSelect(id="seg-model", label="Model", items=("seg_models",), v_model=("seg_model",),
                               density="compact", hide_details=True)  # fmt: skip
-                html.Div("{{ seg_model_info }}", id="seg-model-info", classes="text-caption mt-1")
+                html.Div(
+                    "{{ seg_model_info }}",
+                    id="seg-model-info",
+                    classes="text-caption mt-1",
+                    style="white-space: pre-line;",
+                )
                 v.VAlert("{{ seg_model_warning }}", v_show=("seg_model_warning",), type="warning",
                          density="compact", classes="mt-1", id="seg-model-warning")  # fmt: skip
                 with html.Div(style="display: flex; gap: 4px;", classes="mt-2"):
