@@ -11,6 +11,7 @@ also copied there (the README's come from ``RTDEEP_WEB_SCREENSHOTS=Resources/Scr
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -93,53 +94,68 @@ def screenshots(tmp_path_factory):
     return save
 
 
-@pytest.fixture(scope="module")
-def server(data_dir, tmp_path_factory):
-    """``rtdeep app`` as a real subprocess on a free local port; yields its URL."""
+@contextlib.contextmanager
+def _app_server(data: Path, log_path: Path):
+    """``rtdeep app --data DATA`` as a real subprocess on a free local port, until the block ends."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("web-server") / "server.log"
     env = {**os.environ, "VTK_DEFAULT_OPENGL_WINDOW": "vtkEGLRenderWindow", "OMP_NUM_THREADS": "2"}
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "rtdeep", "app", "--data", str(data_dir), "--port", str(port)],
+            [sys.executable, "-m", "rtdeep", "app", "--data", str(data), "--port", str(port)],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + SERVER_START_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"rtdeep app exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"rtdeep app did not listen within {SERVER_START_S} s")
-            time.sleep(0.2)
-    yield {"url": url, "process": process, "log": log_path}
-    process.terminate()
     try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"rtdeep app exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"rtdeep app did not listen within {SERVER_START_S} s")
+                time.sleep(0.2)
+        yield {"url": f"http://127.0.0.1:{port}/", "process": process, "log": log_path}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def server(data_dir, tmp_path_factory):
+    """The module's server over the whole --data folder."""
+    with _app_server(data_dir, tmp_path_factory.mktemp("web-server") / "server.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(server):
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (bash .ci/setup)")
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1500, "height": 950}, accept_downloads=True)
-        page = context.new_page()
-        page.set_default_timeout(60_000)
-        page.goto(server["url"])
-        page.wait_for_selector("#load-study")
-        for index in range(len(VIEWS)):
-            _view_image(page, index).wait_for()
-        yield page
+        yield browser
         browser.close()
+
+
+def _new_page(browser, url: str):
+    context = browser.new_context(viewport={"width": 1500, "height": 950}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.wait_for_selector("#load-study")
+    for index in range(len(VIEWS)):
+        _view_image(page, index).wait_for()
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    return _new_page(browser, server["url"])
 
 
 def _view_image(page, index: int):
@@ -482,3 +498,12 @@ def test_upload_area_is_private_size_limited_and_removed(tmp_path):
         area.store([("big.dcm", b"z" * 101)])
     area.cleanup()
     assert not area.folder.exists()
+
+
+def test_data_folder_that_is_one_study_opens_at_start(browser, data_dir, tmp_path):
+    study = data_dir / "cohort" / "RTD-THX-0001"
+    with _app_server(study, tmp_path / "server.log") as running:
+        page = _new_page(browser, running["url"])
+        page.wait_for_selector("#study-summary:has-text('Patient ID: RTD-THX-0001')")
+        page.wait_for_selector("#run-segmentation:not([disabled])")
+        page.context.close()
