@@ -199,6 +199,15 @@ def _corrupt_item(study: Path, _out: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _unknown_vr(study: Path, _out: Path) -> None:
+    """SeriesDescription's VR bytes 'LO' become 'UM' (no such VR), lengths kept."""
+    path = ct_files(study)[10]
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x08\x00\x3e\x10LO")
+    data[at + 4:at + 6] = b"UM"
+    path.write_bytes(bytes(data))
+
+
 def _drop(keyword: str) -> Callable[[pydicom.Dataset], None]:
     def change(ds: pydicom.Dataset) -> None:
         del ds[keyword]
@@ -384,6 +393,8 @@ CASES: list[Case] = [
          ("CT_0011.dcm", "ImagePositionPatient")),
     Case("ct_undecodable_jpeg2000", _one_ct(_jpeg2000_garbage), "info", ("CT_0011.dcm", "PixelData")),
     Case("ct_no_pixel_data", _one_ct(_drop("PixelData")), "info", ("CT_0011.dcm", "PixelData")),
+    Case("ct_empty_pixel_data", _one_ct(lambda ds: setattr(ds, "PixelData", b"")), "info", ("CT_0011.dcm", "PixelData")),
+    Case("ct_unknown_vr_um", _unknown_vr, "dvh", ("CT_0011.dcm", "UM")),
     Case("ct_empty_rows", _one_ct(_set("Rows", "US", None)), "info", ("CT_0011.dcm", "Rows")),
     Case("ct_rows_two_values", _one_ct(_set("Rows", "US", [128, 128])), "info", ("CT_0011.dcm", "Rows")),
     Case("ct_empty_bits_allocated", _one_ct(_set("BitsAllocated", "US", None)), "info",

@@ -53,6 +53,8 @@ MALFORMED_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError,
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_VRS = _LONG_VRS | {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN", b"SH",
+                    b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
 
 
 def text(ds: pydicom.Dataset, keyword: str) -> str:
@@ -201,6 +203,8 @@ def _walk_elements(data: mmap.mmap | bytes, pos: int, explicit: bool, in_item: b
         vr: bytes | None = None
         if (explicit or group == 0x0002) and group != 0xFFFE:
             vr = bytes(data[pos + 4:pos + 6])
+            if vr not in _VRS:
+                raise _Truncated(f"unknown VR '{vr.decode('latin-1')}'", tag)
             if vr in _LONG_VRS:
                 if pos + 12 > end:
                     raise _Truncated(f"{where} ends inside an element header", tag)
@@ -209,8 +213,8 @@ def _walk_elements(data: mmap.mmap | bytes, pos: int, explicit: bool, in_item: b
                 length, pos = struct.unpack_from("<H", data, pos + 6)[0], pos + 8
         else:
             length, pos = struct.unpack_from("<I", data, pos + 4)[0], pos + 8
-        if length == _UNDEFINED:
-            pos = _walk_items(data, pos, explicit, tag, spans)
+        if length == _UNDEFINED:  # a sequence; as UN, its items are in implicit VR (PS3.5 6.2.2)
+            pos = _walk_items(data, pos, explicit and vr != b"UN", tag, spans)
             if pos > end:
                 raise _Truncated(f"sequence runs past the end of its {where}", tag)
         elif pos + length > end:
@@ -314,7 +318,11 @@ def check_complete(path: str | os.PathLike[str], ds: pydicom.Dataset) -> None:
                 pos = _walk_elements(data, pos, True, in_item=False, meta_only=True)
                 _walk_elements(data, pos, not implicit, in_item=False)
             except _Truncated as error:
-                raise DicomReadError(f"truncated or corrupt file: {error}", path=path, tag=_tag_text(error.tag)) from None
+                try:  # a file whose transfer syntax names the other VR encoding (pydicom reads it so too)
+                    _walk_elements(data, pos, bool(implicit), in_item=False)
+                except _Truncated:
+                    raise DicomReadError(f"truncated or corrupt file: {error}", path=path,
+                                         tag=_tag_text(error.tag)) from None
 
 
 def read_rt_dataset(
