@@ -208,6 +208,14 @@ def _unknown_vr(study: Path, _out: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def _fractions_as_text(study: Path, _out: Path) -> None:
+    path = study / "RP.dcm"
+    edit(path, lambda ds: setattr(ds.FractionGroupSequence[0], "NumberOfFractionsPlanned", "98765"))
+    data = path.read_bytes()
+    assert data.count(b"98765 ") == 1
+    path.write_bytes(data.replace(b"98765 ", b"thirty"))
+
+
 def _drop(keyword: str) -> Callable[[pydicom.Dataset], None]:
     def change(ds: pydicom.Dataset) -> None:
         del ds[keyword]
@@ -454,6 +462,9 @@ CASES: list[Case] = [
          ("CT_0011.dcm", "RescaleIntercept")),
     Case("validate_symlink_loop", _symlink_loop, "validate", ("loop", "symbolic link loop")),
     Case("rd_predict_no_scaling", _object("RD.dcm", _drop("DoseGridScaling")), "predict", ("RD.dcm", "DoseGridScaling")),
+    # ---------------------------------------------------------------- RT Plan
+    Case("rp_fractions_as_text", _fractions_as_text, "info", ("RP.dcm", "NumberOfFractionsPlanned")),
+    Case("rp_truncated", _cut("RP.dcm", 0.5), "dvh", ("RP.dcm", "truncated")),
     # ---------------------------------------------------------------- outputs
     Case("out_dvh_png_exists", _existing_output("dvh.png"), "dvh", ("dvh.png", "exists"), input_defect=False),
     Case("out_compare_png_exists", _existing_output("coronal.png"), "compare", ("coronal.png", "exists"),

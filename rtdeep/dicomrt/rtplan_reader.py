@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pydicom
 
-from rtdeep.dicomrt.dataset import read_rt_dataset, text
+from rtdeep.dicomrt.dataset import int_value, read_rt_dataset, reading, text
 from rtdeep.dicomrt.types import Beam, PlanSummary
 from rtdeep.errors import PlanError
 
@@ -28,26 +28,27 @@ def _read(path: Path) -> pydicom.Dataset:
     return read_rt_dataset(path, "RTPLAN", "RT Plan", PlanError)
 
 
-def _prescription(ds: pydicom.Dataset) -> tuple[float | None, int | None]:
+def _prescription(ds: pydicom.Dataset, path: Path) -> tuple[float | None, int | None]:
     """Total prescribed dose (Gy) and the target ROI number, from the TARGET dose references."""
     for item in ds.get("DoseReferenceSequence", []) or []:
         dose = _float(item, "TargetPrescriptionDose")
         if dose is not None and text(item, "DoseReferenceType") in ("TARGET", ""):
-            roi = item.get("ReferencedROINumber")
-            return dose, int(roi) if roi not in (None, "") else None
+            if text(item, "ReferencedROINumber") == "":
+                return dose, None
+            return dose, int_value(item, "ReferencedROINumber", "(3006,0084)", path)
     return None, None
 
 
-def _beam_meterset(ds: pydicom.Dataset) -> tuple[dict[int, float], dict[int, float], int | None]:
+def _beam_meterset(ds: pydicom.Dataset, path: Path) -> tuple[dict[int, float], dict[int, float], int | None]:
     """BeamMeterset (MU) and BeamDose (Gy per fraction) per beam number, and the fractions planned."""
     meterset: dict[int, float] = {}
     beam_dose: dict[int, float] = {}
     fractions = None
     for group in ds.get("FractionGroupSequence", []) or []:
         if fractions is None and group.get("NumberOfFractionsPlanned") not in (None, ""):
-            fractions = int(group.NumberOfFractionsPlanned)
+            fractions = int_value(group, "NumberOfFractionsPlanned", "(300A,0078)", path)
         for ref in group.get("ReferencedBeamSequence", []) or []:
-            number = int(ref.ReferencedBeamNumber)
+            number = int_value(ref, "ReferencedBeamNumber", "(300C,0006)", path)
             if _float(ref, "BeamMeterset") is not None:
                 meterset[number] = meterset.get(number, 0.0) + float(ref.BeamMeterset)
             if _float(ref, "BeamDose") is not None:
@@ -56,7 +57,7 @@ def _beam_meterset(ds: pydicom.Dataset) -> tuple[dict[int, float], dict[int, flo
 
 
 def _beam(item: pydicom.Dataset, meterset: dict[int, float], path: Path) -> Beam:
-    number = int(item.get("BeamNumber", 0) or 0)
+    number = int_value(item, "BeamNumber", "(300A,00C0)", path, default=0)
     points = list(item.get("ControlPointSequence", []) or [])
     if not points:
         raise PlanError(f"beam {number} has no control points", path=path, tag="ControlPointSequence (300A,0111)")
@@ -97,11 +98,17 @@ def read_rtplan(path: str | os.PathLike[str]) -> PlanSummary:
 
     Raises:
         PlanError: not an RT Plan, or a beam without control points.
+        DicomReadError: truncated, or a malformed value (a beam number that is not a number...).
     """
     path = Path(path)
     ds = _read(path)
-    prescription_gy, target_roi = _prescription(ds)
-    meterset, beam_dose, fractions = _beam_meterset(ds)
+    with reading(path, "RT Plan"):
+        return _summary(ds, path)
+
+
+def _summary(ds: pydicom.Dataset, path: Path) -> PlanSummary:
+    prescription_gy, target_roi = _prescription(ds, path)
+    meterset, beam_dose, fractions = _beam_meterset(ds, path)
     if prescription_gy is None and beam_dose and fractions:
         prescription_gy = sum(beam_dose.values()) * fractions
     beams = [_beam(item, meterset, path) for item in ds.get("BeamSequence", []) or []]
