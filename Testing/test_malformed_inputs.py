@@ -267,3 +267,21 @@ def test_voxel_limit_is_documented_and_adjustable(base_study: Path, tmp_path: Pa
     assert result.returncode == 2
     assert "RTDEEP_MAX_VOXELS" in result.stderr and "655,360 voxels" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_real_files_from_other_systems_pass_the_strict_readers(real_dicom_dir: Path, tmp_path: Path) -> None:
+    """The MIM structure set on the GE CT and the oblique SimpleITK CT are read (no false refusal), and the
+    same MIM file cut short is refused, naming it."""
+    for name in ("mim-rtstruct-ge-ct", "oblique-ct"):
+        result = _run([sys.executable, "-m", "rtdeep", "info", str(real_dicom_dir / name)])
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        checked = _run([sys.executable, "-m", "rtdeep", "validate", "--no-tools", str(real_dicom_dir / name)])
+        assert "[reader]" not in checked.stdout, checked.stdout
+    study = tmp_path / "mim"
+    shutil.copytree(real_dicom_dir / "mim-rtstruct-ge-ct", study)
+    data = (study / "RS_MIM.dcm").read_bytes()
+    (study / "RS_MIM.dcm").write_bytes(data[: len(data) * 2 // 3])
+    result = _run([sys.executable, "-m", "rtdeep", "info", str(study)])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "RS_MIM.dcm" in lines[0] and "truncated" in lines[0]
