@@ -411,14 +411,23 @@ def test_paths_outside_the_data_folder_are_refused(predicted, path):
     page.locator("#error-message").wait_for(state="hidden")
 
 
-def _study_files(data_dir: Path) -> list[str]:
-    return sorted(str(p) for p in (data_dir / "cohort" / "RTD-THX-0001").rglob("*.dcm"))
+def _study_files(data_dir: Path, sub_folder: str = "") -> list[str]:
+    return sorted(str(p) for p in (data_dir / "cohort" / "RTD-THX-0001" / sub_folder).rglob("*.dcm"))
+
+
+def test_a_study_without_dose_says_so_in_the_pneumonitis_panel(predicted, data_dir):
+    page = predicted["page"]
+    page.set_input_files("#upload-dicom", _study_files(data_dir, "CT"))
+    page.wait_for_selector("#study-summary:has-text('Dose: none')")
+    page.click("#predict-pneumonitis")
+    message = _error_text(page)
+    assert message.startswith("Pneumonitis prediction failed") and "no dose" in message
 
 
 def test_uploaded_dicom_files_open_as_a_study(predicted, data_dir):
     page = predicted["page"]
     page.set_input_files("#upload-dicom", _study_files(data_dir))
-    page.wait_for_selector("#study-summary:has-text('uploaded files')")
+    page.wait_for_selector("#study-summary:has-text('Dose: max')")
     summary = page.locator("#study-summary").inner_text()
     assert "RTD-THX-0001" in summary and "Dose: max" in summary
     assert page.locator("#error-message").is_hidden()
@@ -427,6 +436,7 @@ def test_uploaded_dicom_files_open_as_a_study(predicted, data_dir):
 def test_uploaded_bad_dicom_shows_one_error(predicted, data_dir):
     page = predicted["page"]
     page.set_input_files("#upload-dicom", [str(data_dir / "not-a-study" / "broken.dcm")])
+    page.wait_for_selector("#error-message:has-text('Upload failed')")
     message = _error_text(page)
     assert message.startswith("Upload failed") and "\n" not in message.strip()
     page.wait_for_selector("#run-segmentation:not([disabled])")  # the uploaded study stays open
