@@ -51,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("rtdeep.web").warning(
             "binding %s: anyone who can reach this address can open the studies in the data folder", args.host
         )
-        print(f"warning: serving on {args.host}, reachable from other machines", file=sys.stderr)
     app = RtDeepWebApp(data_root, max_upload_mb=args.max_upload_mb)
     atexit.register(app.cleanup)
     app.open_initial_study()
