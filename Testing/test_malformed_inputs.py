@@ -285,3 +285,17 @@ def test_real_files_from_other_systems_pass_the_strict_readers(real_dicom_dir: P
     result = _run([sys.executable, "-m", "rtdeep", "info", str(study)])
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and "RS_MIM.dcm" in lines[0] and "truncated" in lines[0]
+
+
+def test_validate_with_dicom3tools_refuses_a_huge_declared_dose_without_allocating_it(base_study: Path,
+                                                                                     tmp_path: Path) -> None:
+    """dciodvfy needs a 16-bit surrogate of a 32-bit dose; one declaring 65535 x 65535 x 87 voxels over a few MB of
+    data must not be built (it was: 1.4 TiB), and the reader's finding names the limit."""
+    from malformed_corpus import edit
+
+    study = _copy(base_study, tmp_path)
+    edit(study / "RD.dcm", lambda ds: (setattr(ds, "Rows", 65535), setattr(ds, "Columns", 65535)))
+    result = _run([sys.executable, "-m", "rtdeep", "validate", str(study / "RD.dcm")])
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stdout
+    assert "RTDEEP_MAX_VOXELS" in result.stdout and "RD.dcm" in result.stdout

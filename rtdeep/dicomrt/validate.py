@@ -102,9 +102,14 @@ def _surrogate_16bit(path: Path, tmp_dir: str) -> Path | None:
         ds = pydicom.dcmread(path)
     except _READ_ERRORS:
         return None
-    if int(ds.get("BitsAllocated", 0) or 0) != 32 or "PixelData" not in ds:
+    try:
+        if int(ds.get("BitsAllocated", 0) or 0) != 32 or "PixelData" not in ds:
+            return None
+        n_pixels = int(ds.get("NumberOfFrames", 1) or 1) * int(ds.Rows) * int(ds.Columns)
+    except _READ_ERRORS:
         return None
-    n_pixels = int(ds.get("NumberOfFrames", 1) or 1) * int(ds.Rows) * int(ds.Columns)
+    if n_pixels * 4 != len(ds.PixelData or b""):  # a size the data does not hold: the reader's finding says so
+        return None
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
     ds.PixelData = np.zeros(n_pixels, "<u2").tobytes()
     surrogate = Path(tmp_dir) / path.name
