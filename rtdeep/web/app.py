@@ -159,20 +159,26 @@ class RtDeepWebApp:
         state.pn_figures = []
         state.dvh_png = ""
         state.positive_class = self.constants["POSITIVE_CLASS"]
-        self._refresh_models()
-        state.change("seg_site")(lambda **_: self._refresh_models())
+        state.change("seg_site")(lambda **_: asyncio.ensure_future(self._refresh_models()))
+        self.ctrl.on_server_ready.add(lambda **_: asyncio.ensure_future(self._refresh_models()))
         state.change("seg_model")(lambda **_: self._describe_model())
 
-    def _refresh_models(self) -> None:
+    async def _refresh_models(self) -> None:
         """The site's models as the module lists them (bundle database: title, organs with held-out
-        Dice, expected time, a warning for weak models), then its atlas baseline."""
+        Dice, expected time, a warning for weak models), then its atlas baseline.
+
+        Read in a worker thread: listing the bundles imports torch (seconds), which must not delay
+        the first frame; the Run button waits for the list.
+        """
         site = self.state.seg_site
-        descriptions = self.seg_logic.modelDescriptions(site)
-        self._model_notes = {item["name"]: (item["tooltip"], item["warning"]) for item in descriptions}
-        self.state.seg_models = [{"title": item["title"], "value": item["name"]} for item in descriptions]
-        names = [item["name"] for item in descriptions]
-        self.state.seg_model = DEFAULT_MODELS.get(site) if DEFAULT_MODELS.get(site) in names else names[0]
-        self._describe_model()
+        loop = asyncio.get_running_loop()
+        descriptions = await loop.run_in_executor(None, self.seg_logic.modelDescriptions, site)
+        with self.state:
+            self._model_notes = {item["name"]: (item["tooltip"], item["warning"]) for item in descriptions}
+            self.state.seg_models = [{"title": item["title"], "value": item["name"]} for item in descriptions]
+            names = [item["name"] for item in descriptions]
+            self.state.seg_model = DEFAULT_MODELS.get(site) if DEFAULT_MODELS.get(site) in names else names[0]
+            self._describe_model()
 
     def _describe_model(self) -> None:
         description, warning = self._model_notes.get(self.state.seg_model, ("", ""))
@@ -727,7 +733,7 @@ class RtDeepWebApp:
                          density="compact", classes="mt-1", id="seg-model-warning")  # fmt: skip
                 with html.Div(style="display: flex; gap: 4px;", classes="mt-2"):
                     v.VBtn("Run", id="run-segmentation", click=run, color="primary",
-                           disabled=("seg_running || !study_loaded",))  # fmt: skip
+                           disabled=("seg_running || !study_loaded || !seg_model",))  # fmt: skip
                     v.VBtn("Cancel", id="cancel-segmentation", click=cancel, disabled=("!seg_running",))
                     v.VBtn(
                         "Export RTSTRUCT",
