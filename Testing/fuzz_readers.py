@@ -1,7 +1,7 @@
 """Mutation fuzzing of the DICOM readers: CT slice, RT Structure Set, RT Dose (and the header scan).
 
 A tiny valid study (6 slices of 24 x 20 voxels, two ROIs, a 32-bit dose) is written with the
-project's writers; each mutant is one of its files with random bytes changed, a span overwritten,
+project's writers; each mutant (also run through ``rtdeep validate``'s checks) is one of its files with random bytes changed, a span overwritten,
 a chunk inserted or removed, or the file cut short. A reader must either read the mutant or raise a
 typed :class:`rtdeep.errors.RtDeepError`; anything else (an ``IndexError``, a ``MemoryError``...) is
 an unhandled exception, and a mutant that takes longer than the timeout is a hang.
@@ -128,8 +128,9 @@ def _mutate_element(out: bytearray, spans: list, rng: np.random.Generator, vr_on
     out[offset:offset + length] = (value + b" " * length)[:length]
 
 
-def exercise(reader: str, path: Path, study: FuzzStudy) -> str:
+def exercise(reader: str, path: Path, study: FuzzStudy, with_validate: bool = False) -> str:
     """Read ``path`` with ``reader`` (and its downstream step); return "read" or "refused".
+    ``with_validate``: also run ``rtdeep validate``'s checks (no dicom3tools) on the study folder.
 
     Any exception that is not an RtDeepError (or a FileNotFoundError for a vanished file)
     propagates: that is what the fuzzing looks for.
@@ -144,6 +145,13 @@ def exercise(reader: str, path: Path, study: FuzzStudy) -> str:
         read_header(path)
     except RtDeepError:
         pass
+    if with_validate:
+        from rtdeep.dicomrt.validate import validate_paths
+
+        try:
+            validate_paths([study.folder], use_tools=False)
+        except RtDeepError:
+            pass
     try:
         if reader == "ct":
             read_ct_series([path])
@@ -176,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout-s", type=int, default=20, help="a mutant taking longer is a hang")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "rtdeep-fuzz")
+    parser.add_argument("--no-validate", action="store_true", help="readers only (skip rtdeep validate's checks)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     study = build_fuzz_study(Path(tempfile.mkdtemp(prefix="study-", dir=args.out)))
@@ -192,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         began = time.perf_counter()
         signal.alarm(args.timeout_s)
         try:
-            counts[reader][exercise(reader, target, study)] += 1
+            counts[reader][exercise(reader, target, study, with_validate=not args.no_validate)] += 1
         except _Hang:
             counts[reader]["hang"] += 1
             (args.out / f"hang_{reader}_{index}.dcm").write_bytes(mutant)

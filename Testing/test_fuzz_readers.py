@@ -79,3 +79,23 @@ def test_reader_reads_or_refuses_every_mutant(reader: str, fuzz_study: FuzzStudy
     assert len(outcomes) >= 100
     assert "refused" in outcomes and "read" in outcomes  # the mutants reach both sides
     assert exercise(reader, target, fuzz_study) == "read"  # and the original still reads
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_validate_reports_or_refuses_every_mutant(fuzz_study: FuzzStudy) -> None:
+    """``rtdeep validate``'s checks (readers, cross-references) on the study with one mutated file."""
+    outcomes: list[str] = []
+
+    @settings(max_examples=60, deadline=5000, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(st.sampled_from(list(TARGETS)), st.lists(edit, min_size=1, max_size=4))
+    def check(reader, edits):
+        target = fuzz_study.folder / TARGETS[reader]
+        target.write_bytes(apply(fuzz_study.originals[reader], fuzz_study.spans[reader], edits))
+        try:
+            outcomes.append(exercise(reader, target, fuzz_study, with_validate=True))
+        finally:
+            target.write_bytes(fuzz_study.originals[reader])
+
+    check()
+    assert len(outcomes) >= 40

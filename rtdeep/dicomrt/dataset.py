@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from rtdeep.errors import DicomReadError, NotDicomError, RtDeepError
 
@@ -48,7 +48,7 @@ MAX_VOXELS_ENV = "RTDEEP_MAX_VOXELS"
 
 #: what pydicom and numpy raise on malformed values; readers turn these into DicomReadError
 MALFORMED_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, EOFError,
-                    struct.error, NotImplementedError, UnicodeError, RecursionError)
+                    struct.error, NotImplementedError, UnicodeError, RecursionError, BytesLengthException)
 
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF

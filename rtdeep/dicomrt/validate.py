@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
-from rtdeep.dicomrt.dataset import MALFORMED_ERRORS
+from rtdeep.dicomrt.dataset import MALFORMED_ERRORS, quiet_pydicom
 from rtdeep.dicomrt.scan import folder_files
 from rtdeep.dicomrt.types import CtSeries
 from rtdeep.dicomrt.uids import RT_STRUCTURE_SET_STORAGE
@@ -48,7 +48,7 @@ __all__ = [
 _CONTOUR_DATA = 0x30060050
 #: what pydicom raises on a file that is not DICOM or is truncated
 _READ_ERRORS = (InvalidDicomError, OSError, ValueError, TypeError, KeyError, AttributeError, EOFError,
-                OverflowError, struct.error)
+                OverflowError, struct.error, NotImplementedError, BytesLengthException, UnicodeError)
 _Z_TOLERANCE_MM = 0.01
 _MAX_DS_CHARS = 16
 _MAX_SH = 16
@@ -285,6 +285,11 @@ class CtReference:
 
 
 def _read_header(path: Path) -> Dataset | None:
+    with quiet_pydicom():  # a malformed file's warnings: the readers' findings name the problem once
+        return _read_header_loud(path)
+
+
+def _read_header_loud(path: Path) -> Dataset | None:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
@@ -586,7 +591,7 @@ def check_rtstruct(rs_path: str | os.PathLike[str], ct: CtSeries | CtReference |
         checker = _RtstructChecker(ds, str(rs_path), reference)
         try:
             return findings + checker.run()
-        except MALFORMED_ERRORS as error:  # the reader's finding names the attribute; this one says where it stopped
+        except (*MALFORMED_ERRORS, OSError) as error:  # the reader's finding names the attribute
             return [*findings, *checker.findings,
                     Finding("error", str(rs_path), f"malformed structure set ({type(error).__name__}: {error})")]
 
@@ -715,6 +720,28 @@ def _collect(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[Path, Datase
     return collected
 
 
+def _file_findings(path: Path, header: Dataset, headers: list[Dataset], by_study: dict[str, list[Path]],
+                   use_tools: bool) -> list[Finding]:
+    """dicom3tools, identifier checks and (for an RTSTRUCT) the cross-reference checks of one file."""
+    findings: list[Finding] = []
+    by_study[str(header.get("StudyInstanceUID", ""))].append(path)
+    if use_tools:
+        findings.extend(run_dciodvfy(path))
+        findings.extend(run_dcmpschk(path))
+    if str(header.get("SOPClassUID", "")) == RT_STRUCTURE_SET_STORAGE or header.get("Modality") == "RTSTRUCT":
+        series_uid = _referenced_series_uid(header)
+        reference = _ct_reference_from(headers, series_uid)
+        if reference is None:
+            reference = _ct_reference_from_folder(path.parent, series_uid)
+        if reference is None:
+            findings.append(Finding("warning", str(path), "referenced CT series not found; checks against the CT "
+                                    "skipped"))
+        findings.extend(check_rtstruct(path, reference))
+    else:
+        findings.extend(check_identifiers(header, str(path)))
+    return findings
+
+
 def validate_paths(paths: Sequence[str | os.PathLike[str]], *, use_tools: bool = True,
                    series_instance_uid: str | None = None, prescription_gy: float | None = None) -> list[Finding]:
     """Validate files and folders (searched recursively).
@@ -739,22 +766,17 @@ def validate_paths(paths: Sequence[str | os.PathLike[str]], *, use_tools: bool =
     collected = _collect(paths)
     findings = reader_findings(paths, series_instance_uid=series_instance_uid, prescription_gy=prescription_gy)
     by_study: dict[str, list[Path]] = defaultdict(list)
+    headers = [h for _, h in collected]
     for path, header in collected:
-        by_study[str(header.get("StudyInstanceUID", ""))].append(path)
-        if use_tools:
-            findings.extend(run_dciodvfy(path))
-            findings.extend(run_dcmpschk(path))
-        if str(header.get("SOPClassUID", "")) == RT_STRUCTURE_SET_STORAGE or header.get("Modality") == "RTSTRUCT":
-            series_uid = _referenced_series_uid(header)
-            reference = _ct_reference_from([h for _, h in collected], series_uid)
-            if reference is None:
-                reference = _ct_reference_from_folder(path.parent, series_uid)
-            if reference is None:
-                findings.append(Finding("warning", str(path), "referenced CT series not found; checks against "
-                                        "the CT skipped"))
-            findings.extend(check_rtstruct(path, reference))
-        else:
-            findings.extend(check_identifiers(header, str(path)))
+        with warnings.catch_warnings():  # pydicom's value warnings: the findings say it once
+            warnings.simplefilter("ignore")
+            try:
+                findings.extend(_file_findings(path, header, headers, by_study, use_tools))
+            except RtDeepError as error:
+                findings.append(_reader_finding(error, path))
+            except (*MALFORMED_ERRORS, OSError) as error:  # the readers' findings above name the attribute
+                findings.append(Finding("error", str(path), f"checks stopped: malformed header ({type(error).__name__}: "
+                                        f"{error})"))
     if use_tools:
         for study_paths in by_study.values():
             findings.extend(run_dcentvfy(study_paths))
