@@ -471,6 +471,8 @@ CASES: list[Case] = [
          input_defect=False),
     Case("out_predict_png_exists", _existing_output("pneumonitis_saliency.png"), "predict",
          ("pneumonitis_saliency.png", "exists"), input_defect=False),
+    Case("out_segment_labels_exist", _existing_output("labels.thorax_atlas.nii.gz"), "segment",
+         ("labels.thorax_atlas.nii.gz", "exists"), input_defect=False, extra_args=("--nifti",)),
     Case("out_is_a_file", _output_is_file, "dvh", ("out", "is a file"), input_defect=False),
     Case("out_unwritable", _output_unwritable, "dvh", ("out", "cannot write"), input_defect=False, unreadable=True),
 ]

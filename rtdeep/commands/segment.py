@@ -101,15 +101,21 @@ def run(args: argparse.Namespace) -> int:
         from rtdeep.fileio import ensure_new_path
 
         ensure_new_path(args.json, args.overwrite)  # refused before anything is written
+    model_name = Path(args.model).name
+    outputs = {"rtstruct": args.out / f"RS.{model_name}.dcm", "seg": args.out / f"SEG.{model_name}.dcm",
+               "nifti": args.out / f"labels.{model_name}.nii.gz"}
+    wanted = [kind for kind in ("rtstruct", "seg") if args.format in (kind, "both")] + (["nifti"] if args.nifti else [])
+    from rtdeep.fileio import ensure_new_paths
+
+    ensure_new_paths([outputs[kind] for kind in wanted], args.overwrite)  # all refused before any is written
     ct = read_ct_series(args.ct_dir, args.series_uid)
     with progress_bar("segment") as callback:
         rois = segment_ct(ct.volume, args.model, device=args.device, progress_callback=callback)
     args.out.mkdir(parents=True, exist_ok=True)
-    model_name = Path(args.model).name
     rs_path = None
     if args.format in ("rtstruct", "both"):
         rs_path = write_rtstruct(
-            ct, rois, args.out / f"RS.{model_name}.dcm", label=args.label[:16], generation_algorithm="AUTOMATIC",
+            ct, rois, outputs["rtstruct"], label=args.label[:16], generation_algorithm="AUTOMATIC",
             series_description=f"AI contours {model_name}"[:64], overwrite=args.overwrite,
         )
         print(f"wrote {rs_path}")
@@ -117,14 +123,14 @@ def run(args: argparse.Namespace) -> int:
         from rtdeep.cohort.batch import model_version
         from rtdeep.dicomrt.seg_writer import write_seg
 
-        seg = write_seg(ct, rois, args.out / f"SEG.{model_name}.dcm", algorithm_name=model_name,
+        seg = write_seg(ct, rois, outputs["seg"], algorithm_name=model_name,
                         algorithm_version=model_version(args.model), series_description=f"AI segmentation {model_name}",
                         overwrite=args.overwrite)
         print(f"wrote {seg.path}")
     if args.nifti:
         from rtdeep.inference.nifti import write_label_map
 
-        nifti_path = write_label_map(ct.volume, rois, args.out / f"labels.{model_name}.nii.gz", overwrite=args.overwrite)
+        nifti_path = write_label_map(ct.volume, rois, outputs["nifti"], overwrite=args.overwrite)
         print(f"wrote {nifti_path}")
     from rtdeep.plausibility import check_plausibility
 
