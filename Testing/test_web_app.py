@@ -390,6 +390,21 @@ def test_predict_shows_risk_ntcp_and_dvh(predicted):
     assert plot.shape[0] > 50 and plot.std() > 10.0
 
 
+def test_one_chosen_lung_gives_a_smaller_crop(predicted):
+    page = predicted["page"]
+    both = float(re.search(r"([\d.]+) cc", page.locator("#crop-volume").inner_text()).group(1))
+    page.locator(".v-field", has=page.locator("#lung-segments")).click()
+    page.locator(".v-overlay .v-list-item", has_text="Lung_L").click()
+    page.keyboard.press("Escape")
+    page.click("#run-crop")
+    page.wait_for_function(
+        "(first) => { const t = document.querySelector('#crop-volume').innerText; return t && t !== first; }",
+        arg=page.locator("#crop-volume").inner_text(),
+    )
+    left = float(re.search(r"([\d.]+) cc", page.locator("#crop-volume").inner_text()).group(1))
+    assert 0 < left < both
+
+
 def test_bad_folder_shows_one_error_and_the_page_keeps_working(predicted):
     page = predicted["page"]
     _open_study(page, "not-a-study")

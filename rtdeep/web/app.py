@@ -114,7 +114,7 @@ class RtDeepWebApp:
         self._job: Any = None  # the logic's SegmentationJob of the running segmentation
         self._worker: WorkerProcess | None = None
         self._seg_task: asyncio.Future | None = None
-        self._pn_key: tuple[str, float] | None = None
+        self._pn_key: tuple[str, float, str] | None = None
         self._pn_result: Any = None
         self._upload_parts: list[tuple[str, bytes]] = []
         self._upload_bytes = 0
@@ -150,6 +150,8 @@ class RtDeepWebApp:
         state.dice_rows = []
         state.can_export = False
         state.export_name = "RS.dcm"
+        state.lung_segment_options = []
+        state.lung_segments = []
         state.crop_presets = list(self.constants["CROP_PRESETS"])
         state.crop_preset = self.constants["CROP_PRESETS"][0]
         state.crop_threshold = 20.0
@@ -280,6 +282,11 @@ class RtDeepWebApp:
             self._show_structures(reference)
             self._nodes["reference"] = reference
             summary.append("Structures: " + ", ".join(roi.name for roi in study.structure_set.rois))
+            segments = reference.GetSegmentation()
+            self.state.lung_segment_options = [
+                {"title": segments.GetNthSegment(i).GetName(), "value": segments.GetNthSegmentID(i)}
+                for i in range(segments.GetNumberOfSegments())
+            ]
         else:
             summary.append("Structures: none (no RTSTRUCT on this CT)")
         if study.dose is not None:
@@ -320,6 +327,8 @@ class RtDeepWebApp:
         self.state.dvh_png = ""
         self._pn_key = None
         self._pn_result = None
+        self.state.lung_segments = []
+        self.state.lung_segment_options = []
 
     @staticmethod
     def _show_structures(segmentation: Any) -> None:
@@ -529,10 +538,11 @@ class RtDeepWebApp:
         if dose_node is None:
             raise ValueError("this study has no dose (RTDOSE); the pneumonitis panel needs one")
         reference = self._require("reference", "structures (RTSTRUCT)")
-        key = (str(self.state.crop_preset), float(self.state.crop_threshold))
+        lungs = ",".join(self.state.lung_segments or [])
+        key = (str(self.state.crop_preset), float(self.state.crop_threshold), lungs)
         if self._pn_key != key:
             self._remove_nodes("crop", "saliency", "pn_table")
-            result = self.pn_logic.process(ct_node, dose_node, reference, "", key[0], key[1])
+            result = self.pn_logic.process(ct_node, dose_node, reference, lungs, key[0], key[1])
             self._nodes["crop"] = result.cropVolumeNode
             if result.saliencyVolumeNode is not None:
                 self._nodes["saliency"] = result.saliencyVolumeNode
@@ -767,6 +777,17 @@ class RtDeepWebApp:
         with v.VCard(id="panel-pneumonitis", classes="mb-2", variant="outlined"):
             v.VCardTitle("RTPneumonitisPredictor", classes="text-subtitle-1")
             with v.VCardText():
+                v.VSelect(
+                    id="lung-segments",
+                    label="Lungs (empty: found by TG-263 name)",
+                    items=("lung_segment_options",),
+                    v_model=("lung_segments",),
+                    multiple=True,
+                    chips=True,
+                    density="compact",
+                    hide_details=True,
+                    classes="mb-2",
+                )
                 v.VSelect(id="crop-preset", label="Crop", items=("crop_presets",), v_model=("crop_preset",),
                           density="compact", hide_details=True)  # fmt: skip
                 v.VSlider(
