@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rtdeep.dicomrt.ct_reader import read_ct_series
+from rtdeep.dicomrt.dataset import reading
 from rtdeep.dicomrt.fourd import find_four_d, non_phase_series
 from rtdeep.dicomrt.rtdose_reader import read_rtdose, resample_dose
 from rtdeep.dicomrt.rtimage_reader import read_rt_image_info
@@ -91,7 +92,8 @@ def load_study(
     uids = {info.series_instance_uid for info in ct_infos}
     if series_instance_uid is None and len(uids) == 1:
         series_instance_uid = next(iter(uids))
-    four_ds = find_four_d([info.path for info in ct_infos]) if len(uids) > 1 else []
+    with reading(folder, "CT series headers"):  # malformed headers: one typed error, pydicom kept quiet
+        four_ds = find_four_d([info.path for info in ct_infos]) if len(uids) > 1 else []
     if series_instance_uid is None and four_ds:  # a 4D CT beside one planning CT (an AIP, say): load that
         series_instance_uid = non_phase_series(
             {info.series_instance_uid: info.frame_of_reference_uid for info in ct_infos}, four_ds)
@@ -138,8 +140,10 @@ def load_study(
     study = Study(ct=ct, warnings=warnings)
     study.respiratory_phases = [phase for four_d in four_ds if four_d.frame_of_reference_uid == ct.frame_of_reference_uid
                                 for phase in four_d.phases]
-    study.rt_images = [read_rt_image_info(info.path) for info in infos
-                       if info.modality == "RTIMAGE" and not other_frame(info)]
+    for info in infos:
+        if info.modality == "RTIMAGE" and not other_frame(info):
+            with reading(info.path, "RT Image"):
+                study.rt_images.append(read_rt_image_info(info.path))
     if structure_info is not None:
         study.structure_set = read_rtstruct(structure_info.path, ct)
         warnings.extend(study.structure_set.warnings)
