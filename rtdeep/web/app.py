@@ -355,46 +355,33 @@ class RtDeepWebApp:
         display.reset_views()
 
     def _show_overlay(self, role: str) -> None:
-        """Put the dose wash, the crop or the saliency map in the slice views' foreground."""
+        """The dose wash, the crop or the saliency map over the CT in the slice views
+        (``rtdeep.slicer.display.show_as_overlay``, as the desktop module shows its Grad-CAM)."""
+        from rtdeep.slicer.display import show_as_overlay
+
         node = self._nodes.get(role)
-        display = self.slicer_app.display_manager
         if node is None:
-            display.show_volume_in_slice_foreground(None)
+            self.slicer_app.display_manager.show_volume_in_slice_foreground(None)
             self.state.legend = None
             return
-        from rtdeep.slicer.volume_node import volume_from_node
-
-        array = volume_from_node(node).array
-        low, high = float(array.min()), float(array.max())
-        color, title, unit, floor = {
-            "dose": (DOSE_COLOR_NODE, "Dose", "Gy", 0.05 * high),
-            "crop": (CROP_COLOR_NODE, "Crop (CT inside the crop)", "HU", -999.0),
-            "saliency": (SALIENCY_COLOR_NODE, "Grad-CAM saliency", "", low + 0.2 * (high - low)),
+        color, title, unit = {
+            "dose": (DOSE_COLOR_NODE, "Dose", "Gy"),
+            "crop": (CROP_COLOR_NODE, "Crop (CT inside the crop)", "HU"),
+            "saliency": (SALIENCY_COLOR_NODE, "Grad-CAM saliency", ""),
         }[role]
-        volume_display = node.GetDisplayNode()
-        if self.scene.GetNodeByID(color) is None:
-            color = DOSE_COLOR_NODE
-        volume_display.SetAndObserveColorNodeID(color)
-        volume_display.SetAutoWindowLevel(False)
-        if role == "crop":
-            low, high = -1000.0, 400.0
-        volume_display.SetWindowLevelMinMax(low, high)
-        volume_display.SetApplyThreshold(True)
-        volume_display.SetLowerThreshold(floor)
-        volume_display.SetUpperThreshold(max(high, floor) + 1.0)
-        display.show_volume_in_slice_foreground(node)
+        show_as_overlay(node, self._nodes["ct"], opacity=OVERLAY_OPACITY, color_node_id=color)
         for view in self._slice_views():
-            view.set_foreground_opacity(OVERLAY_OPACITY)
-        gradient = {
-            DOSE_COLOR_NODE: "linear-gradient(to right, #ff0000, #ffff00, #00ff00, #00ffff, #0000ff, #ff00ff)",
-            CROP_COLOR_NODE: "linear-gradient(to right, #000000, #00ff00)",
-            SALIENCY_COLOR_NODE: "linear-gradient(to right, #000000, #ff0000, #ffff00, #ffffff)",
-        }[color]
+            view.schedule_render()
+        display = node.GetDisplayNode()
         self.state.legend = {
             "title": title,
-            "low": f"{max(low, floor if role != 'crop' else low):.1f} {unit}".strip(),
-            "high": f"{high:.1f} {unit}".strip(),
-            "gradient": gradient,
+            "low": f"{display.GetLowerThreshold():.1f} {unit}".strip(),
+            "high": f"{display.GetUpperThreshold():.1f} {unit}".strip(),
+            "gradient": {
+                DOSE_COLOR_NODE: "linear-gradient(to right, #ff0000, #ffff00, #00ff00, #00ffff, #0000ff, #ff00ff)",
+                CROP_COLOR_NODE: "linear-gradient(to right, #000000, #00ff00)",
+                SALIENCY_COLOR_NODE: "linear-gradient(to right, #000000, #ff0000, #ffff00, #ffffff)",
+            }[color],
         }
 
     # -- uploads ----------------------------------------------------------------------------------
