@@ -196,3 +196,17 @@ def test_rt_image_keeps_its_geometry_on_real_mrml(patient: Path) -> None:
     beam = read_beam_geometries(patient / "RP.dcm")[1]
     lps = beam.source_lps() + (beam.isocenter_lps - beam.source_lps()) * 1.5
     assert np.allclose(ras[:3], [-lps[0], -lps[1], lps[2]], atol=1e-4)
+
+
+def test_portal_image_angles_from_exposure_sequence(patient: Path, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(patient / "RTIMAGE" / "RI_beam01.dcm")
+    gantry = float(ds.GantryAngle)
+    exposure = pydicom.Dataset()
+    exposure.GantryAngle = ds.GantryAngle
+    exposure.BeamLimitingDeviceAngle = "15"
+    del ds.GantryAngle, ds.BeamLimitingDeviceAngle
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "PORTAL"]
+    ds.ExposureSequence = [exposure]
+    ds.save_as(tmp_path / "portal.dcm")
+    info = read_rt_image_info(tmp_path / "portal.dcm")
+    assert (info.gantry_angle_deg, info.collimator_angle_deg, info.image_kind) == (gantry, 15.0, "PORTAL")
