@@ -1,7 +1,7 @@
 """The rtdeep web app: one MRML scene served by trame-slicer, two panels over the modules' logic.
 
 The page shows axial, coronal, sagittal and 3D views of one scene (trame-slicer streams each view
-as images) and two panels: RTDeepSeg (AI contours, review, RTSTRUCT export) and
+as images) and two panels: RTDeepSeg (AI contours, review, RTSTRUCT and DICOM SEG export) and
 RTPneumonitisPredictor (dose-masked crop, DVH figures, NTCP, classifier risk). Both panels call the
 same logic classes as the Slicer modules (``RTDeepSegLib.logic.SegmentationLogic``,
 ``RTPneumonitisPredictorLib.logic.PneumonitisLogic``) and build nodes through ``rtdeep.slicer``;
@@ -9,7 +9,9 @@ this file owns only the layout, the binding of page state to those calls, and fi
 
 Every action runs inside :meth:`RtDeepWebApp._guarded`: an error becomes one line in the page
 (``#error-message``) and the server keeps running. Segmentation runs in the module's worker
-subprocess (:mod:`rtdeep.web.jobs`), so views and buttons stay live and Cancel works.
+subprocess (:mod:`rtdeep.web.jobs`), so views and buttons stay live and Cancel works while the
+network runs; the review metrics that follow (``SegmentationLogic.compare``: HD95, surface Dice)
+make MRML nodes and so run on the server's loop, after the AI outlines are already shown.
 """
 
 from __future__ import annotations
