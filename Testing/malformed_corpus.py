@@ -504,4 +504,5 @@ VALID_CASES: list[tuple[str, Callable[[Path, Path], None], str]] = [
     ("valid_8bit_ct", _eight_bit, "dvh"),
     ("valid_non_dicom_file_beside", _readme, "dvh"),
     ("valid_two_series_with_uid", _second_series, "dvh"),
+    ("valid_two_series_crop_with_uid", _second_series, "crop"),
 ]
