@@ -28,6 +28,7 @@ from rtdeep.errors import DicomReadError, NotDicomError, RtDeepError
 
 __all__ = [
     "DEFAULT_MAX_VOXELS",
+    "MALFORMED_ERRORS",
     "MAX_VOXELS_ENV",
     "check_complete",
     "check_voxels",
