@@ -235,6 +235,7 @@ def _heldout_details(site, heldout: dict) -> str:  # site: rtdeep.sites.Site
 def annotate_shipped(sites: list[str], archs: list[str], models_dir: Path) -> None:
     """For bundles kept as they are: add their measurement on the current generator's held-out
     phantoms (``heldout_shipped.json`` from ``evaluate --shipped``) to the card and ``models.json``."""
+    from rtdeep.bundles import write_manifest
     from rtdeep.models.architectures import get_arch
     from rtdeep.phantom import generator_fingerprint
     from rtdeep.sites import get_site
@@ -262,6 +263,7 @@ def annotate_shipped(sites: list[str], archs: list[str], models_dir: Path) -> No
             tmp = card_path.with_suffix(".md.tmp")
             tmp.write_text(card)
             tmp.replace(card_path)
+            write_manifest(models_dir / name)  # the card is a bundle file: its checksum changes
             if name in entries:
                 entries[name]["heldout_dice_median"] = heldout["dice_median"]
                 entries[name]["floors_met"] = _floors_met(heldout)
@@ -335,6 +337,12 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                 speed=speed_lines,
             )
             card += _heldout_details(site, heldout)
+            previous = work / "heldout_shipped.json"
+            if previous.is_file():  # the bundle this one replaced, measured on the same phantoms before packaging
+                before = json.loads(previous.read_text())
+                card += ("\nThe bundle this one replaced, on the same held-out phantoms (`evaluate --shipped` before "
+                         "packaging): Dice " + ", ".join(f"{o} {d:.3f}" for o, d in before["dice_median"].items())
+                         + f"; {len(before['plausibility_findings'])} plausibility findings.\n")
             network = build_network(arch.network_spec(site))
             network.load_state_dict(torch.load(work / "best_model.pt", weights_only=True))
             write_bundle(models_dir / name, network, metadata, card, overwrite=True)
