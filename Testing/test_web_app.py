@@ -291,13 +291,10 @@ def test_segmentation_fills_the_dice_table(segmented):
     page = segmented["page"]
     dice = _page_dice(page)
     assert THORAX_ORGANS <= set(dice), dice
-    # The issue asks for Dice >= 0.9 for all five; the best bundled thorax model reaches it for the
-    # lungs and heart only (model card, held-out: esophagus 0.87, spinal cord 0.88), so the small
-    # organs are held to 0.8 here and the gap is reported, not hidden.
-    for organ in ("Lung_L", "Lung_R", "Heart"):
-        assert dice[organ] >= 0.9, (organ, dice[organ])
-    for organ in ("Esophagus", "SpinalCord"):
-        assert dice[organ] >= 0.8, (organ, dice[organ])
+    # Issue 13's target on the demo patient. The page shows the module's numbers (the next test
+    # checks them against the core library), so a miss here is the model's, reported, not relaxed.
+    low = {organ: dice[organ] for organ in THORAX_ORGANS if dice[organ] < 0.9}
+    assert not low, f"Dice below 0.9: {low}"
     assert page.locator("#seg-message").inner_text().startswith(f"{len(dice)} structures")
 
 
