@@ -209,6 +209,7 @@ def segmented(loaded, screenshots):
     page = loaded
     axial_before = _view_pixels(page, 0)
     src_before = _view_src(page, 0)
+    src_3d_before = _view_src(page, VIEWS.index("3d"))
     started = time.perf_counter()
     page.click("#run-segmentation")
     page.wait_for_selector("#dice-table tbody tr", timeout=SEGMENTATION_S * 1000)
@@ -218,6 +219,8 @@ def segmented(loaded, screenshots):
         "() => { const img = document.querySelectorAll('.layout-grid-item')[0].querySelector('img');"
         " return img.complete; }"
     )
+    _wait_view_changed(page, VIEWS.index("3d"), src_3d_before)  # AI surfaces red over the reference
+    page.locator("#panel-segmentation").evaluate("panel => panel.scrollIntoView({block: 'end'})")
     screenshots(page, "web_rtdeepseg")
     return {
         "page": page,
