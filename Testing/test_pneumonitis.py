@@ -1,9 +1,13 @@
-"""Pneumonitis classifier: metrics, a tiny training run, the bundled model, prediction, bad inputs."""
+"""Pneumonitis classifier: metrics, the lung-dose report, crops at a fixed spacing, a tiny training
+run, the three bundled models, prediction, cohort mode and bad inputs."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,20 +16,26 @@ import torch
 from rtdeep.bundles import list_bundles, models_dir, verify_bundle
 from rtdeep.cli import main as cli_main
 from rtdeep.errors import BundleError, CropError, DoseError, StructureError
-from rtdeep.pneumonitis.dataset import build_record, lung_dose_figures, prepare_crop
+from rtdeep.ntcp import lung_dose_report
+from rtdeep.pneumonitis.dataset import CANVAS, build_record, cut_crop, prepare_crop
 from rtdeep.pneumonitis.evaluate import (
     POSITIVE_CLASS,
     binary_metrics,
+    brier_score,
+    delong_paired,
     format_confusion,
+    reliability_curve,
     roc_auc,
     youden_threshold,
 )
-from rtdeep.pneumonitis.experiment import run_baselines, run_cnn
+from rtdeep.pneumonitis.experiment import run_baselines, run_cnn, stack_inputs
 from rtdeep.pneumonitis.predict import predict_pneumonitis
-from rtdeep.pneumonitis.train import TrainConfig, stratified_folds
+from rtdeep.pneumonitis.train import TrainConfig, predict_probabilities, stratified_folds, train_model
 from rtdeep.volume import Volume, affine_from_geometry
 
 BUNDLE = "thorax_pneumonitis_lungdose20"
+BUNDLES = {"lung-dose20": BUNDLE, "lung": "thorax_pneumonitis_lung", "body": "thorax_pneumonitis_body"}
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
 
 
 def synthetic_study(abnormal: bool, seed: int, dose_scale: float = 1.0):
@@ -68,74 +78,130 @@ def test_metrics_positive_class_and_values():
     assert all((folds[:10] == f).sum() == 2 for f in range(5))
 
 
-def test_tiny_training_learns_separable_set():
-    records = [
-        build_record(f"P{n}", n % 2, *synthetic_study(bool(n % 2), seed=n), crop_names=("lung-dose20",), size=(16, 16, 16))
-        for n in range(30)
-    ]
-    train, test = records[:20], records[20:]
-    config = TrainConfig(epochs=12, batch_size=4, features=(8, 16, 16), seed=1)
-    result = run_cnn(train, test, "lung-dose20", ("ct",), config, n_folds=4)
-    assert result.cnn.train_metrics.auc >= 0.9, result.cnn.train_metrics
-    assert result.cnn.test_metrics is not None and result.cnn.test_metrics.auc >= 0.9
+def test_delong_and_reliability():
+    rng = np.random.default_rng(0)
+    labels = rng.random(400) < 0.4
+    strong = labels + rng.normal(0, 0.6, 400)
+    weak = labels + rng.normal(0, 2.0, 400)
+    same = delong_paired(labels, strong, strong)
+    assert same["difference"] == 0 and same["p"] == pytest.approx(1.0)
+    test = delong_paired(labels, strong, weak)
+    assert test["auc_a"] == pytest.approx(roc_auc(labels, strong)) and test["auc_b"] == pytest.approx(roc_auc(labels, weak))
+    assert test["difference"] > 0.1 and test["p"] < 1e-4 and test["ci_low"] > 0
+    noise = delong_paired(labels, weak, weak + rng.normal(0, 0.01, 400))
+    assert noise["p"] > 0.05
+    rows = reliability_curve(labels, np.full(400, labels.mean()), n_bins=4)
+    assert sum(r["n"] for r in rows) == 400 and all(abs(r["predicted"] - labels.mean()) < 1e-12 for r in rows)
+
+
+def test_lung_dose_report_and_crops_at_a_fixed_spacing():
+    ct, masks, dose = synthetic_study(False, seed=3)
+    report = lung_dose_report(ct, masks, dose)
+    lung = (masks["Lung_L"] | masks["Lung_R"]) & ~masks["GTV"]
+    assert report.mld_gy == pytest.approx(float(dose.array[lung].mean()), rel=1e-5)
+    assert report.v20_pct == pytest.approx(100 * float((dose.array[lung] >= 20).mean()), abs=0.5)
+    assert report.volume_cc == pytest.approx(float(lung.sum()) * ct.voxel_volume_cc)
+    assert 0 < report.ntcp_lkb < 1 and report.v5_pct >= report.v20_pct
+    hypo = lung_dose_report(ct, masks, dose, n_fractions=5)
+    assert hypo.mld_gy == report.mld_gy and hypo.mld_eqd2_gy > report.mld_eqd2_gy and hypo.ntcp_lkb > report.ntcp_lkb
+    crop = cut_crop(ct, masks, dose, report, "lung-dose20")
+    expected_cc = float((lung & (dose.array >= 20)).sum()) * ct.voxel_volume_cc
+    assert crop.mask_volume_cc == pytest.approx(expected_cc)
+    # the same crop on a fixed 6 mm canvas: not stretched, the mask keeps its volume
+    prepared = prepare_crop(crop, ("ct", "dose", "mask"), (16, 16, 16), spacing_mm=6.0, fit=False)
+    assert prepared.array.shape == (3, 16, 16, 16)
+    assert np.allclose(np.linalg.norm(prepared.affine[:3, :3], axis=0), 6.0)
+    assert prepared.array[2].sum() * 0.216 == pytest.approx(expected_cc, rel=0.15)  # half-voxel partial volume
+    assert prepared.array[0][prepared.array[2] == 0].max() == 0
+    # a canvas too small for the crop: training cuts (and says how much), prediction grows the canvas
+    small = prepare_crop(crop, ("ct", "mask"), (8, 8, 8), fit=False)
+    grown = prepare_crop(crop, ("ct", "mask"), (8, 8, 8), fit=True)
+    assert small.lost_fraction > 0.2 and grown.array.shape[1] >= 16 and grown.lost_fraction == 0
+    body = cut_crop(ct, masks, dose, report, "body")
+    assert body.mask_volume_cc == pytest.approx(float(masks["External"].sum()) * ct.voxel_volume_cc)
+    assert cut_crop(ct, masks, dose, report, "lung") is report.lung_crop
+
+
+def _records(n: int, canvas_name: str = "lung-dose20"):
+    return [build_record(f"P{k}", k % 2, *synthetic_study(bool(k % 2), seed=k), crop_names=(canvas_name,))
+            for k in range(n)]
+
+
+def test_training_loss_falls_and_a_tiny_cohort_is_learned():
+    records = _records(36)
+    train, test = records[:28], records[28:]
+    x = stack_inputs(train, "lung-dose20", ("ct", "mask")).astype(np.float32)
+    y = np.array([r.label for r in train])
+    config = TrainConfig(epochs=12, batch_size=4, features=(8, 8, 16, 16), calibration_fraction=0.25, seed=1)
+    trained = train_model(x, y, config)
+    losses = [row["train_loss"] for row in trained.history]
+    assert losses[-1] < 0.7 * losses[0], losses
+    assert len(trained.calibration_index) == 8 and trained.platt[0] > 0
+    result = run_cnn(train, test, "lung-dose20", ("ct", "mask"), config)
+    assert result.cnn.test_metrics is not None and result.cnn.test_metrics.auc >= 0.9, result.cnn.test_metrics
     # the dose alone cannot separate them here (same dose distribution for both classes)
     baselines = run_baselines(train, test)
     assert [b.name for b in baselines] == ["LKB NTCP (QUANTEC)", "logistic MLD (fitted)", "logistic V20 (fitted)"]
-
-
-def test_dose_figures_and_crop():
-    ct, masks, dose = synthetic_study(False, seed=3)
-    figures = lung_dose_figures(ct, masks, dose)
-    lung = (masks["Lung_L"] | masks["Lung_R"]) & ~masks["GTV"]
-    assert figures.mld_gy == pytest.approx(float(dose.array[lung].mean()), rel=1e-5)
-    assert figures.v20_pct == pytest.approx(100 * float((dose.array[lung] >= 20).mean()), abs=0.5)
-    assert 0 < figures.ntcp_lkb < 1 and figures.v5_pct >= figures.v20_pct
-    prepared = prepare_crop(ct, masks, dose, "lung-dose20", 20.0, (16, 16, 16), ("ct", "dose"))
-    assert prepared.array.shape == (2, 16, 16, 16)
-    expected_cc = float((lung & (dose.array >= 20)).sum()) * ct.voxel_volume_cc
-    assert prepared.crop_volume_cc == pytest.approx(expected_cc)
 
 
 def test_bad_inputs_give_clear_errors():
     ct, masks, dose = synthetic_study(False, seed=4)
     no_lungs = {name: mask for name, mask in masks.items() if not name.startswith("Lung")}
     with pytest.raises(StructureError, match="Lung"):
-        prepare_crop(ct, no_lungs, dose, "lung-dose20")
-    with pytest.raises(CropError, match="no voxel receives >= 80 Gy"):
-        prepare_crop(ct, masks, dose, "lung-dose20", threshold_gy=80.0)
+        lung_dose_report(ct, no_lungs, dose)
+    report = lung_dose_report(ct, masks, dose)
+    with pytest.raises(CropError, match="receives >= 80 Gy"):
+        cut_crop(ct, masks, dose, report, "lung-dose20", threshold_gy=80.0)
+    with pytest.raises(CropError, match="unknown crop"):
+        cut_crop(ct, masks, dose, report, "liver")
     # a dose grid covering only the upper half of the slices
     half = Volume(dose.array[12:].copy(), ct.affine @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 12], [0, 0, 0, 1]]))
-    with pytest.raises(DoseError, match="does not cover"):
-        lung_dose_figures(ct, masks, half)
+    with pytest.raises(DoseError, match="Lungs-GTV"):
+        lung_dose_report(ct, masks, half)
 
 
-def _bundle_or_skip():
-    if not any(p.name == BUNDLE for p in list_bundles()):
-        pytest.fail(f"bundled model {BUNDLE} missing under {models_dir()}")
-    return models_dir() / BUNDLE
+def _bundle(name: str = BUNDLE):
+    if not any(p.name == name for p in list_bundles()):
+        pytest.fail(f"bundled model {name} missing under {models_dir()}")
+    return models_dir() / name
 
 
-def test_bundled_model_verifies_loads_and_repeats():
-    path = _bundle_or_skip()
+@pytest.mark.parametrize("crop_name", list(BUNDLES))
+def test_three_bundles_verify_load_and_repeat(crop_name):
+    path = _bundle(BUNDLES[crop_name])
     manifest = verify_bundle(path)
     assert "models/model.pt" in manifest and "docs/README.md" in manifest
     card = (path / "docs" / "README.md").read_text()
-    assert "synthetic" in card.lower() and POSITIVE_CLASS in card
+    assert "synthetic" in card.lower() and POSITIVE_CLASS in card and "limit" in card.lower()
     metadata = json.loads((path / "configs" / "metadata.json").read_text())
-    assert metadata["rtdeep"]["kind"] == "classification" and metadata["rtdeep"]["crop"] == "lung-dose20"
+    assert metadata["rtdeep"]["kind"] == "classification" and metadata["rtdeep"]["crop"] == crop_name
+    assert metadata["rtdeep"]["canvas"] == list(CANVAS[crop_name])
     ct, masks, dose = synthetic_study(True, seed=5)
-    first = predict_pneumonitis(ct, masks, dose)
-    second = predict_pneumonitis(ct, masks, dose, threshold_gy=20)
+    first = predict_pneumonitis(ct, masks, dose, bundle=path.name)
+    second = predict_pneumonitis(ct, masks, dose, threshold_gy=20, bundle=path.name, report=first.report)
     assert first.risk == second.risk and 0.0 <= first.risk <= 1.0
     assert np.array_equal(first.saliency.array, second.saliency.array)
     assert first.saliency.same_grid(first.crop.ct) and first.saliency.array.max() <= 1.0
-    assert first.mld_gy == pytest.approx(lung_dose_figures(ct, masks, dose).mld_gy)
-    assert POSITIVE_CLASS in first.summary()
+    assert first.crop_name == crop_name and POSITIVE_CLASS in first.summary()
+
+
+def test_bundled_model_beats_a_constant_on_held_out_phantoms():
+    """The default bundle on 40 held-out phantoms (seed 8713, indices 300-339: never trained on or
+    used for selection), their network inputs stored in Testing/data: a floor that can fail."""
+    data = np.load(ROOT / "Testing" / "data" / "pneumonitis_heldout_lungdose20.npz")
+    from rtdeep.bundles import load_bundle
+
+    bundle = load_bundle(BUNDLE)
+    risk = predict_probabilities(bundle.network, data["inputs"].astype(np.float32))
+    labels = data["labels"]
+    constant = brier_score(labels, np.full(len(labels), labels.mean()))
+    assert roc_auc(labels, risk) >= 0.6  # measured 0.75 on these 40 (0.65 on the 300 of the model card)
+    assert brier_score(labels, risk) < constant
 
 
 def test_changed_bundle_is_refused(tmp_path):
     copy = tmp_path / BUNDLE
-    shutil.copytree(_bundle_or_skip(), copy)
+    shutil.copytree(_bundle(), copy)
     weights = copy / "models" / "model.pt"
     state = torch.load(weights, weights_only=True)
     next(iter(state.values())).add_(0.01)
@@ -146,11 +212,11 @@ def test_changed_bundle_is_refused(tmp_path):
 
 
 def test_predict_errors_through_api():
-    _bundle_or_skip()
+    _bundle()
     ct, masks, dose = synthetic_study(False, seed=7)
     with pytest.raises(StructureError):
         predict_pneumonitis(ct, {"External": masks["External"]}, dose)
-    with pytest.raises(CropError, match="maximum dose"):
+    with pytest.raises(CropError, match="maximum"):
         predict_pneumonitis(ct, masks, dose, threshold_gy=90.0)
 
 
@@ -160,14 +226,15 @@ def test_cli_predict_reports_missing_study(tmp_path, capsys):
     assert "predict-pneumonitis: error" in capsys.readouterr().err
 
 
-def _write_dicom_study(folder, index: int, abnormal: bool):
+def _write_dicom_study(folder, index: int, abnormal: bool, patient_id: str | None = None):
     from rtdeep.dicomrt.ct_writer import write_ct_series
     from rtdeep.dicomrt.rtdose_writer import write_rtdose
     from rtdeep.dicomrt.rtstruct_writer import write_rtstruct
     from rtdeep.dicomrt.types import PatientInfo, Roi
 
     ct, masks, dose = synthetic_study(abnormal, seed=100 + index)
-    patient = PatientInfo(patient_name=f"TEST^{index}", patient_id=f"T{index:03d}", study_instance_uid=f"1.2.3.{index}")
+    patient = PatientInfo(patient_name=f"TEST^{index}", patient_id=patient_id or f"T{index:03d}",
+                          study_instance_uid=f"1.2.3.{index}")
     series = write_ct_series(ct, folder / "CT", patient, uid_seed=("h7", index))
     rois = [Roi(name, mask, number=n + 1) for n, (name, mask) in enumerate(masks.items())]
     write_rtstruct(series, rois, folder / "RS.dcm", uid_seed=("h7", index))
@@ -178,28 +245,25 @@ def _write_dicom_study(folder, index: int, abnormal: bool):
 def test_cli_train_and_predict_on_dicom(tmp_path, capsys):
     cohort = tmp_path / "cohort"
     lines = ["patient_id,study_dir,pneumonitis"]
-    for index in range(8):
+    for index in range(10):
         _write_dicom_study(cohort / f"T{index:03d}", index, bool(index % 2))
         lines.append(f"T{index:03d},T{index:03d},{index % 2}")
     (cohort / "manifest.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "run"
     status = cli_main(["train-pneumonitis", "--manifest", str(cohort / "manifest.csv"), "--crop", "lung-dose20",
-                       "--out", str(out), "--size", "16", "--epochs", "2", "--folds", "2", "--test-fraction", "0.34"])
+                       "--out", str(out), "--epochs", "2", "--test-fraction", "0.2", "--calibration-fraction", "0.25"])
     printed = capsys.readouterr().out
     assert status == 0
     assert POSITIVE_CLASS in printed and "LKB NTCP (QUANTEC)" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["positive_class"] == POSITIVE_CLASS
-    assert metrics["cohort"]["n_train"] + metrics["cohort"]["n_test"] == 8
-    assert len((out / "predictions.csv").read_text().strip().splitlines()) == 9
+    assert metrics["cohort"]["n_train"] + metrics["cohort"]["n_test"] == 10
 
-    _bundle_or_skip()
-    study = cohort / "T001"
-    status = cli_main(["predict-pneumonitis", str(study), "--json", str(tmp_path / "risk.json"),
+    _bundle()
+    status = cli_main(["predict-pneumonitis", str(cohort / "T001"), "--json", str(tmp_path / "risk.json"),
                        "--out", str(tmp_path / "pred")])
     assert status == 0, capsys.readouterr().err
-    printed = capsys.readouterr().out
-    assert POSITIVE_CLASS in printed
+    assert POSITIVE_CLASS in capsys.readouterr().out
     result = json.loads((tmp_path / "risk.json").read_text())
     assert 0 <= result["risk_pct"] <= 100 and result["mld_gy"] > 0 and result["v5_pct"] >= result["v20_pct"]
     import nibabel as nib
@@ -208,3 +272,28 @@ def test_cli_train_and_predict_on_dicom(tmp_path, capsys):
     crop_ct = nib.load(tmp_path / "pred" / "pneumonitis_crop_ct.nii.gz")
     assert np.allclose(saliency.affine, crop_ct.affine) and saliency.shape == crop_ct.shape
     assert (tmp_path / "pred" / "pneumonitis_saliency.png").stat().st_size > 1000
+
+
+def test_cohort_mode_goes_on_past_a_broken_study(tmp_path):
+    """Three studies, two sharing a patient ID, one without its RT Dose: a real subprocess."""
+    cohort = tmp_path / "cohort"
+    _write_dicom_study(cohort / "a", 1, True, patient_id="SAME")
+    _write_dicom_study(cohort / "b", 2, False, patient_id="SAME")
+    (_write_dicom_study(cohort / "c", 3, False, patient_id="BROKEN") / "RD.dcm").unlink()
+    (cohort / "manifest.csv").write_text("study_dir,patient_id\na,SAME\nb,SAME\nc,BROKEN\n")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "rtdeep", "predict-pneumonitis", "--manifest",
+                           str(cohort / "manifest.csv"), "--out", str(out)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, check=False)
+    assert done.returncode == 1, done.stderr
+    with open(out / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["patient_id"] for r in rows] == ["SAME", "SAME", "BROKEN"]
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed"]
+    assert "RTDOSE" in rows[2]["error"] and rows[2]["risk_pct"] == ""
+    assert rows[0]["folder"] != rows[1]["folder"]
+    for row in rows[:2]:
+        assert 0 <= float(row["risk_pct"]) <= 100 and float(row["mld_gy"]) > 0 and row["flagged"] in ("True", "False")
+        assert (out / row["folder"] / "pneumonitis_saliency.nii.gz").is_file()
+    assert not (out / "BROKEN").exists() or not any((out / "BROKEN").iterdir())
+    assert "BROKEN" in done.stderr and "2 of 3 studies predicted" in done.stdout

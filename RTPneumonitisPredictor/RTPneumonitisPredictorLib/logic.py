@@ -4,12 +4,14 @@ Steps of :meth:`PneumonitisLogic.process` (all numbers from rtdeep, the nodes on
 
 1. CT, dose (Gy; SlicerRT's RTDOSE volume or any scalar volume marked ``DicomRtImport.DoseVolume``)
    and the structures become rtdeep Volumes and masks on the CT grid (:mod:`rtdeep.slicer`).
-2. The crop (``lung-dose20``: normal lung with dose >= T Gy; ``lung``; ``body``) is cut with
-   :func:`rtdeep.crop.crop_study` and shown as a new volume node.
-3. The normal-lung DVH gives mean lung dose, V5 and V20 (:mod:`rtdeep.dvh`) and the dosimetric
-   NTCP models (:func:`rtdeep.ntcp.ntcp_report`).
-4. The cropped-lung classifier (:func:`rtdeep.pneumonitis.predict_pneumonitis`) gives the risk of
-   grade >= 2 pneumonitis (the positive class) and a saliency map, shown as a volume node.
+2. The one lung-dose report (:func:`rtdeep.ntcp.lung_dose_report`) crops the normal lung once and
+   gives its DVH, mean lung dose, V5, V20 and the dosimetric NTCP models.
+3. The crop (``lung-dose20``: normal lung with dose >= T Gy, cut from the report's lung crop;
+   ``lung``; ``body``) is shown as a new volume node (:func:`rtdeep.pneumonitis.dataset.cut_crop`).
+4. The classifier bundled for that crop (``thorax_pneumonitis_lungdose20`` / ``_lung`` / ``_body``,
+   :func:`rtdeep.pneumonitis.predict.predict_pneumonitis`, given the same report) gives the
+   calibrated risk of grade >= 2 pneumonitis (the positive class) and a MONAI Grad-CAM map, shown
+   as a volume node.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class PneumonitisResult:
         probability: the classifier's risk of the positive class (None without a model).
         cropVolumeNode, saliencyVolumeNode, tableNode: the nodes made (saliency None without a model).
         warnings: what the user should know (missing model, synonyms used).
+        lungDoseReport: the :class:`rtdeep.ntcp.LungDoseReport` all the dose figures come from; its
+            ``dvh`` (``cumulative_cc()``, ``volume_at_dose_pct``) is what a DVH plot shows.
     """
 
     cropName: str
@@ -61,6 +65,7 @@ class PneumonitisResult:
     saliencyVolumeNode: Any = None
     rows: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    lungDoseReport: Any = None
 
 
 class PneumonitisLogic:
@@ -145,9 +150,8 @@ class PneumonitisLogic:
             ValueError: bad inputs; rtdeep's StructureError / CropError / DoseError (ValueErrors)
                 name the structure when lungs are missing, the crop is empty or dose does not cover.
         """
-        from rtdeep.crop import crop_study, get_preset
-        from rtdeep.dvh import dvh_on_ct_grid
-        from rtdeep.ntcp import ntcp_report
+        from rtdeep.ntcp import lung_dose_report
+        from rtdeep.pneumonitis.dataset import cut_crop
 
         self.validateInputs(ctVolume, doseVolume, segmentation, cropPreset, thresholdGy)
         ct = volume_from_node(ctVolume)
@@ -155,27 +159,18 @@ class PneumonitisLogic:
         dose = Volume(dose_volume.array.astype(np.float32), dose_volume.affine)
         structures = {roi.name: roi.mask for roi in rois_from_segmentation_node(segmentation, ct)}
         lung_names = tuple(self.lungSegmentNames(segmentation, lungSegmentIds))
-        lung_changes = {"include": lung_names} if lung_names else {}
 
-        threshold = None if math.isclose(thresholdGy, 20.0) else float(thresholdGy)
-        spec = get_preset(cropPreset, dose_threshold_gy=threshold if cropPreset == "lung-dose20" else None,
-                          **(lung_changes if cropPreset != "body" else {}))  # fmt: skip
-        crop = crop_study(ct, structures, dose, spec)
+        # the one lung-dose report: normal lung cropped once, its DVH, MLD/V5/V20 and NTCP
+        report = lung_dose_report(ct, structures, dose, lung_names=lung_names)
+        crop_threshold = float(thresholdGy) if cropPreset == "lung-dose20" else None
+        crop = cut_crop(ct, structures, dose, report, cropPreset, crop_threshold)
+        spec = crop.spec
+        ntcp = {"logistic_mld": report.ntcp_logistic_mld, "lkb_pneumonitis-quantec": report.ntcp_lkb,
+                "lkb_pneumonitis-seppenwoolde": report.ntcp_lkb_seppenwoolde}
 
-        lung_crop = (
-            crop
-            if cropPreset == "lung"
-            else crop_study(ct, structures, dose, get_preset("lung", **lung_changes))
-        )
-        normal_lung = np.zeros(ct.shape, bool)
-        (k0, k1), (j0, j1), (i0, i1) = lung_crop.bbox_index
-        normal_lung[k0:k1, j0:j1, i0:i1] = lung_crop.mask.array
-        lung_dvh = dvh_on_ct_grid(ct, {"normal_lung": normal_lung}, dose)["normal_lung"]
-        stats = lung_dvh.statistics(dose_levels_gy=(5.0, 20.0, float(thresholdGy)))
-        ntcp = {key: float(value) for key, value in ntcp_report(lung_dvh).items() if key != "mld_gy"}
-
-        warnings = list(crop.warnings)
-        probability, saliency = self._classify(ct, structures, dose, cropPreset, thresholdGy, warnings)
+        warnings = list(dict.fromkeys([*report.warnings, *crop.warnings]))
+        probability, saliency = self._classify(ct, structures, dose, cropPreset, thresholdGy, warnings, report,
+                                               lung_names)
 
         name = ctVolume.GetName()
         crop_node = node_from_volume(self.scene, crop.ct, f"{name} crop {spec.name}")
@@ -187,16 +182,17 @@ class PneumonitisLogic:
 
         result = PneumonitisResult(
             cropName=spec.name,
-            meanLungDoseGy=float(stats["mean_gy"]),
-            v5Pct=float(stats["V5_pct"]),
-            v20Pct=float(stats["V20_pct"]),
-            vThresholdPct=float(stats[f"V{float(thresholdGy):g}_pct"]),
+            meanLungDoseGy=report.mld_gy,
+            v5Pct=report.v5_pct,
+            v20Pct=report.v20_pct,
+            vThresholdPct=report.volume_at_dose_pct(float(thresholdGy)),
             ntcp=ntcp,
             probability=probability,
             cropVolumeNode=crop_node,
             tableNode=None,
             saliencyVolumeNode=saliency_node,
             warnings=warnings,
+            lungDoseReport=report,
         )
         result.rows = self.resultRows(result, crop.mask_volume_cc, thresholdGy)
         result.tableNode = table_node_from_rows(
@@ -218,9 +214,13 @@ class PneumonitisLogic:
         cropPreset: str,
         thresholdGy: float,
         warnings: list[str],
+        report: Any = None,
+        lungNames: tuple[str, ...] = (),
     ) -> tuple[float | None, Volume | None]:
-        """The classifier's probability and saliency (LPS Volume on the crop grid), or (None, None)
-        with a warning when no classifier for this crop is installed."""
+        """The classifier's calibrated probability and Grad-CAM map (LPS Volume on the crop grid, in
+        [0, 1]), or (None, None) with a warning when no classifier for this crop is installed.
+
+        ``report`` (a :class:`rtdeep.ntcp.LungDoseReport`) is reused, not recomputed."""
         from rtdeep.errors import BundleError
 
         try:
@@ -230,7 +230,8 @@ class PneumonitisLogic:
             return None, None
         bundle = self.classifierBundle(cropPreset)
         try:
-            prediction = predict_pneumonitis(ct, structures, dose, float(thresholdGy), bundle=bundle)
+            prediction = predict_pneumonitis(ct, structures, dose, float(thresholdGy), bundle=bundle, report=report,
+                                             lung_names=lungNames)
         except BundleError as error:
             warnings.append(f"no classifier for crop '{cropPreset}': {error}")
             return None, None

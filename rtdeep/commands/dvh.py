@@ -22,7 +22,7 @@ from pathlib import Path
 
 HELP = "dose-volume histograms (CT or dose grid), DVH statistics and NTCP; CSV + PNG"
 
-LUNGS_MINUS_GTV = "Lungs-GTV"
+LUNGS_MINUS_GTV = "Lungs-GTV"  # = rtdeep.ntcp.NORMAL_LUNG_NAME
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,14 +59,18 @@ def _select(requested: list[str] | None, available: list[str]) -> tuple[list[str
 
 
 def _lung_combination(available: list[str]) -> tuple[list[str], list[str]] | None:
+    """The normal lung's parts among ``available``: the ``lung`` crop preset (Lung_L + Lung_R - GTV*),
+    the one definition :func:`rtdeep.ntcp.lung_dose_report` also uses."""
+    from rtdeep.crop import get_preset
     from rtdeep.errors import StructureError
     from rtdeep.names import resolve_roi_names
 
+    spec = get_preset("lung")
     try:
-        lungs = [m.used for m in resolve_roi_names(["Lung_L", "Lung_R"], available)]
+        lungs = [m.used for m in resolve_roi_names(spec.include, available)]
     except StructureError:
         return None
-    gtvs = [m.used for m in resolve_roi_names(["GTV*"], available)]
+    gtvs = [m.used for m in resolve_roi_names(spec.exclude, available)]
     return lungs, gtvs
 
 
@@ -115,6 +119,7 @@ def _compute(args: argparse.Namespace):
     from rtdeep.dicomrt.rtstruct_reader import read_contours
     from rtdeep.dvh import dvh_on_ct_grid, dvh_on_dose_grid
     from rtdeep.errors import DoseError, RtDeepError, StructureError
+    from rtdeep.ntcp import lung_dose_report
 
     limit = args.max_uncovered_pct / 100.0
     notes: list[str] = []
@@ -163,9 +168,13 @@ def _compute(args: argparse.Namespace):
             empty = {roi.name for roi in study.structure_set.rois if not roi.mask.any()}
 
             def compute(names, combined):
-                return dvh_on_ct_grid(study.ct.volume, study.structure_set, study.dose_on_ct, names,
-                                      dose_grid=dose.dose, combined=combined, bin_width_gy=args.bin_width_gy,
+                dvhs = dvh_on_ct_grid(study.ct.volume, study.structure_set, study.dose_on_ct, names,
+                                      dose_grid=dose.dose, bin_width_gy=args.bin_width_gy,
                                       max_uncovered_fraction=limit)
+                if combined:  # the normal lung of the one lung-dose report (rtdeep.ntcp)
+                    dvhs[LUNGS_MINUS_GTV] = lung_dose_report(study.ct.volume, study.structure_set, dose.dose,
+                                                             max_uncovered_fraction=limit).dvh
+                return dvhs
         else:
             contours = read_contours(rs_path)
             available = list(contours)
@@ -197,13 +206,13 @@ def _compute(args: argparse.Namespace):
 
 def _ntcp_columns(name: str, dvh, n_fractions: int | None, alpha_beta_gy: float) -> dict[str, float]:
     from rtdeep.names import canonical_key
-    from rtdeep.ntcp import lkb_ntcp_from_dvh, ntcp_report
+    from rtdeep.ntcp import LungDoseReport, lkb_ntcp_from_dvh
 
     if name == LUNGS_MINUS_GTV:
-        report = ntcp_report(dvh, n_fractions=n_fractions, alpha_beta_gy=alpha_beta_gy)
-        return {"mld_eqd2_gy": report["mld_gy"], "ntcp_logistic_mld": report["logistic_mld"],
-                "ntcp_lkb_pneumonitis_quantec": report["lkb_pneumonitis-quantec"],
-                "ntcp_lkb_pneumonitis_seppenwoolde": report["lkb_pneumonitis-seppenwoolde"]}
+        report = LungDoseReport.from_dvh(dvh, n_fractions=n_fractions, alpha_beta_gy=alpha_beta_gy)
+        return {"mld_eqd2_gy": report.mld_eqd2_gy, "ntcp_logistic_mld": report.ntcp_logistic_mld,
+                "ntcp_lkb_pneumonitis_quantec": report.ntcp_lkb,
+                "ntcp_lkb_pneumonitis_seppenwoolde": report.ntcp_lkb_seppenwoolde}
     if canonical_key(name).startswith("parotid"):
         return {"ntcp_lkb_xerostomia": lkb_ntcp_from_dvh(dvh, "xerostomia-parotid", n_fractions=n_fractions,
                                                          alpha_beta_gy=alpha_beta_gy)}

@@ -1,4 +1,4 @@
-"""``rtdeep train-pneumonitis``: cross-validate the pneumonitis CNN on a cohort and test it on
+"""``rtdeep train-pneumonitis``: train and calibrate the pneumonitis CNN on a cohort and test it on
 held-out patients, beside the dose-only NTCP models."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-HELP = "train and evaluate the grade >= 2 pneumonitis CNN on a cohort (5-fold CV + held-out test)"
+HELP = "train, calibrate and evaluate the grade >= 2 pneumonitis CNN on a cohort (held-out test)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,14 +18,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="results folder (metrics.json, predictions.csv, report.txt)")
     parser.add_argument("--test-manifest", help="held-out cohort manifest (default: hold out --test-fraction)")
     parser.add_argument("--test-fraction", type=float, default=0.25, help="held-out share without --test-manifest")
-    parser.add_argument("--channels", default="ct", choices=("ct", "ct+dose"), help="network input channels")
-    parser.add_argument("--size", type=int, default=32, help="crop resampled to SIZE^3 voxels (multiple of 8)")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--channels", default="ct", choices=("ct", "ct+dose"),
+                        help="network input channels (the crop mask is always added)")
+    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--calibration-fraction", type=float, default=0.2,
+                        help="share of the training cohort kept out of fitting for the epoch, Platt scaling and "
+                             "the threshold (default 0.2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--cache", help="folder for prepared crops (default OUT/cache)")
-    parser.add_argument("--bundle-out", help="also write the fold ensemble as a model bundle here")
+    parser.add_argument("--bundle-out", help="also write the trained network as a model bundle here")
     parser.add_argument("--overwrite", action="store_true", help="replace existing result files / bundle")
 
 
@@ -49,15 +51,16 @@ def run(args: argparse.Namespace) -> int:
     from rtdeep.pneumonitis.run import train_pneumonitis
     from rtdeep.pneumonitis.train import TrainConfig
 
-    if args.size % 8 or args.size < 8:
-        raise ValidationError(f"--size must be a positive multiple of 8, got {args.size}")
-    config = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads)
+    if not 0.05 <= args.calibration_fraction <= 0.5:
+        raise ValidationError(f"--calibration-fraction must be in [0.05, 0.5], got {args.calibration_fraction}")
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads,
+                         calibration_fraction=args.calibration_fraction)
     args.manifest, args.test_manifest = (_classifier_manifest(path, args.out, name, args.overwrite)
                                          for path, name in ((args.manifest, "train"), (args.test_manifest, "test")))
     result = train_pneumonitis(
         args.manifest, args.crop, args.out, threshold_gy=args.threshold, test_manifest=args.test_manifest,
-        test_fraction=args.test_fraction, channels=tuple(args.channels.split("+")), size=(args.size,) * 3,
-        config=config, n_folds=args.folds, cache_dir=args.cache, bundle_out=args.bundle_out,
+        test_fraction=args.test_fraction, channels=(*args.channels.split("+"), "mask"),
+        config=config, cache_dir=args.cache, bundle_out=args.bundle_out,
         overwrite=args.overwrite, log=lambda line: print(line, file=sys.stderr),
     )
     results = [result.experiment.cnn, *result.baselines]

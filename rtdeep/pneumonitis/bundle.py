@@ -1,10 +1,12 @@
 """The pneumonitis classifier as a model bundle (:mod:`rtdeep.bundles` form).
 
 ``metadata["rtdeep"]`` of a classification bundle holds, besides the common fields:
-``crop`` (``lung-dose20``/``lung``/``body``), ``dose_threshold_gy``, ``input_size`` ``[k, j, i]``,
-``channels`` (``["ct"]`` or ``["ct", "dose"]``), ``dose_scale_gy``, ``decision_threshold`` (the
-risk above which the model flags pneumonitis, chosen on the training folds) and
-``positive_class``.
+``crop`` (``lung-dose20``/``lung``/``body``), ``dose_threshold_gy``, ``spacing_mm`` (isotropic
+voxel of the input), ``canvas`` ``[k, j, i]`` (the training canvas; prediction grows it to hold
+the whole crop), ``channels`` (``["ct", "mask"]`` or ``["ct", "dose", "mask"]``),
+``dose_scale_gy``, ``decision_threshold`` (the calibrated risk above which the model flags
+pneumonitis, chosen on training data) and ``positive_class``. The network's output is already
+Platt-calibrated (its ``calibration`` buffer is in the weights).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from rtdeep.bundles import LoadedBundle, load_bundle, write_bundle
 from rtdeep.errors import BundleError
 from rtdeep.pneumonitis.dataset import DOSE_SCALE_GY, HU_WINDOW
 from rtdeep.pneumonitis.evaluate import POSITIVE_CLASS
-from rtdeep.pneumonitis.model import ENSEMBLE_NAME, PneumonitisEnsemble
+from rtdeep.pneumonitis.model import NETWORK_NAME, PneumonitisNet
 
 __all__ = ["DEFAULT_BUNDLE", "load_pneumonitis_bundle", "pneumonitis_metadata", "save_pneumonitis_bundle"]
 
@@ -29,19 +31,19 @@ DEFAULT_BUNDLE = "thorax_pneumonitis_lungdose20"
 
 
 def pneumonitis_metadata(
-    ensemble: PneumonitisEnsemble,
     *,
     crop_name: str,
     dose_threshold_gy: float | None,
-    input_size: tuple[int, int, int],
+    spacing_mm: float,
+    canvas: tuple[int, int, int],
     channels: tuple[str, ...],
     decision_threshold: float,
     network_kwargs: dict[str, Any],
     version: str = "0.1.0",
     description: str = "",
 ) -> dict[str, Any]:
-    """MONAI-bundle metadata plus the ``rtdeep`` object for a pneumonitis ensemble."""
-    spatial = [int(s) for s in input_size]
+    """MONAI-bundle metadata plus the ``rtdeep`` object for a pneumonitis network."""
+    spatial = [int(s) for s in canvas]
     return {
         "version": version,
         "monai_version": monai.__version__,
@@ -49,7 +51,8 @@ def pneumonitis_metadata(
         "name": f"Thorax pneumonitis classifier ({crop_name})",
         "task": "Risk of grade >= 2 radiation pneumonitis from a dose-masked lung crop",
         "description": description
-        or "3D CNN ensemble (5 cross-validation folds) trained on SYNTHETIC phantom patients only.",
+        or "Compact 3D CNN with mask-weighted pooling and Platt calibration, trained on SYNTHETIC phantom "
+        "patients only.",
         "authors": "rtdeep project",
         "copyright": "rtdeep project",
         "license": "BSD-3-Clause",
@@ -65,8 +68,9 @@ def pneumonitis_metadata(
                     "value_range": [0, 1],
                     "is_patch_data": False,
                     "channel_def": {
-                        str(i): ("CT windowed [-1000, 200] HU inside the crop mask" if c == "ct"
-                                 else f"dose / {DOSE_SCALE_GY:g} Gy inside the crop mask")
+                        str(i): {"ct": "CT windowed [-1000, 200] HU inside the crop mask",
+                                 "dose": f"dose / {DOSE_SCALE_GY:g} Gy inside the crop mask",
+                                 "mask": "the crop mask (0/1)"}[c]
                         for i, c in enumerate(channels)
                     },
                 }
@@ -87,16 +91,16 @@ def pneumonitis_metadata(
         "rtdeep": {
             "kind": "classification",
             "site": "thorax",
-            "architecture": "PneumonitisCNN ensemble",
-            "network": {"name": ENSEMBLE_NAME, "kwargs": network_kwargs},
-            "spacing_mm": None,
+            "architecture": "PneumonitisNet (MONAI Convolution blocks, mask-weighted pooling, Platt scaling)",
+            "network": {"name": NETWORK_NAME, "kwargs": network_kwargs},
+            "spacing_mm": [float(spacing_mm)] * 3,
             "intensity_window": list(HU_WINDOW),
             "in_channels": len(channels),
             "channels": list(channels),
             "dose_scale_gy": DOSE_SCALE_GY,
             "crop": crop_name,
             "dose_threshold_gy": dose_threshold_gy,
-            "input_size": spatial,
+            "canvas": spatial,
             "decision_threshold": float(decision_threshold),
             "positive_class": POSITIVE_CLASS,
             "labels": [],
@@ -106,14 +110,14 @@ def pneumonitis_metadata(
 
 def save_pneumonitis_bundle(
     out_dir: str | os.PathLike[str],
-    ensemble: PneumonitisEnsemble,
+    network: PneumonitisNet,
     metadata: dict[str, Any],
     model_card_md: str,
     overwrite: bool = False,
     extra_files: dict[str, bytes] | None = None,
 ) -> Path:
     """Write the bundle with :func:`rtdeep.bundles.write_bundle` (checksummed, atomic)."""
-    return write_bundle(out_dir, ensemble, metadata, model_card_md, overwrite=overwrite, extra_files=extra_files)
+    return write_bundle(out_dir, network, metadata, model_card_md, overwrite=overwrite, extra_files=extra_files)
 
 
 def load_pneumonitis_bundle(name_or_path: str | os.PathLike[str] | LoadedBundle | None = None) -> LoadedBundle:
@@ -127,7 +131,7 @@ def load_pneumonitis_bundle(name_or_path: str | os.PathLike[str] | LoadedBundle 
     else:
         bundle = load_bundle(DEFAULT_BUNDLE if name_or_path is None else name_or_path)
     config = bundle.config
-    missing = [k for k in ("crop", "input_size", "channels", "decision_threshold") if k not in config]
+    missing = [k for k in ("crop", "canvas", "spacing_mm", "channels", "decision_threshold") if k not in config]
     if bundle.kind != "classification" or missing:
         raise BundleError(
             f"not a pneumonitis classification bundle (kind '{bundle.kind}', missing {', '.join(missing) or 'nothing'})",

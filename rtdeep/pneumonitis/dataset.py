@@ -1,16 +1,20 @@
-"""From a study (CT, structures, dose on the CT grid) to what the pneumonitis models take:
-the masked crop resampled to a fixed size, and the lung dose figures of the dose-only models.
+"""From a study (CT, structures, dose) to what the pneumonitis models take: the crop at a fixed
+physical spacing on a fixed canvas, and the normal lung's dose report.
 
 One function, :func:`prepare_crop`, serves training and prediction, so both see the same input:
 
-* the crop is made by :func:`rtdeep.roi.crop_study` with a preset (``lung-dose20`` = normal lung
-  (Lung_L + Lung_R - GTV) and dose >= T Gy, ``lung``, ``body``) and resampled by
-  :func:`rtdeep.roi.resample_fixed` to ``size`` ``[k, j, i]`` (the box is stretched to fill it);
-* channel 0 is the CT windowed to [-1000, 200] HU -> [0, 1], 0 outside the mask; channel 1 (if
-  asked) the dose inside the mask in units of 60 Gy.
-
-:func:`lung_dose_figures` computes the normal-lung DVH figures (mean lung dose, V5, V20) and the
-NTCP of :mod:`rtdeep.ntcp` (QUANTEC LKB, QUANTEC logistic MLD).
+* the normal lung is cropped once by :func:`rtdeep.ntcp.lung_dose_report`; the ``lung`` crop is that
+  crop, ``lung-dose20`` the part of it receiving >= T Gy (cut from it, not cropped again), ``body``
+  the External (:func:`rtdeep.crop.crop_study`);
+* the crop is resampled to :data:`SPACING_MM` isotropic voxels (a Gaussian anti-alias filter, then
+  trilinear) and centred on a canvas of fixed size [k, j, i] (:data:`CANVAS`): never stretched, so
+  a voxel is always the same size in mm and a larger crop is a larger object on the canvas. In
+  training a crop larger than the canvas loses its edges (the share lost is recorded); in
+  prediction the canvas grows to hold the whole crop (the network pools over the mask, so the
+  canvas size does not change its answer);
+* channels: ``ct`` = CT windowed to [-1000, 200] HU -> [0, 1] inside the mask, 0 outside;
+  ``dose`` = dose inside the mask / 60 Gy; ``mask`` = the crop mask (always last: the network
+  pools its features over it).
 """
 
 from __future__ import annotations
@@ -19,31 +23,33 @@ import csv
 import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
+from rtdeep.crop import Crop, CropSpec, crop_study, get_preset
 from rtdeep.dicomrt.types import StructureSet
-from rtdeep.dvh import dvh_on_ct_grid
+from rtdeep.dvh import bounding_box
 from rtdeep.errors import CropError, RtDeepError, ValidationError
-from rtdeep.ntcp import lkb_ntcp_from_dvh, logistic_mld_ntcp
-from rtdeep.roi import Crop, FixedCrop, crop_study, get_preset, resample_fixed
+from rtdeep.ntcp import LungDoseReport, lung_dose_report
 from rtdeep.volume import Volume
 
 __all__ = [
+    "CANVAS",
+    "CHANNELS",
     "CROP_NAMES",
     "DOSE_SCALE_GY",
     "HU_WINDOW",
-    "LUNG_ROI_NAME",
+    "SPACING_MM",
     "CaseRecord",
-    "DoseFigures",
     "ManifestRow",
     "PreparedCrop",
     "build_record",
     "build_records",
     "crop_spec",
-    "lung_dose_figures",
+    "cut_crop",
     "phantom_records",
     "prepare_crop",
     "read_manifest",
@@ -53,31 +59,73 @@ __all__ = [
 CROP_NAMES = ("lung-dose20", "lung", "body")
 HU_WINDOW = (-1000.0, 200.0)
 DOSE_SCALE_GY = 60.0
-#: the name the normal-lung DVH is reported under (TG-263 style: both lungs minus the GTV)
-LUNG_ROI_NAME = "Lungs-GTV"
+#: isotropic voxel size (mm) of every network input
+SPACING_MM = 6.0
+#: canvas [k, j, i] of each crop at SPACING_MM: 192 x 192 x 240 mm, 336 x 192 x 336 mm, 336 x 288 x 480 mm
+CANVAS = {"lung-dose20": (32, 32, 40), "lung": (56, 32, 56), "body": (56, 48, 80)}
+#: every channel a record keeps, in this order; a model takes a subset ending with "mask"
+CHANNELS = ("ct", "dose", "mask")
+_CACHE_VERSION = "fixed-spacing-v2"
 
 
-@dataclass(frozen=True)
-class DoseFigures:
-    """Normal-lung (Lung_L + Lung_R - GTV) dose figures and dosimetric NTCP of one study.
+def crop_spec(crop_name: str, threshold_gy: float | None = None) -> CropSpec:
+    """The :class:`rtdeep.crop.CropSpec` of a crop name; ``threshold_gy`` applies to ``lung-dose20``
+    only (default 20 Gy; 10 Gy gives the spec named ``lung-dose10``)."""
+    if crop_name not in CROP_NAMES:
+        raise CropError(f"unknown crop '{crop_name}'; expected one of {', '.join(CROP_NAMES)}")
+    if crop_name == "lung-dose20" and threshold_gy is not None:
+        return get_preset(crop_name, dose_threshold_gy=float(threshold_gy))
+    return get_preset(crop_name)
 
-    Attributes:
-        mld_gy: mean lung dose (Gy, physical, as planned).
-        v5_pct, v20_pct: % of the normal lung receiving >= 5 Gy / >= 20 Gy.
-        lung_volume_cc: normal-lung volume.
-        ntcp_lkb: QUANTEC LKB (TD50 31.4 Gy, m 0.45, n 1) probability of symptomatic pneumonitis.
-        ntcp_logistic_mld: QUANTEC logistic MLD probability.
+
+def window_ct(hu: np.ndarray) -> np.ndarray:
+    """HU -> [0, 1] over :data:`HU_WINDOW` (air 0, lung ~0.13, soft tissue ~0.86)."""
+    low, high = HU_WINDOW
+    return np.clip((np.asarray(hu, dtype=np.float32) - low) / (high - low), 0.0, 1.0)
+
+
+def _dose_part(lung: Crop, threshold_gy: float, spec: CropSpec) -> Crop:
+    """The part of the normal-lung crop receiving >= ``threshold_gy``, on its own bounding box."""
+    assert lung.dose is not None
+    kept = lung.mask.array & (lung.dose.array >= threshold_gy)
+    box = bounding_box(kept)
+    if box is None:
+        max_dose = float(lung.dose.array[lung.mask.array].max())
+        raise CropError(f"no voxel of the normal lung receives >= {threshold_gy:g} Gy (maximum {max_dose:.2f} Gy): "
+                        "the crop would be empty", roi="Lung_L+Lung_R")
+    mask = kept[box]
+    affine = lung.ct.affine.copy()
+    affine[:, 3] = lung.ct.affine @ np.array([box[2].start, box[1].start, box[0].start, 1.0])
+    ct = np.where(mask, lung.ct.array[box], np.float32(spec.fill_hu if spec.fill_hu is not None else -1000.0))
+    ct_volume = Volume(ct.astype(np.float32), affine)
+    index = tuple((outer[0] + part.start, outer[0] + part.stop) for outer, part in zip(lung.bbox_index, box))
+    return Crop(ct=ct_volume, mask=Volume(mask, affine), dose=Volume(lung.dose.array[box], affine),
+                bbox_lps=ct_volume.bounds_lps(), bbox_index=index, spec=spec,  # type: ignore[arg-type]
+                used_names=list(lung.used_names), warnings=list(lung.warnings))
+
+
+def cut_crop(
+    ct: Volume,
+    structures: StructureSet | Mapping[str, np.ndarray],
+    dose: Volume | None,
+    report: LungDoseReport,
+    crop_name: str,
+    threshold_gy: float | None = None,
+) -> Crop:
+    """The crop of ``crop_name``: the report's normal-lung crop, its >= T Gy part, or the body.
+
+    Raises:
+        CropError: empty crop (threshold above the maximum lung dose). StructureError: no External.
     """
-
-    mld_gy: float
-    v5_pct: float
-    v20_pct: float
-    lung_volume_cc: float
-    ntcp_lkb: float
-    ntcp_logistic_mld: float
-
-    def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+    spec = crop_spec(crop_name, threshold_gy)
+    lung = report.lung_crop
+    if not isinstance(lung, Crop):
+        raise CropError("the lung-dose report carries no lung crop (it was made from a DVH alone)")
+    if crop_name == "lung":
+        return lung
+    if crop_name == "lung-dose20":
+        return _dose_part(lung, float(spec.dose_threshold_gy), spec)  # type: ignore[arg-type]
+    return crop_study(ct, structures, dose, spec)
 
 
 @dataclass
@@ -85,120 +133,122 @@ class PreparedCrop:
     """One crop ready for the network.
 
     Attributes:
-        array: float32 ``[channels, D, H, W]`` (D, H, W = k, j, i of the fixed grid).
+        array: float32 ``[channels, D, H, W]`` on the canvas (D, H, W = k, j, i).
+        affine: index-to-LPS affine of the canvas (:data:`SPACING_MM` voxels).
         crop: the crop on the CT sub-grid (CT, mask, dose, LPS box).
-        fixed: the fixed-size arrays and their LPS affine.
+        lost_fraction: share of the crop mask outside the canvas (0 unless the canvas was fixed).
     """
 
     array: np.ndarray
+    affine: np.ndarray
     crop: Crop
-    fixed: FixedCrop
+    lost_fraction: float = 0.0
 
     @property
     def crop_volume_cc(self) -> float:
         return self.crop.mask_volume_cc
 
 
-def crop_spec(crop_name: str, threshold_gy: float | None = None):
-    """The :class:`rtdeep.roi.CropSpec` of a crop name; ``threshold_gy`` applies to ``lung-dose20``
-    only (the other crops have no dose condition)."""
-    if crop_name not in CROP_NAMES:
-        raise CropError(f"unknown crop '{crop_name}'; expected one of {', '.join(CROP_NAMES)}")
-    if crop_name == "lung-dose20" and threshold_gy is not None and float(threshold_gy) != 20.0:
-        return get_preset(crop_name, dose_threshold_gy=float(threshold_gy))
-    return get_preset(crop_name)
-
-
-def window_ct(hu: np.ndarray) -> np.ndarray:
-    """HU -> [0, 1] over :data:`HU_WINDOW` (air 0, soft tissue ~0.83)."""
-    low, high = HU_WINDOW
-    return np.clip((np.asarray(hu, dtype=np.float32) - low) / (high - low), 0.0, 1.0)
+def _canvas_shape(crop: Crop, spacing_mm: float, canvas: Sequence[int], fit: bool) -> tuple[int, int, int]:
+    if not fit:
+        return tuple(int(c) for c in canvas)  # type: ignore[return-value]
+    extent = np.array(crop.ct.shape) * crop.ct.spacing_mm[::-1]
+    needed = np.ceil(extent / spacing_mm).astype(int)
+    needed = ((needed + 7) // 8) * 8
+    return tuple(int(max(c, n)) for c, n in zip(canvas, needed))  # type: ignore[return-value]
 
 
 def prepare_crop(
-    ct: Volume,
-    structures: StructureSet | Mapping[str, np.ndarray],
-    dose_on_ct: Volume | None,
-    crop_name: str = "lung-dose20",
-    threshold_gy: float | None = None,
-    size: Sequence[int] = (32, 32, 32),
-    channels: Sequence[str] = ("ct",),
+    crop: Crop,
+    channels: Sequence[str] = ("ct", "mask"),
+    canvas: Sequence[int] = CANVAS["lung-dose20"],
+    spacing_mm: float = SPACING_MM,
+    fit: bool = True,
 ) -> PreparedCrop:
-    """Crop, resample and normalise one study for the network.
+    """Resample a crop to ``spacing_mm`` voxels on a canvas and make the channels.
 
     Args:
-        ct: CT in HU, ``[k, j, i]`` with its LPS affine.
-        structures: masks on the CT grid by name (or a StructureSet); lungs as ``Lung_L``/``Lung_R``
-            or a TG-263 synonym, optional ``GTV*`` excluded; ``External`` for the body crop.
-        dose_on_ct: dose in Gy on the CT grid (or any grid covering the lungs).
-        crop_name: ``lung-dose20``, ``lung`` or ``body``.
-        threshold_gy: dose threshold of ``lung-dose20`` (default 20 Gy).
-        size: fixed grid ``[k, j, i]``.
-        channels: ``("ct",)`` or ``("ct", "dose")``.
-
-    Raises:
-        StructureError: no lung (or External) structure. CropError: empty crop, e.g. a threshold
-        above the maximum lung dose. DoseError: no dose, or dose not covering the lungs.
+        crop: from :func:`cut_crop` (or :func:`rtdeep.crop.crop_study`).
+        channels: names from :data:`CHANNELS`, ``"mask"`` last.
+        canvas: ``[k, j, i]`` voxels (multiples of 8).
+        spacing_mm: voxel size.
+        fit: grow the canvas to hold the whole crop (prediction); False keeps ``canvas`` (training).
     """
-    spec = crop_spec(crop_name, threshold_gy)
-    crop = crop_study(ct, structures, dose_on_ct, spec)
-    fixed = resample_fixed(crop, tuple(int(s) for s in size))  # type: ignore[arg-type]
+    channels = tuple(channels)
+    if not channels or channels[-1] != "mask" or any(c not in CHANNELS for c in channels):
+        raise CropError(f"channels must be taken from {CHANNELS} and end with 'mask', got {channels}")
+    if "dose" in channels and crop.dose is None:
+        raise CropError(f"channel 'dose' asked for but crop '{crop.spec.name}' has no dose")
+    shape_out = _canvas_shape(crop, spacing_mm, canvas, fit)
+    in_shape = np.array(crop.ct.shape, dtype=np.float64)
+    scale = spacing_mm / crop.ct.spacing_mm[::-1]  # input voxels per output voxel, [k, j, i]
+    start = (in_shape - 1) / 2.0 - scale * (np.array(shape_out) - 1) / 2.0
+    axes = [start[a] + scale[a] * np.arange(shape_out[a]) for a in range(3)]
+    outside = np.zeros(shape_out, dtype=bool)
+    for a, (coords, n) in enumerate(zip(axes, in_shape)):
+        beyond = (coords < -0.5 - 1e-6) | (coords > n - 0.5 + 1e-6)
+        outside |= beyond.reshape([-1 if b == a else 1 for b in range(3)])
+    grid = np.meshgrid(*[np.clip(c, 0, n - 1) for c, n in zip(axes, in_shape)], indexing="ij")
+    sigma = 0.5 * np.sqrt(np.maximum(scale**2 - 1.0, 0.0))
+
+    def resample(array: np.ndarray) -> np.ndarray:
+        array = array.astype(np.float32)
+        if sigma.max() > 0:
+            array = ndimage.gaussian_filter(array, sigma, mode="nearest")
+        out = ndimage.map_coordinates(array, grid, order=1)
+        out[outside] = 0.0
+        return out
+
+    mask = resample(crop.mask.array) >= 0.5
     planes = []
     for channel in channels:
         if channel == "ct":
-            planes.append(np.where(fixed.mask, window_ct(fixed.ct), 0.0))
+            planes.append(np.where(mask, resample(window_ct(crop.ct.array)), 0.0))
         elif channel == "dose":
-            if fixed.dose is None:
-                raise CropError(f"channel 'dose' asked for but crop '{crop_name}' has no dose")
-            planes.append(np.where(fixed.mask, np.clip(fixed.dose / DOSE_SCALE_GY, 0.0, 1.5), 0.0))
+            planes.append(np.where(mask, np.clip(resample(crop.dose.array) / DOSE_SCALE_GY, 0.0, 1.5), 0.0))  # type: ignore[union-attr]
         else:
-            raise CropError(f"unknown input channel '{channel}'; expected 'ct' or 'dose'")
-    return PreparedCrop(np.stack(planes).astype(np.float32), crop, fixed)
-
-
-def lung_dose_figures(
-    ct: Volume, structures: StructureSet | Mapping[str, np.ndarray], dose_on_ct: Volume
-) -> DoseFigures:
-    """Normal-lung DVH figures and NTCP (see :class:`DoseFigures`).
-
-    Raises:
-        StructureError: no lung structure. DoseError: the dose grid leaves more than 1% of the
-        normal lung uncovered (message names ``Lungs-GTV``).
-    """
-    lung = crop_study(ct, structures, None, get_preset("lung"))
-    (k0, k1), (j0, j1), (i0, i1) = lung.bbox_index
-    full = np.zeros(ct.shape, dtype=bool)
-    full[k0:k1, j0:j1, i0:i1] = lung.mask.array
-    dvh = dvh_on_ct_grid(ct, {LUNG_ROI_NAME: full}, dose_on_ct, [LUNG_ROI_NAME])[LUNG_ROI_NAME]
-    return DoseFigures(
-        mld_gy=dvh.mean_gy,
-        v5_pct=dvh.volume_at_dose_pct(5.0),
-        v20_pct=dvh.volume_at_dose_pct(20.0),
-        lung_volume_cc=dvh.volume_cc,
-        ntcp_lkb=lkb_ntcp_from_dvh(dvh, "pneumonitis-quantec"),
-        ntcp_logistic_mld=logistic_mld_ntcp(dvh.mean_gy),
-    )
+            planes.append(mask.astype(np.float32))
+    affine = crop.ct.affine.copy()
+    affine[:3, :3] = crop.ct.direction * spacing_mm
+    affine[:3, 3] = crop.ct.index_to_lps(start[::-1])
+    kept_cc = float(mask.sum()) * spacing_mm**3 / 1000.0
+    lost = 0.0
+    if not fit:
+        full = _canvas_shape(crop, spacing_mm, canvas, True)
+        if full != shape_out:
+            lost = max(0.0, 1.0 - kept_cc / max(crop.mask_volume_cc, 1e-6))
+    return PreparedCrop(np.stack(planes).astype(np.float32), affine, crop, lost)
 
 
 @dataclass
 class CaseRecord:
-    """One training or test patient: outcome, dose figures and the model input of each crop.
+    """One training or test patient: outcome, dose report figures and every crop's input.
 
     Attributes:
         patient_id: as in the manifest.
         label: 1 = grade >= 2 pneumonitis, 0 = not.
-        figures: normal-lung dose figures and NTCP.
-        inputs: crop name -> float32 ``[2, D, H, W]`` (CT, dose channels).
-        crop_volume_cc: crop name -> mask volume.
+        figures: ``mld_gy``, ``v5_pct``, ``v20_pct``, ``ntcp_lkb``, ``ntcp_logistic_mld``,
+            ``lung_volume_cc`` and, for phantoms, ``risk`` (the outcome model's own probability: the
+            limit) and ``ild_in_v20_cc``.
+        inputs: crop name -> float16 ``[3, D, H, W]`` (:data:`CHANNELS`) on that crop's canvas.
+        crop_volume_cc, lost_fraction: crop name -> mask volume / share outside the canvas.
         source: the study folder (or phantom seed/index) it came from.
     """
 
     patient_id: str
     label: int
-    figures: DoseFigures
+    figures: dict[str, float]
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
     crop_volume_cc: dict[str, float] = field(default_factory=dict)
+    lost_fraction: dict[str, float] = field(default_factory=dict)
     source: str = ""
+
+
+def report_figures(report: LungDoseReport) -> dict[str, float]:
+    """The dose figures a record keeps from a :class:`LungDoseReport`."""
+    return {"mld_gy": report.mld_gy, "v5_pct": report.v5_pct, "v20_pct": report.v20_pct,
+            "ntcp_lkb": report.ntcp_lkb, "ntcp_logistic_mld": report.ntcp_logistic_mld,
+            "lung_volume_cc": report.volume_cc}
 
 
 def build_record(
@@ -206,18 +256,22 @@ def build_record(
     label: int,
     ct: Volume,
     structures: StructureSet | Mapping[str, np.ndarray],
-    dose_on_ct: Volume,
+    dose: Volume,
     crop_names: Sequence[str] = CROP_NAMES,
     threshold_gy: float | None = None,
-    size: Sequence[int] = (32, 32, 32),
+    spacing_mm: float = SPACING_MM,
     source: str = "",
+    extra: Mapping[str, float] | None = None,
 ) -> CaseRecord:
-    """Everything a training run needs from one study (CT and dose channels for every crop)."""
-    record = CaseRecord(patient_id, int(label), lung_dose_figures(ct, structures, dose_on_ct), source=source)
+    """Everything a training run needs from one study: the report and every crop on its canvas."""
+    report = lung_dose_report(ct, structures, dose)
+    record = CaseRecord(patient_id, int(label), {**report_figures(report), **(extra or {})}, source=source)
     for name in crop_names:
-        prepared = prepare_crop(ct, structures, dose_on_ct, name, threshold_gy, size, ("ct", "dose"))
-        record.inputs[name] = prepared.array
+        crop = cut_crop(ct, structures, dose, report, name, threshold_gy)
+        prepared = prepare_crop(crop, CHANNELS, CANVAS[name], spacing_mm, fit=False)
+        record.inputs[name] = prepared.array.astype(np.float16)
         record.crop_volume_cc[name] = prepared.crop_volume_cc
+        record.lost_fraction[name] = prepared.lost_fraction
     return record
 
 
@@ -258,34 +312,49 @@ def read_manifest(path: str | os.PathLike[str], label_column: str = "pneumonitis
     return rows
 
 
-def _cache_path(cache_dir: Path, row: ManifestRow, crop_name: str, threshold_gy: float | None,
-                size: Sequence[int]) -> Path:
-    key = f"{row.study_dir}|{crop_name}|{threshold_gy}|{tuple(size)}|v1"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return cache_dir / f"{row.patient_id}-{crop_name}-{digest}.npz"
+def _cache_path(cache_dir: Path, key: str, patient_id: str) -> Path:
+    digest = hashlib.sha256(f"{key}|{_CACHE_VERSION}|{SPACING_MM}|{sorted(CANVAS.items())}".encode()).hexdigest()[:16]
+    return cache_dir / f"{patient_id}-{digest}.npz"
 
 
-def _save_crop(path: Path, record: CaseRecord, crop_name: str) -> None:
-    payload = {
-        "patient_id": np.array(record.patient_id),
-        "label": np.array(record.label),
-        "source": np.array(record.source),
-        "figures": np.array([getattr(record.figures, k) for k in DoseFigures.__dataclass_fields__]),
-        "input": record.inputs[crop_name].astype(np.float16),
-        "crop_volume_cc": np.array(record.crop_volume_cc[crop_name]),
+def _save(path: Path, record: CaseRecord) -> None:
+    payload: dict[str, np.ndarray] = {
+        "patient_id": np.array(record.patient_id), "label": np.array(record.label),
+        "source": np.array(record.source), "figure_names": np.array(list(record.figures)),
+        "figures": np.array(list(record.figures.values()), dtype=np.float64),
+        "crop_names": np.array(list(record.inputs)),
+        "crop_volume_cc": np.array([record.crop_volume_cc[n] for n in record.inputs]),
+        "lost_fraction": np.array([record.lost_fraction[n] for n in record.inputs]),
     }
-    tmp = path.with_name(path.name + ".tmp.npz")
+    for name, array in record.inputs.items():
+        payload[f"input_{name}"] = array.astype(np.float16)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
     np.savez_compressed(tmp, **payload)
     os.replace(tmp, path)
 
 
-def _load_crop(path: Path, crop_name: str, record: CaseRecord | None) -> CaseRecord:
-    with np.load(path) as data:
-        if record is None:
-            figures = DoseFigures(*[float(v) for v in data["figures"]])
+def _only(record: CaseRecord, crop_names: Sequence[str]) -> CaseRecord:
+    """The record with only ``crop_names`` kept in memory (every crop stays in the cache file)."""
+    return replace(record, inputs={n: record.inputs[n] for n in crop_names},
+                   crop_volume_cc={n: record.crop_volume_cc[n] for n in crop_names},
+                   lost_fraction={n: record.lost_fraction[n] for n in crop_names})
+
+
+def _load(path: Path, crop_names: Sequence[str]) -> CaseRecord | None:
+    try:
+        with np.load(path) as data:
+            names = [str(n) for n in data["crop_names"]]
+            if not set(crop_names) <= set(names):
+                return None
+            figures = {str(k): float(v) for k, v in zip(data["figure_names"], data["figures"])}
             record = CaseRecord(str(data["patient_id"]), int(data["label"]), figures, source=str(data["source"]))
-        record.inputs[crop_name] = data["input"].astype(np.float32)
-        record.crop_volume_cc[crop_name] = float(data["crop_volume_cc"])
+            for index, name in enumerate(names):
+                if name in crop_names:
+                    record.inputs[name] = data[f"input_{name}"]
+                    record.crop_volume_cc[name] = float(data["crop_volume_cc"][index])
+                    record.lost_fraction[name] = float(data["lost_fraction"][index])
+    except (OSError, KeyError, ValueError):
+        return None
     return record
 
 
@@ -294,18 +363,16 @@ def build_records(
     load_study: Callable[[Path], tuple[Volume, StructureSet | Mapping[str, np.ndarray], Volume]],
     crop_names: Sequence[str] = CROP_NAMES,
     threshold_gy: float | None = None,
-    size: Sequence[int] = (32, 32, 32),
     cache_dir: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[CaseRecord]:
-    """Prepare every manifest patient (each crop cached as ``.npz`` under ``cache_dir`` when given).
+    """Prepare every manifest patient (cached as ``.npz`` under ``cache_dir`` when given).
 
     Args:
         rows: from :func:`read_manifest`.
-        load_study: study folder -> (CT in HU, structures on the CT grid, dose in Gy on the CT grid
-            or its own grid).
-        crop_names, threshold_gy, size: as :func:`build_record`.
-        cache_dir: where to keep prepared crops between runs (keyed by folder, crop and settings).
+        load_study: study folder -> (CT in HU, structures on the CT grid, dose in Gy on any grid).
+        crop_names, threshold_gy: as :func:`build_record`.
+        cache_dir: where to keep prepared records between runs (keyed by folder, crops and settings).
         log: progress lines.
 
     Raises:
@@ -316,26 +383,22 @@ def build_records(
         cache.mkdir(parents=True, exist_ok=True)
     records = []
     for number, row in enumerate(rows, start=1):
-        paths = {name: None if cache is None else _cache_path(cache, row, name, threshold_gy, size)
-                 for name in crop_names}
-        record: CaseRecord | None = None
-        if all(p is not None and p.is_file() for p in paths.values()):
-            for name, path in paths.items():
-                record = _load_crop(path, name, record)  # type: ignore[arg-type]
-            records.append(record)  # type: ignore[arg-type]
-            continue
-        try:
-            ct, structures, dose = load_study(row.study_dir)
-            record = build_record(row.patient_id, row.label, ct, structures, dose, crop_names, threshold_gy, size,
-                                  source=str(row.study_dir))
-        except RtDeepError as error:
-            raise type(error)(f"patient {row.patient_id}: {error.message}", path=error.path or row.study_dir,
-                              tag=error.tag, roi=error.roi) from error
-        for name, path in paths.items():
+        # every crop is prepared and cached together, so one cache file serves any crop later
+        key = f"{row.study_dir}|{sorted(CROP_NAMES)}|{threshold_gy}"
+        path = None if cache is None else _cache_path(cache, key, row.patient_id)
+        record = _load(path, crop_names) if path is not None and path.is_file() else None
+        if record is None:
+            try:
+                ct, structures, dose = load_study(row.study_dir)
+                record = build_record(row.patient_id, row.label, ct, structures, dose, CROP_NAMES, threshold_gy,
+                                      source=str(row.study_dir))
+            except RtDeepError as error:
+                raise type(error)(f"patient {row.patient_id}: {error.message}", path=error.path or row.study_dir,
+                                  tag=error.tag, roi=error.roi) from error
             if path is not None:
-                _save_crop(path, record, name)
-        records.append(record)
-        if log and (number % 10 == 0 or number == len(rows)):
+                _save(path, record)
+        records.append(replace(_only(record, crop_names), label=row.label))
+        if log and (number % 50 == 0 or number == len(rows)):
             log(f"prepared {number}/{len(rows)} studies")
     return records
 
@@ -345,48 +408,53 @@ def phantom_records(
     indices: Sequence[int],
     crop_names: Sequence[str] = CROP_NAMES,
     threshold_gy: float | None = None,
-    size: Sequence[int] = (32, 32, 32),
     grid: str = "small",
     cache_dir: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] | None = None,
+    generators: Sequence[str] = (),
 ) -> list[CaseRecord]:
     """Records of synthetic thorax patients generated in memory (:func:`rtdeep.phantom.generate_patient`),
-    without the DICOM round trip; label = the phantom's ``pneumonitis`` outcome.
+    without the DICOM round trip; label = the phantom's ``pneumonitis`` outcome, and the figures
+    keep its ``risk`` (the limit) and ``ild_in_v20_cc``. The dose is the phantom's own 4 mm grid
+    (as an RT Dose would be), masks on the CT grid. The cache key holds the generator's
+    fingerprint, so a changed phantom model never reuses old records.
 
-    The phantom's dose on its own 4 mm grid is used (as an RT Dose would be), masks on the CT grid.
+    Args:
+        generators: generator fingerprints whose cached records to use instead of the current
+            one (a fixed cohort across edits of the phantom package that do not change these
+            phantoms); a record missing from all of them is an error, never made with other code.
     """
     from rtdeep.phantom import generate_patient, generator_fingerprint
 
-    # the phantom's source is part of the cache key: a changed phantom model never reuses old crops
-    version = generator_fingerprint()
-    rows = [ManifestRow(f"phantom-{seed}-{index}", Path(f"phantom-{version}/thorax/{grid}/{seed}/{index}"), -1, {})
-            for index in indices]
-
-    def load(study_dir: Path):
-        patient = generate_patient("thorax", int(study_dir.name), seed, grid)
-        loaded_labels[study_dir] = int(patient.outcome["pneumonitis"]), patient.patient_id
-        return patient.ct, {roi.name: roi.mask for roi in patient.rois}, patient.dose
-
-    loaded_labels: dict[Path, tuple[int, str]] = {}
+    versions = list(generators) or [generator_fingerprint()]
     cache = None if cache_dir is None else Path(cache_dir)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
     records = []
-    for number, row in enumerate(rows, start=1):
-        paths = {n: None if cache is None else _cache_path(cache, row, n, threshold_gy, size) for n in crop_names}
-        if all(p is not None and p.is_file() for p in paths.values()):
-            record: CaseRecord | None = None
-            for name, path in paths.items():
-                record = _load_crop(path, name, record)  # type: ignore[arg-type]
-            records.append(record)
-            continue
-        ct, structures, dose = load(row.study_dir)
-        label, patient_id = loaded_labels[row.study_dir]
-        record = build_record(patient_id, label, ct, structures, dose, crop_names, threshold_gy, size,
-                              source=str(row.study_dir))
-        if cache is not None:
-            cache.mkdir(parents=True, exist_ok=True)
-            for name, path in paths.items():
-                _save_crop(path, record, name)  # type: ignore[arg-type]
-        records.append(record)
-        if log and (number % 10 == 0 or number == len(rows)):
-            log(f"prepared {number}/{len(rows)} phantoms (seed {seed})")
+    for number, index in enumerate(indices, start=1):
+        record, path, source = None, None, ""
+        for version in versions:
+            source = f"phantom-{version}/thorax/{grid}/{seed}/{index}"
+            key = f"{source}|{sorted(CROP_NAMES)}|{threshold_gy}"
+            path = None if cache is None else _cache_path(cache, key, f"phantom-{seed}-{index}")
+            record = _load(path, crop_names) if path is not None and path.is_file() else None
+            if record is not None:
+                break
+        if record is None and generators:
+            raise RtDeepError(f"phantom seed {seed} index {index} is not cached for generator(s) "
+                              f"{', '.join(generators)}", path=cache)
+        if record is None:
+            source = f"phantom-{versions[0]}/thorax/{grid}/{seed}/{index}"
+            path = None if cache is None else _cache_path(
+                cache, f"{source}|{sorted(CROP_NAMES)}|{threshold_gy}", f"phantom-{seed}-{index}")
+            patient = generate_patient("thorax", int(index), int(seed), grid)
+            extra = {"risk": float(patient.outcome["risk"]), "ild_in_v20_cc": float(patient.outcome["ild_in_v20_cc"])}
+            record = build_record(patient.patient_id, int(patient.outcome["pneumonitis"]), patient.ct,
+                                  {roi.name: roi.mask for roi in patient.rois}, patient.dose, CROP_NAMES,
+                                  threshold_gy, source=source, extra=extra)
+            if path is not None:
+                _save(path, record)
+        records.append(_only(record, crop_names))
+        if log and (number % 50 == 0 or number == len(indices)):
+            log(f"prepared {number}/{len(indices)} phantoms (seed {seed})")
     return records

@@ -1,16 +1,16 @@
-"""Pneumonitis risk of one study: the bundled CNN on the dose-masked lung crop, the dosimetric
-NTCP models beside it, and where the network looked.
+"""Pneumonitis risk of one study: the bundled CNN on its crop, the lung-dose report (DVH figures
+and NTCP) beside it, and where the network looked (MONAI Grad-CAM).
 
 Example:
-    >>> result = predict_pneumonitis(ct, structure_set, dose_on_ct)        # doctest: +SKIP
-    >>> print(result.summary())                                          # doctest: +SKIP
+    >>> result = predict_pneumonitis(ct, structure_set, dose)        # doctest: +SKIP
+    >>> print(result.summary())                                    # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,8 +21,9 @@ from rtdeep.crop import Crop
 from rtdeep.dicomrt.types import DoseGrid, StructureSet
 from rtdeep.dvh import sample_on_grid
 from rtdeep.errors import DoseError
+from rtdeep.ntcp import LungDoseReport, lung_dose_report
 from rtdeep.pneumonitis.bundle import load_pneumonitis_bundle
-from rtdeep.pneumonitis.dataset import PreparedCrop, lung_dose_figures, prepare_crop
+from rtdeep.pneumonitis.dataset import cut_crop, prepare_crop
 from rtdeep.pneumonitis.evaluate import POSITIVE_CLASS
 from rtdeep.pneumonitis.saliency import grad_cam
 from rtdeep.volume import Volume
@@ -35,12 +36,10 @@ class PneumonitisResult:
     """Pneumonitis risk of one study (positive class: grade >= 2 radiation pneumonitis).
 
     Attributes:
-        risk: CNN probability of grade >= 2 pneumonitis, in [0, 1].
-        flagged: ``risk >= decision_threshold`` (the threshold chosen on the training folds).
+        risk: calibrated CNN probability of grade >= 2 pneumonitis, in [0, 1].
+        flagged: ``risk >= decision_threshold`` (the threshold chosen on training data).
         decision_threshold: from the bundle.
-        ntcp_lkb: QUANTEC LKB NTCP (TD50 31.4 Gy, m 0.45, n 1) of the normal lung.
-        ntcp_logistic_mld: QUANTEC logistic model on the mean lung dose.
-        mld_gy, v5_pct, v20_pct: normal-lung (Lung_L + Lung_R - GTV) mean dose (Gy), V5 and V20 (%).
+        report: the normal lung's :class:`~rtdeep.ntcp.LungDoseReport` (DVH, MLD, V5, V20, NTCP).
         crop_volume_cc: volume of the crop mask (e.g. normal lung receiving >= 20 Gy).
         threshold_gy: dose threshold of the crop (None for the lung and body crops).
         crop_name: the bundle's crop preset.
@@ -53,11 +52,7 @@ class PneumonitisResult:
     risk: float
     flagged: bool
     decision_threshold: float
-    ntcp_lkb: float
-    ntcp_logistic_mld: float
-    mld_gy: float
-    v5_pct: float
-    v20_pct: float
+    report: LungDoseReport
     crop_volume_cc: float
     threshold_gy: float | None
     crop_name: str
@@ -72,18 +67,34 @@ class PneumonitisResult:
     def risk_pct(self) -> float:
         return 100.0 * self.risk
 
+    @property
+    def mld_gy(self) -> float:
+        return self.report.mld_gy
+
+    @property
+    def v5_pct(self) -> float:
+        return self.report.v5_pct
+
+    @property
+    def v20_pct(self) -> float:
+        return self.report.v20_pct
+
+    @property
+    def ntcp_lkb(self) -> float:
+        return self.report.ntcp_lkb
+
+    @property
+    def ntcp_logistic_mld(self) -> float:
+        return self.report.ntcp_logistic_mld
+
     def to_dict(self) -> dict[str, object]:
-        """The numbers (no arrays), for JSON."""
+        """The numbers (no arrays), for JSON and CSV."""
         return {
             "positive_class": self.positive_class,
             "risk_pct": round(self.risk_pct, 2),
             "flagged": self.flagged,
             "decision_threshold_pct": round(100 * self.decision_threshold, 2),
-            "ntcp_lkb_pct": round(100 * self.ntcp_lkb, 2),
-            "ntcp_logistic_mld_pct": round(100 * self.ntcp_logistic_mld, 2),
-            "mld_gy": round(self.mld_gy, 3),
-            "v5_pct": round(self.v5_pct, 2),
-            "v20_pct": round(self.v20_pct, 2),
+            **self.report.to_dict(),
             "crop_volume_cc": round(self.crop_volume_cc, 2),
             "crop": self.crop_name,
             "threshold_gy": self.threshold_gy,
@@ -98,10 +109,8 @@ class PneumonitisResult:
         crop = self.crop_name if self.threshold_gy is None else f"{self.crop_name} (>= {self.threshold_gy:g} Gy)"
         lines = [
             f"positive class: {self.positive_class}",
-            (
-                f"CNN risk             {self.risk_pct:6.1f} %  ({verdict}; model threshold "
-                f"{100 * self.decision_threshold:.1f} %, chosen on the training folds)"
-            ),
+            (f"CNN risk             {self.risk_pct:6.1f} %  ({verdict}; model threshold "
+             f"{100 * self.decision_threshold:.1f} %, chosen on training data)"),
             f"LKB NTCP (QUANTEC)   {100 * self.ntcp_lkb:6.1f} %",
             f"logistic MLD (QUANTEC) {100 * self.ntcp_logistic_mld:4.1f} %",
             f"mean lung dose       {self.mld_gy:6.2f} Gy   V5 {self.v5_pct:.1f} %   V20 {self.v20_pct:.1f} %",
@@ -112,58 +121,62 @@ class PneumonitisResult:
         return "\n".join(lines)
 
 
-def _saliency_on_crop(cam: np.ndarray, prepared: PreparedCrop) -> Volume:
-    grid = prepared.crop.ct
-    values, _ = sample_on_grid(Volume(cam.astype(np.float32), prepared.fixed.affine), grid.affine, grid.shape)
-    return grid.with_array(np.where(prepared.crop.mask.array, values, 0.0).astype(np.float32))
+def _saliency_on_crop(cam: np.ndarray, canvas_affine: np.ndarray, crop: Crop) -> Volume:
+    grid = crop.ct
+    values, _ = sample_on_grid(Volume(cam.astype(np.float32), canvas_affine), grid.affine, grid.shape)
+    return grid.with_array(np.where(crop.mask.array, values, 0.0).astype(np.float32))
 
 
 def predict_pneumonitis(
     ct: Volume,
     structures: StructureSet | Mapping[str, np.ndarray],
-    dose_on_ct: Volume | DoseGrid,
+    dose: Volume | DoseGrid,
     threshold_gy: float = 20.0,
     bundle: str | os.PathLike[str] | LoadedBundle | None = None,
+    *,
+    report: LungDoseReport | None = None,
+    lung_names: Sequence[str] = (),
 ) -> PneumonitisResult:
     """Risk of grade >= 2 radiation pneumonitis for one study.
 
     Args:
         ct: CT in HU, ``[k, j, i]`` with its LPS affine.
         structures: a StructureSet or ``{name: bool mask [k, j, i]}`` on the CT grid; needs the lungs
-            (``Lung_L`` and ``Lung_R`` or TG-263 synonyms); a ``GTV*`` is excluded when present.
-        dose_on_ct: dose in Gy, on the CT grid or on its own grid (a DoseGrid or Volume; on its own
-            grid, coverage of the lungs is checked exactly).
-        threshold_gy: dose threshold of the ``lung-dose20`` crop (the bundle was trained at its
-            ``dose_threshold_gy``; another value gives a warning).
-        bundle: a bundle name or folder, a loaded bundle, or None for the bundled
-            ``thorax_pneumonitis_lungdose20``.
-
-    Returns:
-        :class:`PneumonitisResult`.
+            (``Lung_L`` and ``Lung_R`` or TG-263 synonyms, or ``lung_names``); a ``GTV*`` is excluded
+            when present; ``External`` for a body-crop bundle.
+        dose: dose in Gy, on the CT grid or on its own grid (a DoseGrid or Volume).
+        threshold_gy: dose threshold of the ``lung-dose20`` crop (another value than the bundle's
+            training threshold gives a warning).
+        bundle: a bundle name or folder, a loaded bundle, or None for ``thorax_pneumonitis_lungdose20``.
+        report: the study's lung-dose report when already computed (else computed here, once).
+        lung_names: the lung structures when not found by name.
 
     Raises:
-        StructureError: no lung structure (the message lists the structures found).
-        CropError: the threshold is above the maximum lung dose (empty crop).
-        DoseError: the dose does not cover the lungs.
-        BundleError: the bundle is missing, changed or not a pneumonitis classifier.
+        StructureError: no lung (or External) structure. CropError: empty crop (threshold above the
+        maximum lung dose). DoseError: no dose or dose not covering the lungs. BundleError: the
+        bundle is missing, changed or not a pneumonitis classifier.
     """
     started = time.perf_counter()
     loaded = load_pneumonitis_bundle(bundle)
     config = loaded.config
-    dose = dose_on_ct.dose if isinstance(dose_on_ct, DoseGrid) else dose_on_ct
-    if dose is None:
+    dose_volume = dose.dose if isinstance(dose, DoseGrid) else dose
+    if dose_volume is None:
         raise DoseError("pneumonitis prediction needs a dose (Gy) on or covering the CT")
-    warnings: list[str] = []
     crop_name = str(config["crop"])
     trained_threshold = config.get("dose_threshold_gy")
     crop_threshold = float(threshold_gy) if crop_name == "lung-dose20" else None
+    warnings: list[str] = []
     if crop_threshold is not None and trained_threshold is not None and crop_threshold != float(trained_threshold):
         warnings.append(f"the model was trained on the >= {float(trained_threshold):g} Gy crop; "
                         f"threshold {crop_threshold:g} Gy gives an input it has not seen")
-    figures = lung_dose_figures(ct, structures, dose)
-    prepared = prepare_crop(ct, structures, dose, crop_name, crop_threshold, tuple(config["input_size"]),
-                            tuple(config["channels"]))
-    warnings = prepared.crop.warnings + warnings
+    if report is None:
+        report = lung_dose_report(ct, structures, dose_volume, lung_names=lung_names)
+    crop = cut_crop(ct, structures, dose_volume, report, crop_name, crop_threshold)
+    spacing = float(config["spacing_mm"][0])
+    prepared = prepare_crop(crop, tuple(config["channels"]), tuple(config["canvas"]), spacing, fit=True)
+    if prepared.array.shape[1:] != tuple(config["canvas"]):
+        warnings.append(f"the crop is larger than the training canvas {config['canvas']} at {spacing:g} mm; "
+                        f"the network saw it whole on a {list(prepared.array.shape[1:])} canvas")
     network = loaded.network
     with torch.no_grad():
         logit = network(torch.as_tensor(prepared.array[None], device=loaded.device))
@@ -174,17 +187,13 @@ def predict_pneumonitis(
         risk=risk,
         flagged=risk >= decision,
         decision_threshold=decision,
-        ntcp_lkb=figures.ntcp_lkb,
-        ntcp_logistic_mld=figures.ntcp_logistic_mld,
-        mld_gy=figures.mld_gy,
-        v5_pct=figures.v5_pct,
-        v20_pct=figures.v20_pct,
+        report=report,
         crop_volume_cc=prepared.crop_volume_cc,
         threshold_gy=crop_threshold,
         crop_name=crop_name,
-        saliency=_saliency_on_crop(cam, prepared),
-        crop=prepared.crop,
+        saliency=_saliency_on_crop(cam, prepared.affine, crop),
+        crop=crop,
         bundle_name=loaded.name,
         seconds=time.perf_counter() - started,
-        warnings=warnings,
+        warnings=list(dict.fromkeys([*report.warnings, *crop.warnings, *warnings])),
     )

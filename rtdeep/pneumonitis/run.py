@@ -1,9 +1,10 @@
-"""A whole training run from cohort manifests to files: what ``rtdeep train-pneumonitis`` and
-``bench/bench_pneumonitis.py`` do.
+"""A whole training run from records or cohort manifests to files: what ``rtdeep train-pneumonitis``
+and ``bench/bench_pneumonitis.py`` do.
 
-Output folder (nothing overwritten): ``metrics.json`` (every model's cross-validated and held-out
-metrics), ``predictions.csv`` (one row per patient and model input), ``report.txt`` (the table and
-the confusion matrices with the positive class stated) and, when asked, a model bundle.
+Output folder (nothing overwritten unless asked): ``metrics.json`` (every model's training and
+held-out metrics), ``predictions.csv`` (one row per patient), ``report.txt`` (the table and the
+confusion matrices with the positive class stated), ``reliability.png`` and, when asked, a model
+bundle (written to a temporary folder and moved into place only when complete).
 """
 
 from __future__ import annotations
@@ -23,22 +24,32 @@ import torch
 
 from rtdeep.errors import DoseError, StructureError, ValidationError
 from rtdeep.fileio import atomic_write
+from rtdeep.ntcp import lung_dose_report
 from rtdeep.pneumonitis.bundle import pneumonitis_metadata, save_pneumonitis_bundle
 from rtdeep.pneumonitis.dataset import (
+    CANVAS,
+    SPACING_MM,
     CaseRecord,
     ManifestRow,
     build_records,
     crop_spec,
-    lung_dose_figures,
+    cut_crop,
     prepare_crop,
     read_manifest,
 )
 from rtdeep.pneumonitis.experiment import ExperimentResult, ModelResult, run_baselines, run_cnn
-from rtdeep.pneumonitis.report import format_confusions, format_results_table, model_card, results_json
+from rtdeep.pneumonitis.report import (
+    format_confusions,
+    format_results_table,
+    model_card,
+    results_json,
+    save_reliability_png,
+)
 from rtdeep.pneumonitis.saliency import grad_cam
 from rtdeep.pneumonitis.train import TrainConfig, stratified_folds
 
-__all__ = ["RunResult", "load_study_arrays", "machine_description", "split_rows", "train_pneumonitis"]
+__all__ = ["RunResult", "evaluate_and_write", "load_study_arrays", "machine_description", "split_rows",
+           "train_pneumonitis"]
 
 
 @dataclass
@@ -52,6 +63,7 @@ class RunResult:
     out_dir: Path
     bundle_dir: Path | None
     seconds: float
+    card: str = ""
 
 
 def machine_description() -> str:
@@ -94,31 +106,36 @@ def _predictions_csv(result: ExperimentResult, baselines: Sequence[ModelResult],
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     names = [b.name for b in baselines]
-    writer.writerow(["patient_id", "cohort", "fold", "pneumonitis_grade2plus", "cnn_risk", *names,
+    writer.writerow(["patient_id", "cohort", "pneumonitis_grade2plus", "cnn_risk", *names,
                      "mld_gy", "v5_pct", "v20_pct", "crop_volume_cc", "source"])
-    for cohort, records, key in (("train", train, "train_probabilities"), ("test", test, "test_probabilities")):
-        for index, record in enumerate(records):
-            fold = int(result.fold_of_patient[index]) if cohort == "train" else ""
-            writer.writerow([
-                record.patient_id, cohort, fold, record.label, f"{getattr(result.cnn, key)[index]:.5f}",
-                *[f"{getattr(b, key)[index]:.5f}" for b in baselines],
-                f"{record.figures.mld_gy:.3f}", f"{record.figures.v5_pct:.2f}", f"{record.figures.v20_pct:.2f}",
-                f"{record.crop_volume_cc[result.crop_name]:.2f}", record.source,
-            ])
+    calibration = {int(i) for i in result.training.calibration_index}
+    rows = [("calibration", record, i) for i, record in enumerate(train) if i in calibration]
+    rows += [("test", record, i) for i, record in enumerate(test)]
+    positions = {("calibration", i): n for n, i in enumerate(sorted(calibration))}
+    for cohort, record, index in rows:
+        key = "train_probabilities" if cohort == "calibration" else "test_probabilities"
+        at = positions[(cohort, index)] if cohort == "calibration" else index
+        baseline_index = index  # baselines hold every training patient
+        writer.writerow([
+            record.patient_id, cohort, record.label, f"{getattr(result.cnn, key)[at]:.5f}",
+            *[f"{getattr(b, key)[baseline_index]:.5f}" for b in baselines],
+            f"{record.figures['mld_gy']:.3f}", f"{record.figures['v5_pct']:.2f}", f"{record.figures['v20_pct']:.2f}",
+            f"{record.crop_volume_cc[result.crop_name]:.2f}", record.source,
+        ])
     return buffer.getvalue()
 
 
-def time_one_study(result: ExperimentResult, ct, structures, dose, threshold_gy: float | None,
-                   size: Sequence[int]) -> dict[str, float]:
-    """Seconds for one whole study (lung DVH, crop, network, Grad-CAM) and ms for the network alone."""
+def time_one_study(result: ExperimentResult, ct, structures, dose, threshold_gy: float | None) -> dict[str, float]:
+    """Seconds for one whole study (lung-dose report, crop, network, Grad-CAM) and ms for the network."""
     started = time.perf_counter()
-    lung_dose_figures(ct, structures, dose)
-    prepared = prepare_crop(ct, structures, dose, result.crop_name, threshold_gy, size, result.channels)
+    report = lung_dose_report(ct, structures, dose)
+    crop = cut_crop(ct, structures, dose, report, result.crop_name, threshold_gy)
+    prepared = prepare_crop(crop, result.channels, CANVAS[result.crop_name], SPACING_MM, fit=True)
     forward_started = time.perf_counter()
     with torch.no_grad():
-        result.ensemble(torch.as_tensor(prepared.array[None]))
+        result.network(torch.as_tensor(prepared.array[None]))
     forward = time.perf_counter() - forward_started
-    grad_cam(result.ensemble, prepared.array)
+    grad_cam(result.network, prepared.array)
     return {"study_seconds": time.perf_counter() - started, "predict_ms_per_patient": 1000 * forward}
 
 
@@ -129,24 +146,22 @@ def evaluate_and_write(
     out_dir: str | os.PathLike[str],
     *,
     threshold_gy: float | None = 20.0,
-    channels: Sequence[str] = ("ct",),
-    size: Sequence[int] = (32, 32, 32),
+    channels: Sequence[str] = ("ct", "mask"),
     config: TrainConfig | None = None,
-    n_folds: int = 5,
     cohort: dict[str, object] | None = None,
     bundle_out: str | os.PathLike[str] | None = None,
     timing_study: tuple | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """Cross-validate on prepared ``train`` records, test on ``test``, write the result files (and a
-    bundle when ``bundle_out`` is given; ``timing_study`` = (ct, structures, dose) times one study)."""
+    """Train on prepared ``train`` records, test on ``test``, write the result files (and a bundle
+    when ``bundle_out`` is given; ``timing_study`` = (ct, structures, dose) times one study)."""
     started = time.perf_counter()
     config = config or TrainConfig()
     spec = crop_spec(crop_name, threshold_gy)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    experiment = run_cnn(train, test, crop_name, channels, config, n_folds, log)
+    experiment = run_cnn(train, test, crop_name, channels, config, log, SPACING_MM)
     baselines = run_baselines(train, test, seed=config.seed)
     results = [experiment.cnn, *baselines]
     table = format_results_table(results, f"crop {spec.name}, channels {'+'.join(channels)}")
@@ -154,36 +169,47 @@ def evaluate_and_write(
     cohort = {
         "n_train": len(train), "n_train_positive": sum(r.label for r in train),
         "n_test": len(test), "n_test_positive": sum(r.label for r in test),
-        **(cohort or {}), "threshold_gy": spec.dose_threshold_gy, "input_size": [int(s) for s in size],
+        **(cohort or {}), "threshold_gy": spec.dose_threshold_gy, "spacing_mm": SPACING_MM,
+        "canvas": list(CANVAS[crop_name]),
+        "lost_train": float(np.mean([r.lost_fraction.get(crop_name, 0.0) for r in train])) if train else 0.0,
     }
     payload = {
-        "crop": crop_name, "crop_spec": spec.to_dict(), "channels": list(channels), "input_size": list(size),
-        "folds": n_folds, "config": config.to_dict(), "cohort": cohort, **results_json(results),
-        "machine": machine_description(), "seconds": round(time.perf_counter() - started, 1),
+        "crop": crop_name, "crop_spec": spec.to_dict(), "channels": list(channels), "config": config.to_dict(),
+        "cohort": cohort, **results_json(results), "machine": machine_description(),
+        "seconds": round(time.perf_counter() - started, 1),
     }
     metrics_text = json.dumps(payload, indent=2, default=float) + "\n"
     for name, text in (("metrics.json", metrics_text),
                        ("predictions.csv", _predictions_csv(experiment, baselines, train, test)),
                        ("report.txt", report)):
         atomic_write(out / name, lambda tmp, text=text: tmp.write_text(text), overwrite)
+    test_labels = np.array([r.label for r in test], dtype=int)
+    curves = {f"CNN {crop_name}": (test_labels, experiment.cnn.test_probabilities)}
+    curves.update({b.name: (test_labels, b.test_probabilities) for b in baselines
+                   if b.test_metrics is not None and not np.isnan(b.test_metrics.brier)})
+    if len(test):
+        save_reliability_png(curves, out / "reliability.png")
 
-    bundle_dir = None
+    bundle_dir, card = None, ""
+    timings: dict[str, object] = {"train_seconds": experiment.cnn.details["train_seconds"],
+                                  "machine": machine_description()}
+    if timing_study is not None:
+        timings.update(time_one_study(experiment, *timing_study, spec.dose_threshold_gy))
+    card = model_card(experiment, baselines, cohort, timings, test_labels if len(test) else None)
     if bundle_out is not None:
-        timings: dict[str, object] = {"cv_seconds": experiment.cnn.details["cv_seconds"],
-                                      "machine": machine_description()}
-        if timing_study is not None:
-            timings.update(time_one_study(experiment, *timing_study, spec.dose_threshold_gy, size))
-        kwargs = {"n_members": n_folds, "in_channels": len(channels), "features": list(config.features),
-                  "dropout": config.dropout}
+        kwargs = {"in_channels": len(channels), "features": list(config.features), "dropout": config.dropout,
+                  "spacing_mm": SPACING_MM}
         metadata = pneumonitis_metadata(
-            experiment.ensemble, crop_name=crop_name, dose_threshold_gy=spec.dose_threshold_gy,
-            input_size=tuple(int(s) for s in size), channels=tuple(channels),  # type: ignore[arg-type]
+            crop_name=crop_name, dose_threshold_gy=spec.dose_threshold_gy, spacing_mm=SPACING_MM,
+            canvas=tuple(CANVAS[crop_name]), channels=tuple(channels),  # type: ignore[arg-type]
             decision_threshold=experiment.cnn.threshold, network_kwargs=kwargs,
         )
-        card = model_card(experiment, baselines, cohort, timings)
-        bundle_dir = save_pneumonitis_bundle(bundle_out, experiment.ensemble, metadata, card, overwrite,
-                                             {"docs/metrics.json": metrics_text.encode()})
-    return RunResult(experiment, baselines, list(train), list(test), out, bundle_dir, time.perf_counter() - started)
+        extra = {"docs/metrics.json": metrics_text.encode()}
+        if len(test):
+            extra["docs/reliability.png"] = (out / "reliability.png").read_bytes()
+        bundle_dir = save_pneumonitis_bundle(bundle_out, experiment.network, metadata, card, overwrite, extra)
+    return RunResult(experiment, baselines, list(train), list(test), out, bundle_dir,
+                     time.perf_counter() - started, card)
 
 
 def train_pneumonitis(
@@ -194,16 +220,14 @@ def train_pneumonitis(
     threshold_gy: float | None = 20.0,
     test_manifest: str | os.PathLike[str] | None = None,
     test_fraction: float = 0.25,
-    channels: Sequence[str] = ("ct",),
-    size: Sequence[int] = (32, 32, 32),
+    channels: Sequence[str] = ("ct", "mask"),
     config: TrainConfig | None = None,
-    n_folds: int = 5,
     cache_dir: str | os.PathLike[str] | None = None,
     bundle_out: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> RunResult:
-    """Cross-validate the CNN on a cohort, test it on held-out patients, write the results.
+    """Train the CNN on a cohort, test it on held-out patients, write the results.
 
     Args:
         manifest: training cohort CSV (``study_dir``, ``patient_id``, ``pneumonitis`` 0/1).
@@ -211,19 +235,16 @@ def train_pneumonitis(
         out_dir: results folder (created; existing result files are not overwritten).
         threshold_gy: dose threshold of ``lung-dose20``.
         test_manifest: held-out cohort; without it a stratified ``test_fraction`` of ``manifest``.
-        channels: ``("ct",)`` or ``("ct", "dose")``.
-        size: network input size ``[k, j, i]``.
+        channels: ``("ct", "mask")`` or ``("ct", "dose", "mask")``.
         config: training settings.
-        n_folds: cross-validation folds.
-        cache_dir: prepared crops are kept here (default ``out_dir/cache``).
-        bundle_out: write the fold ensemble as a model bundle here (with its model card).
+        cache_dir: prepared records are kept here (default ``out_dir/cache``).
+        bundle_out: write the network as a model bundle here (with its model card).
         overwrite: replace existing result files and bundle.
         log: progress lines.
     """
     started = time.perf_counter()
     config = config or TrainConfig()
     spec = crop_spec(crop_name, threshold_gy)
-    crop_threshold = spec.dose_threshold_gy
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir is not None else out / "cache"
@@ -234,18 +255,19 @@ def train_pneumonitis(
     else:
         train_rows, test_rows = split_rows(rows, test_fraction, config.seed)
         test_source = f"stratified {100 * test_fraction:.0f}% of {Path(manifest).resolve()}"
-    if sum(r.label for r in train_rows) < n_folds or sum(1 - r.label for r in train_rows) < n_folds:
-        raise ValidationError(f"need at least {n_folds} patients with and {n_folds} without grade >= 2 "
-                              "pneumonitis in the training cohort for stratified folds", path=manifest)
+    positives = sum(r.label for r in train_rows)
+    if positives < 2 or len(train_rows) - positives < 2:
+        raise ValidationError("need at least 2 patients with and 2 without grade >= 2 pneumonitis in the training "
+                              "cohort", path=manifest)
     if log:
         log(f"preparing {len(train_rows)} training and {len(test_rows)} held-out studies (crop {spec.name})")
-    train = build_records(train_rows, load_study_arrays, (crop_name,), crop_threshold, size, cache, log)
-    test = build_records(test_rows, load_study_arrays, (crop_name,), crop_threshold, size, cache, log)
+    train = build_records(train_rows, load_study_arrays, (crop_name,), spec.dose_threshold_gy, cache, log)
+    test = build_records(test_rows, load_study_arrays, (crop_name,), spec.dose_threshold_gy, cache, log)
     timing = load_study_arrays((test_rows or train_rows)[0].study_dir) if bundle_out is not None else None
     result = evaluate_and_write(
-        train, test, crop_name, out, threshold_gy=threshold_gy, channels=channels, size=size, config=config,
-        n_folds=n_folds, cohort={"train_source": f"manifest {Path(manifest).resolve()}", "test_source": test_source,
-                                 "grid": "as in the manifest's studies"},
+        train, test, crop_name, out, threshold_gy=threshold_gy, channels=channels, config=config,
+        cohort={"train_source": f"manifest {Path(manifest).resolve()}", "test_source": test_source,
+                "grid": "as in the manifest's studies"},
         bundle_out=bundle_out, timing_study=timing, overwrite=overwrite, log=log,
     )
     result.seconds = time.perf_counter() - started

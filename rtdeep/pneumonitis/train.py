@@ -1,23 +1,28 @@
-"""Training loops for the pneumonitis CNN: one model, stratified folds, cross-validation.
+"""Training of the pneumonitis CNN: a stratified split of the training cohort into a fitting part
+and a calibration part, the epoch with the lowest calibration-part loss kept, and Platt scaling
+fitted on the calibration part. The held-out test cohort is never seen here.
 
-Crops come in as one float32 array ``[n_patients, channels, D, H, W]`` (already masked, windowed and
-resampled, see :mod:`rtdeep.pneumonitis.dataset`); labels are 1 for grade >= 2 pneumonitis.
-Everything is seeded, so a run repeats exactly on the same machine and thread count.
+Crops come in as one array ``[n_patients, channels, D, H, W]`` (float16 or float32, mask last; see
+:mod:`rtdeep.pneumonitis.dataset`); labels are 1 for grade >= 2 pneumonitis. Everything is seeded,
+so a run repeats exactly on the same machine and thread count.
 """
 
 from __future__ import annotations
 
+import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from rtdeep.pneumonitis.model import PneumonitisCNN
+from rtdeep.pneumonitis.baselines import fit_logistic
+from rtdeep.pneumonitis.evaluate import roc_auc
+from rtdeep.pneumonitis.model import PneumonitisNet
 
-__all__ = ["CvResult", "TrainConfig", "cross_validate", "predict_probabilities", "stratified_folds", "train_model"]
+__all__ = ["TrainConfig", "TrainResult", "predict_probabilities", "stratified_folds", "train_model"]
 
 
 @dataclass
@@ -25,24 +30,25 @@ class TrainConfig:
     """Optimiser and schedule settings.
 
     Attributes:
-        epochs: passes over the training patients.
+        epochs: passes over the fitting patients.
         batch_size: patients per step.
-        learning_rate, weight_decay: Adam(W) settings; the rate decays by cosine to 5% at the end.
-        features, dropout: network shape (see :class:`PneumonitisCNN`).
+        learning_rate, weight_decay: AdamW settings; the rate decays by cosine to 5% at the end.
+        features, dropout: network shape (see :class:`PneumonitisNet`).
         augment: random flips along the three axes and a small intensity jitter.
-        balance: weight positives by n_negative / n_positive in the loss.
-        seed: seeds weights, batch order and augmentation.
+        calibration_fraction: share of the training cohort kept out of fitting, for choosing the
+            epoch, Platt scaling and the decision threshold.
+        seed: seeds the split, weights, batch order and augmentation.
         threads: torch CPU threads.
     """
 
-    epochs: int = 30
-    batch_size: int = 8
-    learning_rate: float = 2e-3
+    epochs: int = 16
+    batch_size: int = 16
+    learning_rate: float = 3e-3
     weight_decay: float = 1e-3
-    features: tuple[int, ...] = (8, 16, 32, 64)
-    dropout: float = 0.3
+    features: tuple[int, ...] = (8, 16, 32, 32)
+    dropout: float = 0.2
     augment: bool = True
-    balance: bool = True
+    calibration_fraction: float = 0.2
     seed: int = 0
     threads: int = 1
 
@@ -53,28 +59,30 @@ class TrainConfig:
 
 
 @dataclass
-class CvResult:
-    """Out-of-fold predictions of a k-fold cross-validation.
+class TrainResult:
+    """A trained, calibrated network and how it got there.
 
     Attributes:
-        oof_probabilities: each patient's risk predicted by the model that did not see it, ``(n,)``.
-        fold_of_patient: which fold each patient was held out in, ``(n,)``.
-        models: the fold models (eval mode), in fold order.
-        seconds: wall time of all folds.
+        network: :class:`PneumonitisNet` in eval mode, Platt scaling set.
+        calibration_index: indices (into the training arrays) of the calibration part.
+        calibration_probabilities: calibrated risks of the calibration part (for the threshold).
+        history: per epoch ``{"epoch", "train_loss", "calibration_loss", "calibration_auc"}``.
+        best_epoch: the epoch kept (1-based).
+        platt: ``(a, b)``.
+        seconds: training wall time.
     """
 
-    oof_probabilities: np.ndarray
-    fold_of_patient: np.ndarray
-    models: list[PneumonitisCNN] = field(default_factory=list)
+    network: PneumonitisNet
+    calibration_index: np.ndarray
+    calibration_probabilities: np.ndarray
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    platt: tuple[float, float] = (1.0, 0.0)
     seconds: float = 0.0
 
 
 def stratified_folds(labels: np.ndarray, n_folds: int = 5, seed: int = 0) -> np.ndarray:
-    """Assign each patient to one of ``n_folds`` folds with the same share of positives in each.
-
-    Returns:
-        ``(n,)`` int array of fold numbers.
-    """
+    """Assign each patient to one of ``n_folds`` folds with the same share of positives in each."""
     labels = np.asarray(labels).astype(int)
     rng = np.random.default_rng(seed)
     folds = np.empty(len(labels), dtype=int)
@@ -90,8 +98,33 @@ def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         flip = torch.rand(batch.shape[0], generator=generator) < 0.5
         if flip.any():
             batch[flip] = batch[flip].flip(axis)
-    scale = 1.0 + 0.05 * torch.randn(batch.shape[0], 1, 1, 1, 1, generator=generator)
-    return batch * scale
+    jitter = 1.0 + 0.03 * torch.randn(batch.shape[0], 1, 1, 1, 1, generator=generator)
+    batch[:, :-1] = batch[:, :-1] * jitter  # the mask channel stays 0/1
+    return batch
+
+
+def _batch(crops: np.ndarray, index: np.ndarray) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(crops[index]), dtype=torch.float32)
+
+
+@torch.no_grad()
+def _logits(network: nn.Module, crops: np.ndarray, batch_size: int = 16, calibrated: bool = True) -> np.ndarray:
+    network.eval()
+    out = []
+    for start in range(0, len(crops), batch_size):
+        batch = _batch(crops, np.arange(start, min(start + batch_size, len(crops))))
+        logit = network(batch) if calibrated else network.uncalibrated(batch)  # type: ignore[operator]
+        out.append(logit.numpy())
+    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
+
+
+def predict_probabilities(network: nn.Module, crops: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Calibrated risk of grade >= 2 pneumonitis for each crop ``[n, channels, D, H, W]`` -> ``(n,)``."""
+    return 1.0 / (1.0 + np.exp(-_logits(network, crops, batch_size)))
+
+
+def _bce(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(np.logaddexp(0.0, logits) - labels * logits))
 
 
 def train_model(
@@ -99,89 +132,76 @@ def train_model(
     labels: np.ndarray,
     config: TrainConfig,
     log: Callable[[str], None] | None = None,
-) -> PneumonitisCNN:
-    """Train one :class:`PneumonitisCNN` from scratch.
+    spacing_mm: float = 6.0,
+) -> TrainResult:
+    """Train one :class:`PneumonitisNet` from scratch and calibrate it.
 
     Args:
-        crops: float32 ``[n, channels, D, H, W]``.
+        crops: ``[n, channels, D, H, W]`` with the mask last.
         labels: ``(n,)`` 0/1, 1 = grade >= 2 pneumonitis.
         config: settings; ``config.seed`` makes the run repeatable.
-        log: called with one line per few epochs (loss), if given.
-
-    Returns:
-        The trained network in eval mode.
+        log: called with one line per epoch, if given.
+        spacing_mm: voxel size of the crops.
     """
+    started = time.perf_counter()
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    x_all = torch.as_tensor(np.ascontiguousarray(crops), dtype=torch.float32)
-    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.float32)
-    network = PneumonitisCNN(in_channels=x_all.shape[1], features=config.features, dropout=config.dropout)
+    labels = np.asarray(labels).astype(int)
+    parts = max(2, round(1.0 / config.calibration_fraction))
+    held = stratified_folds(labels, parts, config.seed + 11) == 0
+    fit_index, cal_index = np.flatnonzero(~held), np.flatnonzero(held)
+    y_fit = torch.as_tensor(labels[fit_index], dtype=torch.float32)
+    network = PneumonitisNet(in_channels=crops.shape[1], features=config.features, dropout=config.dropout,
+                             spacing_mm=spacing_mm)
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, int(np.ceil(len(y_all) / config.batch_size)))
+    steps_per_epoch = max(1, int(np.ceil(len(fit_index) / config.batch_size)))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimiser, T_max=config.epochs * steps_per_epoch, eta_min=config.learning_rate * 0.05
     )
-    n_pos = float(y_all.sum())
-    pos_weight = (len(y_all) - n_pos) / n_pos if config.balance and 0 < n_pos < len(y_all) else 1.0
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(pos_weight))
-    network.train()
-    for epoch in range(config.epochs):
-        order = torch.randperm(len(y_all), generator=generator)
-        total = 0.0
+    loss_fn = nn.BCEWithLogitsLoss()
+    history: list[dict[str, float]] = []
+    best_state, best_loss, best_epoch = None, np.inf, 0
+    for epoch in range(1, config.epochs + 1):
+        network.train()
+        order = torch.randperm(len(fit_index), generator=generator).numpy()
+        total, seen = 0.0, 0
         for start in range(0, len(order), config.batch_size):
-            index = order[start : start + config.batch_size]
-            if len(index) < 2:  # batch norm needs two samples
+            chosen = order[start : start + config.batch_size]
+            if len(chosen) < 2:  # batch norm needs two samples
                 continue
-            batch = x_all[index].clone()
+            batch = _batch(crops, fit_index[chosen])
             if config.augment:
                 batch = _augment(batch, generator)
             optimiser.zero_grad()
-            loss = loss_fn(network(batch), y_all[index])
+            loss = loss_fn(network.uncalibrated(batch), y_fit[chosen])
             loss.backward()
             optimiser.step()
             schedule.step()
-            total += float(loss.detach()) * len(index)
-        if log and (epoch % 10 == 9 or epoch == config.epochs - 1):
-            log(f"epoch {epoch + 1}/{config.epochs} loss {total / len(y_all):.4f}")
-    return network.eval()
-
-
-@torch.no_grad()
-def predict_probabilities(network: nn.Module, crops: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Risk of grade >= 2 pneumonitis for each crop ``[n, channels, D, H, W]`` -> ``(n,)`` in [0, 1]."""
-    network.eval()
-    out = []
-    for start in range(0, len(crops), batch_size):
-        batch = torch.as_tensor(np.ascontiguousarray(crops[start : start + batch_size]), dtype=torch.float32)
-        out.append(torch.sigmoid(network(batch)).numpy())
-    return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
-
-
-def cross_validate(
-    crops: np.ndarray,
-    labels: np.ndarray,
-    config: TrainConfig,
-    n_folds: int = 5,
-    log: Callable[[str], None] | None = None,
-    folds: Sequence[int] | np.ndarray | None = None,
-) -> CvResult:
-    """Stratified k-fold cross-validation: train on k-1 folds, predict the held-out fold.
-
-    Returns:
-        :class:`CvResult` with out-of-fold risks and the k fold models.
-    """
-    labels = np.asarray(labels).astype(int)
-    fold_of_patient = stratified_folds(labels, n_folds, config.seed) if folds is None else np.asarray(folds)
-    oof = np.full(len(labels), np.nan)
-    models = []
-    started = time.perf_counter()
-    for fold in range(n_folds):
-        held_out = fold_of_patient == fold
-        fold_config = TrainConfig(**{**asdict(config), "seed": config.seed + 1000 * (fold + 1)})
+            total += float(loss.detach()) * len(chosen)
+            seen += len(chosen)
+        row = {"epoch": epoch, "train_loss": total / max(seen, 1)}
+        if len(cal_index):
+            cal_logits = _logits(network, crops[cal_index], calibrated=False)
+            row["calibration_loss"] = _bce(cal_logits, labels[cal_index])
+            row["calibration_auc"] = roc_auc(labels[cal_index], cal_logits)
+            if row["calibration_loss"] < best_loss:
+                best_loss, best_epoch, best_state = row["calibration_loss"], epoch, copy.deepcopy(network.state_dict())
+        history.append(row)
         if log:
-            log(f"fold {fold + 1}/{n_folds}: {int((~held_out).sum())} training, {int(held_out.sum())} held out")
-        model = train_model(crops[~held_out], labels[~held_out], fold_config, log=log)
-        oof[held_out] = predict_probabilities(model, crops[held_out])
-        models.append(model)
-    return CvResult(oof, fold_of_patient, models, time.perf_counter() - started)
+            log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    network.eval()
+    platt = (1.0, 0.0)
+    cal_probabilities = np.zeros(0)
+    if len(cal_index) and 0 < labels[cal_index].sum() < len(cal_index):
+        fit = fit_logistic("cnn_logit", _logits(network, crops[cal_index], calibrated=False), labels[cal_index])
+        platt = (float(fit.slope), float(fit.intercept))
+        if platt[0] <= 0:  # no ranking on unseen patients: never invert it; the risk becomes the base rate
+            rate = float(labels[cal_index].mean())
+            platt = (0.0, float(np.log(rate / (1.0 - rate))))
+        network.calibration.copy_(torch.tensor(platt, dtype=torch.float32))
+        cal_probabilities = predict_probabilities(network, crops[cal_index])
+    return TrainResult(network, cal_index, cal_probabilities, history, best_epoch or config.epochs, platt,
+                       time.perf_counter() - started)
