@@ -297,3 +297,11 @@ def test_cohort_mode_goes_on_past_a_broken_study(tmp_path):
         assert (out / row["folder"] / "pneumonitis_saliency.nii.gz").is_file()
     assert not (out / "BROKEN").exists() or not any((out / "BROKEN").iterdir())
     assert "BROKEN" in done.stderr and "2 of 3 studies predicted" in done.stdout
+
+
+def test_single_study_without_out_writes_a_folder_named_after_the_patient(tmp_path, monkeypatch, capsys):
+    study = _write_dicom_study(tmp_path / "study", 4, True, patient_id="PAT/42")
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["predict-pneumonitis", str(study)]) == 0, capsys.readouterr().err
+    folder = tmp_path / "pneumonitis_PAT_42"
+    assert (folder / "pneumonitis_saliency.nii.gz").is_file() and (folder / "pneumonitis_saliency.png").is_file()
