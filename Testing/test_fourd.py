@@ -239,9 +239,11 @@ def test_model_segments_every_phase(cohort: dict, tmp_path: Path) -> None:
         rows = result.motion[organ]
         assert [row[0] for row in rows] == [0.0, 25.0, 50.0, 75.0]
         assert all(row[3] == "model thorax_unet25d" and row[2] > 1.0 for row in rows)
-    # the bases of the lungs follow the diaphragm; the cord stays put
+    # the bases of the lungs follow the diaphragm; the cord stays put in the axial plane (its
+    # superior-inferior centroid depends on where the model finds the ends of a tube that crosses the
+    # whole scan, so it is no measure of motion)
     assert result.peak_to_peak_mm("Lung_L")[2] > 2.0
-    assert result.peak_to_peak_mm("SpinalCord")[2] < 2.0
+    assert np.all(result.peak_to_peak_mm("SpinalCord")[:2] < 2.0)
 
 
 def test_4d_phantom_of_head_and_neck_is_one_line_error(tmp_path: Path) -> None:
