@@ -90,7 +90,26 @@ DICE_FLOORS = {"thorax": {"Lung_L": 0.8, "Lung_R": 0.8}, "headneck": {}}
 EVERY_ORGAN_FLOOR = 0.1
 
 
-@pytest.mark.parametrize("name", [f"{s}_{a}" for s in SITES for a in ARCHITECTURES])
+# Bundles withdrawn because an organ scored below 0.5 on the held-out phantoms of the current generator
+# (listed with the reason in models.json "not_shipped"); every other site x architecture must be shipped.
+NOT_SHIPPED = {"headneck_gan25d", "headneck_gan3d", "headneck_unet25d"}
+SHIPPED = [f"{s}_{a}" for s in SITES for a in ARCHITECTURES if f"{s}_{a}" not in NOT_SHIPPED]
+
+
+def test_withdrawn_bundles_are_listed_with_a_reason_and_absent() -> None:
+    import json
+
+    from rtdeep.bundles import models_dir
+
+    database = json.loads((models_dir() / "models.json").read_text())
+    assert {entry["name"] for entry in database["not_shipped"]} == NOT_SHIPPED
+    assert all(entry["reason"] for entry in database["not_shipped"])
+    assert {entry["name"] for entry in database["models"]} == set(SHIPPED)
+    for name in NOT_SHIPPED:
+        assert not (models_dir() / name).exists()
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_bundled_model_reaches_dice_floor_on_heldout_phantom(name: str, heldout_small_phantoms) -> None:
     torch.set_num_threads(2)
     bundle = load_bundle(name)

@@ -115,10 +115,23 @@ def test_model_list_reads_the_model_database() -> None:
     assert list(thorax)[-1] == "thorax_atlas"
     assert thorax["thorax_unet3d"]["title"] == "Thorax: 3D U-Net"
     assert "Lung_L 0." in thorax["thorax_unet3d"]["tooltip"] and "CPU about" in thorax["thorax_unet3d"]["tooltip"]
+    below = thorax["thorax_unet25d"]["warning"]  # esophagus under its floor in models.json
+    assert below.startswith("Below the accuracy floor") and "Esophagus 0." in below and "(floor 0.80)" in below
     headneck = {model["name"]: model for model in SegmentationLogic.modelDescriptions("headneck")}
-    weak = headneck["headneck_gan25d"]["warning"]  # held-out Dice 0.00 for Parotid_L
-    assert weak.startswith("Weak model") and "Parotid_L 0.00" in weak
     assert headneck["headneck_atlas"]["warning"] == ""
+
+
+def test_model_database_warns_of_a_weak_model(tmp_path) -> None:
+    import json
+
+    from rtdeep.model_database import read_model_database
+
+    database = {"models": [{"name": "headneck_test", "title": "Head and neck: test", "site": "headneck",
+                            "segments": ["Parotid_L", "Mandible"],
+                            "heldout_dice_median": {"Parotid_L": 0.0, "Mandible": 0.95}}]}
+    (tmp_path / "models.json").write_text(json.dumps(database))
+    weak = read_model_database(tmp_path)["headneck_test"].warning
+    assert weak.startswith("Weak model") and "Parotid_L 0.00" in weak and "Mandible" not in weak
 
 
 def test_segments_carry_snomed_terminology_from_the_organ_table(scene) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtdeep.errors import BundleError
-from rtdeep.sites import SITES
+from rtdeep.sites import ORGANS, SITES
 
 __all__ = ["DATABASE_NAME", "WEAK_DICE", "ModelEntry", "describe_model", "read_model_database"]
 
@@ -57,13 +57,24 @@ class ModelEntry:
         return [organ for organ, dice in self.heldout_dice.items() if not dice >= WEAK_DICE]
 
     @property
+    def organs_below_floor(self) -> list[str]:
+        """Organs whose median held-out Dice is below the organ's floor in :mod:`rtdeep.sites`."""
+        return [organ for organ, dice in self.heldout_dice.items()
+                if organ in ORGANS and ORGANS[organ].dice_floor is not None and not dice >= ORGANS[organ].dice_floor]
+
+    @property
     def warning(self) -> str:
-        """One line for the panel, empty for a model without weak organs."""
+        """One line for the panel: weak organs first, else organs below their floor; empty otherwise."""
         weak = self.weak_organs
-        if not weak:
-            return ""
-        listing = ", ".join(f"{organ} {self.heldout_dice[organ]:.2f}" for organ in weak)
-        return f"Weak model: held-out Dice below {WEAK_DICE:.1f} for {listing}. Review every contour."
+        if weak:
+            listing = ", ".join(f"{organ} {self.heldout_dice[organ]:.2f}" for organ in weak)
+            return f"Weak model: held-out Dice below {WEAK_DICE:.1f} for {listing}. Review every contour."
+        below = self.organs_below_floor
+        if below:
+            listing = ", ".join(f"{organ} {self.heldout_dice[organ]:.2f} (floor {ORGANS[organ].dice_floor:.2f})"
+                                for organ in below)
+            return f"Below the accuracy floor on held-out phantoms: {listing}. Review these contours."
+        return ""
 
 
 def _number(value: object) -> float | None:

@@ -88,6 +88,8 @@ class Organ:
         laterality: SNOMED CT laterality modifier of a paired organ, else None.
         volume_cc: plausible whole-structure volume (low, high) in cc, or None (no check).
         cross_section_cm2: plausible axial cross-section (low, high) of a tubular organ in cm2.
+        dice_floor: the median held-out Dice a bundled model must reach for this organ (issue 9's
+            floors, near the human inter-observer agreement in ../shared/ANCHORS.md), or None.
     """
 
     name: str
@@ -98,6 +100,7 @@ class Organ:
     laterality: Code | None = None
     volume_cc: tuple[float, float] | None = None
     cross_section_cm2: tuple[float, float] | None = None
+    dice_floor: float | None = None
 
 
 def _organ(name: str, color_rgb: tuple[int, int, int], type_value: str, type_meaning: str, **kwargs) -> Organ:
@@ -110,23 +113,23 @@ ORGANS: dict[str, Organ] = {
     organ.name: organ
     for organ in (
         _organ("External", (0, 190, 0), "38266002", "Entire body", interpreted_type="EXTERNAL"),
-        _organ("Lung_L", (0, 160, 255), "39607008", "Lung", laterality=LEFT, volume_cc=(700.0, 4000.0)),
-        _organ("Lung_R", (0, 220, 200), "39607008", "Lung", laterality=RIGHT, volume_cc=(700.0, 4000.0)),
-        _organ("Heart", (220, 30, 60), "80891009", "Heart", volume_cc=(300.0, 1300.0)),
+        _organ("Lung_L", (0, 160, 255), "39607008", "Lung", laterality=LEFT, volume_cc=(700.0, 4000.0), dice_floor=0.95),
+        _organ("Lung_R", (0, 220, 200), "39607008", "Lung", laterality=RIGHT, volume_cc=(700.0, 4000.0), dice_floor=0.95),
+        _organ("Heart", (220, 30, 60), "80891009", "Heart", volume_cc=(300.0, 1300.0), dice_floor=0.9),
         _organ("Esophagus", (255, 140, 0), "32849002", "Esophagus", volume_cc=(8.0, 80.0),
-               cross_section_cm2=(0.3, 6.0)),
+               cross_section_cm2=(0.3, 6.0), dice_floor=0.8),
         # clinical cord contours on CT follow the bony canal (RTOG thoracic atlas, Kong et al., IJROBP
         # 2011;81:1442): thecal sac about 1-1.7 cm2 (thoracic canal 14-17 mm wide, Panjabi et al., Spine 1991)
         _organ("SpinalCord", (255, 230, 0), "2748008", "Spinal cord", volume_cc=(5.0, 80.0),
-               cross_section_cm2=(0.3, 2.0)),
-        _organ("Parotid_L", (0, 200, 120), "45289007", "Parotid gland", laterality=LEFT, volume_cc=(8.0, 60.0)),
-        _organ("Parotid_R", (120, 200, 0), "45289007", "Parotid gland", laterality=RIGHT, volume_cc=(8.0, 60.0)),
+               cross_section_cm2=(0.3, 2.0), dice_floor=0.85),
+        _organ("Parotid_L", (0, 200, 120), "45289007", "Parotid gland", laterality=LEFT, volume_cc=(8.0, 60.0), dice_floor=0.85),
+        _organ("Parotid_R", (120, 200, 0), "45289007", "Parotid gland", laterality=RIGHT, volume_cc=(8.0, 60.0), dice_floor=0.85),
         _organ("Glnd_Submand_L", (200, 0, 200), "54019009", "Submandibular gland", laterality=LEFT,
-               volume_cc=(3.0, 25.0)),
+               volume_cc=(3.0, 25.0), dice_floor=0.8),
         _organ("Glnd_Submand_R", (140, 80, 255), "54019009", "Submandibular gland", laterality=RIGHT,
-               volume_cc=(3.0, 25.0)),
-        _organ("Mandible", (230, 230, 180), "91609006", "Mandible", volume_cc=(30.0, 140.0)),
-        _organ("Brainstem", (255, 100, 100), "15926001", "Brainstem", volume_cc=(12.0, 45.0)),
+               volume_cc=(3.0, 25.0), dice_floor=0.8),
+        _organ("Mandible", (230, 230, 180), "91609006", "Mandible", volume_cc=(30.0, 140.0), dice_floor=0.9),
+        _organ("Brainstem", (255, 100, 100), "15926001", "Brainstem", volume_cc=(12.0, 45.0), dice_floor=0.85),
         _organ("GTV", (255, 0, 0), "228791009", "Gross tumor volume", interpreted_type="GTV",
                category_code=MORPHOLOGICALLY_ALTERED_STRUCTURE),
         _organ("PTV", (0, 255, 255), "228793007", "Planning target volume", interpreted_type="PTV",

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rtdeep.sites import ORGANS
+
 __all__ = ["HELDOUT_INDICES", "HELDOUT_SEED", "TRAIN_INDICES", "TRAIN_SEED", "VAL_INDICES", "main"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -201,8 +203,7 @@ def evaluate(sites: list[str], archs: list[str], threads: int, shipped: Path | N
 
 
 #: issue 9's floors: held-out Dice every bundled model should reach on phantoms it never saw
-FLOORS = {"Lung_L": 0.95, "Lung_R": 0.95, "Heart": 0.90, "Esophagus": 0.80, "SpinalCord": 0.85, "Parotid_L": 0.85,
-          "Parotid_R": 0.85, "Glnd_Submand_L": 0.80, "Glnd_Submand_R": 0.80, "Mandible": 0.90, "Brainstem": 0.85}
+FLOORS = {name: organ.dice_floor for name, organ in ORGANS.items() if organ.dice_floor is not None}
 
 
 def _floors_met(heldout: dict) -> bool:
@@ -359,13 +360,15 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                 "trained_on": "synthetic phantoms",
             }
             _say(f"packaged {models_dir / name}")
-    database = {
-        "description": "rtdeep bundled segmentation models (trained on synthetic phantoms only); "
-                       "cpu_seconds_median: `rtdeep segment` wall time, DICOM folder to RTSTRUCT, 512x512 CT, 2 threads",
-        "models": [entries[k] for k in sorted(entries)],
-    }
+    # other sections (the pneumonitis "classifiers") belong to other writers: keep them as they are
+    database["description"] = ("rtdeep bundled segmentation models (trained on synthetic phantoms only); "
+                               "cpu_seconds_median: `rtdeep segment` wall time, DICOM folder to RTSTRUCT, 512x512 CT, "
+                               "2 threads")
+    database["models"] = [entries[k] for k in sorted(entries)]
     database_path.parent.mkdir(parents=True, exist_ok=True)
-    database_path.write_text(json.dumps(database, indent=1) + "\n")
+    tmp = database_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(database, indent=1) + "\n")
+    tmp.replace(database_path)
 
 
 def main(argv: list[str] | None = None) -> int:
