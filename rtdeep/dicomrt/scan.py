@@ -152,17 +152,21 @@ def read_header(path: str | os.PathLike[str]) -> DicomFileInfo:
     """
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
-            raise DicomReadError("empty file (0 bytes): an interrupted copy?", path=path)
-        with open(path, "rb") as fp, quiet_pydicom():
+        size = path.stat().st_size
+        fp = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as error:  # unreadable, vanished, a broken link: named like any other bad file
+        raise DicomReadError(f"file cannot be read ({error.strerror or error})", path=path) from error
+    if size == 0:
+        fp.close()
+        raise DicomReadError("empty file (0 bytes): an interrupted copy?", path=path)
+    try:
+        with fp, quiet_pydicom():
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=list(HEADER_TAGS))
             except InvalidDicomError:
                 ds = _read_forced(path)
     except DicomReadError:
         raise
-    except OSError as error:  # unreadable, vanished, a broken link: named like any other bad file
-        raise DicomReadError(f"file cannot be read ({error.strerror or error})", path=path) from error
     except Exception as error:
         raise DicomReadError(f"truncated or corrupt DICOM header ({type(error).__name__}: {error})",
                              path=path) from error
