@@ -123,3 +123,18 @@ def test_shards_and_batch_shares():
     assert share_of_batch(8, DistContext(rank=1, world_size=2)) == slice(4, 8)
     with pytest.raises(ValueError, match="multiple"):
         share_of_batch(2, DistContext(rank=0, world_size=3))
+
+
+def test_train_pneumonitis_under_torchrun_is_one_clear_error(tmp_path):
+    """The classifier trains as one process: under torchrun each rank would write the same files."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = launcher + ["-m", "rtdeep", "train-pneumonitis", "--manifest", str(tmp_path / "manifest.csv"),
+                          "--out", str(tmp_path / "run")]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert completed.returncode != 0
+    # each rank prints the one line (torchrun may stop the second rank before it does); the only
+    # traceback is torchrun's own report of the exit status, none comes from rtdeep
+    assert "rtdeep train-pneumonitis: error: train-pneumonitis runs as one process" in completed.stderr
+    assert "rtdeep/commands" not in completed.stderr and "rtdeep/pneumonitis" not in completed.stderr
+    assert not (tmp_path / "run").exists()

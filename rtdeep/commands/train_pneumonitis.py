@@ -51,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
     from rtdeep.pneumonitis.run import train_pneumonitis
     from rtdeep.pneumonitis.train import TrainConfig
 
+    from rtdeep.training.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():  # every rank would train the same folds and write the same files
+        raise ValidationError("train-pneumonitis runs as one process (the classifier trains in minutes on a CPU); "
+                              "start it without torchrun")
     if not 0.05 <= args.calibration_fraction <= 0.5:
         raise ValidationError(f"--calibration-fraction must be in [0.05, 0.5], got {args.calibration_fraction}")
     config = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads,
