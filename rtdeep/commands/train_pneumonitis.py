@@ -50,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
     from rtdeep.pneumonitis.report import format_confusions, format_results_table
     from rtdeep.pneumonitis.run import train_pneumonitis
     from rtdeep.pneumonitis.train import TrainConfig
-
     from rtdeep.training.distributed import launched_by_torchrun
 
     if launched_by_torchrun():  # every rank would train the same folds and write the same files

@@ -12,7 +12,7 @@ from rtdeep.fileio import atomic_write
 from rtdeep.phantom.patient import generate_patient, patient_id_for, write_patient
 from rtdeep.progress import progress
 
-__all__ = ["MANIFEST_COLUMNS", "generate_cohort"]
+__all__ = ["MANIFEST_COLUMNS", "check_cohort_outputs", "generate_cohort"]
 
 #: manifest columns in order (thorax outcome columns are empty for head and neck)
 MANIFEST_COLUMNS = [
@@ -26,6 +26,24 @@ MANIFEST_COLUMNS = [
     "scanner_slice_mm", "scanner_pixel_mm", "scanner_fov_mm", "scanner_noise_hu", "scanner_kernel",
     "scanner_hu_offset", "scanner_cupping_hu", "scanner_streak_hu", "scanner_couch", "scanner_contrast",
 ]
+
+
+def check_cohort_outputs(out_dir: Path, site: str, first_index: int, n_patients: int) -> Path:
+    """The cohort's manifest path, after checking that neither it nor a patient folder already holds files.
+
+    Raises:
+        OutputExistsError: the manifest exists, or a patient folder exists and is not empty.
+    """
+    from rtdeep.fileio import OutputExistsError
+
+    manifest = out_dir / "manifest.csv"
+    if manifest.exists():
+        raise OutputExistsError("a manifest already exists here; choose a new output folder", path=manifest)
+    for index in range(first_index, first_index + n_patients):
+        folder = out_dir / patient_id_for(site, index)
+        if folder.exists() and any(folder.iterdir()):
+            raise OutputExistsError("patient folder exists and is not empty; choose a new output folder", path=folder)
+    return manifest
 
 
 def generate_cohort(site: str, n_patients: int, seed: int, out_dir: str | os.PathLike[str], grid: str = "clinical",
@@ -43,17 +61,7 @@ def generate_cohort(site: str, n_patients: int, seed: int, out_dir: str | os.Pat
         Path of the manifest CSV (its ``study_dir`` column is relative to the manifest's folder).
     """
     out_dir = Path(out_dir)
-    manifest = out_dir / "manifest.csv"
-    if manifest.exists():
-        from rtdeep.fileio import OutputExistsError
-
-        raise OutputExistsError("a manifest already exists here; choose a new output folder", path=manifest)
-    for index in range(first_index, first_index + n_patients):
-        folder = out_dir / patient_id_for(site, index)
-        if folder.exists() and any(folder.iterdir()):
-            from rtdeep.fileio import OutputExistsError
-
-            raise OutputExistsError("patient folder exists and is not empty; choose a new output folder", path=folder)
+    manifest = check_cohort_outputs(out_dir, site, first_index, n_patients)
     rows: list[dict[str, Any]] = []
     indices = range(first_index, first_index + n_patients)
     for index in progress(indices, f"phantom {site}", total=n_patients):

@@ -35,7 +35,7 @@ from rtdeep.fileio import OutputExistsError, atomic_write
 from rtdeep.phantom import dose as dose_model
 from rtdeep.phantom.breathing import BreathingModel, phase_percentages, sample_breathing, warp_to_phase
 from rtdeep.phantom.grid import GridSpec, resample_to_grid
-from rtdeep.phantom.patient import PhantomPatient, generate_patient, patient_id_for
+from rtdeep.phantom.patient import PhantomPatient, generate_patient
 from rtdeep.progress import progress
 from rtdeep.volume import Volume
 
@@ -244,18 +244,12 @@ def generate_cohort_4d(site: str, n_patients: int, seed: int, out_dir: str | os.
 
     The same seed gives the same patients as the 3D cohort (end-exhale) and the same files.
     """
-    from rtdeep.phantom.cohort import MANIFEST_COLUMNS
+    from rtdeep.phantom.cohort import MANIFEST_COLUMNS, check_cohort_outputs
 
     if site != "thorax":
         raise RtDeepError(f"--4d needs --site thorax (breathing motion), got '{site}'")
     out_dir = Path(out_dir)
-    manifest = out_dir / "manifest.csv"
-    if manifest.exists():
-        raise OutputExistsError("a manifest already exists here; choose a new output folder", path=manifest)
-    for index in range(first_index, first_index + n_patients):
-        folder = out_dir / patient_id_for(site, index)
-        if folder.exists() and any(folder.iterdir()):
-            raise OutputExistsError("patient folder exists and is not empty; choose a new output folder", path=folder)
+    manifest = check_cohort_outputs(out_dir, site, first_index, n_patients)
     rows = []
     for index in progress(range(first_index, first_index + n_patients), f"phantom {site} 4D", total=n_patients):
         folder, row = write_4d_patient(generate_patient(site, index, seed, grid), out_dir, n_phases, drr=drr)
