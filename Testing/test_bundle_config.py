@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import shipped_segmentation_bundles
 
 from rtdeep.bundle_config import INFERENCE_CONFIG_PATH, inference_config
 from rtdeep.bundles import MANIFEST_NAME, list_bundles, load_bundle, read_metadata
@@ -27,7 +28,7 @@ def _segmentation_bundles() -> list[Path]:
 
 def test_every_segmentation_bundle_ships_the_config_its_writer_writes() -> None:
     bundles = _segmentation_bundles()
-    assert len(bundles) >= 8
+    assert sorted(path.name for path in bundles) == sorted(shipped_segmentation_bundles())
     for path in bundles:
         shipped = json.loads((path / INFERENCE_CONFIG_PATH).read_text())
         assert shipped == inference_config(read_metadata(path)), path.name

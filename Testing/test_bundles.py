@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import shipped_segmentation_bundles
 
 from rtdeep.bundles import (
     MANIFEST_NAME,
@@ -26,7 +27,7 @@ from rtdeep.models.architectures import ARCHITECTURES
 from rtdeep.sites import SITES
 from rtdeep.training.model_card import segmentation_metadata
 
-SEGMENTATION_BUNDLES = [f"{site}_{arch}" for site in SITES for arch in ARCHITECTURES]
+SEGMENTATION_BUNDLES = shipped_segmentation_bundles()
 
 
 def _segmentation_bundles() -> list[Path]:

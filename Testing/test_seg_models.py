@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import NOT_SHIPPED, shipped_segmentation_bundles
 
 from rtdeep.bundles import load_bundle
 from rtdeep.inference.segment import segment_volume
@@ -90,10 +91,7 @@ DICE_FLOORS = {"thorax": {"Lung_L": 0.8, "Lung_R": 0.8}, "headneck": {}}
 EVERY_ORGAN_FLOOR = 0.1
 
 
-# Bundles withdrawn because an organ scored below 0.5 on the held-out phantoms of the current generator
-# (listed with the reason in models.json "not_shipped"); every other site x architecture must be shipped.
-NOT_SHIPPED = {"headneck_gan25d", "headneck_gan3d", "headneck_unet25d"}
-SHIPPED = [f"{s}_{a}" for s in SITES for a in ARCHITECTURES if f"{s}_{a}" not in NOT_SHIPPED]
+SHIPPED = shipped_segmentation_bundles()
 
 
 def test_withdrawn_bundles_are_listed_with_a_reason_and_absent() -> None:

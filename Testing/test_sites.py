@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import shipped_segmentation_bundles
 
 from rtdeep.bundles import METADATA_PATH, list_bundles, load_bundle
 from rtdeep.errors import RtDeepError
@@ -44,7 +45,7 @@ def test_phantom_structures_take_the_table_colours_and_types(site_name: str) -> 
 def test_bundled_models_label_with_the_table() -> None:
     bundles = [path for path in list_bundles() if json.loads((path / METADATA_PATH).read_text())["rtdeep"]["kind"]
                == "segmentation"]
-    assert len(bundles) >= 8
+    assert sorted(path.name for path in bundles) == sorted(shipped_segmentation_bundles())
     for path in bundles:
         config = json.loads((path / METADATA_PATH).read_text())["rtdeep"]
         for entry in config["labels"]:
