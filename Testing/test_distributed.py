@@ -56,9 +56,9 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-def _run(tmp_path, name: str, processes: int):
+def _run(tmp_path, name: str, processes: int, source: str = SCRIPT):
     script = tmp_path / "train_tiny.py"
-    script.write_text(SCRIPT)
+    script.write_text(source)
     out = tmp_path / name
     out.mkdir()
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
@@ -125,16 +125,60 @@ def test_shards_and_batch_shares():
         share_of_batch(2, DistContext(rank=0, world_size=3))
 
 
-def test_train_pneumonitis_under_torchrun_is_one_clear_error(tmp_path):
-    """The classifier trains as one process: under torchrun each rank would write the same files."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    command = launcher + ["-m", "rtdeep", "train-pneumonitis", "--manifest", str(tmp_path / "manifest.csv"),
-                          "--out", str(tmp_path / "run")]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    completed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
-    assert completed.returncode != 0
-    # each rank prints the one line (torchrun may stop the second rank before it does); the only
-    # traceback is torchrun's own report of the exit status, none comes from rtdeep
-    assert "rtdeep train-pneumonitis: error: train-pneumonitis runs as one process" in completed.stderr
-    assert "rtdeep/commands" not in completed.stderr and "rtdeep/pneumonitis" not in completed.stderr
-    assert not (tmp_path / "run").exists()
+# The pneumonitis classifier on 20 synthetic patients (16 train, 4 test) of 16^3 crops, 3 epochs with
+# augmentation and dropout; batches of 5 of the 12 fitting patients, so the shares are unequal (3 + 2, 1 + 1).
+PNEUMONITIS_SCRIPT = textwrap.dedent('''
+    import json, sys
+    from pathlib import Path
+    import numpy as np
+    from rtdeep.pneumonitis.dataset import CaseRecord
+    from rtdeep.pneumonitis.run import evaluate_and_write
+    from rtdeep.pneumonitis.train import TrainConfig
+    from rtdeep.training.distributed import close_distributed, init_distributed
+
+    out = Path(sys.argv[1])
+    context = init_distributed("cpu")
+    rng = np.random.default_rng(0)
+    records = []
+    for k in range(20):
+        label = k % 2
+        mask = np.zeros((16, 16, 16), np.float32)
+        mask[3:13, 3:13, 3:13] = 1
+        ct = rng.normal(0.0, 0.3, mask.shape) + mask * rng.uniform(0.0, 0.5) + 0.6 * label * mask
+        dose = mask * rng.uniform(0.5, 1.0)
+        mld = float(rng.uniform(8, 20))
+        figures = {"mld_gy": mld, "v5_pct": 3 * mld, "v20_pct": 1.5 * mld, "ntcp_lkb": mld / 100,
+                   "ntcp_logistic_mld": mld / 80, "lung_volume_cc": 3000.0}
+        inputs = np.stack([ct, dose, mask]).astype(np.float16)
+        records.append(CaseRecord(f"P{k}", label, figures, {"lung-dose20": inputs}, {"lung-dose20": 100.0},
+                                  {"lung-dose20": 0.0}, "synthetic"))
+    config = TrainConfig(epochs=3, batch_size=5, features=(4, 8, 8, 8), calibration_fraction=0.25)
+    result = evaluate_and_write(records[:16], records[16:], "lung-dose20", out / f"rank{context.rank}",
+                                config=config, context=context)
+    if context.is_main:
+        history = result.experiment.training.history
+        (out / "result.json").write_text(json.dumps({
+            "train_losses": [row["train_loss"] for row in history],
+            "calibration_losses": [row["calibration_loss"] for row in history],
+            "test_probabilities": result.experiment.cnn.test_probabilities.tolist()}))
+    close_distributed()
+''')
+
+
+def test_pneumonitis_classifier_on_two_gloo_processes_agrees_with_one(tmp_path):
+    """DDP with the global batch's batch-norm statistics and dropout mask: 1 and 2 processes follow one
+    trajectory, and only rank 0 writes."""
+    import numpy as np
+
+    one = _run(tmp_path, "one", 1, PNEUMONITIS_SCRIPT)
+    two = _run(tmp_path, "two", 2, PNEUMONITIS_SCRIPT)
+    result_one = json.loads((one / "result.json").read_text())
+    result_two = json.loads((two / "result.json").read_text())
+    assert len(result_one["train_losses"]) == 3
+    for key in ("train_losses", "calibration_losses"):
+        np.testing.assert_allclose(result_two[key], result_one[key], rtol=1e-4)
+    np.testing.assert_allclose(result_two["test_probabilities"], result_one["test_probabilities"], atol=1e-4)
+    # only rank 0 wrote the result files; rank 1 made no folder
+    written = ["metrics.json", "predictions.csv", "reliability.png", "report.txt"]
+    assert sorted(p.name for p in (two / "rank0").iterdir()) == written
+    assert not (two / "rank1").exists()

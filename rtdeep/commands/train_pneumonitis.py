@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the threshold (default 0.2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="train on the CPU (gloo under torchrun) or GPU LOCAL_RANK (NCCL under torchrun)")
     parser.add_argument("--cache", help="folder for prepared crops (default OUT/cache)")
     parser.add_argument("--bundle-out", help="also write the trained network as a model bundle here")
     parser.add_argument("--overwrite", action="store_true", help="replace existing result files / bundle")
@@ -50,23 +52,33 @@ def run(args: argparse.Namespace) -> int:
     from rtdeep.pneumonitis.report import format_confusions, format_results_table
     from rtdeep.pneumonitis.run import train_pneumonitis
     from rtdeep.pneumonitis.train import TrainConfig
-    from rtdeep.training.distributed import launched_by_torchrun
+    from rtdeep.training.distributed import broadcast_object, close_distributed, init_distributed
 
-    if launched_by_torchrun():  # every rank would train the same folds and write the same files
-        raise ValidationError("train-pneumonitis runs as one process (the classifier trains in minutes on a CPU); "
-                              "start it without torchrun")
     if not 0.05 <= args.calibration_fraction <= 0.5:
         raise ValidationError(f"--calibration-fraction must be in [0.05, 0.5], got {args.calibration_fraction}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValidationError("--device cuda: no CUDA device is available")
     config = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads,
                          calibration_fraction=args.calibration_fraction)
-    args.manifest, args.test_manifest = (_classifier_manifest(path, args.out, name, args.overwrite)
-                                         for path, name in ((args.manifest, "train"), (args.test_manifest, "test")))
+    # under torchrun every process trains the same folds together; rank 0 alone writes and prints
+    context = init_distributed(args.device)
+    manifests = None
+    if context.is_main:
+        manifests = tuple(_classifier_manifest(path, args.out, name, args.overwrite)
+                          for path, name in ((args.manifest, "train"), (args.test_manifest, "test")))
+    args.manifest, args.test_manifest = broadcast_object(manifests, context)
     result = train_pneumonitis(
         args.manifest, args.crop, args.out, threshold_gy=args.threshold, test_manifest=args.test_manifest,
         test_fraction=args.test_fraction, channels=(*args.channels.split("+"), "mask"),
         config=config, cache_dir=args.cache, bundle_out=args.bundle_out,
-        overwrite=args.overwrite, log=lambda line: print(line, file=sys.stderr),
+        overwrite=args.overwrite, log=lambda line: print(line, file=sys.stderr), context=context,
     )
+    close_distributed()
+    if not context.is_main:
+        return 0
     results = [result.experiment.cnn, *result.baselines]
     print(format_results_table(results, f"crop {args.crop}"))
     print()

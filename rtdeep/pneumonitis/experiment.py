@@ -20,6 +20,7 @@ from rtdeep.pneumonitis.dataset import CHANNELS, CaseRecord
 from rtdeep.pneumonitis.evaluate import BinaryMetrics, binary_metrics, youden_threshold
 from rtdeep.pneumonitis.model import PneumonitisNet
 from rtdeep.pneumonitis.train import TrainConfig, TrainResult, predict_probabilities, train_model
+from rtdeep.training.distributed import DistContext
 
 __all__ = ["LIMIT_NAME", "ExperimentResult", "ModelResult", "run_baselines", "run_cnn", "stack_inputs"]
 
@@ -87,12 +88,14 @@ def run_cnn(
     config: TrainConfig | None = None,
     log: Callable[[str], None] | None = None,
     spacing_mm: float = 6.0,
+    context: DistContext | None = None,
 ) -> ExperimentResult:
-    """Train and calibrate the CNN on ``train``, evaluate it on ``test``."""
+    """Train and calibrate the CNN on ``train``, evaluate it on ``test`` (``context``: see
+    :func:`~rtdeep.pneumonitis.train.train_model`)."""
     config = config or TrainConfig()
     y_train = _labels(train)
     x_train = stack_inputs(train, crop_name, channels)
-    training = train_model(x_train, y_train, config, log=log, spacing_mm=spacing_mm)
+    training = train_model(x_train, y_train, config, log=log, spacing_mm=spacing_mm, context=context)
     del x_train
     y_cal = y_train[training.calibration_index]
     threshold = youden_threshold(y_cal, training.calibration_probabilities)

@@ -5,6 +5,11 @@ Output folder (nothing overwritten unless asked): ``metrics.json`` (every model'
 held-out metrics), ``predictions.csv`` (one row per patient), ``report.txt`` (the table and the
 confusion matrices with the positive class stated), ``reliability.png`` and, when asked, a model
 bundle (written to a temporary folder and moved into place only when complete).
+
+Under ``torchrun`` (a ``context`` of several processes) every process prepares the same records
+(rank 0 first, filling the cache, the others then read it) and trains the same network together
+(:func:`~rtdeep.pneumonitis.train.train_model`); only rank 0 evaluates the baselines and writes
+files, the other processes return the trained network without them.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from rtdeep.pneumonitis.report import (
 )
 from rtdeep.pneumonitis.saliency import grad_cam
 from rtdeep.pneumonitis.train import TrainConfig, stratified_folds
+from rtdeep.training.distributed import DistContext, barrier
 
 __all__ = ["RunResult", "evaluate_and_write", "load_study_arrays", "machine_description", "split_rows",
            "train_pneumonitis"]
@@ -153,15 +159,23 @@ def evaluate_and_write(
     timing_study: tuple | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
+    context: DistContext | None = None,
 ) -> RunResult:
     """Train on prepared ``train`` records, test on ``test``, write the result files (and a bundle
-    when ``bundle_out`` is given; ``timing_study`` = (ct, structures, dose) times one study)."""
+    when ``bundle_out`` is given; ``timing_study`` = (ct, structures, dose) times one study).
+    Under ``torchrun`` every process trains; processes other than rank 0 return without baselines,
+    files or bundle."""
     started = time.perf_counter()
     config = config or TrainConfig()
+    context = context or DistContext()
     spec = crop_spec(crop_name, threshold_gy)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    experiment = run_cnn(train, test, crop_name, channels, config, log, SPACING_MM)
+    if context.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    experiment = run_cnn(train, test, crop_name, channels, config, log if context.is_main else None, SPACING_MM,
+                         context)
+    if not context.is_main:
+        return RunResult(experiment, [], list(train), list(test), out, None, time.perf_counter() - started)
     baselines = run_baselines(train, test, seed=config.seed)
     results = [experiment.cnn, *baselines]
     table = format_results_table(results, f"crop {spec.name}, channels {'+'.join(channels)}")
@@ -226,6 +240,7 @@ def train_pneumonitis(
     bundle_out: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] | None = None,
+    context: DistContext | None = None,
 ) -> RunResult:
     """Train the CNN on a cohort, test it on held-out patients, write the results.
 
@@ -241,12 +256,16 @@ def train_pneumonitis(
         bundle_out: write the network as a model bundle here (with its model card).
         overwrite: replace existing result files and bundle.
         log: progress lines.
+        context: the processes under ``torchrun`` (default one process); only rank 0 writes and logs.
     """
     started = time.perf_counter()
     config = config or TrainConfig()
+    context = context or DistContext()
+    log = log if context.is_main else None
     spec = crop_spec(crop_name, threshold_gy)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if context.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir is not None else out / "cache"
     rows = read_manifest(manifest)
     if test_manifest is not None:
@@ -261,14 +280,19 @@ def train_pneumonitis(
                               "cohort", path=manifest)
     if log:
         log(f"preparing {len(train_rows)} training and {len(test_rows)} held-out studies (crop {spec.name})")
+    if not context.is_main:  # rank 0 fills the cache first; the others then read it
+        barrier(context)
     train = build_records(train_rows, load_study_arrays, (crop_name,), spec.dose_threshold_gy, cache, log)
     test = build_records(test_rows, load_study_arrays, (crop_name,), spec.dose_threshold_gy, cache, log)
-    timing = load_study_arrays((test_rows or train_rows)[0].study_dir) if bundle_out is not None else None
+    if context.is_main:
+        barrier(context)
+    timing = (load_study_arrays((test_rows or train_rows)[0].study_dir)
+              if bundle_out is not None and context.is_main else None)
     result = evaluate_and_write(
         train, test, crop_name, out, threshold_gy=threshold_gy, channels=channels, config=config,
         cohort={"train_source": f"manifest {Path(manifest).resolve()}", "test_source": test_source,
                 "grid": "as in the manifest's studies"},
-        bundle_out=bundle_out, timing_study=timing, overwrite=overwrite, log=log,
+        bundle_out=bundle_out, timing_study=timing, overwrite=overwrite, log=log, context=context,
     )
     result.seconds = time.perf_counter() - started
     return result

@@ -5,6 +5,14 @@ fitted on the calibration part. The held-out test cohort is never seen here.
 Crops come in as one array ``[n_patients, channels, D, H, W]`` (float16 or float32, mask last; see
 :mod:`rtdeep.pneumonitis.dataset`); labels are 1 for grade >= 2 pneumonitis. Everything is seeded,
 so a run repeats exactly on the same machine and thread count.
+
+Under ``torchrun`` (a :class:`~rtdeep.training.distributed.DistContext` of several processes) every
+process draws the same global batch and augmentation from the same generator and trains on its
+share of the batch in DistributedDataParallel; batch norm uses the statistics of the global batch
+(:class:`GlobalBatchNorm3d`) and dropout the global batch's mask (every process draws it from the
+same seeded stream and keeps its share's rows), so 1 and N processes follow the same trajectory up
+to rounding. Every process evaluates the calibration part; rank 0's choice of the best epoch is
+broadcast.
 """
 
 from __future__ import annotations
@@ -17,12 +25,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional
 
 from rtdeep.pneumonitis.baselines import fit_logistic
 from rtdeep.pneumonitis.evaluate import roc_auc
 from rtdeep.pneumonitis.model import PneumonitisNet
+from rtdeep.training.distributed import DistContext, broadcast_object, mean_over_processes, wrap_ddp
 
-__all__ = ["TrainConfig", "TrainResult", "predict_probabilities", "stratified_folds", "train_model"]
+__all__ = ["GlobalBatchNorm3d", "TrainConfig", "TrainResult", "predict_probabilities", "stratified_folds",
+           "train_model"]
 
 
 @dataclass
@@ -93,6 +104,92 @@ def stratified_folds(labels: np.ndarray, n_folds: int = 5, seed: int = 0) -> np.
     return folds
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """All-reduce (sum) whose gradient is the all-reduced gradient: every process's loss reaches
+    the inputs of every other process through the shared statistics."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        import torch.distributed as dist
+
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return _SumOverProcesses.apply(grad)
+
+
+class GlobalBatchNorm3d(nn.BatchNorm3d):
+    """Batch norm whose training statistics are those of the whole batch over all processes.
+
+    ``torch.nn.SyncBatchNorm`` refuses CPU tensors (gloo), so this one all-reduces the channel sums
+    (then the squared deviations) with a differentiable all-reduce; it serves gloo and NCCL alike.
+    Without a process group, or in eval mode, it is ``BatchNorm3d``. A share of one sample per
+    process is fine: the statistics are the global batch's.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(x)
+        all_reduce = _SumOverProcesses.apply
+        dims, shape = (0, 2, 3, 4), (1, -1, 1, 1, 1)
+        count_here = x.new_full((1,), x.numel() / x.shape[1])
+        sums = all_reduce(torch.cat([x.sum(dims), count_here]))
+        count = sums[-1].detach()
+        mean = sums[:-1] / count
+        variance = all_reduce(((x - mean.view(shape)) ** 2).sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), factor)
+                self.running_var.lerp_(variance.detach() * count / (count - 1).clamp_min(1.0), factor)
+        out = (x - mean.view(shape)) * torch.rsqrt(variance + self.eps).view(shape)
+        return out * self.weight.view(shape) + self.bias.view(shape) if self.affine else out
+
+
+def _global_batch_norm(module: nn.Module) -> None:
+    """Replace every ``BatchNorm3d`` under ``module`` by a :class:`GlobalBatchNorm3d` (same state)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm3d) and not isinstance(child, GlobalBatchNorm3d):
+            replacement = GlobalBatchNorm3d(child.num_features, child.eps, child.momentum, child.affine,
+                                            child.track_running_stats)
+            replacement.load_state_dict(child.state_dict())
+            setattr(module, name, replacement)
+        else:
+            _global_batch_norm(child)
+
+
+class _DropoutOfShare(nn.Dropout):
+    """Dropout of this process's rows of the global batch: the mask is drawn for the whole batch
+    (as ``nn.Dropout`` on one process draws it, from the same seeded stream) and sliced. Set
+    :attr:`rows` = ``(global batch size, this process's rows)`` before each training step."""
+
+    rows: tuple[int, np.ndarray] = (0, np.zeros(0, dtype=int))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        size, rows = self.rows
+        noise = torch.empty((size, *x.shape[1:]), dtype=x.dtype).bernoulli_(1 - self.p).div_(1 - self.p)
+        return x * noise[torch.as_tensor(rows)].to(x.device)
+
+
+class _Uncalibrated(nn.Module):
+    """``network.uncalibrated`` as ``forward``, for DistributedDataParallel (which wraps ``forward``)."""
+
+    def __init__(self, network: PneumonitisNet) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, crop: torch.Tensor) -> torch.Tensor:
+        return self.network.uncalibrated(crop)
+
+
 def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     for axis in (2, 3, 4):
         flip = torch.rand(batch.shape[0], generator=generator) < 0.5
@@ -110,11 +207,12 @@ def _batch(crops: np.ndarray, index: np.ndarray) -> torch.Tensor:
 @torch.no_grad()
 def _logits(network: nn.Module, crops: np.ndarray, batch_size: int = 16, calibrated: bool = True) -> np.ndarray:
     network.eval()
+    device = next(network.parameters()).device
     out = []
     for start in range(0, len(crops), batch_size):
-        batch = _batch(crops, np.arange(start, min(start + batch_size, len(crops))))
+        batch = _batch(crops, np.arange(start, min(start + batch_size, len(crops)))).to(device)
         logit = network(batch) if calibrated else network.uncalibrated(batch)  # type: ignore[operator]
-        out.append(logit.numpy())
+        out.append(logit.cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
@@ -133,6 +231,7 @@ def train_model(
     config: TrainConfig,
     log: Callable[[str], None] | None = None,
     spacing_mm: float = 6.0,
+    context: DistContext | None = None,
 ) -> TrainResult:
     """Train one :class:`PneumonitisNet` from scratch and calibrate it.
 
@@ -142,7 +241,11 @@ def train_model(
         config: settings; ``config.seed`` makes the run repeatable.
         log: called with one line per epoch, if given.
         spacing_mm: voxel size of the crops.
+        context: the processes under ``torchrun`` (default: this one process, on the CPU); every
+            process calls this with the same arguments and gets the same result; only rank 0 logs.
     """
+    context = context or DistContext()
+    device = torch.device(context.device)
     started = time.perf_counter()
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -151,9 +254,15 @@ def train_model(
     parts = max(2, round(1.0 / config.calibration_fraction))
     held = stratified_folds(labels, parts, config.seed + 11) == 0
     fit_index, cal_index = np.flatnonzero(~held), np.flatnonzero(held)
-    y_fit = torch.as_tensor(labels[fit_index], dtype=torch.float32)
-    network = PneumonitisNet(in_channels=crops.shape[1], features=config.features, dropout=config.dropout,
-                             spacing_mm=spacing_mm)
+    y_fit = torch.as_tensor(labels[fit_index], dtype=torch.float32).to(device)
+    network_kwargs = {"in_channels": crops.shape[1], "features": config.features, "dropout": config.dropout,
+                      "spacing_mm": spacing_mm}
+    network = PneumonitisNet(**network_kwargs)
+    if context.distributed:
+        _global_batch_norm(network)
+        network.dropout = _DropoutOfShare(config.dropout)
+    network.to(device)
+    step = wrap_ddp(_Uncalibrated(network), context) if context.distributed else network.uncalibrated
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, int(np.ceil(len(fit_index) / config.batch_size)))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -168,30 +277,40 @@ def train_model(
         total, seen = 0.0, 0
         for start in range(0, len(order), config.batch_size):
             chosen = order[start : start + config.batch_size]
-            if len(chosen) < 2:  # batch norm needs two samples
+            if len(chosen) < max(2, context.world_size):  # batch norm needs two samples, each process one
                 continue
             batch = _batch(crops, fit_index[chosen])
             if config.augment:
                 batch = _augment(batch, generator)
             optimiser.zero_grad()
-            loss = loss_fn(network.uncalibrated(batch), y_fit[chosen])
+            if context.distributed:  # this process's share; the sum over shares / the batch is its mean loss
+                share = np.array_split(np.arange(len(chosen)), context.world_size)[context.rank]
+                network.dropout.rows = (len(chosen), share)
+                loss = functional.binary_cross_entropy_with_logits(
+                    step(batch[share].to(device)), y_fit[chosen[share]], reduction="sum"
+                ) * (context.world_size / len(chosen))  # DDP averages the gradients over processes
+            else:
+                loss = loss_fn(step(batch.to(device)), y_fit[chosen])
             loss.backward()
             optimiser.step()
             schedule.step()
-            total += float(loss.detach()) * len(chosen)
+            total += mean_over_processes(float(loss.detach()), context) * len(chosen)
             seen += len(chosen)
         row = {"epoch": epoch, "train_loss": total / max(seen, 1)}
         if len(cal_index):
             cal_logits = _logits(network, crops[cal_index], calibrated=False)
             row["calibration_loss"] = _bce(cal_logits, labels[cal_index])
             row["calibration_auc"] = roc_auc(labels[cal_index], cal_logits)
-            if row["calibration_loss"] < best_loss:
+            if broadcast_object(row["calibration_loss"] < best_loss, context):  # rank 0 decides
                 best_loss, best_epoch, best_state = row["calibration_loss"], epoch, copy.deepcopy(network.state_dict())
         history.append(row)
-        if log:
+        if log and context.is_main:
             log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
     if best_state is not None:
         network.load_state_dict(best_state)
+    if context.distributed or device.type != "cpu":  # a plain network on the CPU, as one process returns
+        trained, network = network, PneumonitisNet(**network_kwargs)
+        network.load_state_dict({key: value.cpu() for key, value in trained.state_dict().items()})
     network.eval()
     platt = (1.0, 0.0)
     cal_probabilities = np.zeros(0)
