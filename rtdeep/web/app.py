@@ -6,6 +6,9 @@ RTPneumonitisPredictor (dose-masked crop, DVH figures, NTCP, classifier risk). B
 same logic classes as the Slicer modules (``RTDeepSegLib.logic.SegmentationLogic``,
 ``RTPneumonitisPredictorLib.logic.PneumonitisLogic``) and build nodes through ``rtdeep.slicer``;
 this file owns only the layout, the binding of page state to those calls, and file transfer.
+A 4D CT's respiratory phases (as ``load_study`` lists them) become a sequence with a browser
+(``rtdeep.slicer.sequence_node``); the phase selector picks the browser's item, whose proxy volume
+the slice views show.
 
 Every action runs inside :meth:`RtDeepWebApp._guarded`: an error becomes one line in the page
 (``#error-message``) and the server keeps running. Segmentation runs in the module's worker
@@ -118,6 +121,7 @@ class RtDeepWebApp:
         self._seg_task: asyncio.Future | None = None
         self._pn_key: tuple[str, float, str] | None = None
         self._pn_result: Any = None
+        self._sequences_logic: Any = None  # vtkSlicerSequencesLogic, made for the first 4D CT
         self._upload_parts: list[tuple[str, bytes]] = []
         self._upload_bytes = 0
         self._upload_refused = ""
@@ -136,6 +140,8 @@ class RtDeepWebApp:
         state.study_path = "." if self.data_root.is_single_study() else ""
         state.study_loaded = False
         state.study_summary = []
+        state.phase_items = []  # a 4D CT's phases: [{"title": "phase 0 %", "value": 0}, ...]
+        state.phase_index = 0
         state.legend = None
         state.max_upload_mb = self.uploads.max_bytes / 1e6
         state.upload_mb = 0
@@ -166,6 +172,7 @@ class RtDeepWebApp:
         state.change("seg_site")(lambda **_: asyncio.ensure_future(self._refresh_models()))
         self.ctrl.on_server_ready.add(lambda **_: asyncio.ensure_future(self._refresh_models()))
         state.change("seg_model")(lambda **_: self._describe_model())
+        state.change("phase_index")(lambda **_: self._guarded("Show phase")(self._show_phase)())
 
     async def _refresh_models(self) -> None:
         """The site's models as the module lists them (bundle database: title, organs with held-out
@@ -308,6 +315,14 @@ class RtDeepWebApp:
                 f"Plan: {plan.label or '(no label)'}, {_fmt(plan.prescription_gy, 1)} Gy in "
                 f"{plan.fractions or '?'} fractions, {len(plan.beams)} beams"
             )
+        if study.respiratory_phases:
+            self._add_phases(folder, study)
+            summary.append(
+                "4D CT: {} respiratory phases: {}".format(
+                    len(study.respiratory_phases),
+                    ", ".join(f"{p.percent:g} %" for p in study.respiratory_phases),
+                )
+            )
         self._study_folder = folder
         self._show_study()
         self.state.study_summary = summary
@@ -315,6 +330,36 @@ class RtDeepWebApp:
         self.state.export_name = "RS.dcm"
         self.state.status_message = f"Study loaded in {time.perf_counter() - started:.1f} s."
         logger.info("study loaded (%d slices)", study.ct.volume.shape[0])
+
+    def _add_phases(self, folder: Path, study: Any) -> None:
+        """A 4D CT's phases as a sequence with a browser (``rtdeep.slicer.sequence_node``); its
+        proxy volume, the selected phase, is what the slice views show."""
+        from rtdeep.dicomrt.ct_reader import read_ct_series
+        from rtdeep.slicer.sequence_node import sequence_from_phases
+
+        phases = study.respiratory_phases
+        volumes = [read_ct_series(folder, phase.series_instance_uid).volume for phase in phases]
+        sequence, browser, proxy = sequence_from_phases(self.scene, volumes, [p.percent for p in phases])
+        self._nodes.update(phase_sequence=sequence, phase_browser=browser, phase_proxy=proxy)
+        self.state.phase_items = [
+            {"title": f"phase {p.percent:g} %", "value": i} for i, p in enumerate(phases)
+        ]
+        self.state.phase_index = 0
+
+    def _show_phase(self) -> None:
+        """Show the selected phase: the browser's item, then its proxy node updated."""
+        browser = self._nodes.get("phase_browser")
+        if browser is None:
+            return
+        if self._sequences_logic is None:
+            import slicer
+
+            self._sequences_logic = slicer.vtkSlicerSequencesLogic()
+            self._sequences_logic.SetMRMLScene(self.scene)
+        browser.SetSelectedItemNumber(int(self.state.phase_index))
+        self._sequences_logic.UpdateProxyNodesFromSequences(browser)
+        for view in self._slice_views():
+            view.schedule_render()
 
     def _reset_results(self) -> None:
         self.state.dice_rows = []
@@ -331,6 +376,8 @@ class RtDeepWebApp:
         self._pn_result = None
         self.state.lung_segments = []
         self.state.lung_segment_options = []
+        self.state.phase_items = []
+        self.state.phase_index = 0
 
     @staticmethod
     def _show_structures(segmentation: Any) -> None:
@@ -347,10 +394,14 @@ class RtDeepWebApp:
     def _slice_views(self) -> list[Any]:
         return list(self.slicer_app.view_manager.get_slice_views())
 
+    def _background(self) -> Any:
+        """The CT the slice views show: a 4D CT's selected phase (the browser's proxy), else the CT."""
+        return self._nodes.get("phase_proxy", self._nodes["ct"])
+
     def _show_study(self) -> None:
         display = self.slicer_app.display_manager
-        display.show_volume_in_slice_background(self._nodes["ct"])
-        ct_display = self._nodes["ct"].GetDisplayNode()
+        display.show_volume_in_slice_background(self._background())
+        ct_display = self._background().GetDisplayNode()
         ct_display.SetAutoWindowLevel(False)
         ct_display.SetWindowLevel(1400, -300)  # lung and soft tissue in one window
         self._show_overlay("dose")
@@ -371,7 +422,7 @@ class RtDeepWebApp:
             "crop": (CROP_COLOR_NODE, "Crop (CT inside the crop)", "HU"),
             "saliency": (SALIENCY_COLOR_NODE, "Grad-CAM saliency", ""),
         }[role]
-        show_as_overlay(node, self._nodes["ct"], opacity=OVERLAY_OPACITY, color_node_id=color)
+        show_as_overlay(node, self._background(), opacity=OVERLAY_OPACITY, color_node_id=color)
         for view in self._slice_views():
             view.schedule_render()
         display = node.GetDisplayNode()
@@ -710,6 +761,12 @@ class RtDeepWebApp:
                 )
                 with html.Div(id="study-summary", classes="mt-2", v_show=("study_loaded",)):
                     html.Div("{{ line }}", v_for="line in study_summary", key="line")
+                with html.Div(id="phase-panel", classes="mt-2", v_show=("phase_items.length",)):
+                    v.VSelect(id="phase-select", label="4D CT phase shown", items=("phase_items",),
+                              v_model=("phase_index",), density="compact", hide_details=True)  # fmt: skip
+                    html.Div(
+                        "{{ phase_items[phase_index]?.title }}", id="phase-label", classes="text-caption"
+                    )
 
     def _segmentation_card(
         self, v: Any, html: Any, run: Callable, cancel: Callable, export_trigger: str, seg_trigger: str
