@@ -36,6 +36,7 @@ __all__ = [
     "finite_floats",
     "int_value",
     "max_voxels",
+    "optional_float",
     "quiet_pydicom",
     "read_rt_dataset",
     "reading",
@@ -67,6 +68,18 @@ def text(ds: pydicom.Dataset, keyword: str) -> str:
             return "" if value is None else str(value).strip()
     except MALFORMED_ERRORS:
         return ""
+
+
+def optional_float(ds: pydicom.Dataset, keyword: str) -> float | None:
+    """The attribute's value as a float; None when absent, empty or not a number (for optional
+    attributes; a required one is read with :func:`finite_floats` or :func:`int_value`)."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def max_voxels() -> int:

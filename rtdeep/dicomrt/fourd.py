@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from rtdeep.dicomrt.dataset import optional_float
 from rtdeep.dicomrt.types import CtSeries, PatientInfo, RespiratoryPhase
 from rtdeep.errors import SeriesError
 from rtdeep.volume import Volume
@@ -58,16 +59,6 @@ _GRID_TAGS = ("Rows", "Columns", "PixelSpacing", "ImageOrientationPatient", "Ima
 _PERCENT = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d+)?)\s*%")
 
 
-def _float(ds: pydicom.Dataset, keyword: str) -> float | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def phase_from_header(ds: pydicom.Dataset) -> tuple[float | None, str]:
     """The respiratory phase (percent of the cycle) a CT header states, and the tag it came from.
 
@@ -76,13 +67,13 @@ def phase_from_header(ds: pydicom.Dataset) -> tuple[float | None, str]:
     """
     for keyword, tag in (("NominalPercentageOfRespiratoryPhase", "(0020,9245)"),
                          ("NominalPercentageOfCardiacPhase", "(0020,9241)")):
-        value = _float(ds, keyword)
+        value = optional_float(ds, keyword)
         if value is not None and 0.0 <= value <= 100.0:
             return value, f"{keyword} {tag}"
     match = _PERCENT.search(str(ds.get("SeriesDescription", "") or ""))
     if match and float(match.group(1)) <= 100.0:
         return float(match.group(1)), "SeriesDescription (0008,103E)"
-    position, count = _float(ds, "TemporalPositionIdentifier"), _float(ds, "NumberOfTemporalPositions")
+    position, count = optional_float(ds, "TemporalPositionIdentifier"), optional_float(ds, "NumberOfTemporalPositions")
     if position is not None and count and 1 <= position <= count:
         return round(100.0 * (position - 1) / count, 1), "TemporalPositionIdentifier (0020,0100)"
     return None, ""

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
+from rtdeep.dicomrt.dataset import optional_float
 from rtdeep.dicomrt.types import RtImageInfo
 from rtdeep.errors import DicomReadError
 from rtdeep.volume import Volume
@@ -22,22 +23,12 @@ from rtdeep.volume import Volume
 __all__ = ["draw_rt_image_png", "isocenter_pixel", "read_rt_image_info", "rt_image_volume"]
 
 
-def _float(ds: pydicom.Dataset, keyword: str) -> float | None:
-    value = ds.get(keyword)
-    if value in (None, ""):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _exposure_value(ds: pydicom.Dataset, keyword: str) -> float | None:
     """A beam angle from the top level, else from the first ExposureSequence item (portal images)."""
-    value = _float(ds, keyword)
+    value = optional_float(ds, keyword)
     if value is None:
         for item in ds.get("ExposureSequence", []) or []:
-            value = _float(item, keyword)
+            value = optional_float(item, keyword)
             if value is not None:
                 break
     return value
@@ -69,8 +60,8 @@ def read_rt_image_info(path: str | os.PathLike[str]) -> RtImageInfo:
         rows=int(ds.Rows),
         columns=int(ds.Columns),
         pixel_spacing_mm=(spacing[0], spacing[1]),
-        sad_mm=_float(ds, "RadiationMachineSAD"),
-        sid_mm=_float(ds, "RTImageSID"),
+        sad_mm=optional_float(ds, "RadiationMachineSAD"),
+        sid_mm=optional_float(ds, "RTImageSID"),
         image_kind=str(image_type[2]) if len(image_type) > 2 else "",
         referenced_plan_uid=str(plans[0].get("ReferencedSOPInstanceUID", "")) if plans else "",
     )
@@ -109,7 +100,7 @@ def rt_image_volume(path: str | os.PathLike[str]) -> Volume:
         if keyword not in ds:
             raise DicomReadError(f"RT Image without {keyword}: cannot place it in the room", path=path, tag=keyword)
     beam = BeamGeometry(number=int(ds.get("ReferencedBeamNumber", 0) or 0), name="",
-                        sad_mm=_float(ds, "RadiationMachineSAD") or 1000.0,
+                        sad_mm=optional_float(ds, "RadiationMachineSAD") or 1000.0,
                         gantry_deg=_exposure_value(ds, "GantryAngle") or 0.0,
                         collimator_deg=_exposure_value(ds, "BeamLimitingDeviceAngle") or 0.0,
                         couch_deg=_exposure_value(ds, "PatientSupportAngle") or 0.0,
@@ -177,16 +168,16 @@ def draw_rt_image_png(path: str | os.PathLike[str], out_png: str | os.PathLike[s
     iso = isocenter_pixel(ds)
     iso_xy = (position[0] + iso[1] * spacing[1], position[1] - iso[0] * spacing[0])
     axes.plot(*iso_xy, marker="+", markersize=14, color="red", label="isocentre")
-    sad, sid = _float(ds, "RadiationMachineSAD"), _float(ds, "RTImageSID")
+    sad, sid = optional_float(ds, "RadiationMachineSAD"), optional_float(ds, "RTImageSID")
     if plan_path is not None and sad and sid and ds.get("ReferencedBeamNumber") is not None:
         lines = _field_outline(Path(plan_path), int(ds.ReferencedBeamNumber), sid / sad,
-                               _float(ds, "BeamLimitingDeviceAngle") or 0.0)
+                               optional_float(ds, "BeamLimitingDeviceAngle") or 0.0)
         for index, line in enumerate(lines):
             axes.plot(line[:, 0] + iso_xy[0], line[:, 1] + iso_xy[1], color="yellow" if index == 0 else "cyan",
                       linewidth=1.2, label="jaws" if index == 0 else "MLC")
     axes.set_xlabel("x (mm at the imager)")
     axes.set_ylabel("y (mm at the imager)")
-    axes.set_title(f"{ds.get('RTImageLabel', '')}  gantry {_float(ds, 'GantryAngle') or 0:g} deg", fontsize=9)
+    axes.set_title(f"{ds.get('RTImageLabel', '')}  gantry {optional_float(ds, 'GantryAngle') or 0:g} deg", fontsize=9)
     axes.legend(loc="lower right", fontsize=7)
 
     def write(tmp: Path) -> None:

@@ -7,21 +7,11 @@ from pathlib import Path
 
 import pydicom
 
-from rtdeep.dicomrt.dataset import int_value, read_rt_dataset, reading, text
+from rtdeep.dicomrt.dataset import int_value, optional_float, read_rt_dataset, reading, text
 from rtdeep.dicomrt.types import Beam, PlanSummary
 from rtdeep.errors import PlanError
 
 __all__ = ["read_rtplan"]
-
-
-def _float(ds: pydicom.Dataset, keyword: str) -> float | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _read(path: Path) -> pydicom.Dataset:
@@ -31,7 +21,7 @@ def _read(path: Path) -> pydicom.Dataset:
 def _prescription(ds: pydicom.Dataset, path: Path) -> tuple[float | None, int | None]:
     """Total prescribed dose (Gy) and the target ROI number, from the TARGET dose references."""
     for item in ds.get("DoseReferenceSequence", []) or []:
-        dose = _float(item, "TargetPrescriptionDose")
+        dose = optional_float(item, "TargetPrescriptionDose")
         if dose is not None and text(item, "DoseReferenceType") in ("TARGET", ""):
             if text(item, "ReferencedROINumber") == "":
                 return dose, None
@@ -49,9 +39,9 @@ def _beam_meterset(ds: pydicom.Dataset, path: Path) -> tuple[dict[int, float], d
             fractions = int_value(group, "NumberOfFractionsPlanned", "(300A,0078)", path)
         for ref in group.get("ReferencedBeamSequence", []) or []:
             number = int_value(ref, "ReferencedBeamNumber", "(300C,0006)", path)
-            if _float(ref, "BeamMeterset") is not None:
+            if optional_float(ref, "BeamMeterset") is not None:
                 meterset[number] = meterset.get(number, 0.0) + float(ref.BeamMeterset)
-            if _float(ref, "BeamDose") is not None:
+            if optional_float(ref, "BeamDose") is not None:
                 beam_dose[number] = beam_dose.get(number, 0.0) + float(ref.BeamDose)
     return meterset, beam_dose, fractions
 
@@ -63,11 +53,11 @@ def _beam(item: pydicom.Dataset, meterset: dict[int, float], path: Path) -> Beam
         raise PlanError(f"beam {number} has no control points", path=path, tag="ControlPointSequence (300A,0111)")
     gantry: list[float] = []
     for point in points:
-        angle = _float(point, "GantryAngle")
+        angle = optional_float(point, "GantryAngle")
         if angle is not None and angle not in gantry:
             gantry.append(angle)
     first = points[0]
-    energy = _float(first, "NominalBeamEnergy")
+    energy = optional_float(first, "NominalBeamEnergy")
     isocenter = first.get("IsocenterPosition")
     return Beam(
         name=text(item, "BeamName") or f"Beam {number}",
@@ -77,8 +67,8 @@ def _beam(item: pydicom.Dataset, meterset: dict[int, float], path: Path) -> Beam
         radiation_type=text(item, "RadiationType"),
         meterset_mu=meterset.get(number, 0.0),
         isocenter_lps=tuple(float(v) for v in isocenter) if isocenter else (0.0, 0.0, 0.0),  # type: ignore[arg-type]
-        collimator_angle_deg=_float(first, "BeamLimitingDeviceAngle") or 0.0,
-        couch_angle_deg=_float(first, "PatientSupportAngle") or 0.0,
+        collimator_angle_deg=optional_float(first, "BeamLimitingDeviceAngle") or 0.0,
+        couch_angle_deg=optional_float(first, "PatientSupportAngle") or 0.0,
     )
 
 
