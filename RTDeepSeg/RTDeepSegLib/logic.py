@@ -236,20 +236,7 @@ class SegmentationLogic:
         """
         from rtdeep.dicomrt.rtstruct_writer import write_rtstruct
 
-        if segmentationNode is None or segmentationNode.GetSegmentation().GetNumberOfSegments() == 0:
-            raise ValueError("Select a segmentation with at least one segment to export.")
-        if ctFolder is not None:
-            from rtdeep.dicomrt.ct_reader import read_ct_series
-
-            ct = read_ct_series(ctFolder)
-            node_grid = volume_from_node(referenceVolume)
-            if not ct.volume.same_grid(node_grid, tolerance_mm=0.01):
-                raise ValueError(
-                    f"CT folder {ctFolder} (shape {ct.volume.shape}) is not on the grid of volume "
-                    f"'{referenceVolume.GetName()}' (shape {node_grid.shape})."
-                )
-        else:
-            ct = ct_series_from_volume_node(referenceVolume)
+        ct = _ct_for_export(segmentationNode, referenceVolume, ctFolder)
         rois = rois_from_segmentation_node(segmentationNode, ct.volume, segment_ids=segmentIds)
         for number, roi in enumerate(rois, start=1):
             roi.number = roi.number or number
@@ -323,18 +310,9 @@ class SegmentationLogic:
         Raises:
             ValueError: no segments, or a CT folder whose grid differs from the volume node.
         """
-        from rtdeep.dicomrt.ct_reader import read_ct_series
         from rtdeep.dicomrt.seg_writer import write_seg
 
-        if segmentationNode is None or segmentationNode.GetSegmentation().GetNumberOfSegments() == 0:
-            raise ValueError("Select a segmentation with at least one segment to export.")
-        ct = read_ct_series(ctFolder)
-        node_grid = volume_from_node(referenceVolume)
-        if not ct.volume.same_grid(node_grid, tolerance_mm=0.01):
-            raise ValueError(
-                f"CT folder {ctFolder} (shape {ct.volume.shape}) is not on the grid of volume "
-                f"'{referenceVolume.GetName()}' (shape {node_grid.shape})."
-            )
+        ct = _ct_for_export(segmentationNode, referenceVolume, ctFolder)
         rois = rois_from_segmentation_node(segmentationNode, ct.volume)
         written = write_seg(
             ct, rois, outputPath, algorithm_name=algorithmName, algorithm_version=algorithmVersion
@@ -419,3 +397,26 @@ class SegmentationJob:
     def cleanup(self) -> None:
         """Delete the temporary folder (the CT and any partial result)."""
         shutil.rmtree(self.workDir, ignore_errors=True)
+
+
+def _ct_for_export(segmentationNode: Any, referenceVolume: Any, ctFolder: str | Path | None) -> Any:
+    """The CT series an export references: read again from ``ctFolder`` (which must lie on the volume
+    node's grid), else from the volume node's DICOM identity.
+
+    Raises:
+        ValueError: no segments to export, or a CT folder whose grid differs from the volume node.
+    """
+    if segmentationNode is None or segmentationNode.GetSegmentation().GetNumberOfSegments() == 0:
+        raise ValueError("Select a segmentation with at least one segment to export.")
+    if ctFolder is None:
+        return ct_series_from_volume_node(referenceVolume)
+    from rtdeep.dicomrt.ct_reader import read_ct_series
+
+    ct = read_ct_series(ctFolder)
+    node_grid = volume_from_node(referenceVolume)
+    if not ct.volume.same_grid(node_grid, tolerance_mm=0.01):
+        raise ValueError(
+            f"CT folder {ctFolder} (shape {ct.volume.shape}) is not on the grid of volume "
+            f"'{referenceVolume.GetName()}' (shape {node_grid.shape})."
+        )
+    return ct
