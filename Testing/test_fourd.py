@@ -210,6 +210,35 @@ def test_fourd_cli_on_a_3d_study_is_one_line_error(cohort: dict, tmp_path: Path)
     assert not (tmp_path / "o").exists()
 
 
+def test_fourd_cli_refuses_an_existing_output_and_leaves_it_unchanged(cohort: dict, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "motion.csv").write_bytes(b"structure,kept\n")
+    completed = subprocess.run([sys.executable, "-m", "rtdeep", "fourd", str(cohort["patient"]), "--out", str(out)],
+                               capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 2 and completed.stderr.count("\n") == 1, completed.stderr
+    assert "output exists" in completed.stderr and "motion.csv" in completed.stderr
+    assert [p.name for p in out.iterdir()] == ["motion.csv"] and (out / "motion.csv").read_bytes() == b"structure,kept\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]  # no staging folder left beside it
+
+
+def test_fourd_failing_mid_write_leaves_nothing(cohort: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rtdeep.fourd
+
+    staged: list[Path] = []
+
+    def fail_writing_motion(motion: dict, path: Path) -> None:
+        staged.extend(p for p in path.parent.rglob("*") if p.is_file())
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rtdeep.fourd, "_write_motion_csv", fail_writing_motion)
+    with pytest.raises(OSError, match="No space left on device"):
+        analyse_four_d(cohort["patient"], tmp_path / "out")
+    assert {p.parent.name for p in staged} >= {"AIP", "MIP", "MinIP"}  # the projections had been written...
+    assert all(not p.exists() for p in staged)  # ...and were removed
+    assert list(tmp_path.iterdir()) == []  # no output folder, no partial file, no staging folder
+
+
 def test_phases_as_a_sequence_on_real_mrml(cohort: dict) -> None:
     slicer = pytest.importorskip("slicer", reason="slicer-core (pip install slicer-core==5.11.0.6) is not installed")
     from rtdeep.slicer.sequence_node import phases_from_sequence, sequence_from_phases

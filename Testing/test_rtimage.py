@@ -3,6 +3,7 @@ PNG with field outline, and the image placed in the room on real MRML."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +15,17 @@ import pytest
 from rtdeep.dicomrt.rtimage_reader import _field_outline, isocenter_pixel, read_rt_image_info, rt_image_volume
 from rtdeep.dicomrt.study import load_study
 from rtdeep.dicomrt.validate import run_dciodvfy
-from rtdeep.drr import BeamGeometry, compute_drr, read_beam_geometries
+from rtdeep.drr import BeamGeometry, compute_drr, read_beam_geometries, write_study_drrs
 from rtdeep.volume import Volume, affine_from_geometry
 
 
 def _errors(findings: list) -> list:
     return [finding for finding in findings if finding.severity == "error"]
+
+
+def _files_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _rtdeep(*args: str) -> subprocess.CompletedProcess[str]:
@@ -140,8 +146,42 @@ def test_info_lists_rt_images_and_drr_cli_draws_pngs(patient: Path, tmp_path: Pa
     pngs = sorted((tmp_path / "drr").glob("*.png"))
     assert len(pngs) == len(read_beam_geometries(patient / "RP.dcm"))
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000 for p in pngs)
-    again = _rtdeep("drr", str(patient), "--out", str(tmp_path / "drr"))
-    assert again.returncode == 2 and "not empty" in again.stderr
+    before = _files_digest(tmp_path / "drr")
+    again = _rtdeep("drr", str(patient), "--out", str(tmp_path / "drr"), "--png", "--pixels", "48")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
+    assert "output exists" in again.stderr and "RI_beam01.dcm" in again.stderr
+    assert _files_digest(tmp_path / "drr") == before  # every existing file byte-identical, nothing added
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drr"]  # no staging folder left beside it
+
+
+def test_drr_refuses_one_clashing_file_and_writes_none(patient: Path, tmp_path: Path) -> None:
+    out = tmp_path / "drr"
+    out.mkdir()
+    (out / "RI_beam03.dcm").write_bytes(b"someone else's file")
+    completed = _rtdeep("drr", str(patient), "--out", str(out), "--pixels", "32")
+    assert completed.returncode == 2 and completed.stderr.count("\n") == 1, completed.stderr
+    assert "output exists" in completed.stderr and "RI_beam03.dcm" in completed.stderr
+    assert [p.name for p in out.iterdir()] == ["RI_beam03.dcm"]  # the other beams were not written either
+    assert (out / "RI_beam03.dcm").read_bytes() == b"someone else's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drr"]
+
+
+def test_drr_failing_mid_write_leaves_nothing(patient: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rtdeep.dicomrt.rtimage_writer as rtimage_writer
+
+    real_writer, written = rtimage_writer.write_rtimage, []
+
+    def write_two_then_fail(*args, **kwargs):
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+        written.append(real_writer(*args, **kwargs))
+        return written[-1]
+
+    monkeypatch.setattr(rtimage_writer, "write_rtimage", write_two_then_fail)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_study_drrs(patient, tmp_path / "drr", pixels=32)
+    assert len(written) == 2 and all(not path.exists() for path in written)  # staged, then removed
+    assert list(tmp_path.iterdir()) == []  # no output folder, no partial file, no staging folder
 
 
 def test_drr_without_a_plan_is_one_line_error(patient: Path, tmp_path: Path) -> None:

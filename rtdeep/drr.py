@@ -23,7 +23,6 @@ divergent ray with trilinear interpolation (``scipy.ndimage.map_coordinates``).
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import pydicom
 from scipy import ndimage
 
 from rtdeep.errors import PlanError
-from rtdeep.fileio import OutputExistsError
+from rtdeep.fileio import ensure_new_paths, staged_output
 from rtdeep.volume import Volume
 
 __all__ = [
@@ -252,15 +251,16 @@ def write_study_drrs(
 ) -> list[Path]:
     """One RT Image (DRR) per beam of the study's RT Plan, written to ``out_dir`` (and PNGs with ``png``).
 
-    Every DRR is computed before anything is written; the files go to a hidden staging folder that
-    is renamed to ``out_dir`` at the end, so a failure leaves nothing behind.
+    The output names (``RI_beamNN.dcm``, ``RI_beamNN.png``) are refused before any DRR is computed if
+    one exists; the files are written through :func:`rtdeep.fileio.staged_output`, so a failure
+    leaves nothing behind and an existing file is never replaced.
 
     Returns:
         The RT Image files, by beam number.
 
     Raises:
         PlanError: the study has no RT Plan (the error names the folder), or a beam it cannot draw.
-        OutputExistsError: ``out_dir`` exists and is not empty.
+        OutputExistsError: one of the output files exists (nothing is written).
     """
     from rtdeep.dicomrt.rtimage_writer import write_rtimage
     from rtdeep.dicomrt.study import load_study
@@ -271,31 +271,22 @@ def write_study_drrs(
     plan_ds = pydicom.dcmread(study.plan.path, stop_before_pixels=True,
                               specific_tags=["SOPInstanceUID", "SOPClassUID", "RTPlanLabel"])
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise OutputExistsError("output folder exists and is not empty; choose a new one", path=out_dir)
+    beams = read_beam_geometries(study.plan.path)
+    names = [f"RI_beam{beam.number:02d}" for beam in beams]
+    suffixes = (".dcm", ".png") if png else (".dcm",)
+    ensure_new_paths([out_dir / f"{name}{suffix}" for name in names for suffix in suffixes])
     drrs = [compute_drr(study.ct.volume, beam, sid_mm=sid_mm, pixels=pixels)
-            for beam in read_beam_geometries(study.plan.path)]  # every beam computed before anything is written
-    staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
-        for drr in drrs:
-            name = f"RI_beam{drr.beam.number:02d}"
-            path = write_rtimage(drr, study.ct, staging / f"{name}.dcm",
+            for beam in beams]  # every beam computed before anything is written
+    with staged_output(out_dir) as stage:
+        for drr, name in zip(drrs, names):
+            path = write_rtimage(drr, study.ct, stage / f"{name}.dcm",
                                  plan_sop_instance_uid=str(plan_ds.SOPInstanceUID),
                                  uid_seed=None if uid_seed is None else f"{uid_seed}/beam{drr.beam.number}")
             if png:
                 from rtdeep.dicomrt.rtimage_reader import draw_rt_image_png
 
-                draw_rt_image_png(path, staging / f"{name}.png", plan_path=study.plan.path)
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return sorted(out_dir.glob("RI_beam*.dcm"))
+                draw_rt_image_png(path, stage / f"{name}.png", plan_path=study.plan.path)
+    return sorted(out_dir / f"{name}.dcm" for name in names)
 
 
 def write_cohort_drrs(manifest: str | os.PathLike[str]) -> list[Path]:

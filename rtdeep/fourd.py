@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,11 +30,12 @@ from scipy import ndimage
 from rtdeep.dicomrt.fourd import FourDCt, find_four_d, projections, write_projection
 from rtdeep.dicomrt.types import CtSeries, Roi
 from rtdeep.errors import SeriesError
-from rtdeep.fileio import OutputExistsError
+from rtdeep.fileio import ensure_new_paths, staged_output
 from rtdeep.volume import Volume
 
-__all__ = ["MOTION_COLUMNS", "FourDResult", "analyse_four_d", "propagate_mask"]
+__all__ = ["MOTION_COLUMNS", "PROJECTIONS", "FourDResult", "analyse_four_d", "propagate_mask"]
 
+PROJECTIONS = ("AIP", "MIP", "MinIP")  # the derived series' folder names, in series-number order
 MOTION_COLUMNS = ["structure", "source", "phase_percent", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
                   "volume_cc", "p2p_x_mm", "p2p_y_mm", "p2p_z_mm"]
 _GTV_NAMES = ("GTV", "gtv")
@@ -191,21 +191,21 @@ def analyse_four_d(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike
 
     Args:
         study_dir: a folder holding one 4D CT (and optionally each phase's structure set).
-        out_dir: a new (or empty) folder; nothing is written elsewhere.
+        out_dir: the output folder (new, or without any of the outputs); nothing is written elsewhere.
         model: segment the organs on every phase with this model (name or bundle folder).
         device: torch device for the model.
 
     Raises:
         SeriesError: no 4D CT in the folder, or several (on different frames of reference).
-        OutputExistsError: ``out_dir`` exists and is not empty.
+        OutputExistsError: one of the outputs (``AIP/``, ``MIP/``, ``MinIP/``, ``RS_ITV.dcm``,
+            ``motion.csv``) exists in ``out_dir``; refused before anything is read or written.
     """
     from rtdeep.dicomrt.fourd import read_phase_volumes
     from rtdeep.dicomrt.rtstruct_writer import write_rtstruct
     from rtdeep.dicomrt.scan import scan_folder
 
     study_dir, out_dir = Path(study_dir), Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise OutputExistsError("output folder exists and is not empty; choose a new one", path=out_dir)
+    ensure_new_paths(out_dir / name for name in (*PROJECTIONS, "RS_ITV.dcm", "motion.csv"))
     infos, _ = scan_folder(study_dir)
     four_ds = find_four_d([info.path for info in infos if info.modality == "CT"])
     if not four_ds:
@@ -230,39 +230,28 @@ def analyse_four_d(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike
         else:
             organs.append([roi for roi in rois if roi.interpreted_type not in ("GTV", "CTV", "PTV")])
 
-    staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
-        first = phases[0]
-        result_dirs = {}
-        projected = projections(ct.volume.array for ct in phases)
+    first = phases[0]
+    result_dirs = {kind: out_dir / kind for kind in PROJECTIONS}
+    itv_path = None
+    present = [gtv for gtv in gtvs if gtv is not None]
+    motion = _motion(four_d, phases, gtvs, organs, model)
+    projected = projections(ct.volume.array for ct in phases)
+    with staged_output(out_dir) as stage:  # every file is moved in only when all are written
         aip_series = None
-        for number, kind in enumerate(("AIP", "MIP", "MinIP"), start=101):
-            series = write_projection(first.volume.with_array(projected[kind]), staging / kind, first.patient,
+        for number, kind in enumerate(PROJECTIONS, start=101):
+            series = write_projection(first.volume.with_array(projected[kind]), stage / kind, first.patient,
                                       kind=kind, n_phases=len(phases),
                                       frame_of_reference_uid=four_d.frame_of_reference_uid, series_number=number)
-            result_dirs[kind] = out_dir / kind
             if kind == "AIP":
                 aip_series = series
-        itv_path = None
-        present = [gtv for gtv in gtvs if gtv is not None]
         if present and aip_series is not None:
             itv = np.zeros(first.volume.shape, bool)
             for mask, _ in present:
                 itv |= mask
-            write_rtstruct(aip_series, [Roi("ITV", itv, 1, (255, 128, 0), "CTV", "AUTOMATIC")], staging / "RS_ITV.dcm",
+            write_rtstruct(aip_series, [Roi("ITV", itv, 1, (255, 128, 0), "CTV", "AUTOMATIC")], stage / "RS_ITV.dcm",
                            label="ITV", series_description=f"ITV: union of {len(present)} phase GTVs")
             itv_path = out_dir / "RS_ITV.dcm"
-        motion = _motion(four_d, phases, gtvs, organs, model)
-        _write_motion_csv(motion, staging / "motion.csv")
-        if out_dir.exists():
-            out_dir.rmdir()
-        staging.rename(out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+        _write_motion_csv(motion, stage / "motion.csv")
     return FourDResult(out_dir, four_d, result_dirs, itv_path, out_dir / "motion.csv", motion, notes)
 
 
