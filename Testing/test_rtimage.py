@@ -167,7 +167,7 @@ def test_drr_refuses_one_clashing_file_and_writes_none(patient: Path, tmp_path: 
 
 
 def test_drr_failing_mid_write_leaves_nothing(patient: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rtdeep.dicomrt.rtimage_writer as rtimage_writer
+    from rtdeep.dicomrt import rtimage_writer
 
     real_writer, written = rtimage_writer.write_rtimage, []
 
