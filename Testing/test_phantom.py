@@ -113,7 +113,12 @@ def test_dose_normalised_to_ptv_d95(site, index, thorax_small, headneck_small):
     from scipy import ndimage
 
     near_body = ndimage.binary_dilation(p.roi("External").mask, iterations=2)  # the 4 mm dose grid's edge
-    assert p.dose_on_ct.array[~near_body].max() < 0.05 * rx
+    # outside the reconstruction circle (a truncated FOV) the body has dose but no External contour
+    n_j, n_i = p.ct.shape[1:]
+    jj, ii = np.mgrid[0:n_j, 0:n_i]
+    radius_px = p.outcome["scanner_fov_mm"] / 2 / p.ct.spacing_mm[0] - 1
+    in_fov = (jj - (n_j - 1) / 2) ** 2 + (ii - (n_i - 1) / 2) ** 2 < radius_px ** 2
+    assert p.dose_on_ct.array[~near_body & in_fov[None]].max() < 0.05 * rx
     assert p.plan.fractions == (30 if site == "thorax" else 35) and len(p.plan.beams) >= 5
     if site == "thorax":
         assert 0 < p.outcome["mld_gy"] < 30 and 0 <= p.outcome["v20_pct"] <= p.outcome["v5_pct"] <= 100
@@ -228,3 +233,66 @@ def test_cord_contour_is_the_canal_with_csf_like_density(thorax_small):
     assert cord.any(axis=(1, 2)).all()  # every slice of the scan
     area_cm2 = cord.sum(axis=(1, 2)) * thorax_small.ct.spacing_mm[0] * thorax_small.ct.spacing_mm[1] / 100.0
     assert 0.6 < float(np.median(area_cm2)) < 2.0  # thecal sac; the cord alone would be about 0.6-0.9 cm2
+
+
+def _render_thorax_box(model, lo_mm, hi_mm, spacing_mm):
+    """Noise-free HU and masks of ``model`` on a fine grid covering the box ``[lo_mm, hi_mm]`` (x, y, z)."""
+    from rtdeep.phantom.anatomy_thorax import render_thorax
+    from rtdeep.phantom.grid import GridSpec
+
+    lo, hi = np.asarray(lo_mm, float), np.asarray(hi_mm, float)
+    shape = tuple(int(n) for n in np.floor((hi - lo) / spacing_mm).astype(int)[::-1] + 1)
+    grid = GridSpec(shape, tuple(float(s) for s in spacing_mm), tuple(float(v) for v in lo))
+    return render_thorax(model, grid, edge_mm=1.1, fine_texture=False)
+
+
+def test_thorax_back_lies_on_the_couch():
+    """Every couch type: on every slice the posterior-most skin touches the couch top or the vacuum
+    bag: no more than 2 mm of air below it (noise-free render, 0.5 mm rows)."""
+    from rtdeep.phantom.anatomy_thorax import sample_thorax
+
+    seen = set()
+    for index in range(12):
+        model = sample_thorax(np.random.default_rng([5, 1, index, 0]))
+        if model.scanner.couch in seen:
+            continue
+        seen.add(model.scanner.couch)
+        z0, z1 = model.z_range
+        canvas = _render_thorax_box(model, (-60, 0, z0), (60, model.body_half_y + 30, z1), (1.0, 0.5, 12.0))
+        external = canvas.masks["External"]
+        for k in range(external.shape[0]):
+            rows, cols = np.nonzero(external[k])
+            j = rows.max()
+            back = cols[rows == j]
+            below = canvas.hu[k, j + 1:, back[len(back) // 2]]
+            air = np.argmax(below > -960)  # voxels of air (-1000 HU) before the couch/bag material
+            assert below[air] > -960 and air * 0.5 <= 2.0, (model.scanner.couch, k, air * 0.5)
+    assert seen == set(COUCH_TYPES)
+
+
+def test_thorax_lungs_wrap_around_the_mediastinum():
+    """The medial pleura follows the mediastinal organs, not a straight line: the lungs come within a
+    few mm of each other in front (anterior junction line) and the right lung reaches the esophagus
+    behind the heart and below the carina (azygo-esophageal recess)."""
+    from scipy import ndimage
+
+    from rtdeep.phantom.anatomy_thorax import sample_thorax
+
+    for index in range(3):
+        model = sample_thorax(np.random.default_rng([5, 1, index, 0]))
+        half_y = model.cavity_half_y + 10
+        z0 = model.heart.centre[2]
+        canvas = _render_thorax_box(model, (-80, model.cavity_centre_y - half_y, z0),
+                                    (80, model.cavity_centre_y + half_y, model.carina_z + 40), (1.0, 1.0, 8.0))
+        left, right = canvas.masks["Lung_L"], canvas.masks["Lung_R"]
+        esophagus = canvas.masks["Esophagus"]
+        gaps, recess = [], []
+        for k in range(left.shape[0]):
+            if not (left[k].any() and right[k].any()):
+                continue
+            to_right = ndimage.distance_transform_edt(~right[k])
+            gaps.append(float(to_right[left[k]].min()))
+            if esophagus[k].any():
+                recess.append(float(to_right[esophagus[k]].min()))
+        assert min(gaps) <= model.junction_mm + 3.0, (index, min(gaps))  # anterior junction line
+        assert min(recess) <= model.mediastinal_fat_mm + 3.0, (index, min(recess))

@@ -170,8 +170,9 @@ class Spine:
     def paint(self, canvas, bend: Bend, z_range: tuple[float, float]):  # -> (Block, body sd) or None
         """Paint bone, discs, canal fat, thecal sac (mask ``SpinalCord``) and cord on ``canvas``.
 
-        Returns the painted block and the signed distance of the vertebral bodies and discs (so a
-        site can carve its other masks), or None when the spine is outside the grid.
+        Returns the painted block and the signed distance of the bone (vertebral bodies, discs and
+        posterior elements, so a site can carve its other masks), or None when the spine is outside
+        the grid.
         """
         block = canvas.block(self.bbox(z_range))
         if block is None:
@@ -220,4 +221,4 @@ class Spine:
         cord = np.maximum(_ellipse_sd(bx, by, canal_y - np.float32(0.5), np.float32(self.sac_half[0]) * f,
                                       np.float32(self.sac_half[1]) * f), above)
         canvas.paint(block, cord, np.float32(self.cord_hu))
-        return block, body
+        return block, np.minimum(body, posterior)

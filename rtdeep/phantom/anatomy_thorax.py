@@ -47,8 +47,8 @@ class ThoraxModel:
     bend: Bend
     dome_left: float
     dome_right: float
-    mediastinum_left: float
-    mediastinum_right: float
+    junction_mm: float
+    mediastinal_fat_mm: float
     spine: Spine
     vertebra_y: float
     canal_y: float
@@ -64,6 +64,8 @@ class ThoraxModel:
     trachea: list[Capsule]
     esophagus_path: list[Capsule]
     esophagus_air: Capsule | None
+    subcarinal: Capsule
+    vertebral_column: Capsule
     hilum_left: np.ndarray
     hilum_right: np.ndarray
     gtv: Ellipsoid
@@ -97,6 +99,8 @@ class ThoraxModel:
     airways: list[tuple[Capsule, int]] = field(default_factory=list)
     rib_period: float = 26.0
     rib_drop: float = 45.0
+    back_flat_mm: float = 0.0
+    couch_curve: float = 0.0
     scanner: ScannerSettings | None = None
     z_range: tuple[float, float] = (0.0, 0.0)
     pixel_mm: float = 1.0
@@ -130,21 +134,47 @@ class ThoraxModel:
                                           + ((y - self.cavity_centre_y + 10) / self.cavity_half_y) ** 2)
         return np.maximum(left, right).astype(np.float32)
 
+    def mediastinal_parts(self) -> list[tuple[Capsule, float]]:
+        """The organs the lungs wrap around, each with the fat (mm) between it and the pleura: great
+        vessels, trachea and main bronchi, esophagus, the subcarinal space and the vertebral bodies
+        (the heart, with its own pericardial fat, is carved out where it is painted)."""
+        fat = self.mediastinal_fat_mm
+        tubes = self.aorta + self.pulmonary_arteries + self.venae_cavae[:2] + self.trachea + self.esophagus_path
+        return [(c, fat) for c in tubes] + [(self.subcarinal, 0.5 * fat), (self.vertebral_column, 0.5 * fat)]
+
     def lung_sds(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, cavity: np.ndarray | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
-        """Signed distances of the left and right lung before the mediastinal organs are carved out."""
+        """Signed distances of the left and right lung: the pleural cavity above the diaphragm on
+        each side of a thin junction line, minus the mediastinal organs and their fat
+        (:meth:`mediastinal_parts`), so the medial pleura follows the organs."""
         cavity = self.cavity_sd(x, y, z) if cavity is None else cavity
-        bx, _ = self.bend.body_frame(x, y, z)
+        bx, by = self.bend.body_frame(x, y, z)
         below = self.diaphragm_z(x, y) - z
         base = np.maximum(cavity, below)
-        left = np.maximum(base, np.float32(self.mediastinum_left) - bx)
-        right = np.maximum(base, bx + np.float32(self.mediastinum_right))
+        junction = np.float32(0.5 * self.junction_mm)
+        left = np.maximum(base, junction - bx)
+        right = np.maximum(base, bx + junction)
+        for part, fat in self.mediastinal_parts():
+            _carve_part(left, right, part, fat, bx, by, z)
         return left, right
 
+    def couch_top_y(self, x: np.ndarray) -> np.ndarray:
+        """y (mm, not bent) of the surface the back rests on: the couch top, or the vacuum bag's top.
+
+        The trunk is flattened ``back_flat_mm`` against it, more than the bend's front-back
+        amplitude, so the back touches it on every slice; a curved couch is a trough (its sides
+        rise around the patient)."""
+        return (np.float32(self.body_half_y - self.back_flat_mm) - np.float32(self.couch_curve) * x * x).astype(np.float32)
+
+    def on_couch(self, sd: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``sd`` of a part of the External cut by the couch surface (the body lies on it)."""
+        return np.maximum(sd, y - self.couch_top_y(x))
+
     def body_sd(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-        """The trunk (breasts and arms are separate shapes of the External)."""
+        """The trunk (breasts and arms are separate shapes of the External), flattened on the couch."""
         bx, by = self.bend.body_frame(x, y, z)
-        return superellipse_sd(bx, by, np.float32(self.body_half_x), np.float32(self.body_half_y), 2.5)
+        return self.on_couch(superellipse_sd(bx, by, np.float32(self.body_half_x), np.float32(self.body_half_y), 2.5),
+                             x, y)
 
     def in_lungs(self, points: np.ndarray, margin_mm: float = 0.0) -> np.ndarray:
         """True for points ``(n, 3)`` at least ``margin_mm`` inside a lung (and away from the heart)."""
@@ -170,6 +200,30 @@ class ThoraxModel:
         return THORAX_ROIS
 
 
+def _carve_part(left: np.ndarray, right: np.ndarray, part: Capsule, fat: float, bx: np.ndarray, by: np.ndarray,
+                z: np.ndarray) -> None:
+    """``left``/``right`` (lung sds, in place) minus ``part`` dilated by ``fat`` mm, evaluated only in
+    the part's bounding box (``bx, by, z`` broadcast to the arrays' ``[k, j, i]`` shape, or points)."""
+    if left.ndim == 1:  # points
+        sd = np.float32(fat) - part.sd(bx, by, z)
+        np.maximum(left, sd, out=left)
+        np.maximum(right, sd, out=right)
+        return
+    lo, hi = part.bbox(fat + 2.0)
+    index = []
+    for axis, (coord, dim) in enumerate(zip((z, by, bx), (2, 1, 0))):  # the coordinate along array axis k, j, i
+        inside = (coord >= lo[dim]) & (coord <= hi[dim])
+        hit = np.nonzero(inside.any(axis=tuple(a for a in range(3) if a != axis)))[0]
+        if len(hit) == 0:
+            return
+        index.append(slice(hit[0], hit[-1] + 1))
+    sub = [c[tuple(index[a] if c.shape[a] > 1 else slice(None) for a in range(3))] for c in (bx, by, z)]
+    sd = np.float32(fat) - part.sd(*sub)
+    view_l, view_r = left[tuple(index)], right[tuple(index)]
+    np.maximum(view_l, sd, out=view_l)
+    np.maximum(view_r, sd, out=view_r)
+
+
 def _uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(rng.uniform(low, high))
 
@@ -191,7 +245,7 @@ def sample_thorax(rng: np.random.Generator) -> ThoraxModel:
     cav_left, cav_right = cav_half_x * (1 + asym), cav_half_x * (1 - asym)
     bend = Bend.random(rng)
     dome_right, dome_left = _uniform(rng, 5, 22), _uniform(rng, -12, 4)
-    med_left, med_right = _uniform(rng, 6, 14) * s, _uniform(rng, 4, 12) * s
+    med_left, med_right = _uniform(rng, 6, 14) * s, _uniform(rng, 4, 12) * s  # mediastinal half-widths at the hila
 
     sac = (_uniform(rng, 6.2, 7.2), _uniform(rng, 5.2, 6.2))
     canal_y = back - _uniform(rng, 12, 20) * s
@@ -262,16 +316,25 @@ def sample_thorax(rng: np.random.Generator) -> ThoraxModel:
         z_a = _uniform(rng, carina_z - 60, top - 20)
         esophagus_air = Capsule((3.5, esophagus_y - 1, z_a), (3.8, esophagus_y - 1, z_a + _uniform(rng, 10, 60)),
                                 _uniform(rng, 1.5, 4.0), _uniform(rng, 1.5, 4.0))
+    # the lungs wrap around the mediastinum: a few mm of fat around its organs (more in fatter
+    # patients), the subcarinal space (nodes and fat below the carina, over the left atrium), the
+    # vertebral bodies, and a 1-3 mm junction line where the lungs meet in front and behind
+    heart_back = np.array([heart_x * 0.4, heart_y + 0.45 * heart_r[1], heart_top - 12 * s])
+    subcarinal = Capsule(heart_back, (0.0, trachea_y + 6, carina_z - 6), 13.0 * s, 10.0 * s)
+    column = Capsule((0.0, vertebra_y, -80.0 * s), (0.0, vertebra_y, height + 30.0 * s), 19.0 * s, 12.5 * s)
+    junction = _uniform(rng, 1.0, 3.0)
+    mediastinal_fat = _uniform(rng, 1.5, 4.0) + 0.06 * fat
 
     model = ThoraxModel(
         size=s, lung_height=height, body_half_x=body_x, body_half_y=body_y, fat_mm=fat, wall_front_mm=wall_front,
         wall_back_mm=wall_back, cavity_half_x_left=cav_left, cavity_half_x_right=cav_right,
         cavity_half_y=cav_half_y, cavity_centre_y=cav_y, bend=bend, dome_left=dome_left, dome_right=dome_right,
-        mediastinum_left=med_left, mediastinum_right=med_right, spine=spine, vertebra_y=vertebra_y, canal_y=canal_y,
+        junction_mm=junction, mediastinal_fat_mm=mediastinal_fat, spine=spine, vertebra_y=vertebra_y, canal_y=canal_y,
         esophagus_y=esophagus_y, trachea_y=trachea_y, carina_z=carina_z, heart=heart,
         pericardial_fat_mm=float(np.exp(rng.uniform(np.log(1.0), np.log(12.0)))), aorta=aorta,
         arch_branches=arch_branches, pulmonary_arteries=pulmonary, venae_cavae=venae_cavae, trachea=trachea,
-        esophagus_path=esophagus, esophagus_air=esophagus_air, hilum_left=hilum_left, hilum_right=hilum_right,
+        esophagus_path=esophagus, esophagus_air=esophagus_air, subcarinal=subcarinal, vertebral_column=column,
+        hilum_left=hilum_left, hilum_right=hilum_right,
         gtv=heart, gtv_side="L", gtv_node=None, ptv_margin_mm=8.0, ild_patches=[], ild_near_tumour=False,
         reticulation=Reticulation(rng), rib_period=_uniform(rng, 24, 29) * s, rib_drop=_uniform(rng, 80, 115) * s,
     )
@@ -461,28 +524,34 @@ def _sample_scan(model: ThoraxModel, rng: np.random.Generator, top: float) -> No
     model.pixel_mm = model.scanner.pixel_mm
     model.fov_mm = model.scanner.fov_mm
     model.fov_centre = (_uniform(rng, -8, 8), 18.0 + _uniform(rng, -10, 10))
+    # the back flattens against the couch (soft tissue, more with more fat); a curved diagnostic
+    # couch top is a shallow trough (sides about 30 mm higher 20 cm off the midline)
+    model.back_flat_mm = abs(model.bend.amplitude_y) + _uniform(rng, 2.0, 7.0) + 0.08 * model.fat_mm
+    model.couch_curve = _uniform(rng, 0.0006, 0.0009) if model.scanner.couch == "curved" else 0.0
 
 
 # --- rendering --------------------------------------------------------------------------------------
 
 def _paint_couch(canvas: Canvas, model: ThoraxModel) -> None:
-    """Curved diagnostic couch, flat carbon-fibre RT couch top, or flat top with a vacuum bag."""
+    """Curved diagnostic couch, flat carbon-fibre RT couch top, or flat top with a vacuum bag; the
+    back lies on the couch top (or on the bag), see :meth:`ThoraxModel.couch_top_y`."""
     grid = canvas.grid
     kind = model.scanner.couch if model.scanner is not None else "curved"
-    top = model.body_half_y - 1.0  # the back rests on the couch
+    bag_mm = 14.0 if kind == "flat_vacbag" else 0.0
+    centre = model.body_half_y - model.back_flat_mm
     half = model.imaged_half_width() + 10
-    lo = np.array([-half - 10, top - 50, model.z_range[0] - 10])
-    hi = np.array([half + 10, top + 60, model.z_range[1] + 10])
+    lo = np.array([-half - 10, centre - 80, model.z_range[0] - 10])
+    hi = np.array([half + 10, centre + bag_mm + 50, model.z_range[1] + 10])
     block = grid.block(lo, hi)
     if block is None:
         return
+    surface = model.couch_top_y(block.x)
     if kind == "curved":
-        curve = top + 2.0 + 0.0008 * block.x ** 2
-        shell = np.maximum(curve - block.y, block.y - curve - 18)
+        shell = np.maximum(surface - block.y, block.y - surface - 18)
         canvas.paint(block, np.maximum(shell, np.abs(block.x) - half - 5), HU["couch_shell"])
         canvas.paint(block, np.maximum(shell + 2.0, np.abs(block.x) - half - 3), HU["couch_foam"])
         return
-    flat_top = top + 14.0 if kind == "flat_vacbag" else top + 1.0
+    flat_top = surface + np.float32(bag_mm)
     shell = np.maximum(flat_top - block.y, block.y - flat_top - 40)
     width = np.abs(block.x) - np.float32(265.0)
     canvas.paint(block, np.maximum(shell, width), 250.0)          # carbon-fibre skins
@@ -613,7 +682,7 @@ def _paint_body(canvas: Canvas, model: ThoraxModel) -> None:
         if block is None:
             continue
         bx, by = model.bend.body_frame(block.x, block.y, block.z)
-        sd = arm.sd(bx, by, block.z)
+        sd = model.on_couch(arm.sd(bx, by, block.z), block.x, block.y)
         canvas.paint(block, sd, HU["fat"], mask_name="External")
         canvas.paint(block, sd + np.float32(0.6 * model.fat_mm + 3), HU["muscle"])
         bone = humerus.sd(bx, by, block.z)
@@ -756,7 +825,7 @@ def render_thorax(model: ThoraxModel, grid: GridSpec, *, edge_mm: float, fine_te
 
     spine = model.spine.paint(canvas, model.bend, model.z_range)
     if spine is not None:
-        _carve_lungs(canvas, spine[0], spine[1] - 5.0)
+        _carve_lungs(canvas, spine[0], spine[1] - 1.0)  # the lungs already end in paravertebral fat
     _paint_heart(canvas, model)
     left = scanner.blood_left_hu if scanner is not None else HU["blood"]
     right = scanner.blood_right_hu if scanner is not None else HU["blood"]
