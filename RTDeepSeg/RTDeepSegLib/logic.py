@@ -165,7 +165,9 @@ class SegmentationLogic:
         """Per-ROI Dice, HD95, mean surface distance and surface Dice of test against reference.
 
         Both segmentations are read as masks on ``referenceVolume``'s grid; ROIs are paired by
-        TG-263 name (``rtdeep.names.pair_roi_names``).
+        TG-263 name (``rtdeep.names.pair_roi_names``). Three steps: the masks are read from the
+        nodes, :meth:`compareRois` computes the rows (no MRML: a caller that must not block, such as
+        the web app, runs that step in a worker thread), :meth:`showComparison` makes the table node.
 
         Returns:
             (table node, rows). One row per reference ROI that the test segmentation also has.
@@ -173,21 +175,61 @@ class SegmentationLogic:
         Raises:
             ValueError: no ROI of the two segmentations could be paired.
         """
-        from rtdeep.metrics import compare_structure_sets
-
         grid: Volume = volume_from_node(referenceVolume)
         reference_rois = rois_from_segmentation_node(referenceSegmentation, grid)
         test_rois = rois_from_segmentation_node(testSegmentation, grid)
-        rows = compare_structure_sets(reference_rois, test_rois, grid)
+        rows = self.compareRois(
+            reference_rois, test_rois, grid, referenceSegmentation.GetName(), testSegmentation.GetName()
+        )
+        table = self.showComparison(rows, testSegmentation, referenceSegmentation, referenceVolume, tableNode)
+        return table, rows
+
+    @staticmethod
+    def compareRois(
+        referenceRois: list[Roi],
+        testRois: list[Roi],
+        grid: Volume,
+        referenceName: str = "reference",
+        testName: str = "test",
+    ) -> list[dict[str, Any]]:
+        """The rows of :meth:`compare` from masks (``rtdeep.metrics.compare_structure_sets``).
+
+        Numpy in, rows out: touches no MRML node, so it may run in a worker thread.
+
+        Args:
+            referenceRois: reference ROIs, masks on ``grid``.
+            testRois: ROIs to judge, masks on ``grid``.
+            grid: the volume the masks lie on (its spacing and voxel volume).
+            referenceName: the reference's name in the error message.
+            testName: the test's name in the error message.
+
+        Raises:
+            ValueError: no ROI of the two sets could be paired.
+        """
+        from rtdeep.metrics import compare_structure_sets
+
+        rows = compare_structure_sets(referenceRois, testRois, grid)
         if not rows:
             raise ValueError(
-                f"No segment of '{testSegmentation.GetName()}' ({', '.join(r.name for r in test_rois)}) matches a "
-                f"segment of '{referenceSegmentation.GetName()}' ({', '.join(r.name for r in reference_rois)})."
+                f"No segment of '{testName}' ({', '.join(r.name for r in testRois)}) matches a "
+                f"segment of '{referenceName}' ({', '.join(r.name for r in referenceRois)})."
             )
+        return rows
+
+    def showComparison(
+        self,
+        rows: list[dict[str, Any]],
+        testSegmentation: Any,
+        referenceSegmentation: Any,
+        referenceVolume: Any,
+        tableNode: Any = None,
+    ) -> Any:
+        """The rows of :meth:`compareRois` as a table node beside ``referenceVolume`` (``tableNode``
+        refilled when given)."""
         name = f"{testSegmentation.GetName()} vs {referenceSegmentation.GetName()}"
         table = table_node_from_rows(self.scene, rows, name, node=tableNode)
         place_beside(table, referenceVolume)
-        return table, rows
+        return table
 
     @staticmethod
     def showReviewOverlay(testSegmentation: Any, referenceSegmentation: Any, enabled: bool = True) -> None:

@@ -13,8 +13,9 @@ the slice views show.
 Every action runs inside :meth:`RtDeepWebApp._guarded`: an error becomes one line in the page
 (``#error-message``) and the server keeps running. Segmentation runs in the module's worker
 subprocess (:mod:`rtdeep.web.jobs`), so views and buttons stay live and Cancel works while the
-network runs; the review metrics that follow (``SegmentationLogic.compare``: HD95, surface Dice)
-make MRML nodes and so run on the server's loop, after the AI outlines are already shown.
+network runs. The review metrics that follow (Dice, HD95, surface Dice, volumes) are computed from
+the masks in a worker thread (``SegmentationLogic.compareRois``, no MRML); only reading the reference
+masks and making the nodes (``SegmentationLogic.showComparison``) happen on the server's loop.
 """
 
 from __future__ import annotations
@@ -333,12 +334,25 @@ class RtDeepWebApp:
 
     def _add_phases(self, folder: Path, study: Any) -> None:
         """A 4D CT's phases as a sequence with a browser (``rtdeep.slicer.sequence_node``); its
-        proxy volume, the selected phase, is what the slice views show."""
-        from rtdeep.dicomrt.ct_reader import read_ct_series
+        proxy volume, the selected phase, is what the slice views show.
+
+        Each phase is read from its own slice files (``read_phase_volumes``, which also checks that
+        all phases share one grid), found by one header scan of the folder; reading the folder
+        once per phase parsed every file of the study again for each phase.
+        """
+        from rtdeep.dicomrt.fourd import FourDCt, read_phase_volumes
+        from rtdeep.dicomrt.scan import scan_folder
         from rtdeep.slicer.sequence_node import sequence_from_phases
 
         phases = study.respiratory_phases
-        volumes = [read_ct_series(folder, phase.series_instance_uid).volume for phase in phases]
+        wanted = {phase.series_instance_uid for phase in phases}
+        files: dict[str, list[Path]] = {}
+        for info in scan_folder(folder)[0]:
+            if info.modality == "CT" and info.series_instance_uid in wanted:
+                files.setdefault(info.series_instance_uid, []).append(Path(info.path))
+        by_phase = {uid: sorted(paths) for uid, paths in files.items()}
+        four_d = FourDCt(study.ct.frame_of_reference_uid, list(phases), by_phase)
+        volumes = [ct.volume for ct in read_phase_volumes(four_d)]
         sequence, browser, proxy = sequence_from_phases(self.scene, volumes, [p.percent for p in phases])
         self._nodes.update(phase_sequence=sequence, phase_browser=browser, phase_proxy=proxy)
         self.state.phase_items = [
@@ -497,33 +511,52 @@ class RtDeepWebApp:
     async def _segmentation_task(
         self, job: Any, worker: WorkerProcess, ct_node: Any, model: str, started: float
     ) -> None:
-        """Wait for the worker, then show its ROIs, the review outlines and the metrics."""
+        """Wait for the worker, then show its ROIs and the review outlines, then the metrics.
+
+        The run counts as running (Run disabled, no other study opened) until the metrics are shown;
+        Cancel during the metrics drops them and the AI segmentation.
+        """
         try:
             status, log = await worker.run()
             if worker.cancelled:
                 job.cleanup()
+            else:
+                await self._show_segmentation(worker, ct_node, job.finish(status, log), model, started)
+            if worker.cancelled:
                 with self.state:
                     self.state.seg_message = "Cancelled."
                     self.state.seg_progress = 0
-                return
-            rois = job.finish(status, log)
         finally:
             with self.state:
                 self.state.seg_running = False
+
+    async def _show_segmentation(
+        self, worker: WorkerProcess, ct_node: Any, rois: list[Any], model: str, started: float
+    ) -> None:
+        """The AI segmentation node with review outlines, then the metrics computed off the loop."""
+        from rtdeep.slicer.segmentation_node import rois_from_segmentation_node
+        from rtdeep.slicer.volume_node import volume_from_node
+
         self._remove_nodes("ai", "ai_metrics")
         reference = self._nodes.get("reference")
         result = self.seg_logic.showResults(ct_node, rois, model)
-        self._nodes["ai"] = result.segmentationNode
-        self._show_structures(result.segmentationNode)
+        ai = self._nodes["ai"] = result.segmentationNode
+        self._show_structures(ai)
         rows: list[dict[str, Any]] = []
         if reference is not None:
-            self.seg_logic.showReviewOverlay(result.segmentationNode, reference)
-            with self.state:  # the outlines stream to the page before the metrics take the loop
+            self.seg_logic.showReviewOverlay(ai, reference)
+            with self.state:
                 self.state.seg_message = "Computing Dice, HD95 and surface Dice..."
-            await asyncio.sleep(0.2)
-            self._nodes["ai_metrics"], rows = self.seg_logic.compare(
-                result.segmentationNode, reference, ct_node
+            grid = volume_from_node(ct_node)
+            reference_rois = rois_from_segmentation_node(reference, grid)  # MRML: read on the loop
+            compare = functools.partial(  # the worker's ROIs are the AI node's masks, on the CT grid
+                self.seg_logic.compareRois, reference_rois, rois, grid, reference.GetName(), ai.GetName()
             )
+            rows = await asyncio.get_running_loop().run_in_executor(None, compare)
+            if worker.cancelled:  # Cancel came while the metrics were computed
+                self._remove_nodes("ai")
+                return
+            self._nodes["ai_metrics"] = self.seg_logic.showComparison(rows, ai, reference, ct_node)
         elapsed = time.perf_counter() - started
         with self.state:
             self.state.dice_rows = [
@@ -546,10 +579,12 @@ class RtDeepWebApp:
             )
 
     def cancel_segmentation(self) -> None:
+        """Stop the worker (or, once it has ended, drop the review metrics being computed)."""
         if self._job is None or self._worker is None or not self.state.seg_running:
             raise ValueError("no segmentation is running")
         self._worker.cancelled = True
-        self._job.cancel(self._worker.pid)
+        if not self._worker.finished:  # the process may have ended: its pid may be another's by now
+            self._job.cancel(self._worker.pid)
 
     def export_rtstruct(self) -> Any:
         """The AI structures as an RTSTRUCT file, sent to the browser (``None`` on error)."""
@@ -873,6 +908,6 @@ class RtDeepWebApp:
         import shutil
 
         if self._job is not None and self._worker is not None and self.state.seg_running:
-            self._job.cancel(self._worker.pid)
+            self._job.cancel(None if self._worker.finished else self._worker.pid)
         self.uploads.cleanup()
         shutil.rmtree(self.work_dir, ignore_errors=True)

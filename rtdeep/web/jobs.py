@@ -31,6 +31,8 @@ class WorkerProcess:
     on_progress: Callable[[float, str], None]
     cancelled: bool = False
     pid: int | None = None
+    #: the process has ended (and been waited for): its pid may belong to another process now
+    finished: bool = False
 
     async def run(self) -> tuple[int, str]:
         """Run to the end; returns (exit status, the worker's stderr)."""
@@ -50,4 +52,5 @@ class WorkerProcess:
             if progress is not None:
                 self.on_progress(*progress)
         status = await process.wait()
+        self.finished = True
         return status, (await stderr_task).decode("utf-8", "replace")
