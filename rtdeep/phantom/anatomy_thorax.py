@@ -29,6 +29,21 @@ THORAX_ROIS = SITES["thorax"].structures
 PTV_SKIN_CROP_MM = 5.0
 
 
+@dataclass(frozen=True)
+class ChestMuscle:
+    """A chest-wall muscle on both sides: an angular sector of the wall (degrees from the anterior
+    midline towards the side, about the cavity centre) between two depths below the subcutaneous
+    fat, over a range of z (mm)."""
+
+    angle_from: float
+    angle_to: float
+    depth_from: float
+    depth_to: float
+    z_from: float
+    z_to: float
+    hu: float
+
+
 @dataclass
 class ThoraxModel:
     """Every random choice that defines one thorax phantom (all lengths in mm, LPS)."""
@@ -86,6 +101,10 @@ class ThoraxModel:
     atelectasis_mm: float = 0.0
     breasts: list[Ellipsoid] = field(default_factory=list)
     breast_texture: SmoothField | None = None
+    chest_muscles: list[ChestMuscle] = field(default_factory=list)
+    erector_width_mm: float = 30.0
+    erector_hu: float = 45.0
+    muscle_plane_mm: float = 1.5
     arms: str = "down"
     arm_capsules: list[Capsule] = field(default_factory=list)
     humeri: list[Capsule] = field(default_factory=list)
@@ -498,6 +517,7 @@ def _sample_body(model: ThoraxModel, rng: np.random.Generator, top: float) -> No
         model.clavicles.append(Capsule((side * 18 * s, front - 6, height + 8 * s),
                                        (side * (lean_x - 20 * s), front + 40 * s, height + 30 * s + lift * 0.5),
                                        6.5 * s, 5.5 * s))
+    _sample_chest_muscles(model, rng)
     model.liver_extent_x = _uniform(rng, 10, 45) * s
     stomach_centre = (0.42 * model.cavity_half_x_left, model.cavity_centre_y - 0.15 * model.cavity_half_y,
                       model.dome_left - 45 * s)
@@ -509,6 +529,28 @@ def _sample_body(model: ThoraxModel, rng: np.random.Generator, top: float) -> No
                               model.dome_left - 55 * s),
                              np.array([_uniform(rng, 22, 30), _uniform(rng, 40, 55), _uniform(rng, 45, 65)]) * s,
                              rotation_matrix(_uniform(rng, 25, 45), 0, 0), random_perturbation(rng, 0.08))
+
+
+def _sample_chest_muscles(model: ThoraxModel, rng: np.random.Generator) -> None:
+    """Pectoralis major and minor, serratus anterior, latissimus dorsi, trapezius and the erector
+    spinae, with thin intermuscular fat planes (thicker in fatter patients)."""
+    s, height = model.size, model.lung_height
+    top = height + 200.0
+    muscle = _uniform(rng, 40, 55)  # lean muscle; older patients' erector spinae are fattier
+    pec = _uniform(rng, 7, 15) * s
+    lat = _uniform(rng, 5, 12) * s
+    model.chest_muscles = [
+        ChestMuscle(_uniform(rng, 6, 12), _uniform(rng, 68, 80), 0.0, pec, _uniform(rng, 0.35, 0.5) * height, top, muscle),
+        ChestMuscle(30.0, 62.0, pec + 2.0, pec + 2.0 + _uniform(rng, 4, 8) * s, _uniform(rng, 0.6, 0.7) * height, top,
+                    muscle),
+        ChestMuscle(60.0, _uniform(rng, 112, 122), 0.0, _uniform(rng, 5, 9) * s, -200.0, 0.85 * height, muscle),
+        ChestMuscle(_uniform(rng, 105, 115), _uniform(rng, 150, 160), 0.0, lat, -200.0, 0.75 * height, muscle),
+        ChestMuscle(_uniform(rng, 140, 150), 180.0, 0.0, _uniform(rng, 3, 7) * s, _uniform(rng, 0.5, 0.65) * height, top,
+                    muscle),
+    ]
+    model.erector_width_mm = _uniform(rng, 28, 40) * s
+    model.erector_hu = muscle - _uniform(rng, 0, 35)
+    model.muscle_plane_mm = _uniform(rng, 0.8, 1.6) + 0.03 * model.fat_mm
 
 
 def _sample_scan(model: ThoraxModel, rng: np.random.Generator, top: float) -> None:
@@ -667,6 +709,7 @@ def _paint_body(canvas: Canvas, model: ThoraxModel) -> None:
     canvas.paint(body_block, body, HU["fat"], mask_name="External")
     canvas.paint(body_block, body + np.float32(model.fat_mm), HU["muscle"])
     del body
+    _paint_chest_muscles(canvas, model)
     for breast in model.breasts:
         block = canvas.block(breast.bbox(4))
         if block is None:
@@ -698,6 +741,54 @@ def _paint_body(canvas: Canvas, model: ThoraxModel) -> None:
         a, b = model.humeri
         canvas.streaks.append(StreakSource((float(a.a[0]), float(a.a[1])), model.z_range[0], model.lung_height + 30,
                                            end=(float(b.a[0]), float(b.a[1])), weight=0.6))
+
+
+def _paint_chest_muscles(canvas: Canvas, model: ThoraxModel) -> None:
+    """Named chest-wall muscles inside the (deep, intercostal) muscle layer, each in a sleeve of
+    intermuscular fat; ribs and the cavity are painted over them afterwards."""
+    plane = np.float32(model.muscle_plane_mm)
+    cy = model.cavity_centre_y
+    deepest = max(m.depth_to for m in model.chest_muscles) + model.fat_mm + 10.0
+    for m in model.chest_muscles:
+        a0, a1 = np.radians(m.angle_from), np.radians(m.angle_to)
+        angles = np.linspace(a0, a1, 9)
+        rim = np.stack([model.body_half_x * np.sin(angles), cy - model.body_half_y * np.cos(angles)], axis=1)
+        inner = np.stack([(model.body_half_x - deepest) * np.sin(angles),
+                          cy - (model.body_half_y - deepest) * np.cos(angles)], axis=1)
+        points = np.concatenate([rim, inner])
+        lo_xy, hi_xy = points.min(axis=0) - 10.0, points.max(axis=0) + 10.0
+        for side in (1.0, -1.0):
+            x_lo, x_hi = (lo_xy[0], hi_xy[0]) if side > 0 else (-hi_xy[0], -lo_xy[0])
+            block = canvas.block((np.array([x_lo, lo_xy[1], m.z_from - 4]), np.array([x_hi, hi_xy[1], m.z_to + 4])))
+            if block is None:
+                continue
+            bx, by = model.bend.body_frame(block.x, block.y, block.z)
+            ax, ay = bx * np.float32(side), by - np.float32(cy)
+            depth = -(model.body_sd(block.x, block.y, block.z) + np.float32(model.fat_mm))
+            sd = np.maximum(np.float32(m.depth_from) - depth, depth - np.float32(m.depth_to))
+            sd = np.maximum(sd, -(np.float32(np.cos(a0)) * ax + np.float32(np.sin(a0)) * ay))
+            if m.angle_to < 180.0:
+                sd = np.maximum(sd, np.float32(np.cos(a1)) * ax + np.float32(np.sin(a1)) * ay)
+            sd = np.maximum(sd, np.maximum(np.float32(m.z_from) - block.z, block.z - np.float32(m.z_to)))
+            canvas.paint(block, sd - plane, HU["fat"])
+            canvas.paint(block, sd, m.hu)
+    # erector spinae: beside the spinous processes, from the transverse processes to under the
+    # trapezius / thoracolumbar fascia
+    spine = model.spine
+    half_w = np.float32(0.5 * model.erector_width_mm)
+    centre_x = np.float32(6.0) + half_w
+    front_y = np.float32(spine.canal_y - 6.0)
+    block = canvas.block((np.array([-2 * half_w - 20, front_y - 10, model.z_range[0] - 4]),
+                          np.array([2 * half_w + 20, model.body_half_y + 5, model.z_range[1] + 4])))
+    if block is None:
+        return
+    bx, by = model.bend.body_frame(block.x, block.y, block.z)
+    depth = -(model.body_sd(block.x, block.y, block.z) + np.float32(model.fat_mm))
+    half_h = np.float32(0.5 * (model.body_half_y - model.fat_mm - front_y) + 4.0)
+    rounded = superellipse_sd(np.abs(bx) - centre_x, by - (front_y + half_h), half_w, half_h, 2.0)
+    sd = np.maximum(rounded, np.float32(3.0) - depth)
+    canvas.paint(block, sd - plane, HU["fat"])
+    canvas.paint(block, sd, model.erector_hu)
 
 
 def _paint_abdomen(canvas: Canvas, model: ThoraxModel, block, cavity: np.ndarray) -> None:
