@@ -8,6 +8,7 @@ import hashlib
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,33 @@ def test_load_study_and_info_list_the_phases_in_order(cohort: dict) -> None:
                                capture_output=True, text=True, timeout=300, check=False)
     assert completed.returncode == 0, completed.stderr
     assert "4D CT: 4 respiratory phases on this frame of reference: 0%, 25%, 50%, 75%" in completed.stdout
+
+
+def test_info_reads_each_header_once_on_a_4d_ct(cohort: dict, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from rtdeep.cli import main
+    from rtdeep.dicomrt import fourd, scan
+
+    header_reads: Counter[Path] = Counter()
+    phase_scans: list[int] = []
+    read_header, read_series_headers = scan.read_header, fourd._read_series_headers
+
+    def counting_read_header(path):
+        header_reads[Path(path)] += 1
+        return read_header(path)
+
+    def counting_series_headers(paths):
+        phase_scans.append(len(paths))
+        return read_series_headers(paths)
+
+    monkeypatch.setattr(scan, "read_header", counting_read_header)
+    monkeypatch.setattr(fourd, "_read_series_headers", counting_series_headers)
+    assert main(["info", str(cohort["patient"])]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\nCT ") == N_PHASES + 1  # every phase and the AIP described
+    files = {p for p in cohort["patient"].rglob("*") if p.is_file()}
+    assert set(header_reads) == files and set(header_reads.values()) == {1}  # was once per CT series + 1
+    assert len(phase_scans) == 1  # the CT headers grouped into phases once, not once per CT series
 
 
 def test_duplicate_phase_is_one_clear_error(cohort: dict, tmp_path: Path) -> None:

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from rtdeep.dicomrt.fourd import FourDCt, find_four_d, projections, write_projection
+from rtdeep.dicomrt.fourd import FourDCt, projections, write_projection
+from rtdeep.dicomrt.scan import DicomFileInfo
 from rtdeep.dicomrt.types import CtSeries, Roi
 from rtdeep.errors import SeriesError
 from rtdeep.fileio import ensure_new_paths, staged_output
@@ -148,13 +149,11 @@ def _register_and_warp(fixed: Volume, moving: Volume, mask: np.ndarray, iteratio
     return sitk.GetArrayFromImage(warped) > 0.5
 
 
-def _phase_structures(study_dir: Path, four_d: FourDCt, phases: list[CtSeries], warnings: list[str]
+def _phase_structures(infos: list[DicomFileInfo], four_d: FourDCt, phases: list[CtSeries], warnings: list[str]
                       ) -> list[list[Roi]]:
     """Each phase's structure set (an RTSTRUCT referencing the phase's series), or [] when none."""
     from rtdeep.dicomrt.rtstruct_reader import read_rtstruct
-    from rtdeep.dicomrt.scan import scan_folder
 
-    infos, _ = scan_folder(study_dir)
     structures = []
     for phase, ct in zip(four_d.phases, phases):
         candidates = [info for info in infos if info.modality == "RTSTRUCT"
@@ -202,12 +201,12 @@ def analyse_four_d(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike
     """
     from rtdeep.dicomrt.fourd import read_phase_volumes
     from rtdeep.dicomrt.rtstruct_writer import write_rtstruct
-    from rtdeep.dicomrt.scan import scan_folder
+    from rtdeep.dicomrt.study import scan_study_folder
 
     study_dir, out_dir = Path(study_dir), Path(out_dir)
     ensure_new_paths(out_dir / name for name in (*PROJECTIONS, "RS_ITV.dcm", "motion.csv"))
-    infos, _ = scan_folder(study_dir)
-    four_ds = find_four_d([info.path for info in infos if info.modality == "CT"])
+    scan = scan_study_folder(study_dir)
+    four_ds = scan.four_ds
     if not four_ds:
         raise SeriesError("no 4D CT here: it needs two or more CT series on one frame of reference and grid, each "
                           "with a respiratory phase ((0020,9245), (0020,9241), 'NN%' in SeriesDescription or "
@@ -219,7 +218,7 @@ def analyse_four_d(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike
     four_d = four_ds[0]
     phases = read_phase_volumes(four_d)
     notes: list[str] = []
-    structures = _phase_structures(study_dir, four_d, phases, notes)
+    structures = _phase_structures(scan.infos, four_d, phases, notes)
     gtvs = _phase_gtvs(phases, structures, notes)
     organs: list[list[Roi]] = []
     for ct, rois in zip(phases, structures):

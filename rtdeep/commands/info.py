@@ -90,12 +90,12 @@ def _print_motion_and_images(study) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rtdeep.dicomrt.scan import scan_folder
-    from rtdeep.dicomrt.study import load_study
+    from rtdeep.dicomrt.study import load_study, scan_study_folder
     from rtdeep.errors import DicomReadError
 
     folder: Path = args.folder
-    infos, skipped = scan_folder(folder)
+    scan = scan_study_folder(folder)  # every header read once, for the inventory and every series below
+    infos, skipped = scan.infos, scan.skipped
     if not infos:
         raise DicomReadError(f"no DICOM files found ({len(skipped)} other file(s) skipped)", path=folder)
     _print_inventory(infos, skipped, folder)
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         series_uids = [args.series]
     for series_uid in series_uids:
         print()
-        study = load_study(folder, series_instance_uid=series_uid, prescription_gy=args.prescription_gy)
+        study = load_study(folder, series_instance_uid=series_uid, prescription_gy=args.prescription_gy, scan=scan)
         study.warnings[:] = [w for w in study.warnings if w not in skipped]
         _print_study(study, folder)
     return 0

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rtdeep.dicomrt.ct_reader import read_ct_series
 from rtdeep.dicomrt.dataset import reading
-from rtdeep.dicomrt.fourd import find_four_d, non_phase_series
+from rtdeep.dicomrt.fourd import FourDCt, find_four_d, non_phase_series
 from rtdeep.dicomrt.rtdose_reader import read_rtdose, resample_dose
 from rtdeep.dicomrt.rtimage_reader import read_rt_image_info
 from rtdeep.dicomrt.rtplan_reader import read_rtplan
@@ -23,7 +24,7 @@ from rtdeep.dicomrt.scan import DicomFileInfo, scan_folder
 from rtdeep.dicomrt.types import Study
 from rtdeep.errors import DoseError, FrameOfReferenceError, PlanError, SeriesError, StructureError
 
-__all__ = ["load_study", "pick_related"]
+__all__ = ["FolderScan", "load_study", "pick_related", "scan_study_folder"]
 
 
 def pick_related(
@@ -57,12 +58,40 @@ def _missing(modality: str, rejected: Sequence[DicomFileInfo], frame_uid: str, f
     return error(f"no {name} ({modality}) for the CT in this folder", path=folder)
 
 
+@dataclass(frozen=True)
+class FolderScan:
+    """The headers of a folder's files and the 4D CTs among its CT series: all :func:`load_study` reads
+    before any pixel. Made once by :func:`scan_study_folder`, it lets a caller load several series of
+    one folder (``rtdeep info`` on a 4D CT) without reading every header again for each."""
+
+    infos: list[DicomFileInfo]
+    skipped: list[str]
+    four_ds: list[FourDCt]
+
+
+def scan_study_folder(folder: str | os.PathLike[str]) -> FolderScan:
+    """Read every header under ``folder`` once (:func:`scan_folder`) and group its CT series into 4D CTs.
+
+    Raises:
+        DicomReadError: a truncated, corrupt or malformed header (named).
+        SeriesError: two series of one 4D CT state the same phase.
+    """
+    infos, skipped = scan_folder(folder)
+    ct_infos = [info for info in infos if info.modality == "CT"]
+    four_ds: list[FourDCt] = []
+    if len({info.series_instance_uid for info in ct_infos}) > 1:
+        with reading(folder, "CT series headers"):  # malformed headers: one typed error, pydicom kept quiet
+            four_ds = find_four_d([info.path for info in ct_infos])
+    return FolderScan(infos, skipped, four_ds)
+
+
 def load_study(
     folder: str | os.PathLike[str],
     *,
     series_instance_uid: str | None = None,
     prescription_gy: float | None = None,
     require: Sequence[str] = (),
+    scan: FolderScan | None = None,
 ) -> Study:
     """Read the CT series in ``folder`` and the RT objects drawn on it.
 
@@ -74,6 +103,8 @@ def load_study(
         require: modalities the caller needs (``"RTSTRUCT"``, ``"RTDOSE"``, ``"RTPLAN"``): when one is
             not found, the error says why (no such file, or the files present are on another frame of
             reference, naming them).
+        scan: :func:`scan_study_folder` of ``folder``, made once to load several of its series
+            (default: scan it now).
 
     Returns:
         A :class:`Study`; ``dose_on_ct`` is the dose resampled (trilinear) to the CT grid in Gy.
@@ -85,15 +116,14 @@ def load_study(
             object missing.
     """
     folder = Path(folder)
-    infos, warnings = scan_folder(folder)
+    scan = scan_study_folder(folder) if scan is None else scan
+    infos, warnings, four_ds = scan.infos, list(scan.skipped), scan.four_ds
     ct_infos = [info for info in infos if info.modality == "CT"]
     if not ct_infos:
         raise SeriesError("no CT images found", path=folder)
     uids = {info.series_instance_uid for info in ct_infos}
     if series_instance_uid is None and len(uids) == 1:
         series_instance_uid = next(iter(uids))
-    with reading(folder, "CT series headers"):  # malformed headers: one typed error, pydicom kept quiet
-        four_ds = find_four_d([info.path for info in ct_infos]) if len(uids) > 1 else []
     if series_instance_uid is None and four_ds:  # a 4D CT beside one planning CT (an AIP, say): load that
         series_instance_uid = non_phase_series(
             {info.series_instance_uid: info.frame_of_reference_uid for info in ct_infos}, four_ds)
