@@ -10,12 +10,25 @@ from pathlib import Path
 __all__ = ["generator_fingerprint"]
 
 
-@lru_cache(maxsize=1)
-def generator_fingerprint() -> str:
-    """12 hex digits of SHA256 over the names and contents of ``rtdeep/phantom/*.py``."""
+#: anatomy modules that only one site's phantoms run; every other module counts for every site
+_SITE_MODULES = {"thorax": "anatomy_thorax.py", "headneck": "anatomy_headneck.py"}
+
+
+@lru_cache(maxsize=None)
+def generator_fingerprint(site: str | None = None) -> str:
+    """12 hex digits of SHA256 over the names and contents of ``rtdeep/phantom/*.py``.
+
+    Args:
+        site: ``"thorax"`` or ``"headneck"``: leave out the other site's anatomy module, so that an
+            edit of the thorax anatomy does not invalidate head-and-neck caches (and the reverse);
+            every shared module still counts. None: every module (caches that mix sites).
+    """
     package_dir = Path(__file__).parent
+    others = {name for key, name in _SITE_MODULES.items() if site is not None and key != site}
     digest = hashlib.sha256()
     for source in sorted(package_dir.rglob("*.py")):
+        if source.name in others:
+            continue
         digest.update(source.relative_to(package_dir).as_posix().encode())
         digest.update(source.read_bytes())
     return digest.hexdigest()[:12]

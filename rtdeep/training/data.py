@@ -162,7 +162,7 @@ def cases_from_phantoms(
     from rtdeep.phantom import generate_patient, generator_fingerprint
 
     # the generator's fingerprint is in the file name: arrays of an older phantom are never reused
-    version = generator_fingerprint()
+    version = generator_fingerprint(site.name)
     cases = []
     for index in indices:
 

@@ -120,7 +120,7 @@ def heldout_phantom(site_name: str, index: int):  # -> (Volume, dict[str, np.nda
 
     # the generator's fingerprint is in the name: phantoms of an older generator are never reused
     path = (PROJECT_ROOT / "bench" / "out" / "heldout_cache"
-            / f"{site_name}_p{generator_fingerprint()}_s{HELDOUT_SEED}_i{index}.npz")
+            / f"{site_name}_p{generator_fingerprint(site_name)}_s{HELDOUT_SEED}_i{index}.npz")
     if not path.is_file():
         patient = generate_patient(site_name, index, HELDOUT_SEED, grid=GRID)
         masks = {roi.name: np.packbits(roi.mask) for roi in patient.rois if roi.name in site.organ_names}
@@ -257,7 +257,7 @@ def annotate_shipped(sites: list[str], archs: list[str], models_dir: Path) -> No
             marker = "## Held-out on the issue-9 phantoms"
             card = card_path.read_text().split(marker)[0].rstrip("\n") + "\n\n" + marker + " (measured; not retrained)\n"
             card += (f"The phantom generator changed after this model was trained (issue 9: cord contour = canal, "
-                     f"new anatomy, scanner randomisation; fingerprint {generator_fingerprint()}). This bundle was "
+                     f"new anatomy, scanner randomisation; fingerprint {generator_fingerprint(site.name)}). This bundle was "
                      "not retrained; these are its numbers on the new held-out phantoms.\n")
             card += (_heldout_details(site, heldout).replace("## Held-out detail (measured)\n", "")
                      .replace("train_all evaluate --sites", "train_all evaluate --shipped --sites"))
