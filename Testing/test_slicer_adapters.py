@@ -25,7 +25,12 @@ from rtdeep.slicer.subject_hierarchy import (
 )
 from rtdeep.slicer.table_node import rows_from_table_node, table_node_from_rows
 from rtdeep.slicer.testing_scene import build_scene, load_scene_mrb, save_scene_mrb
-from rtdeep.slicer.volume_node import array_from_vtk_matrix, node_from_volume, volume_from_node
+from rtdeep.slicer.volume_node import (
+    array_from_vtk_matrix,
+    grid_from_node,
+    node_from_volume,
+    volume_from_node,
+)
 from rtdeep.volume import Volume, affine_from_geometry
 
 
@@ -111,10 +116,37 @@ def test_volume_under_linear_transform_moves_in_lps(scene):
     np.testing.assert_allclose(volume_from_node(node, world=False).origin_lps, [0.0, 0.0, 0.0])
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_grid_from_node_is_the_volume_geometry_without_a_voxel_copy(scene, dtype):
+    volume = Volume(
+        np.arange(4 * 6 * 8).astype(dtype).reshape(4, 6, 8),
+        affine_from_geometry((10.0, -20.0, 30.0), (0.7, 1.3, 3.0), _rotation((12.0, -7.0, 25.0))),
+    )
+    node = node_from_volume(scene, volume, "oblique")
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(1, 3, 5.0)
+    transform.SetMatrixTransformToParent(matrix)
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    for world in (True, False):
+        grid, full = grid_from_node(node, world=world), volume_from_node(node, world=world)
+        assert grid.shape == full.shape and grid.array.dtype == full.array.dtype == dtype
+        np.testing.assert_array_equal(grid.affine, full.affine)
+        assert grid.same_grid(full) and full.same_grid(grid)
+    grid = grid_from_node(node)
+    assert grid.array.strides == (0, 0, 0) and not grid.array.flags.writeable  # one scalar, read-only
+    with pytest.raises(ValueError, match="read-only"):
+        grid.array[0, 0, 0] = 1
+
+
 def test_volume_node_without_voxels_raises(scene):
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
     with pytest.raises(GeometryError, match="empty"):
         volume_from_node(node)
+    with pytest.raises(GeometryError, match="empty"):
+        grid_from_node(node)
 
 
 def test_rois_round_trip_keeps_masks_names_colours_and_tags(scene):

@@ -29,7 +29,7 @@ from rtdeep.slicer.segmentation_node import (
 )
 from rtdeep.slicer.subject_hierarchy import ct_series_from_volume_node, place_beside
 from rtdeep.slicer.table_node import table_node_from_rows
-from rtdeep.slicer.volume_node import volume_from_node
+from rtdeep.slicer.volume_node import grid_from_node, volume_from_node
 from rtdeep.volume import Volume
 
 __all__ = ["REVIEW_REFERENCE_RGB", "REVIEW_TEST_RGB", "SegmentationJob", "SegmentationLogic", "SegmentationResult"]
@@ -175,7 +175,7 @@ class SegmentationLogic:
         Raises:
             ValueError: no ROI of the two segmentations could be paired.
         """
-        grid: Volume = volume_from_node(referenceVolume)
+        grid: Volume = grid_from_node(referenceVolume)
         reference_rois = rois_from_segmentation_node(referenceSegmentation, grid)
         test_rois = rois_from_segmentation_node(testSegmentation, grid)
         rows = self.compareRois(
@@ -319,7 +319,7 @@ class SegmentationLogic:
     def loadSubprocessResult(outputPath: str | Path, inputVolume: Any) -> list[Roi]:
         """ROIs the worker wrote, checked to lie on ``inputVolume``'s grid."""
         rois, affine = worker.load_rois_npz(outputPath)
-        grid = volume_from_node(inputVolume)
+        grid = grid_from_node(inputVolume)
         if not Volume(grid.array, affine).same_grid(grid) or any(
             roi.mask.shape != grid.shape for roi in rois
         ):
@@ -455,7 +455,7 @@ def _ct_for_export(segmentationNode: Any, referenceVolume: Any, ctFolder: str | 
     from rtdeep.dicomrt.ct_reader import read_ct_series
 
     ct = read_ct_series(ctFolder)
-    node_grid = volume_from_node(referenceVolume)
+    node_grid = grid_from_node(referenceVolume)
     if not ct.volume.same_grid(node_grid, tolerance_mm=0.01):
         raise ValueError(
             f"CT folder {ctFolder} (shape {ct.volume.shape}) is not on the grid of volume "

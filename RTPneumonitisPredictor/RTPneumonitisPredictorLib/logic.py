@@ -156,7 +156,7 @@ class PneumonitisLogic:
         self.validateInputs(ctVolume, doseVolume, segmentation, cropPreset, thresholdGy)
         ct = volume_from_node(ctVolume)
         dose_volume = volume_from_node(doseVolume)
-        dose = Volume(dose_volume.array.astype(np.float32), dose_volume.affine)
+        dose = Volume(dose_volume.array.astype(np.float32, copy=False), dose_volume.affine)  # already a copy
         structures = {roi.name: roi.mask for roi in rois_from_segmentation_node(segmentation, ct)}
         lung_names = tuple(self.lungSegmentNames(segmentation, lungSegmentIds))
 

@@ -18,12 +18,14 @@ from rtdeep.volume import Volume, lps_from_ras_affine, ras_from_lps_affine
 
 __all__ = [
     "array_from_vtk_matrix",
+    "grid_from_node",
     "node_from_volume",
     "node_ijk_to_ras",
     "update_node_from_volume",
     "volume_from_node",
     "vtk_matrix_from_array",
 ]
+
 
 def vtk_matrix_from_array(matrix: np.ndarray) -> vtk.vtkMatrix4x4:
     """A new ``vtkMatrix4x4`` holding ``matrix`` (4x4)."""
@@ -61,6 +63,25 @@ def node_ijk_to_ras(node: slicer.vtkMRMLVolumeNode, *, world: bool = True) -> np
     return ijk_to_ras
 
 
+def _scalar_image(node: slicer.vtkMRMLVolumeNode) -> vtk.vtkImageData:
+    """The node's image data, checked to hold one scalar component.
+
+    Raises:
+        GeometryError: no node, no image data or several components.
+    """
+    if node is None:
+        raise GeometryError("no volume node given")
+    image = node.GetImageData()
+    if image is None or image.GetPointData().GetScalars() is None:
+        raise GeometryError(f"volume node '{node.GetName()}' has no image data")
+    if image.GetNumberOfScalarComponents() != 1:
+        raise GeometryError(
+            f"volume node '{node.GetName()}' has {image.GetNumberOfScalarComponents()} components; "
+            "expected one (a scalar volume)"
+        )
+    return image
+
+
 def volume_from_node(node: slicer.vtkMRMLVolumeNode, *, world: bool = True) -> Volume:
     """Copy a scalar volume node into a :class:`Volume` (array ``[k, j, i]``, LPS affine).
 
@@ -74,19 +95,35 @@ def volume_from_node(node: slicer.vtkMRMLVolumeNode, *, world: bool = True) -> V
     Raises:
         GeometryError: no image data, several components, or a non-linear parent transform.
     """
-    if node is None:
-        raise GeometryError("no volume node given")
-    image = node.GetImageData()
-    if image is None or image.GetPointData().GetScalars() is None:
-        raise GeometryError(f"volume node '{node.GetName()}' has no image data")
-    if image.GetNumberOfScalarComponents() != 1:
-        raise GeometryError(
-            f"volume node '{node.GetName()}' has {image.GetNumberOfScalarComponents()} components; "
-            "expected one (a scalar volume)"
-        )
+    image = _scalar_image(node)
     n_i, n_j, n_k = image.GetDimensions()
     values = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
     array = np.array(values.reshape(n_k, n_j, n_i), copy=True)
+    return Volume(array, lps_from_ras_affine(node_ijk_to_ras(node, world=world)))
+
+
+def grid_from_node(node: slicer.vtkMRMLVolumeNode, *, world: bool = True) -> Volume:
+    """A scalar volume node's grid (shape, spacing, origin, direction) without copying its voxels.
+
+    For callers that need only the geometry, such as reading masks onto the CT grid or checking
+    that a result lies on it: :func:`volume_from_node` would copy the whole image (333 MB for a
+    512 x 512 x 318 float32 CT).
+
+    Args:
+        node: as for :func:`volume_from_node`.
+        world: as for :func:`volume_from_node`.
+
+    Returns:
+        A Volume with the node's shape ``[k, j, i]``, LPS affine and dtype whose array holds no
+        voxels: a read-only view of a single zero (no memory per voxel; writing to it raises).
+
+    Raises:
+        GeometryError: as for :func:`volume_from_node`.
+    """
+    image = _scalar_image(node)
+    n_i, n_j, n_k = image.GetDimensions()
+    dtype = numpy_support.get_numpy_array_type(image.GetScalarType())
+    array = np.broadcast_to(np.zeros((), dtype=dtype), (n_k, n_j, n_i))
     return Volume(array, lps_from_ras_affine(node_ijk_to_ras(node, world=world)))
 
 

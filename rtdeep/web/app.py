@@ -535,7 +535,7 @@ class RtDeepWebApp:
     ) -> None:
         """The AI segmentation node with review outlines, then the metrics computed off the loop."""
         from rtdeep.slicer.segmentation_node import rois_from_segmentation_node
-        from rtdeep.slicer.volume_node import volume_from_node
+        from rtdeep.slicer.volume_node import grid_from_node
 
         self._remove_nodes("ai", "ai_metrics")
         reference = self._nodes.get("reference")
@@ -547,7 +547,7 @@ class RtDeepWebApp:
             self.seg_logic.showReviewOverlay(ai, reference)
             with self.state:
                 self.state.seg_message = "Computing Dice, HD95 and surface Dice..."
-            grid = volume_from_node(ct_node)
+            grid = grid_from_node(ct_node)
             reference_rois = rois_from_segmentation_node(reference, grid)  # MRML: read on the loop
             compare = functools.partial(  # the worker's ROIs are the AI node's masks, on the CT grid
                 self.seg_logic.compareRois, reference_rois, rois, grid, reference.GetName(), ai.GetName()
