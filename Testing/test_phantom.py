@@ -296,3 +296,24 @@ def test_thorax_lungs_wrap_around_the_mediastinum():
                 recess.append(float(to_right[esophagus[k]].min()))
         assert min(gaps) <= model.junction_mm + 3.0, (index, min(gaps))  # anterior junction line
         assert min(recess) <= model.mediastinal_fat_mm + 3.0, (index, min(recess))
+
+
+def test_thorax_heart_stays_inside_the_thoracic_cavity():
+    """The heart (Heart contour, myocardium and blood pools) lies behind the sternum and the chest
+    wall: every Heart voxel is at least 2 mm inside the cavity bounded by the ribs and the
+    intercostal layer (none in the chest-wall muscles, the fat or the breast), with a plausible volume.
+    Before the fix these patients' hearts crossed the anterior chest wall by 39-51 mm."""
+    from rtdeep.phantom.anatomy_thorax import sample_thorax
+    from rtdeep.sites import ORGANS
+
+    low, high = ORGANS["Heart"].volume_cc
+    spacing = np.array([2.0, 2.0, 3.0])
+    for index in range(4):
+        model = sample_thorax(np.random.default_rng([5, 1, index, 0]))
+        lo, hi = (np.asarray(v, float) for v in model.heart.bbox(16))
+        heart = _render_thorax_box(model, lo, hi, tuple(spacing)).masks["Heart"]
+        k, j, i = np.nonzero(heart)
+        x, y, z = ((lo[a] + idx * spacing[a]).astype(np.float32) for a, idx in ((0, i), (1, j), (2, k)))
+        depth = -model.cavity_sd(x, y, z)
+        assert depth.min() >= 2.0, (index, float(depth.min()))
+        assert low <= heart.sum() * spacing.prod() / 1000 <= high, index

@@ -247,6 +247,25 @@ def _uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(rng.uniform(low, high))
 
 
+def _fit_heart_front_to_back(radii: np.ndarray, rotation: np.ndarray, front: float, back: float,
+                             slack: float) -> tuple[float, np.ndarray]:
+    """Centre y and radii of the heart so that it lies between the back of the anterior chest
+    wall (``front``, plus 3 mm) and ``back`` (in front of the esophagus): where it would not fit,
+    its front-to-back radius shrinks (to no less than 70%) and its long radius grows as much
+    (about the same volume); ``slack`` mm of any room left moves it back. The heart is also cut
+    by the cavity where it is painted."""
+    room = back - front - 3.0
+    others = float(np.sum((rotation[1, [0, 2]] * radii[[0, 2]]) ** 2))
+    radius = float(radii[1])
+    half = 1.04 * np.sqrt(others + (rotation[1, 1] * radius) ** 2)  # 4% surface perturbation
+    if 2.0 * half > room:
+        wanted = (0.5 * room / 1.04) ** 2 - others
+        radius = max(np.sqrt(max(wanted, 0.0)) / abs(rotation[1, 1]), 0.7 * radius)
+        half = 1.04 * np.sqrt(others + (rotation[1, 1] * radius) ** 2)
+    fitted = np.array([radii[0], radius, radii[2] * radii[1] / radius])
+    return front + 3.0 + half + min(slack, max(room - 2.0 * half, 0.0)), fitted
+
+
 def sample_thorax(rng: np.random.Generator) -> ThoraxModel:
     """Draw one thorax patient from the generative model (see docs/phantom.md for the ranges)."""
     s = _uniform(rng, 0.8, 1.12)  # frame size: small adolescent to large adult
@@ -279,12 +298,11 @@ def sample_thorax(rng: np.random.Generator) -> ThoraxModel:
 
     heart_r = np.array([_uniform(rng, 52, 66), _uniform(rng, 42, 52), _uniform(rng, 48, 60)]) * s
     heart_x = _uniform(rng, 14, 34) * s
-    heart_y = front + heart_r[1] * 0.9 + _uniform(rng, 4, 14)
-    heart_y = min(heart_y, esophagus_y - 10 - heart_r[1] * 0.85)
+    heart_rotation = rotation_matrix(_uniform(rng, -48, -30), _uniform(rng, 12, 28), _uniform(rng, -10, 10))
+    heart_y, heart_r = _fit_heart_front_to_back(heart_r, heart_rotation, front, esophagus_y - 10.0,
+                                                _uniform(rng, 0, 10))
     heart_z = max(dome_left, dome_right) - 8 + heart_r[2] * 0.6
-    heart = Ellipsoid(np.array([heart_x, heart_y, heart_z]), heart_r,
-                      rotation_matrix(_uniform(rng, -48, -30), _uniform(rng, 12, 28), _uniform(rng, -10, 10)),
-                      random_perturbation(rng, 0.04))
+    heart = Ellipsoid(np.array([heart_x, heart_y, heart_z]), heart_r, heart_rotation, random_perturbation(rng, 0.04))
     heart_top = heart_z + heart_r[2] * 0.55
     arch_z = carina_z + _uniform(rng, 18, 30) * s
     r_ao = _uniform(rng, 12, 17) * s
@@ -829,11 +847,15 @@ def _paint_heart(canvas: Canvas, model: ThoraxModel) -> None:
     if block is None:
         return
     bx, by = model.bend.body_frame(block.x, block.y, block.z)
-    heart = model.heart.sd(bx, by, block.z)
+    # the pericardium lies against the back of the sternum and chest wall: the heart stays 3 mm and
+    # its fat 1 mm inside the cavity (the ribs and the intercostal layer)
+    cavity = model.cavity_sd(block.x, block.y, block.z)
+    heart = np.maximum(model.heart.sd(bx, by, block.z), cavity + np.float32(3.0))
     above = block.z - (model.diaphragm_z(block.x, block.y) - 6.0)
     # epicardial / pericardial fat, thicker anteriorly and at the apex
     front = np.clip((np.float32(model.heart.centre[1]) - by) / np.float32(model.heart.radii[1]), 0, 1)
-    fat_sd = heart - np.float32(fat) * (np.float32(0.5) + front)
+    fat_sd = np.maximum(heart - np.float32(fat) * (np.float32(0.5) + front), cavity + np.float32(1.0))
+    del cavity
     _carve_lungs(canvas, block, fat_sd)
     canvas.paint(block, fat_sd, HU["mediastinal_fat"])
     within = np.broadcast_to(above > 0, block.shape)
