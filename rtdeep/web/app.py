@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
 import functools
 import io
 import logging
@@ -37,7 +38,7 @@ from rtdeep.sites import SITES
 from rtdeep.web.files import DataRoot, UploadArea, UploadTooLargeError
 from rtdeep.web.jobs import WorkerProcess
 
-__all__ = ["RtDeepWebApp", "module_logic_classes"]
+__all__ = ["RtDeepWebApp", "module_logic_classes", "return_freed_memory"]
 
 logger = logging.getLogger("rtdeep.web")
 
@@ -70,6 +71,27 @@ def module_logic_classes() -> tuple[type, type, dict[str, Any]]:
         "POSITIVE_CLASS": pn_logic.POSITIVE_CLASS,
     }
     return seg_logic.SegmentationLogic, pn_logic.PneumonitisLogic, constants
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (None on a C library without it, e.g. macOS, Windows, musl)."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def return_freed_memory() -> None:
+    """Give the C heap's free pages back to the system after an action.
+
+    The arrays an action frees (the study's copy of the CT once it is in the scene, a segmentation
+    run's masks, those freed in the metrics' worker thread) stay in glibc's heaps, counted in the
+    server's resident memory, until the heaps are trimmed (``bench/bench_web.py`` measures it).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -208,7 +230,8 @@ class RtDeepWebApp:
         logger.warning("%s failed (%s)", action, type(error).__name__)
 
     def _guarded(self, action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorate a UI callback: clear the error, run, show any exception as one line."""
+        """Decorate a UI callback: clear the error, run, show any exception as one line, then give
+        the memory the action freed back to the system (:func:`return_freed_memory`)."""
 
         def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
             if asyncio.iscoroutinefunction(function):
@@ -225,6 +248,7 @@ class RtDeepWebApp:
                     finally:
                         with self.state:
                             self.state.busy = False
+                        return_freed_memory()
                     return None
 
                 return run_async
@@ -238,6 +262,7 @@ class RtDeepWebApp:
                     self._show_error(action, error)
                 finally:
                     self.state.busy = False
+                    return_freed_memory()
                 return None
 
             return run
@@ -527,6 +552,7 @@ class RtDeepWebApp:
                     self.state.seg_message = "Cancelled."
                     self.state.seg_progress = 0
         finally:
+            self._job = self._worker = None  # nothing of the run (its CT node, its folder) is kept
             with self.state:
                 self.state.seg_running = False
 
