@@ -74,11 +74,14 @@ def test_thorax_anatomy_sanity(thorax_small):
         front, back = column[max(j - 12, 0):j].max() > 250, column[j + 1:j + 12].max() > 250
         both += front and back  # discs and the gaps between laminae interrupt the ring on some slices
         either += front or back
-    assert both / len(slices) > 0.45 and either / len(slices) > 0.95
+    # both: 0.44-0.83 over five small thorax patients (seed 7 indices 0-3 and this one); 0 without the arch
+    assert both / len(slices) > 0.4 and either / len(slices) > 0.95
     assert float(np.median(hu[cord])) < 100
     # segmentation is not a threshold: noise and partial volume
     body = p.roi("External").mask
-    assert 3 < float(np.std(hu[p.roi("Heart").mask])) < 60
+    # pericardial fat (about -100 HU) lies inside the clinical heart contour beside blood and myocardium
+    heart_hu = hu[p.roi("Heart").mask]
+    assert 3 < float(np.std(heart_hu)) < 80 and float(np.median(heart_hu)) > 0
     assert float(np.median(hu[body])) > -200
 
 

@@ -831,8 +831,10 @@ def _paint_abdomen(canvas: Canvas, model: ThoraxModel, block, cavity: np.ndarray
     if model.spleen is not None:
         spleen = model.spleen
         value = scanner.spleen_hu if scanner is not None else 45.0
-        canvas.paint_shape(lambda x, y, z: np.maximum(spleen.sd(*model.bend.body_frame(x, y, z), z),
-                                                      z - (model.diaphragm_z(x, y) - 3.0)),
+        # below the diaphragm and inside the cavity (1.5 mm from its wall): never through the ribs
+        canvas.paint_shape(lambda x, y, z: np.maximum(np.maximum(spleen.sd(*model.bend.body_frame(x, y, z), z),
+                                                                 z - (model.diaphragm_z(x, y) - 3.0)),
+                                                      model.cavity_sd(x, y, z) + np.float32(1.5)),
                            spleen.bbox(3), value)
 
 
