@@ -354,3 +354,35 @@ def test_worker_subprocess_reports_a_bad_model_in_one_line(tmp_path):
     assert done.returncode == 2
     assert "no_such_model" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "rois.npz").exists()
+
+
+def test_review_reads_only_the_reference_segments_it_compares_and_gets_the_same_rows(scene):
+    from pathlib import Path
+
+    module_dir = str(Path(__file__).resolve().parents[1] / "RTDeepSeg")
+    if module_dir not in sys.path:
+        sys.path.insert(0, module_dir)
+    from RTDeepSegLib.logic import SegmentationLogic
+
+    grid = Volume(np.zeros((8, 10, 12), np.int16), affine_from_geometry((0.0, 0.0, 0.0), (1.0, 1.0, 2.0)))
+    ct_node = node_from_volume(scene, grid, "CT")
+    reference = segmentation_node_from_rois(scene, _boxes(grid.shape), ct_node, "Reference")
+    lung, _lungs, gtv = _boxes(grid.shape)
+    test = [
+        Roi("LUNG LT", np.roll(lung.mask, 1, axis=2), 1),
+        Roi("gtv", gtv.mask, 2),
+        Roi("Gtv", gtv.mask, 3),
+    ]
+    names = [roi.name for roi in test]
+
+    read = SegmentationLogic.referenceRoisToCompare(reference, names, grid_from_node(ct_node))
+    assert [roi.name for roi in read] == ["Lung_L", "GTV"]  # GTV has two partners: read, the metrics warn
+    every = rois_from_segmentation_node(reference, grid)
+    rows = SegmentationLogic.compareRois(read, test, grid)
+    assert rows == SegmentationLogic.compareRois(every, test, grid)
+    assert [row["roi_name"] for row in rows] == ["Lung_L"] and 0.0 < rows[0]["dice"] < 1.0
+    # nothing pairs: every segment is read, and the error names them all
+    unpaired = SegmentationLogic.referenceRoisToCompare(reference, ["Liver"], grid)
+    assert [roi.name for roi in unpaired] == ["Lung_L", "Lungs", "GTV"]
+    with pytest.raises(ValueError, match="Lung_L, Lungs, GTV"):
+        SegmentationLogic.compareRois(unpaired, [Roi("Liver", lung.mask, 1)], grid)

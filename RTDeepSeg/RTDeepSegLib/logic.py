@@ -176,13 +176,32 @@ class SegmentationLogic:
             ValueError: no ROI of the two segmentations could be paired.
         """
         grid: Volume = grid_from_node(referenceVolume)
-        reference_rois = rois_from_segmentation_node(referenceSegmentation, grid)
         test_rois = rois_from_segmentation_node(testSegmentation, grid)
+        test_names = [roi.name for roi in test_rois]
+        reference_rois = self.referenceRoisToCompare(referenceSegmentation, test_names, grid)
         rows = self.compareRois(
             reference_rois, test_rois, grid, referenceSegmentation.GetName(), testSegmentation.GetName()
         )
         table = self.showComparison(rows, testSegmentation, referenceSegmentation, referenceVolume, tableNode)
         return table, rows
+
+    @staticmethod
+    def referenceRoisToCompare(referenceSegmentation: Any, testNames: list[str], grid: Volume) -> list[Roi]:
+        """The reference segments :meth:`compareRois` pairs with ``testNames``, as masks on ``grid``.
+
+        A reference segment whose name pairs with no test name (``rtdeep.names.pair_roi_names``; a
+        body outline, a PTV) gets no row, so its mask, a full-grid array, is not read; segments with
+        several partners are read, as the metrics warn about them. When no segment pairs, all are
+        read, for :meth:`compareRois`'s error to name them.
+        """
+        from rtdeep.names import pair_roi_names
+
+        segmentation = referenceSegmentation.GetSegmentation()
+        ids = [segmentation.GetNthSegmentID(index) for index in range(segmentation.GetNumberOfSegments())]
+        names = [segmentation.GetSegment(segment_id).GetName() for segment_id in ids]
+        pairing = pair_roi_names(names, testNames)
+        compared = [i for i, name in zip(ids, names) if name in pairing.pairs or name in pairing.ambiguous]
+        return rois_from_segmentation_node(referenceSegmentation, grid, segment_ids=compared or None)
 
     @staticmethod
     def compareRois(

@@ -560,7 +560,6 @@ class RtDeepWebApp:
         self, worker: WorkerProcess, ct_node: Any, rois: list[Any], model: str, started: float
     ) -> None:
         """The AI segmentation node with review outlines, then the metrics computed off the loop."""
-        from rtdeep.slicer.segmentation_node import rois_from_segmentation_node
         from rtdeep.slicer.volume_node import grid_from_node
 
         self._remove_nodes("ai", "ai_metrics")
@@ -574,7 +573,8 @@ class RtDeepWebApp:
             with self.state:
                 self.state.seg_message = "Computing Dice, HD95 and surface Dice..."
             grid = grid_from_node(ct_node)
-            reference_rois = rois_from_segmentation_node(reference, grid)  # MRML: read on the loop
+            names = [roi.name for roi in rois]  # MRML: the reference masks are read on the loop
+            reference_rois = self.seg_logic.referenceRoisToCompare(reference, names, grid)
             compare = functools.partial(  # the worker's ROIs are the AI node's masks, on the CT grid
                 self.seg_logic.compareRois, reference_rois, rois, grid, reference.GetName(), ai.GetName()
             )
