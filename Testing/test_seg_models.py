@@ -165,3 +165,49 @@ def test_segment_command_writes_a_valid_rtstruct(tmp_path: Path, heldout_small_p
     assert hash_tree(folder) == before
     # a second run refuses to overwrite
     assert main(["segment", str(folder / "CT"), "--model", "thorax_unet3d", "--out", str(out)]) == 2
+
+
+def test_package_ships_a_good_model_and_withdraws_a_weak_one(tmp_path: Path, monkeypatch) -> None:
+    """train_all package: an organ below WEAK_DICE keeps a model out of the bundles, with the reason
+    in models.json; a model that is good again is shipped and leaves the not-shipped list."""
+    import json
+
+    from rtdeep.models import build_network
+    from rtdeep.models.architectures import get_arch
+    from rtdeep.model_database import WEAK_DICE
+    from rtdeep.sites import get_site
+    from rtdeep.training import train_all
+
+    work, models = tmp_path / "work", tmp_path / "models"
+    monkeypatch.setattr(train_all, "WORK_DIR", work)
+    site = get_site("headneck")
+    organs = site.organ_names
+    (models / "headneck_gan3d").mkdir(parents=True)  # shipped before, weak now
+    (models / "models.json").write_text(json.dumps({
+        "models": [{"name": "headneck_gan3d"}],
+        "not_shipped": [{"name": "headneck_unet25d", "reason": "weak before"}],
+        "classifiers": [{"name": "kept as it is"}],
+    }))
+    for arch_name, dice in (("gan3d", WEAK_DICE - 0.2), ("unet25d", 0.9)):
+        folder = work / f"headneck_{arch_name}"
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({
+            "train_seconds": 60.0, "iterations": 10, "best_epoch": 1, "epochs": 1, "threads": 1, "batch_size": 2,
+            "best_val_dice": {o: 0.9 for o in organs}, "train_phantoms": "t", "val_phantoms": "v",
+            "iterations_budget": 10, "minutes_cap": 1, "start": "from scratch"}))
+        heldout = {o: 0.9 for o in organs}
+        heldout[organs[0]] = dice
+        (folder / "heldout.json").write_text(json.dumps({
+            "heldout_phantoms": "seed 2, indices 100-105 (6 phantoms, clinical grid)", "dice_median": heldout, "dice_min": heldout, "dice_max": heldout,
+            "hd95_mm_median": {o: 2.0 for o in organs}, "surface_dice_2mm_median": {o: 0.9 for o in organs},
+            "plausibility_findings": [], "segment_volume_seconds_median": 1.0, "threads": 1}))
+        network = build_network(get_arch(arch_name).network_spec(site))
+        torch.save(network.state_dict(), folder / "best_model.pt")
+    train_all.package(["headneck"], ["gan3d", "unet25d"], models, None)
+    database = json.loads((models / "models.json").read_text())
+    assert [entry["name"] for entry in database["models"]] == ["headneck_unet25d"]
+    assert (models / "headneck_unet25d" / "models" / "model.pt").is_file()
+    assert not (models / "headneck_gan3d").exists()
+    assert [entry["name"] for entry in database["not_shipped"]] == ["headneck_gan3d"]
+    assert organs[0] in database["not_shipped"][0]["reason"]
+    assert database["classifiers"] == [{"name": "kept as it is"}]

@@ -11,6 +11,11 @@ radiation pneumonitis.
     python bench/bench_pneumonitis.py --n-train 1000 --n-test 300 --bundles OUT   # the bundled models
     python bench/bench_pneumonitis.py --n-train 120 --n-test 60 --epochs 4        # a quick look
     python bench/bench_pneumonitis.py --reuse                                    # the table again
+    python bench/bench_pneumonitis.py --reuse --bundles OUT --install            # ship them
+
+``--install`` replaces the three bundles in Resources/Models by those under ``--bundles`` (each
+verified against its manifest first) and rewrites the "classifiers" section of
+Resources/Models/models.json from the run's measured metrics; the segmentation entries stay.
 
 Records are cached under ``--cache`` keyed by the phantom generator's fingerprint; results go under
 bench/out/pneumonitis/ (git-ignored). CPU only; one process per crop with ``--parallel``.
@@ -182,6 +187,47 @@ def add_comparison_to_bundles(bundles: Path, text: str) -> None:
             write_manifest(bundles / name)
 
 
+TITLES = {"lung-dose20": "Thorax: grade >= 2 pneumonitis risk, CNN on normal lung receiving >= 20 Gy",
+          "lung": "Thorax: grade >= 2 pneumonitis risk, CNN on the normal lung",
+          "body": "Thorax: grade >= 2 pneumonitis risk, CNN on the whole body"}
+
+
+def classifier_entry(crop: str, metrics: dict) -> dict:
+    """The models.json "classifiers" entry of one crop's bundle, from its run's metrics.json."""
+    cnn = metrics["models"][0]["test"]
+    limit = next(m for m in metrics["models"] if m["name"].startswith("limit"))["test"]
+    return {"name": BUNDLE_NAMES[crop], "title": TITLES[crop], "site": "thorax", "kind": "classification",
+            "crop": crop, "positive_class": metrics["positive_class"], "heldout_auc": cnn["auc"],
+            "heldout_auc_ci95": [cnn["auc_ci_low"], cnn["auc_ci_high"]], "heldout_brier": cnn["brier"],
+            "heldout_limit_auc": limit["auc"], "n_heldout": cnn["n"], "n_heldout_positive": cnn["n_positive"],
+            "epochs": metrics["config"]["epochs"], "measured_by": "python bench/bench_pneumonitis.py",
+            "trained_on": "synthetic phantoms"}
+
+
+def install_bundles(bundles: Path, out: Path, models_dir: Path = ROOT / "Resources" / "Models") -> None:
+    """Ship the three bundles: verify each, swap it into ``models_dir`` (a staged copy renamed over
+    the old one), then rewrite models.json's "classifiers" from the measured runs under ``out``."""
+    import shutil
+
+    from rtdeep.bundles import verify_bundle
+
+    entries = []
+    for crop, name in BUNDLE_NAMES.items():
+        verify_bundle(bundles / name)
+        entries.append(classifier_entry(crop, json.loads((out / f"run-{crop}" / "metrics.json").read_text())))
+    for name in BUNDLE_NAMES.values():
+        staged, target = models_dir / f".{name}.new", models_dir / name
+        shutil.rmtree(staged, ignore_errors=True)
+        shutil.copytree(bundles / name, staged)
+        shutil.rmtree(target, ignore_errors=True)
+        staged.rename(target)
+    database = models_dir / "models.json"
+    content = json.loads(database.read_text())
+    content["classifiers"] = entries
+    database.write_text(json.dumps(content, indent=1) + "\n")
+    _log(f"installed {', '.join(BUNDLE_NAMES.values())} into {models_dir}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -202,6 +248,7 @@ def main() -> int:
     parser.add_argument("--parallel", action="store_true", help="train the crops in parallel processes")
     parser.add_argument("--bundles", type=Path, help="write the three bundles under this folder")
     parser.add_argument("--reuse", action="store_true", help="only print the comparison of an earlier run")
+    parser.add_argument("--install", action="store_true", help="ship the bundles under --bundles into Resources/Models")
     parser.add_argument("--no-table", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     crops = args.crops.split(",")
@@ -224,6 +271,10 @@ def main() -> int:
     if args.bundles is not None:
         add_comparison_to_bundles(args.bundles, text)
     print(text)
+    if args.install:
+        if args.bundles is None:
+            raise SystemExit("--install needs --bundles")
+        install_bundles(args.bundles, args.out)
     return 0
 
 

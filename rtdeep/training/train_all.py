@@ -8,7 +8,7 @@ Usage (from the project root; each stage can be re-run on its own)::
     python -m rtdeep.training.train_all package  # bundles + model cards + models.json
 
 Data (all synthetic, from :func:`rtdeep.phantom.generate_patient` on the clinical 512x512 grid):
-training phantoms seed 1 indices 0-11, validation (best epoch) seed 1 indices 16-17, held-out
+training phantoms seed 1 indices 0-25 without 16-17 (24), validation (best epoch) seed 1 indices 16-17, held-out
 test seed 2 indices 100-105, never used in training or model selection. Work files go to
 ``bench/out/train_bundles/<site>_<arch>/`` (checkpoints, ``result.json``, ``heldout.json``).
 """
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rtdeep.model_database import WEAK_DICE
 from rtdeep.sites import ORGANS
 
 __all__ = ["HELDOUT_INDICES", "HELDOUT_SEED", "TRAIN_INDICES", "TRAIN_SEED", "VAL_INDICES", "main"]
@@ -32,8 +33,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 WORK_DIR = PROJECT_ROOT / "bench" / "out" / "train_bundles"
 CACHE_DIR = PROJECT_ROOT / "bench" / "out" / "seg_cache"
 TRAIN_SEED, HELDOUT_SEED = 1, 2
-TRAIN_INDICES = list(range(12))
 VAL_INDICES = [16, 17]
+TRAIN_INDICES = [index for index in range(26) if index not in VAL_INDICES]
 HELDOUT_INDICES = list(range(100, 106))
 GRID = "clinical"
 
@@ -43,7 +44,7 @@ def _say(message: str) -> None:
 
 
 def train(sites: list[str], archs: list[str], minutes: float, threads: int, iterations: int | None = None,
-          finetune_from: Path | None = None) -> None:
+          finetune_from: Path | None = None, start_note: str = "") -> None:
     """Train each (site, architecture) on the same phantoms.
 
     Args:
@@ -51,6 +52,7 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
         iterations: the equal budget: every model runs this many iterations (epochs of 50).
         finetune_from: a models folder (``Resources/Models``): start each model from the weights of
             the bundle of the same name there (fine-tuning); None trains from scratch.
+        start_note: what the starting weights were (their own budget), for the model card.
     """
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
@@ -84,10 +86,12 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
                 "train_seconds": result.train_seconds, "iterations": result.iterations,
                 "best_epoch": result.best_epoch, "epochs": len(result.history),
                 "best_val_dice": result.best_val_dice, "threads": threads, "batch_size": arch.batch_size,
-                "train_phantoms": f"seed {TRAIN_SEED}, indices {TRAIN_INDICES[0]}-{TRAIN_INDICES[-1]}",
+                "train_phantoms": f"seed {TRAIN_SEED}, {len(TRAIN_INDICES)} phantoms, indices {TRAIN_INDICES[0]}-{TRAIN_INDICES[-1]} "
+                                  f"without {VAL_INDICES[0]}-{VAL_INDICES[-1]}",
                 "val_phantoms": f"seed {TRAIN_SEED}, indices {VAL_INDICES[0]}-{VAL_INDICES[-1]}",
                 "iterations_budget": iterations, "minutes_cap": minutes,
-                "start": "fine-tuned from the previously shipped bundle of the same name" if init else "from scratch",
+                "start": ("fine-tuned from the previously shipped bundle of the same name" if init else "from scratch")
+                         + (f" ({start_note})" if start_note else ""),
                 "augmentation": "rtdeep.training.sampling.augmentation (MONAI)",
             }, indent=1))
 
@@ -270,13 +274,18 @@ def annotate_shipped(sites: list[str], archs: list[str], models_dir: Path) -> No
                 entries[name]["floors_met"] = _floors_met(heldout)
             _say(f"annotated {card_path}")
     database["models"] = [entries[k] for k in sorted(entries)]
+    database["not_shipped"] = [withdrawn[k] for k in sorted(withdrawn)]
     tmp = database_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(database, indent=1) + "\n")
     tmp.replace(database_path)
 
 
 def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Path | None) -> None:
-    """Final bundles with model cards (training time, held-out Dice, speed) and ``models.json``."""
+    """Final bundles with model cards (training time, held-out Dice, speed) and ``models.json``.
+
+    A model with an organ's median held-out Dice below :data:`rtdeep.model_database.WEAK_DICE` is
+    not shipped: its bundle is removed and ``models.json`` lists it under ``not_shipped`` with the
+    reason; a model that is shipped again leaves that list."""
     import torch
 
     from rtdeep.bundles import write_bundle
@@ -289,6 +298,7 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
     database_path = models_dir / "models.json"
     database = json.loads(database_path.read_text()) if database_path.is_file() else {"models": []}
     entries = {entry["name"]: entry for entry in database.get("models", [])}
+    withdrawn = {entry["name"]: entry for entry in database.get("not_shipped", [])}
     for site_name in sites:
         for arch_name in archs:
             site, arch = get_site(site_name), get_arch(arch_name)
@@ -344,6 +354,17 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                 card += ("\nThe bundle this one replaced, on the same held-out phantoms (`evaluate --shipped` before "
                          "packaging): Dice " + ", ".join(f"{o} {d:.3f}" for o, d in before["dice_median"].items())
                          + f"; {len(before['plausibility_findings'])} plausibility findings.\n")
+            weak = sorted(organ for organ, dice in heldout.get("dice_median", {}).items() if not dice >= WEAK_DICE)
+            if weak:  # not shipped: an organ the model mostly misses would reach a clinic's contours
+                reason = (f"held-out Dice below {WEAK_DICE} for {', '.join(weak)} after {result['iterations']} "
+                          f"iterations ({result.get('start', '')}); python -m rtdeep.training.train_all evaluate")
+                withdrawn[name] = {"name": name, "reason": reason}
+                entries.pop(name, None)
+                if (models_dir / name).is_dir():
+                    shutil.rmtree(models_dir / name)
+                _say(f"{name}: NOT shipped ({reason})")
+                continue
+            withdrawn.pop(name, None)
             network = build_network(arch.network_spec(site))
             network.load_state_dict(torch.load(work / "best_model.pt", weights_only=True))
             write_bundle(models_dir / name, network, metadata, card, overwrite=True)
@@ -365,6 +386,7 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                                "cpu_seconds_median: `rtdeep segment` wall time, DICOM folder to RTSTRUCT, 512x512 CT, "
                                "2 threads")
     database["models"] = [entries[k] for k in sorted(entries)]
+    database["not_shipped"] = [withdrawn[k] for k in sorted(withdrawn)]
     database_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = database_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(database, indent=1) + "\n")
@@ -381,13 +403,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, help="equal training budget: iterations per model")
     parser.add_argument("--finetune", action="store_true",
                         help="start each model from the bundle of the same name in --models-dir")
+    parser.add_argument("--start-note", default="", help="train: what the starting weights were, for the card")
     parser.add_argument("--shipped", action="store_true", help="evaluate: the bundles in --models-dir, not the new ones")
     parser.add_argument("--models-dir", type=Path, default=PROJECT_ROOT / "Resources" / "Models")
     parser.add_argument("--bench-json", type=Path, default=PROJECT_ROOT / "bench" / "out" / "bench_segment.json")
     args = parser.parse_args(argv)
     if args.stage == "train":
         train(args.sites, args.archs, args.minutes, args.threads, args.iterations,
-              args.models_dir if args.finetune else None)
+              args.models_dir if args.finetune else None, args.start_note)
     elif args.stage == "prepare":  # training caches, once, before the models train in parallel
         from rtdeep.sites import get_site
         from rtdeep.training.data import cases_from_phantoms
