@@ -172,9 +172,9 @@ def test_package_ships_a_good_model_and_withdraws_a_weak_one(tmp_path: Path, mon
     in models.json; a model that is good again is shipped and leaves the not-shipped list."""
     import json
 
+    from rtdeep.model_database import WEAK_DICE
     from rtdeep.models import build_network
     from rtdeep.models.architectures import get_arch
-    from rtdeep.model_database import WEAK_DICE
     from rtdeep.sites import get_site
     from rtdeep.training import train_all
 

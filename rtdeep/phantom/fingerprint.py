@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 __all__ = ["generator_fingerprint"]
@@ -14,9 +14,10 @@ __all__ = ["generator_fingerprint"]
 _SITE_MODULES = {"thorax": "anatomy_thorax.py", "headneck": "anatomy_headneck.py"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def generator_fingerprint(site: str | None = None) -> str:
-    """12 hex digits of SHA256 over the names and contents of ``rtdeep/phantom/*.py``.
+    """12 hex digits of SHA256 over the names and contents of ``rtdeep/phantom/*.py`` (this module,
+    which makes no phantom, left out).
 
     Args:
         site: ``"thorax"`` or ``"headneck"``: leave out the other site's anatomy module, so that an
@@ -27,7 +28,7 @@ def generator_fingerprint(site: str | None = None) -> str:
     others = {name for key, name in _SITE_MODULES.items() if site is not None and key != site}
     digest = hashlib.sha256()
     for source in sorted(package_dir.rglob("*.py")):
-        if source.name in others:
+        if source.name in others or source.name == "fingerprint.py":
             continue
         digest.update(source.relative_to(package_dir).as_posix().encode())
         digest.update(source.read_bytes())

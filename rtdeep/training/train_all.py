@@ -274,7 +274,6 @@ def annotate_shipped(sites: list[str], archs: list[str], models_dir: Path) -> No
                 entries[name]["floors_met"] = _floors_met(heldout)
             _say(f"annotated {card_path}")
     database["models"] = [entries[k] for k in sorted(entries)]
-    database["not_shipped"] = [withdrawn[k] for k in sorted(withdrawn)]
     tmp = database_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(database, indent=1) + "\n")
     tmp.replace(database_path)
