@@ -211,3 +211,23 @@ def test_package_ships_a_good_model_and_withdraws_a_weak_one(tmp_path: Path, mon
     assert [entry["name"] for entry in database["not_shipped"]] == ["headneck_gan3d"]
     assert organs[0] in database["not_shipped"][0]["reason"]
     assert database["classifiers"] == [{"name": "kept as it is"}]
+
+
+def test_default_model_is_the_best_measured_model_of_the_site(tmp_path: Path) -> None:
+    """One source for the model the demo, the web app and the panels start with: models.json."""
+    import json
+
+    from rtdeep.model_database import default_model
+    from rtdeep.sites import get_site
+
+    organs = get_site("thorax").organ_names
+
+    def entry(name: str, dice: dict[str, float]) -> dict:
+        return {"name": name, "site": "thorax", "segments": organs, "heldout_dice_median": dice}
+
+    good_mean = {o: 0.99 for o in organs} | {"Esophagus": 0.70}  # higher mean, but an organ below its floor
+    all_floors = {o: 0.95 for o in organs} | {"Heart": 0.91, "Esophagus": 0.81, "SpinalCord": 0.86}
+    (tmp_path / "models.json").write_text(json.dumps({"models": [
+        entry("thorax_a", good_mean), entry("thorax_b", all_floors), entry("headneck_c", {})]}))
+    assert default_model("thorax", tmp_path) == "thorax_b"
+    assert default_model("headneck", tmp_path) == "headneck_atlas"  # nothing measured: the atlas baseline

@@ -28,13 +28,14 @@ import pytest
 from playwright import sync_api as playwright_api
 
 from rtdeep.errors import RtDeepError
+from rtdeep.model_database import default_model
 from rtdeep.web.files import DataRoot, OutsideDataError, UploadArea, UploadTooLargeError
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 THORAX_ORGANS = {"Lung_L", "Lung_R", "Heart", "Esophagus", "SpinalCord"}
 VIEWS = ("axial", "coronal", "sagittal", "3d")  # the page's view order (rtdeep.web.app layout)
-DEMO_MODEL = "thorax_gan25d"  # the app's default thorax model (best held-out Dice, as in `rtdeep demo`)
+DEMO_MODEL = default_model("thorax")  # the app's default thorax model (best held-out Dice, as in `rtdeep demo`)
 SERVER_START_S = 90
 SEGMENTATION_S = 180
 

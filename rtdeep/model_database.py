@@ -22,7 +22,7 @@ from pathlib import Path
 from rtdeep.errors import BundleError
 from rtdeep.sites import ORGANS, SITES
 
-__all__ = ["DATABASE_NAME", "WEAK_DICE", "ModelEntry", "describe_model", "read_model_database"]
+__all__ = ["DATABASE_NAME", "WEAK_DICE", "ModelEntry", "default_model", "describe_model", "read_model_database"]
 
 DATABASE_NAME = "models.json"
 #: an organ below this median held-out Dice makes a model "weak" in the panel
@@ -115,6 +115,24 @@ def read_model_database(models_dir: str | Path | None = None) -> dict[str, Model
         entries[name] = ModelEntry(name, f"{site.title}: multi-atlas registration baseline", site.name,
                                    site.organ_names)
     return entries
+
+
+def default_model(site: str, models_dir: str | Path | None = None) -> str:
+    """The model a panel, the web app and ``rtdeep demo`` start with for ``site``: of the measured
+    models, the one with the fewest organs below their floor, then the highest mean held-out Dice
+    (the database decides, so retraining never leaves a stale default behind); the atlas when no
+    network of the site is measured.
+
+    Raises:
+        BundleError: ``models.json`` exists but is not a valid database.
+    """
+    measured = [entry for entry in read_model_database(models_dir).values()
+                if entry.site == site and entry.heldout_dice]
+    if not measured:
+        return f"{site}_atlas"
+    best = min(measured, key=lambda entry: (len(entry.organs_below_floor),
+                                            -sum(entry.heldout_dice.values()) / len(entry.heldout_dice)))
+    return best.name
 
 
 def describe_model(entry: ModelEntry) -> str:

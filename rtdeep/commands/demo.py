@@ -13,17 +13,18 @@ import time
 from pathlib import Path
 
 from rtdeep.errors import RtDeepError
+from rtdeep.model_database import default_model
 
 HELP = "run the whole workflow (AI contours, review, RTSTRUCT, DVH, crop, pneumonitis risk) on the demo patient"
 
 DEMO_SEED = 2026
 DEMO_SITE = "thorax"
-DEFAULT_SEG_MODEL = "thorax_gan25d"  # best held-out Dice of the bundled thorax models (model cards)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="new output folder (must not exist or be empty)")
-    parser.add_argument("--model", default=DEFAULT_SEG_MODEL, help=f"segmentation model (default {DEFAULT_SEG_MODEL})")
+    model = default_model(DEMO_SITE)  # the bundled thorax model with the best held-out Dice (models.json)
+    parser.add_argument("--model", default=model, help=f"segmentation model (default {model})")
     parser.add_argument("--small", action="store_true", help="use the small 128x128 grid (faster)")
 
 

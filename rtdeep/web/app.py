@@ -34,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rtdeep.model_database import default_model
 from rtdeep.sites import SITES
 from rtdeep.web.files import DataRoot, UploadArea, UploadTooLargeError
 from rtdeep.web.jobs import WorkerProcess
@@ -44,8 +45,6 @@ logger = logging.getLogger("rtdeep.web")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_SITE = "thorax"
-#: the model each site's list starts on (thorax: best held-out Dice, as in ``rtdeep demo``)
-DEFAULT_MODELS = {"thorax": "thorax_gan25d", "headneck": "headneck_unet3d"}
 #: colour tables of the overlays (built-in MRML colour nodes)
 DOSE_COLOR_NODE = "vtkMRMLColorTableNodeRainbow"
 CROP_COLOR_NODE = "vtkMRMLColorTableNodeGreen"
@@ -211,7 +210,8 @@ class RtDeepWebApp:
             self._model_notes = {item["name"]: (item["tooltip"], item["warning"]) for item in descriptions}
             self.state.seg_models = [{"title": item["title"], "value": item["name"]} for item in descriptions]
             names = [item["name"] for item in descriptions]
-            self.state.seg_model = DEFAULT_MODELS.get(site) if DEFAULT_MODELS.get(site) in names else names[0]
+            default = default_model(site)  # the site's best measured model, as in `rtdeep demo`
+            self.state.seg_model = default if default in names else names[0]
             self._describe_model()
 
     def _describe_model(self) -> None:
