@@ -15,8 +15,28 @@ from monai.losses import DiceCELoss
 from rtdeep.training.distributed import DistContext, shard, share_of_batch
 from rtdeep.training.trainer import partial_label_loss
 
+# Each rank lists its threads after close_distributed: leaving the group must end gloo's threads while
+# Python runs (a thread left over can abort the process at exit: "terminate called without an active
+# exception", seen about once in 5 runs under load before init_distributed imported torch.distributed.nn
+# ahead of the group).
+RECORD_THREADS = textwrap.dedent('''
+    import json, os
+
+    def record_threads(out, rank):
+        names = sorted(open(f"/proc/self/task/{task}/comm").read().strip() for task in os.listdir("/proc/self/task"))
+        (out / f"threads_after_close_rank{rank}.json").write_text(json.dumps(names))
+''')
+GLOO_THREADS = ("pt_gloo_runloop", "gloo_tcp_loop")
+
+
+def _gloo_threads_left(out) -> dict[str, list[str]]:
+    listed = {path.name: json.loads(path.read_text()) for path in sorted(out.glob("threads_after_close_rank*.json"))}
+    assert len(listed) == 2, listed
+    return {name: [thread for thread in threads if thread in GLOO_THREADS] for name, threads in listed.items()}
+
+
 # A tiny run: 3 synthetic cases (one without a heart), a 2-level 3D U-Net, 2 epochs of 3 iterations.
-SCRIPT = textwrap.dedent('''
+SCRIPT = RECORD_THREADS + textwrap.dedent('''
     import json, sys
     from pathlib import Path
     import numpy as np, torch
@@ -53,6 +73,7 @@ SCRIPT = textwrap.dedent('''
         np.save(out / "probabilities.npy", probabilities)
         (out / "losses.json").write_text(json.dumps([h["train_loss"] for h in result.history]))
     close_distributed()
+    record_threads(out, context.rank)
 ''')
 
 
@@ -84,6 +105,7 @@ def test_two_gloo_processes_agree_with_one(tmp_path):
     # only rank 0 wrote: its checkpoint and history exist, rank 1 made no folder
     assert sorted(p.name for p in (two / "rank0").iterdir()) == ["best_model.pt", "checkpoint.pt", "history.json"]
     assert not (two / "rank1").exists()
+    assert _gloo_threads_left(two) == {"threads_after_close_rank0.json": [], "threads_after_close_rank1.json": []}
 
 
 def test_partial_label_loss_is_dice_ce_when_every_organ_is_present():
@@ -127,7 +149,7 @@ def test_shards_and_batch_shares():
 
 # The pneumonitis classifier on 20 synthetic patients (16 train, 4 test) of 16^3 crops, 3 epochs with
 # augmentation and dropout; batches of 5 of the 12 fitting patients, so the shares are unequal (3 + 2, 1 + 1).
-PNEUMONITIS_SCRIPT = textwrap.dedent('''
+PNEUMONITIS_SCRIPT = RECORD_THREADS + textwrap.dedent('''
     import json, sys
     from pathlib import Path
     import numpy as np
@@ -162,6 +184,7 @@ PNEUMONITIS_SCRIPT = textwrap.dedent('''
             "calibration_losses": [row["calibration_loss"] for row in history],
             "test_probabilities": result.experiment.cnn.test_probabilities.tolist()}))
     close_distributed()
+    record_threads(out, context.rank)
 ''')
 
 
@@ -182,3 +205,4 @@ def test_pneumonitis_classifier_on_two_gloo_processes_agrees_with_one(tmp_path):
     written = ["metrics.json", "predictions.csv", "reliability.png", "report.txt"]
     assert sorted(p.name for p in (two / "rank0").iterdir()) == written
     assert not (two / "rank1").exists()
+    assert _gloo_threads_left(two) == {"threads_after_close_rank0.json": [], "threads_after_close_rank1.json": []}

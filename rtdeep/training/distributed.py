@@ -21,6 +21,7 @@ Example (2 GPUs on one machine; on CPUs use ``--device cpu`` and gloo is chosen)
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,6 +86,13 @@ def init_distributed(device: str = "auto") -> DistContext:
         return DistContext(device="cuda" if use_cuda else "cpu")
     import torch.distributed as dist
 
+    # Before the group exists: torch.distributed.nn's collectives take ``group=group.WORLD`` as a default
+    # argument, bound at their first import. Imported later (DistributedDataParallel imports them), they
+    # would hold the group after destroy_process_group, its gloo threads would outlive the interpreter,
+    # and a process could abort at exit ("terminate called without an active exception") when such a
+    # thread frees a finished collective's tensor. See close_distributed.
+    importlib.import_module("torch.distributed.nn")
+
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
@@ -99,7 +107,10 @@ def close_distributed() -> None:
     """Wait for every process, then leave the process group (if one was joined).
 
     The barrier keeps a rank that finished early (while rank 0 still writes) from tearing its
-    connections down under the others.
+    connections down under the others. Destroying the group joins its gloo threads, while Python is
+    still running, provided nothing else holds it: drop DistributedDataParallel wrappers first
+    (:func:`wrap_ddp`'s result; the trainers keep it local), and :func:`init_distributed` keeps
+    torch.distributed.nn's default arguments from holding it.
     """
     import torch.distributed as dist
 
