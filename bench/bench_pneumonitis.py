@@ -239,7 +239,7 @@ def main() -> int:
     parser.add_argument("--grid", default="small")
     parser.add_argument("--generators", default="", help="use cached phantoms of these generator fingerprints "
                         "(comma-separated; none missing) instead of the current one")
-    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--channels", default="ct+mask", choices=("ct+mask", "ct+dose+mask"))

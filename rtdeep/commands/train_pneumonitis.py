@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.25, help="held-out share without --test-manifest")
     parser.add_argument("--channels", default="ct", choices=("ct", "ct+dose"),
                         help="network input channels (the crop mask is always added)")
-    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--calibration-fraction", type=float, default=0.2,
                         help="share of the training cohort kept out of fitting for the epoch, Platt scaling and "
                              "the threshold (default 0.2)")

@@ -41,7 +41,8 @@ class TrainConfig:
     """Optimiser and schedule settings.
 
     Attributes:
-        epochs: passes over the fitting patients.
+        epochs: passes over the fitting patients (60: on 1,000 phantoms the calibration-part AUC of
+            the lung-dose20 model was still rising at 40 epochs, 0.71 at 10, 0.84 at 35-40).
         batch_size: patients per step.
         learning_rate, weight_decay: AdamW settings; the rate decays by cosine to 5% at the end.
         features, dropout: network shape (see :class:`PneumonitisNet`).
@@ -52,7 +53,7 @@ class TrainConfig:
         threads: torch CPU threads.
     """
 
-    epochs: int = 16
+    epochs: int = 60
     batch_size: int = 16
     learning_rate: float = 3e-3
     weight_decay: float = 1e-3
