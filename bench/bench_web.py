@@ -10,10 +10,13 @@ Two numbers, medians over ``--repeats`` runs:
 
 The demo patient is the project's phantom (seed 2026, as ``rtdeep demo``), on the small grid unless
 ``--clinical``. Server resident memory is read from /proc after the runs of the first server (study
-loaded at start, ``--repeats`` segmentations): VmRSS (now) and VmHWM (peak).
+loaded at start, ``--repeats`` segmentations): VmRSS (now) and VmHWM (peak). ``--memory-steps``
+instead prints where the server's memory goes: VmRSS after each step of one server's life (imports,
+the views, the study, the model list, one segmentation with its metrics), in a fresh process that
+drives the app without a browser.
 
 Usage:
-    python bench/bench_web.py [--repeats 3] [--clinical]
+    python bench/bench_web.py [--repeats 3] [--clinical] [--memory-steps]
 
 Targets (issue 13, item 5): first frame <= 10 s, segmentation of the demo CT in the page <= 15 s.
 """
@@ -91,15 +94,67 @@ def _memory_mb(pid: int, field: str) -> float:
     return float("nan")
 
 
+def _memory_steps(study: Path) -> None:
+    """Print VmRSS after each step of a server's life on ``study`` (run in a fresh process)."""
+    import asyncio
+
+    steps: list[tuple[str, float]] = [("python and numpy", _memory_mb(os.getpid(), "VmRSS"))]
+
+    def step(name: str) -> None:
+        steps.append((name, _memory_mb(os.getpid(), "VmRSS")))
+
+    import slicer  # noqa: F401
+    import trame_slicer.core  # noqa: F401
+
+    from rtdeep.model_database import default_model
+    from rtdeep.web.app import RtDeepWebApp
+    from rtdeep.web.files import DataRoot
+
+    step("import slicer-core, trame-slicer")
+    app = RtDeepWebApp(DataRoot(study))
+    step("app: Slicer app, four views, page")
+    app.open_initial_study()
+    step("study in the scene")
+    app.seg_logic.modelDescriptions(app.state.seg_site)
+    step("model list (imports torch, SimpleITK)")
+
+    async def segment() -> None:
+        app.state.seg_model = default_model(app.state.seg_site)
+        app.run_segmentation()
+        await app._seg_task
+
+    asyncio.run(segment())
+    if app.state.error_message or not app.state.seg_seconds:
+        raise SystemExit(f"segmentation failed: {app.state.error_message}")
+    step(f"one segmentation and its metrics ({app.state.seg_model})")
+    print(f"{'step':<48} {'VmRSS MB':>9} {'added':>7}")
+    for (name, rss), (_, before) in zip(steps, [("", 0.0), *steps]):
+        print(f"{name:<48} {rss:9.0f} {rss - before:7.0f}")
+    print(f"peak (VmHWM) {_memory_mb(os.getpid(), 'VmHWM'):.0f} MB")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--clinical", action="store_true", help="512x512 demo CT instead of the small grid")
+    parser.add_argument("--memory-steps", action="store_true", help="VmRSS after each step of one server")
+    parser.add_argument("--memory-steps-of", type=Path, help=argparse.SUPPRESS)  # the fresh process's study
     args = parser.parse_args()
-    from playwright.sync_api import sync_playwright
-
+    if args.memory_steps_of:
+        _memory_steps(args.memory_steps_of)
+        return 0
     work = Path(tempfile.mkdtemp(prefix="bench-web-"))
     study = _demo_study(work / "data", args.clinical)
+    if args.memory_steps:
+        env = {**os.environ, "VTK_DEFAULT_OPENGL_WINDOW": "vtkEGLRenderWindow"}
+        command = [sys.executable, __file__, "--memory-steps-of", str(study)]
+        output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+        grid = "clinical 512x512" if args.clinical else "small 128x128"
+        print(f"\nrtdeep app server memory, demo thorax phantom ({grid}), no browser")
+        print(output[output.index("step ") :], end="")
+        return 0
+    from playwright.sync_api import sync_playwright
+
     first_frames: list[float] = []
     segmentations: list[float] = []
     rss: list[float] = []
