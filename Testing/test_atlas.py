@@ -108,3 +108,15 @@ def test_model_names_and_bad_site() -> None:
     assert atlas_site("thorax_unet3d") is None
     with pytest.raises(RtDeepError, match="pelvis"):
         load_atlases("pelvis", 1)
+
+
+def test_listing_models_does_not_import_simpleitk() -> None:
+    """The model list (panels, web app) names the atlas baselines without loading SimpleITK (~100 MB
+    in a long-lived server); segmenting with an atlas still works through rtdeep.atlas."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from rtdeep.inference import available_models; "
+            "assert 'thorax_atlas' in available_models('thorax'); print('SimpleITK' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"

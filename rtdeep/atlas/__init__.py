@@ -7,8 +7,9 @@ vote (:mod:`rtdeep.atlas.segment`).
 
 from __future__ import annotations
 
-from rtdeep.atlas.library import ATLAS_SEED, load_atlases
-from rtdeep.atlas.segment import ATLAS_MODELS, DEFAULT_N_ATLASES, atlas_site, segment_with_atlas
+from typing import Any
+
+from rtdeep.atlas.names import ATLAS_MODELS, atlas_site
 
 __all__ = [
     "ATLAS_MODELS",
@@ -18,3 +19,15 @@ __all__ = [
     "load_atlases",
     "segment_with_atlas",
 ]
+
+#: names served from the registration modules, imported on first use (they import SimpleITK)
+_LAZY = {"ATLAS_SEED": "rtdeep.atlas.library", "load_atlases": "rtdeep.atlas.library",
+         "DEFAULT_N_ATLASES": "rtdeep.atlas.segment", "segment_with_atlas": "rtdeep.atlas.segment"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rtdeep.atlas' has no attribute {name!r}")

@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from rtdeep.atlas.library import ATLAS_SPACING_MM, load_atlases
+from rtdeep.atlas.names import ATLAS_MODELS, atlas_site
 from rtdeep.atlas.register import register_atlas, to_sitk
 from rtdeep.dicomrt.types import CtSeries, Roi
 from rtdeep.errors import RtDeepError
@@ -34,15 +35,6 @@ log = logging.getLogger(__name__)
 DEFAULT_N_ATLASES = 5
 #: finest spacing (mm) of the grid the votes are counted on
 VOTE_SPACING_MM = 2.0
-#: model names that select the atlas baseline (``rtdeep segment --model thorax_atlas``)
-ATLAS_MODELS: dict[str, str] = {f"{site}_atlas": site for site in SITES}
-
-
-def atlas_site(model_name: str) -> str | None:
-    """The site of an atlas model name (``"thorax_atlas"`` -> ``"thorax"``), or None if it is not one."""
-    return ATLAS_MODELS.get(str(model_name).strip().lower())
-
-
 def _reference_image(affine: np.ndarray, shape_kji: tuple[int, int, int]) -> sitk.Image:
     return to_sitk(Volume(np.zeros(shape_kji, np.uint8), affine), np.uint8)
 

@@ -66,7 +66,7 @@ class StudyResult:
 def model_version(model: str) -> str:
     """The version of a model: its bundle's ``version``, or rtdeep's for an atlas baseline."""
     from rtdeep import __version__
-    from rtdeep.atlas.segment import atlas_site
+    from rtdeep.atlas.names import atlas_site
     from rtdeep.bundles import read_metadata, resolve_bundle
 
     if atlas_site(model) is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rtdeep.atlas.segment import ATLAS_MODELS, atlas_site
+from rtdeep.atlas.names import ATLAS_MODELS, atlas_site
 from rtdeep.bundles import list_bundles, read_metadata, resolve_bundle
 from rtdeep.dicomrt.types import Roi
 from rtdeep.errors import BundleError, RtDeepError
