@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -142,6 +143,29 @@ def test_training_loss_falls_and_a_tiny_cohort_is_learned():
     # the dose alone cannot separate them here (same dose distribution for both classes)
     baselines = run_baselines(train, test)
     assert [b.name for b in baselines] == ["LKB NTCP (QUANTEC)", "logistic MLD (fitted)", "logistic V20 (fitted)"]
+
+
+def test_weight_averaging_of_the_last_epochs_is_chosen_on_the_calibration_part():
+    """average_last: the averaged weights (batch-norm statistics recomputed) compete with the best
+    single epoch on the calibration part; whichever is kept, it is a working, calibrated model."""
+    records = _records(36)
+    x = stack_inputs(records, "lung-dose20", ("ct", "mask")).astype(np.float32)
+    y = np.array([r.label for r in records])
+    config = TrainConfig(epochs=10, batch_size=4, features=(8, 8, 16, 16), calibration_fraction=0.25, seed=1,
+                         average_last=4)
+    lines: list[str] = []
+    trained = train_model(x, y, config, log=lines.append)
+    assert any(line.startswith("average of epochs 7-10: calibration_loss") for line in lines), lines
+    kept_loss = min(row["calibration_loss"] for row in trained.history)
+    averaged_line = next(line for line in lines if line.startswith("average of epochs"))
+    averaged_loss = float(averaged_line.split("calibration_loss ")[1].split()[0])
+    assert trained.averaged == (averaged_loss <= kept_loss)
+    if trained.averaged:
+        assert trained.best_epoch == 10
+    cal = trained.calibration_index
+    assert roc_auc(y[cal], predict_probabilities(trained.network, x[cal])) >= 0.9
+    off = train_model(x, y, replace(config, average_last=0))
+    assert not off.averaged
 
 
 def test_bad_inputs_give_clear_errors():

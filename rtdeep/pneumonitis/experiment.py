@@ -114,7 +114,8 @@ def run_cnn(
             "test_predict_seconds": round(time.perf_counter() - started, 3),
             "n_parameters": sum(p.numel() for p in training.network.parameters()),
             "n_fit": int(len(y_train) - len(y_cal)), "n_calibration": len(y_cal),
-            "best_epoch": training.best_epoch, "platt": list(training.platt), "history": training.history,
+            "best_epoch": training.best_epoch, "averaged": training.averaged, "platt": list(training.platt),
+            "history": training.history,
         },
     )
     return ExperimentResult(result, training.network, crop_name, tuple(channels), config, training)

@@ -149,6 +149,14 @@ def _test_table(results: Sequence[ModelResult]) -> str:
     return "\n".join(rows)
 
 
+
+def _kept_weights(details: dict, cfg) -> str:
+    """Which weights the bundle holds: one epoch, or the average of the last epochs."""
+    last = int(details.get("best_epoch") or cfg.epochs)
+    if details.get("averaged"):
+        return f"the weights averaged over epochs {last - cfg.average_last + 1}-{last}"
+    return f"epoch {last}"
+
 def model_card(
     experiment: ExperimentResult,
     baselines: Sequence[ModelResult],
@@ -239,7 +247,7 @@ about 11 M). Grad-CAM (MONAI `GradCAM` on `{experiment.network.cam_target}`) sho
   plus averaged reticulation; reticulation lines themselves are not drawn at that voxel size)
 - training crops cut by the canvas: {100 * float(cohort.get("lost_train", 0.0)):.2f} % of crop volume on average
 - AdamW, learning rate {cfg.learning_rate} (cosine decay), weight decay {cfg.weight_decay}, {cfg.epochs}
-  epochs (kept: epoch {details.get("best_epoch")}, lowest loss on the calibration part), batch
+  epochs (kept: {_kept_weights(details, cfg)}, lowest loss on the calibration part), batch
   {cfg.batch_size}, random flips and intensity jitter, seed {cfg.seed}
 - training loss per epoch: {curve}
 - training time: {float(timings.get("train_seconds", float("nan"))):.0f} s on {cfg.threads} CPU thread(s)

@@ -47,6 +47,11 @@ class TrainConfig:
         learning_rate, weight_decay: AdamW settings; the rate decays by cosine to 5% at the end.
         features, dropout: network shape (see :class:`PneumonitisNet`).
         augment: random flips along the three axes and a small intensity jitter.
+        average_last: also average the weights of the last this many epochs (stochastic weight
+            averaging, batch-norm statistics then recomputed on the fitting patients); the
+            calibration part decides between the average and the best single epoch. One epoch's
+            weights are noisy here: held-out AUC 0.73-0.80 over runs that differ only in length.
+            0 turns it off.
         calibration_fraction: share of the training cohort kept out of fitting, for choosing the
             epoch, Platt scaling and the decision threshold.
         seed: seeds the split, weights, batch order and augmentation.
@@ -60,6 +65,7 @@ class TrainConfig:
     features: tuple[int, ...] = (8, 16, 32, 32)
     dropout: float = 0.2
     augment: bool = True
+    average_last: int = 20
     calibration_fraction: float = 0.2
     seed: int = 0
     threads: int = 1
@@ -79,7 +85,9 @@ class TrainResult:
         calibration_index: indices (into the training arrays) of the calibration part.
         calibration_probabilities: calibrated risks of the calibration part (for the threshold).
         history: per epoch ``{"epoch", "train_loss", "calibration_loss", "calibration_auc"}``.
-        best_epoch: the epoch kept (1-based).
+        best_epoch: the epoch kept (1-based); with ``averaged``, the last epoch averaged.
+        averaged: the weights kept are the average of epochs ``best_epoch - average_last + 1`` to
+            ``best_epoch`` (see :attr:`TrainConfig.average_last`).
         platt: ``(a, b)``.
         seconds: training wall time.
     """
@@ -89,6 +97,7 @@ class TrainResult:
     calibration_probabilities: np.ndarray
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
+    averaged: bool = False
     platt: tuple[float, float] = (1.0, 0.0)
     seconds: float = 0.0
 
@@ -201,6 +210,18 @@ def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return batch
 
 
+def _with_batch_norm_of(module: nn.Module, crops: np.ndarray, index: np.ndarray, batch_size: int,
+                        device: torch.device) -> dict[str, torch.Tensor]:
+    """``module``'s state with batch-norm running statistics recomputed over ``crops[index]`` (the
+    averaged weights need their own: torch.optim.swa_utils.update_bn, without augmentation)."""
+    module = copy.deepcopy(module)
+    batches = [_batch(crops, index[start : start + batch_size]).to(device)
+               for start in range(0, len(index), batch_size) if len(index[start : start + batch_size]) > 1]
+    with torch.no_grad():
+        torch.optim.swa_utils.update_bn(batches, module, device=device)
+    return {key: value.detach().clone() for key, value in module.state_dict().items()}
+
+
 def _batch(crops: np.ndarray, index: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(crops[index]), dtype=torch.float32)
 
@@ -272,6 +293,8 @@ def train_model(
     loss_fn = nn.BCEWithLogitsLoss()
     history: list[dict[str, float]] = []
     best_state, best_loss, best_epoch = None, np.inf, 0
+    average_from = config.epochs - config.average_last + 1 if 0 < config.average_last < config.epochs else None
+    averaged_model = None
     for epoch in range(1, config.epochs + 1):
         network.train()
         order = torch.randperm(len(fit_index), generator=generator).numpy()
@@ -304,9 +327,30 @@ def train_model(
             row["calibration_auc"] = roc_auc(labels[cal_index], cal_logits)
             if broadcast_object(row["calibration_loss"] < best_loss, context):  # rank 0 decides
                 best_loss, best_epoch, best_state = row["calibration_loss"], epoch, copy.deepcopy(network.state_dict())
+        if average_from is not None and epoch >= average_from:
+            if averaged_model is None:
+                averaged_model = torch.optim.swa_utils.AveragedModel(network)
+            else:
+                averaged_model.update_parameters(network)
         history.append(row)
         if log and context.is_main:
             log(" ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+    averaged = False
+    if averaged_model is not None:
+        averaged_state = _with_batch_norm_of(averaged_model.module, crops, fit_index, config.batch_size, device)
+        if len(cal_index):
+            single_state = copy.deepcopy(network.state_dict())
+            network.load_state_dict(averaged_state)
+            averaged_loss = _bce(_logits(network, crops[cal_index], calibrated=False), labels[cal_index])
+            network.load_state_dict(single_state)
+            averaged = bool(broadcast_object(averaged_loss <= best_loss, context))
+            if log and context.is_main:
+                log(f"average of epochs {average_from}-{config.epochs}: calibration_loss {averaged_loss:.4f} "
+                    f"({'kept' if averaged else 'not kept'}; best single epoch {best_epoch}: {best_loss:.4f})")
+        else:
+            averaged = True
+        if averaged:
+            best_state, best_epoch = averaged_state, config.epochs
     if best_state is not None:
         network.load_state_dict(best_state)
     if context.distributed or device.type != "cpu":  # a plain network on the CPU, as one process returns
@@ -323,5 +367,5 @@ def train_model(
             platt = (0.0, float(np.log(rate / (1.0 - rate))))
         network.calibration.copy_(torch.tensor(platt, dtype=torch.float32))
         cal_probabilities = predict_probabilities(network, crops[cal_index])
-    return TrainResult(network, cal_index, cal_probabilities, history, best_epoch or config.epochs, platt,
+    return TrainResult(network, cal_index, cal_probabilities, history, best_epoch or config.epochs, averaged, platt,
                        time.perf_counter() - started)
