@@ -7,13 +7,14 @@ from pathlib import Path
 
 from rtdeep.cli import main
 from rtdeep.dicomrt.validate import check_rtstruct
+from rtdeep.model_database import default_model
 
 
 def test_demo_on_the_small_grid_writes_every_output(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
     assert main(["demo", "--small", "--out", str(out)]) == 0
     study = next((out / "patient").glob("RTD-THX-*"))
-    ai_rtstruct = out / "ai_contours" / "RS.thorax_gan25d.dcm"
+    ai_rtstruct = out / "ai_contours" / f"RS.{default_model('thorax')}.dcm"  # the demo's model: models.json decides
     errors = [f for f in check_rtstruct(ai_rtstruct, study / "CT") if f.severity == "error"]
     assert errors == []
     metrics = (out / "review" / "metrics.csv").read_text()
