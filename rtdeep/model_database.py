@@ -71,7 +71,8 @@ class ModelEntry:
             return f"Weak model: held-out Dice below {WEAK_DICE:.1f} for {listing}. Review every contour."
         below = self.organs_below_floor
         if below:
-            listing = ", ".join(f"{organ} {self.heldout_dice[organ]:.2f} (floor {ORGANS[organ].dice_floor:.2f})"
+            # three decimals: 0.896 against a floor of 0.90 must not read "0.90 (floor 0.90)"
+            listing = ", ".join(f"{organ} {self.heldout_dice[organ]:.3f} (floor {ORGANS[organ].dice_floor:.2f})"
                                 for organ in below)
             return f"Below the accuracy floor on held-out phantoms: {listing}. Review these contours."
         return ""
@@ -138,7 +139,7 @@ def default_model(site: str, models_dir: str | Path | None = None) -> str:
 def describe_model(entry: ModelEntry) -> str:
     """Several lines for a tooltip: title, organs with held-out Dice, expected time, warning."""
     organs = ", ".join(
-        f"{organ} {entry.heldout_dice[organ]:.2f}" if organ in entry.heldout_dice else organ for organ in entry.organs
+        f"{organ} {entry.heldout_dice[organ]:.3f}" if organ in entry.heldout_dice else organ for organ in entry.organs
     )
     times = []
     if entry.cpu_seconds is not None:
