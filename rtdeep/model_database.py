@@ -16,17 +16,24 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtdeep.errors import BundleError
 from rtdeep.sites import ORGANS, SITES
 
-__all__ = ["DATABASE_NAME", "WEAK_DICE", "ModelEntry", "default_model", "describe_model", "read_model_database"]
+__all__ = ["DATABASE_NAME", "WEAK_DICE", "ModelEntry", "default_model", "describe_model", "read_model_database",
+           "weak_organs"]
 
 DATABASE_NAME = "models.json"
 #: an organ below this median held-out Dice makes a model "weak" in the panel
 WEAK_DICE = 0.5
+
+
+def weak_organs(heldout_dice: Mapping[str, float]) -> list[str]:
+    """Organs whose median held-out Dice is below :data:`WEAK_DICE` (a missing or NaN Dice counts)."""
+    return [organ for organ, dice in heldout_dice.items() if not dice >= WEAK_DICE]
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class ModelEntry:
     @property
     def weak_organs(self) -> list[str]:
         """Organs whose median held-out Dice is below :data:`WEAK_DICE`."""
-        return [organ for organ, dice in self.heldout_dice.items() if not dice >= WEAK_DICE]
+        return weak_organs(self.heldout_dice)
 
     @property
     def organs_below_floor(self) -> list[str]:

@@ -23,8 +23,8 @@ DEMO_SITE = "thorax"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="new output folder (must not exist or be empty)")
-    model = default_model(DEMO_SITE)  # the bundled thorax model with the best held-out Dice (models.json)
-    parser.add_argument("--model", default=model, help=f"segmentation model (default {model})")
+    parser.add_argument("--model", help="segmentation model (default: the bundled thorax model with the best "
+                        "held-out Dice in models.json)")
     parser.add_argument("--small", action="store_true", help="use the small 128x128 grid (faster)")
 
 
@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     for title, argv in steps:
         _run_step(rtdeep_main, title, argv)
     study = next(p for p in sorted(cohort_dir.iterdir()) if p.is_dir())
-    for title, argv in demo_steps(out, study, args.model):
+    model = args.model or default_model(DEMO_SITE)  # read here, not when every command's parser is built
+    for title, argv in demo_steps(out, study, model):
         _run_step(rtdeep_main, title, argv)
     print(f"\nDemo finished in {time.perf_counter() - started:.0f} s. Outputs in {out}:")
     for path in sorted(p for p in out.rglob("*") if p.is_file() and "CT" not in p.parts):

@@ -338,11 +338,9 @@ def train_model(
     averaged = False
     if averaged_model is not None:
         averaged_state = _with_batch_norm_of(averaged_model.module, crops, fit_index, config.batch_size, device)
-        if len(cal_index):
-            single_state = copy.deepcopy(network.state_dict())
+        if len(cal_index):  # the network's own weights are replaced below by the state kept either way
             network.load_state_dict(averaged_state)
             averaged_loss = _bce(_logits(network, crops[cal_index], calibrated=False), labels[cal_index])
-            network.load_state_dict(single_state)
             averaged = bool(broadcast_object(averaged_loss <= best_loss, context))
             if log and context.is_main:
                 log(f"average of epochs {average_from}-{config.epochs}: calibration_loss {averaged_loss:.4f} "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtdeep.model_database import WEAK_DICE
+from rtdeep.model_database import WEAK_DICE, weak_organs
 from rtdeep.sites import ORGANS
 
 __all__ = ["HELDOUT_INDICES", "HELDOUT_SEED", "TRAIN_INDICES", "TRAIN_SEED", "VAL_INDICES", "main"]
@@ -308,6 +308,17 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                 continue
             result = json.loads((work / "result.json").read_text())
             heldout = json.loads((work / "heldout.json").read_text()) if (work / "heldout.json").is_file() else {}
+            weak = sorted(weak_organs(heldout.get("dice_median", {})))
+            if weak:  # not shipped: an organ the model mostly misses would reach a clinic's contours
+                reason = (f"held-out Dice below {WEAK_DICE} for {', '.join(weak)} after {result['iterations']} "
+                          f"iterations ({result.get('start', '')}); python -m rtdeep.training.train_all evaluate")
+                withdrawn[name] = {"name": name, "reason": reason}
+                entries.pop(name, None)
+                if (models_dir / name).is_dir():
+                    shutil.rmtree(models_dir / name)
+                _say(f"{name}: NOT shipped ({reason})")
+                continue
+            withdrawn.pop(name, None)
             speed = bench.get(name, {})
             training = {
                 "data": "synthetic phantoms from rtdeep.phantom.generate_patient, clinical grid with per-patient "
@@ -353,17 +364,6 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                 card += ("\nThe bundle this one replaced, on the same held-out phantoms (`evaluate --shipped` before "
                          "packaging): Dice " + ", ".join(f"{o} {d:.3f}" for o, d in before["dice_median"].items())
                          + f"; {len(before['plausibility_findings'])} plausibility findings.\n")
-            weak = sorted(organ for organ, dice in heldout.get("dice_median", {}).items() if not dice >= WEAK_DICE)
-            if weak:  # not shipped: an organ the model mostly misses would reach a clinic's contours
-                reason = (f"held-out Dice below {WEAK_DICE} for {', '.join(weak)} after {result['iterations']} "
-                          f"iterations ({result.get('start', '')}); python -m rtdeep.training.train_all evaluate")
-                withdrawn[name] = {"name": name, "reason": reason}
-                entries.pop(name, None)
-                if (models_dir / name).is_dir():
-                    shutil.rmtree(models_dir / name)
-                _say(f"{name}: NOT shipped ({reason})")
-                continue
-            withdrawn.pop(name, None)
             network = build_network(arch.network_spec(site))
             network.load_state_dict(torch.load(work / "best_model.pt", weights_only=True))
             write_bundle(models_dir / name, network, metadata, card, overwrite=True)

@@ -205,12 +205,14 @@ class RtDeepWebApp:
         """
         site = self.state.seg_site
         loop = asyncio.get_running_loop()
-        descriptions = await loop.run_in_executor(None, self.seg_logic.modelDescriptions, site)
+        descriptions, default = await loop.run_in_executor(
+            None, lambda: (self.seg_logic.modelDescriptions(site), default_model(site))
+        )
         with self.state:
             self._model_notes = {item["name"]: (item["tooltip"], item["warning"]) for item in descriptions}
             self.state.seg_models = [{"title": item["title"], "value": item["name"]} for item in descriptions]
             names = [item["name"] for item in descriptions]
-            default = default_model(site)  # the site's best measured model, as in `rtdeep demo`
+            # the site's best measured model, as in `rtdeep demo`
             self.state.seg_model = default if default in names else names[0]
             self._describe_model()
 
