@@ -247,23 +247,37 @@ def _uniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(rng.uniform(low, high))
 
 
+def _heart_depth(radii: np.ndarray, rotation: np.ndarray) -> float:
+    """Front-to-back (y) extent of the rotated heart ellipsoid, with 4 % for its surface perturbation."""
+    return 2.0 * 1.04 * float(np.sqrt(np.sum((rotation[1, :] * radii) ** 2)))
+
+
 def _fit_heart_front_to_back(radii: np.ndarray, rotation: np.ndarray, front: float, back: float,
                              slack: float) -> tuple[float, np.ndarray]:
     """Centre y and radii of the heart so that it lies between the back of the anterior chest
-    wall (``front``, plus 3 mm) and ``back`` (in front of the esophagus): where it would not fit,
-    its front-to-back radius shrinks (to no less than 70%) and its long radius grows as much
-    (about the same volume); ``slack`` mm of any room left moves it back. The heart is also cut
-    by the cavity where it is painted."""
+    wall (``front``, plus 3 mm) and ``back`` (in front of the esophagus and descending aorta).
+
+    Where it would not fit, the heart flattens front to back: each semi-axis shrinks in proportion
+    to its share of the depth, and the axis that contributes least to the depth grows to keep the
+    volume (by up to 25 %); no semi-axis goes below 60 % of its drawn length. ``slack`` mm of any
+    room left moves it back. A heart that still does not fit is indented by the esophagus and the
+    aorta where it is painted (:func:`_paint_heart`); it is also cut by the cavity there.
+    """
     room = back - front - 3.0
-    others = float(np.sum((rotation[1, [0, 2]] * radii[[0, 2]]) ** 2))
-    radius = float(radii[1])
-    half = 1.04 * np.sqrt(others + (rotation[1, 1] * radius) ** 2)  # 4% surface perturbation
-    if 2.0 * half > room:
-        wanted = (0.5 * room / 1.04) ** 2 - others
-        radius = max(np.sqrt(max(wanted, 0.0)) / abs(rotation[1, 1]), 0.7 * radius)
-        half = 1.04 * np.sqrt(others + (rotation[1, 1] * radius) ** 2)
-    fitted = np.array([radii[0], radius, radii[2] * radii[1] / radius])
-    return front + 3.0 + half + min(slack, max(room - 2.0 * half, 0.0)), fitted
+    fitted = np.asarray(radii, float).copy()
+    volume = float(np.prod(fitted))
+    for _ in range(40):
+        depth = _heart_depth(fitted, rotation)
+        if depth <= room:
+            break
+        share = (rotation[1, :] * fitted) ** 2
+        share = share / share.sum()
+        fitted = fitted * (room / depth) ** share
+        least = int(np.argmin(share))
+        fitted[least] *= min(volume / float(np.prod(fitted)), 1.25)
+        fitted = np.clip(fitted, 0.6 * np.asarray(radii, float), 1.3 * np.asarray(radii, float))
+    depth = _heart_depth(fitted, rotation)
+    return front + 3.0 + 0.5 * depth + min(slack, max(room - depth, 0.0)), fitted
 
 
 def sample_thorax(rng: np.random.Generator) -> ThoraxModel:
@@ -271,7 +285,7 @@ def sample_thorax(rng: np.random.Generator) -> ThoraxModel:
     s = _uniform(rng, 0.8, 1.12)  # frame size: small adolescent to large adult
     fat = float(np.exp(rng.uniform(np.log(3.0), np.log(55.0))))  # subcutaneous fat: thin to obese
     height = _uniform(rng, 185, 235) * s
-    lean_x, lean_y = _uniform(rng, 125, 160) * s, _uniform(rng, 80, 100) * s
+    lean_x, lean_y = _uniform(rng, 125, 160) * s, _uniform(rng, 95, 115) * s
     body_x, body_y = lean_x + fat, lean_y + 0.8 * fat
     wall_front, wall_back = _uniform(rng, 12, 22) * s, _uniform(rng, 32, 44) * s
     front = -body_y + 0.8 * fat + wall_front
@@ -853,6 +867,11 @@ def _paint_heart(canvas: Canvas, model: ThoraxModel) -> None:
     # its fat 1 mm inside the cavity (the ribs and the intercostal layer)
     cavity = model.cavity_sd(block.x, block.y, block.z)
     heart = np.maximum(model.heart.sd(bx, by, block.z), cavity + np.float32(3.0))
+    # the left atrium lies in front of the esophagus and the descending aorta, a thin fat plane
+    # between them: they indent the heart, never run through it
+    behind = _tubes_sd(model, model.esophagus_path + model.aorta[2:], block)
+    heart = np.maximum(heart, np.float32(2.0) - behind)
+    del behind
     above = block.z - (model.diaphragm_z(block.x, block.y) - 6.0)
     # epicardial / pericardial fat, thicker anteriorly and at the apex
     front = np.clip((np.float32(model.heart.centre[1]) - by) / np.float32(model.heart.radii[1]), 0, 1)
