@@ -340,3 +340,35 @@ def test_thorax_esophagus_runs_behind_the_heart_not_through_it():
         assert behind.any() and heart.any(), index
         touching = heart & ndimage.binary_dilation(behind, structure=np.ones((1, 3, 3), bool))
         assert touching.sum() <= 0.01 * behind.sum(), (index, int(touching.sum()), int(behind.sum()))
+
+
+def test_headneck_brainstem_and_submandibular_glands_have_visible_boundaries():
+    """On CT the brainstem is seen by the CSF of the cisterns and the fourth ventricle around it, and
+    the submandibular glands by the fat of the submandibular space. Noise-free render: the 1-3 mm
+    shell around the brainstem (above the foramen magnum) is at least 10 HU darker than the
+    brainstem, and a third of the shell around each gland is fat. Before, the brainstem was 3 HU
+    darker than the brain around it (shell 3 HU brighter) and the glands lay in muscle."""
+    from scipy import ndimage
+
+    from rtdeep.phantom.anatomy_headneck import render_headneck, sample_headneck
+    from rtdeep.phantom.grid import GridSpec
+
+    spacing = np.array([1.0, 1.0, 2.0])
+    for index in range(3):
+        model = sample_headneck(np.random.default_rng([5, 2, index, 0]))
+        lo = np.array([-70.0, -100.0, -30.0])
+        hi = np.array([70.0, 60.0, model.brainstem.b[2] + 20])
+        shape = tuple(int(n) for n in np.floor((hi - lo) / spacing).astype(int)[::-1] + 1)
+        canvas = render_headneck(model, GridSpec(shape, tuple(spacing), tuple(lo)), edge_mm=1.0, fine_texture=False)
+        stem = canvas.masks["Brainstem"]
+        z = lo[2] + np.arange(shape[0]) * spacing[2]
+        stem[z < model.cord_top_z + 6] = False
+        in_plane = np.ones((1, 3, 3), bool)
+        shell = ndimage.binary_dilation(stem, in_plane, iterations=3) & ~ndimage.binary_dilation(stem, in_plane)
+        inner = ndimage.binary_erosion(stem, in_plane, iterations=2)
+        assert np.median(canvas.hu[shell]) <= np.median(canvas.hu[inner]) - 10, index
+        for name in ("Glnd_Submand_L", "Glnd_Submand_R"):
+            gland = canvas.masks[name]
+            ring = ndimage.binary_dilation(gland, in_plane, iterations=2) & ~gland
+            ring &= ~canvas.masks["Mandible"]
+            assert (canvas.hu[ring] < -40).mean() >= 0.33, (index, name, float((canvas.hu[ring] < -40).mean()))

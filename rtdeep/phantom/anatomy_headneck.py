@@ -59,6 +59,13 @@ class HeadNeckModel:
     ptv_margin_mm: float
     gland_texture: SmoothField
     spine: Spine | None = None
+    #: CSF around the brainstem (prepontine and ambient cisterns, thicker in front), the fourth
+    #: ventricle behind the pons and medulla, and the clivus in front of the cisterns
+    cisterns: list[Capsule] | None = None
+    fourth_ventricle: Ellipsoid | None = None
+    clivus: Capsule | None = None
+    #: fat around the submandibular glands (mm): the submandibular space under the platysma
+    submandibular_fat_mm: float = 2.0
     parotid_hu: float = -15.0
     tongue: Ellipsoid | None = None
     teeth: list[Capsule] | None = None
@@ -157,6 +164,8 @@ def sample_headneck(rng: np.random.Generator) -> HeadNeckModel:
                                transverse_length=_u(rng, 10, 14), top_z=cord_top)
     # fatty parotids: about -30 to +30 HU (fat fraction varies with age and body mass)
     model.parotid_hu = _u(rng, -30, 30)
+    _sample_posterior_fossa(model, rng, s)
+    model.submandibular_fat_mm = _u(rng, 1.0, 3.5)
     model.tongue = Ellipsoid((0.0, -30.0 * s, 14.0 * s), (24.0 * s, 34.0 * s, 16.0 * s), None, random_perturbation(rng, 0.06))
     model.teeth, model.fillings = [], []
     arch_points = [np.array([side * ramus_x * f, chin_y * g, 0.0]) for side, f, g in
@@ -174,6 +183,36 @@ def sample_headneck(rng: np.random.Generator) -> HeadNeckModel:
             model.fillings.append(Ellipsoid(centre, rng.uniform(2.0, 3.5, size=3)))
     _sample_scan(model, rng)
     return model
+
+
+def _sample_posterior_fossa(model: HeadNeckModel, rng: np.random.Generator, s: float) -> None:
+    """What makes the brainstem visible on CT: CSF (0-15 HU) around it against brain (30-40 HU).
+
+    The prepontine cistern in front (3-7 mm, between the pons and the clivus) and the ambient /
+    cerebellopontine cisterns at the sides (1-3 mm, thinner in older patients' larger brainstems
+    and wider with atrophy), the fourth ventricle behind the pons and upper medulla (floor on the
+    brainstem, 2-5 mm deep, 10-16 mm wide), and the clivus sloping from the front of the foramen
+    magnum up to the dorsum sellae (Osborn, Diagnostic Neuroradiology; Gray's Anatomy, posterior
+    cranial fossa). Before, the brainstem was 3 HU darker than the brain around it and had no
+    boundary a network could see.
+    """
+    stem = model.brainstem
+    side = _u(rng, 1.0, 3.0)
+    front = _u(rng, 3.0, 7.0)
+    ahead = np.array([0.0, -0.5 * front, 0.0])
+    model.cisterns = [
+        Capsule(stem.a, stem.b, stem.radius_a + side, stem.radius_b + side),
+        Capsule(stem.a + ahead + np.array([0, 0, 6.0]), stem.b + ahead, stem.radius_a + 0.5 * front,
+                stem.radius_b + 0.5 * front),
+    ]
+    depth, width = _u(rng, 2.0, 5.0), _u(rng, 5.0, 8.0) * s
+    mid = 0.45 * stem.a + 0.55 * stem.b
+    back = 0.5 * (stem.radius_a + stem.radius_b)
+    model.fourth_ventricle = Ellipsoid(mid + np.array([0.0, back + 0.5 * depth, 0.0]),
+                                       (width, 0.5 * depth + 1.0, _u(rng, 9.0, 13.0) * s))
+    gap = stem.radius_a + front + 5.0
+    model.clivus = Capsule(stem.a + np.array([0.0, -gap, 2.0]),
+                           stem.b + np.array([0.0, -(stem.radius_b + front + 9.0), 6.0 * s]), 5.0, 6.0)
 
 
 def _sample_tumour(model: HeadNeckModel, rng: np.random.Generator) -> None:
@@ -278,6 +317,17 @@ def render_headneck(model: HeadNeckModel, grid: GridSpec, *, edge_mm: float, fin
     # spine, cord and brainstem
     if model.spine is not None:
         model.spine.paint(canvas, model.bend, model.z_range)
+    if model.cisterns is not None and model.clivus is not None and model.fourth_ventricle is not None:
+        cblock = _capsules_block(canvas, [*model.cisterns, model.clivus], 3)
+        if cblock is not None:
+            above = np.float32(model.cord_top_z) - cblock.z  # the cisterns open into the canal below
+            brain = canvas.mask("External")[cblock.index] & (canvas.hu[cblock.index] < 60)
+            canvas.paint(cblock, np.maximum(_capsules_sd(model, model.cisterns, cblock), above), HU["csf"],
+                         within=brain)
+            clivus = _capsules_sd(model, [model.clivus], cblock)
+            canvas.paint(cblock, clivus, np.where(clivus > -1.5, np.float32(HU["cortical"] + 250),
+                                                  np.float32(HU["cancellous"] + 60)))
+        _paint_ellipsoid(canvas, model, model.fourth_ventricle, HU["csf"])
     bblock = _capsules_block(canvas, [model.brainstem], 3)
     if bblock is not None:
         bs = np.maximum(_capsules_sd(model, [model.brainstem], bblock), np.float32(model.cord_top_z) - bblock.z)
@@ -292,6 +342,12 @@ def render_headneck(model: HeadNeckModel, grid: GridSpec, *, edge_mm: float, fin
                          within=canvas.mask("External")[block.index])
     for name, parotid in model.parotids.items():
         _paint_ellipsoid(canvas, model, parotid, None, mask_name=f"Parotid_{name}", inside=canvas.mask("External"))
+    for gland in model.submandibular.values():  # the fat of the submandibular space around each gland
+        block = canvas.block(gland.bbox(6))
+        if block is not None:
+            bx, by, z = _frame(model, block)
+            canvas.paint(block, gland.sd(bx, by, z) - np.float32(model.submandibular_fat_mm), HU["fat"],
+                         within=canvas.mask("External")[block.index])
     for name, gland in model.submandibular.items():
         _paint_ellipsoid(canvas, model, gland, HU["submandibular"], mask_name=f"Glnd_Submand_{name}",
                          inside=canvas.mask("External"))
