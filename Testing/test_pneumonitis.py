@@ -18,7 +18,7 @@ from rtdeep.bundles import list_bundles, models_dir, verify_bundle
 from rtdeep.cli import main as cli_main
 from rtdeep.errors import BundleError, CropError, DoseError, StructureError
 from rtdeep.ntcp import lung_dose_report
-from rtdeep.pneumonitis.dataset import CANVAS, build_record, cut_crop, prepare_crop
+from rtdeep.pneumonitis.dataset import build_record, canvas_for, cut_crop, prepare_crop
 from rtdeep.pneumonitis.evaluate import (
     POSITIVE_CLASS,
     binary_metrics,
@@ -123,6 +123,28 @@ def test_lung_dose_report_and_crops_at_a_fixed_spacing():
     assert cut_crop(ct, masks, dose, report, "lung") is report.lung_crop
 
 
+def test_a_cohort_at_a_finer_spacing_keeps_the_physical_canvas(tmp_path):
+    """At 4 mm the lung-dose20 canvas holds the same 192 x 192 x 240 mm (rounded up to multiples of 8
+    voxels), the record says its spacing, it survives the cache, and a cohort of two spacings is refused."""
+    from rtdeep.errors import ValidationError
+    from rtdeep.pneumonitis.dataset import CANVAS_MM, _cache_path, _load, _save
+    from rtdeep.pneumonitis.run import _spacing_of
+
+    assert canvas_for("lung-dose20", 6.0) == (32, 32, 40) and canvas_for("lung-dose20", 4.0) == (48, 48, 64)
+    assert all(c * 4.0 >= mm for c, mm in zip(canvas_for("body", 4.0), CANVAS_MM["body"]))
+    fine = build_record("P1", 1, *synthetic_study(True, seed=2), crop_names=("lung-dose20",), spacing_mm=4.0)
+    coarse = build_record("P1", 1, *synthetic_study(True, seed=2), crop_names=("lung-dose20",))
+    assert fine.inputs["lung-dose20"].shape == (3, 48, 48, 64) and fine.spacing_mm == 4.0
+    assert fine.crop_volume_cc["lung-dose20"] == pytest.approx(coarse.crop_volume_cc["lung-dose20"], rel=0.15)
+    path = _cache_path(tmp_path, "key", "P1", 4.0)
+    assert path != _cache_path(tmp_path, "key", "P1")
+    _save(path, fine)
+    assert _load(path, ("lung-dose20",)).spacing_mm == 4.0
+    assert _spacing_of([fine, fine]) == 4.0
+    with pytest.raises(ValidationError, match="different voxel sizes"):
+        _spacing_of([fine, coarse])
+
+
 def _records(n: int, canvas_name: str = "lung-dose20"):
     return [build_record(f"P{k}", k % 2, *synthetic_study(bool(k % 2), seed=k), crop_names=(canvas_name,))
             for k in range(n)]
@@ -199,7 +221,8 @@ def test_three_bundles_verify_load_and_repeat(crop_name):
     assert "synthetic" in card.lower() and POSITIVE_CLASS in card and "limit" in card.lower()
     metadata = json.loads((path / "configs" / "metadata.json").read_text())
     assert metadata["rtdeep"]["kind"] == "classification" and metadata["rtdeep"]["crop"] == crop_name
-    assert metadata["rtdeep"]["canvas"] == list(CANVAS[crop_name])
+    spacing = metadata["rtdeep"]["spacing_mm"][0]
+    assert metadata["rtdeep"]["canvas"] == list(canvas_for(crop_name, spacing))
     ct, masks, dose = synthetic_study(True, seed=5)
     first = predict_pneumonitis(ct, masks, dose, bundle=path.name)
     second = predict_pneumonitis(ct, masks, dose, threshold_gy=20, bundle=path.name, report=first.report)

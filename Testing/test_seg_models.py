@@ -231,3 +231,17 @@ def test_default_model_is_the_best_measured_model_of_the_site(tmp_path: Path) ->
         entry("thorax_a", good_mean), entry("thorax_b", all_floors), entry("headneck_c", {})]}))
     assert default_model("thorax", tmp_path) == "thorax_b"
     assert default_model("headneck", tmp_path) == "headneck_atlas"  # nothing measured: the atlas baseline
+
+
+def test_learning_rate_schedule_is_constant_then_cosine_to_five_percent():
+    """The decay starts at ``decay_from_iteration`` and ends at 5 % on the last iteration; without it
+    the rate is constant; resuming at any iteration gives the same rate (a function of the count)."""
+    from rtdeep.training.trainer import TrainConfig, learning_rate_at
+
+    config = TrainConfig(site="thorax", arch="unet25d", max_epochs=28, iterations_per_epoch=50,
+                         decay_from_iteration=1000)
+    assert learning_rate_at(config, 1e-3, 0) == learning_rate_at(config, 1e-3, 1000) == 1e-3
+    middle = learning_rate_at(config, 1e-3, 1200)
+    assert 0.05e-3 < middle < 1e-3 and abs(middle - 0.525e-3) < 1e-9
+    assert abs(learning_rate_at(config, 1e-3, 1400) - 0.05e-3) < 1e-12
+    assert learning_rate_at(TrainConfig(site="thorax", arch="unet25d"), 1e-3, 999) == 1e-3

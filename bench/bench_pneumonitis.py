@@ -50,8 +50,10 @@ def _records(args: argparse.Namespace, crops):
     from rtdeep.pneumonitis.dataset import phantom_records
 
     generators = [g for g in args.generators.split(",") if g]
-    train = phantom_records(args.train_seed, range(args.n_train), crops, None, args.grid, args.cache, _log, generators)
-    test = phantom_records(args.test_seed, range(args.n_test), crops, None, args.grid, args.cache, _log, generators)
+    train = phantom_records(args.train_seed, range(args.n_train), crops, None, args.grid, args.cache, _log, generators,
+                            args.spacing)
+    test = phantom_records(args.test_seed, range(args.n_test), crops, None, args.grid, args.cache, _log, generators,
+                           args.spacing)
     return train, test
 
 
@@ -239,6 +241,8 @@ def main() -> int:
     parser.add_argument("--grid", default="small")
     parser.add_argument("--generators", default="", help="use cached phantoms of these generator fingerprints "
                         "(comma-separated; none missing) instead of the current one")
+    parser.add_argument("--spacing", type=float, default=6.0,
+                        help="voxel size (mm) of the network inputs; 6 prepares and caches all three crops together")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)

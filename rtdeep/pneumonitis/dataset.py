@@ -6,8 +6,10 @@ One function, :func:`prepare_crop`, serves training and prediction, so both see 
 * the normal lung is cropped once by :func:`rtdeep.ntcp.lung_dose_report`; the ``lung`` crop is that
   crop, ``lung-dose20`` the part of it receiving >= T Gy (cut from it, not cropped again), ``body``
   the External (:func:`rtdeep.crop.crop_study`);
-* the crop is resampled to :data:`SPACING_MM` isotropic voxels (a Gaussian anti-alias filter, then
-  trilinear) and centred on a canvas of fixed size [k, j, i] (:data:`CANVAS`): never stretched, so
+* the crop is resampled to isotropic voxels (:data:`SPACING_MM` unless a cohort is prepared at
+  another spacing; a bundle records its own; a Gaussian anti-alias filter, then trilinear) and
+  centred on a canvas of fixed physical size (:data:`CANVAS_MM`, in voxels :func:`canvas_for`):
+  never stretched, so
   a voxel is always the same size in mm and a larger crop is a larger object on the canvas. In
   training a crop larger than the canvas loses its edges (the share lost is recorded); in
   prediction the canvas grows to hold the whole crop (the network pools over the mask, so the
@@ -38,6 +40,7 @@ from rtdeep.volume import Volume
 
 __all__ = [
     "CANVAS",
+    "CANVAS_MM",
     "CHANNELS",
     "CROP_NAMES",
     "DOSE_SCALE_GY",
@@ -48,6 +51,7 @@ __all__ = [
     "PreparedCrop",
     "build_record",
     "build_records",
+    "canvas_for",
     "crop_spec",
     "cut_crop",
     "phantom_records",
@@ -59,10 +63,22 @@ __all__ = [
 CROP_NAMES = ("lung-dose20", "lung", "body")
 HU_WINDOW = (-1000.0, 200.0)
 DOSE_SCALE_GY = 60.0
-#: isotropic voxel size (mm) of every network input
+#: default isotropic voxel size (mm) of a network input; a cohort may be prepared at another
+#: (``spacing_mm`` of :func:`build_record`), and a bundle records its own
 SPACING_MM = 6.0
-#: canvas [k, j, i] of each crop at SPACING_MM: 192 x 192 x 240 mm, 336 x 192 x 336 mm, 336 x 288 x 480 mm
-CANVAS = {"lung-dose20": (32, 32, 40), "lung": (56, 32, 56), "body": (56, 48, 80)}
+#: physical canvas [k, j, i] of each crop in mm (centred; never stretched)
+CANVAS_MM = {"lung-dose20": (192.0, 192.0, 240.0), "lung": (336.0, 192.0, 336.0), "body": (336.0, 288.0, 480.0)}
+
+
+def canvas_for(crop_name: str, spacing_mm: float = SPACING_MM) -> tuple[int, int, int]:
+    """Voxels [k, j, i] of ``crop_name``'s canvas at ``spacing_mm``: at least :data:`CANVAS_MM`,
+    each a multiple of 8 (the network pools three times)."""
+    voxels = np.ceil(np.asarray(CANVAS_MM[crop_name]) / float(spacing_mm) - 1e-9).astype(int)
+    return tuple(int(v) for v in ((voxels + 7) // 8) * 8)  # type: ignore[return-value]
+
+
+#: canvas [k, j, i] of each crop at SPACING_MM: (32, 32, 40), (56, 32, 56), (56, 48, 80)
+CANVAS = {name: canvas_for(name) for name in CANVAS_MM}
 #: every channel a record keeps, in this order; a model takes a subset ending with "mask"
 CHANNELS = ("ct", "dose", "mask")
 _CACHE_VERSION = "fixed-spacing-v2"
@@ -233,6 +249,7 @@ class CaseRecord:
         inputs: crop name -> float16 ``[3, D, H, W]`` (:data:`CHANNELS`) on that crop's canvas.
         crop_volume_cc, lost_fraction: crop name -> mask volume / share outside the canvas.
         source: the study folder (or phantom seed/index) it came from.
+        spacing_mm: voxel size of every input (on :func:`canvas_for` that spacing).
     """
 
     patient_id: str
@@ -242,6 +259,7 @@ class CaseRecord:
     crop_volume_cc: dict[str, float] = field(default_factory=dict)
     lost_fraction: dict[str, float] = field(default_factory=dict)
     source: str = ""
+    spacing_mm: float = SPACING_MM
 
 
 def report_figures(report: LungDoseReport) -> dict[str, float]:
@@ -265,10 +283,11 @@ def build_record(
 ) -> CaseRecord:
     """Everything a training run needs from one study: the report and every crop on its canvas."""
     report = lung_dose_report(ct, structures, dose)
-    record = CaseRecord(patient_id, int(label), {**report_figures(report), **(extra or {})}, source=source)
+    record = CaseRecord(patient_id, int(label), {**report_figures(report), **(extra or {})}, source=source,
+                        spacing_mm=float(spacing_mm))
     for name in crop_names:
         crop = cut_crop(ct, structures, dose, report, name, threshold_gy)
-        prepared = prepare_crop(crop, CHANNELS, CANVAS[name], spacing_mm, fit=False)
+        prepared = prepare_crop(crop, CHANNELS, canvas_for(name, spacing_mm), spacing_mm, fit=False)
         record.inputs[name] = prepared.array.astype(np.float16)
         record.crop_volume_cc[name] = prepared.crop_volume_cc
         record.lost_fraction[name] = prepared.lost_fraction
@@ -312,8 +331,9 @@ def read_manifest(path: str | os.PathLike[str], label_column: str = "pneumonitis
     return rows
 
 
-def _cache_path(cache_dir: Path, key: str, patient_id: str) -> Path:
-    digest = hashlib.sha256(f"{key}|{_CACHE_VERSION}|{SPACING_MM}|{sorted(CANVAS.items())}".encode()).hexdigest()[:16]
+def _cache_path(cache_dir: Path, key: str, patient_id: str, spacing_mm: float = SPACING_MM) -> Path:
+    canvases = sorted((name, canvas_for(name, spacing_mm)) for name in CANVAS_MM)
+    digest = hashlib.sha256(f"{key}|{_CACHE_VERSION}|{float(spacing_mm)}|{canvases}".encode()).hexdigest()[:16]
     return cache_dir / f"{patient_id}-{digest}.npz"
 
 
@@ -322,7 +342,7 @@ def _save(path: Path, record: CaseRecord) -> None:
         "patient_id": np.array(record.patient_id), "label": np.array(record.label),
         "source": np.array(record.source), "figure_names": np.array(list(record.figures)),
         "figures": np.array(list(record.figures.values()), dtype=np.float64),
-        "crop_names": np.array(list(record.inputs)),
+        "crop_names": np.array(list(record.inputs)), "spacing_mm": np.array(record.spacing_mm),
         "crop_volume_cc": np.array([record.crop_volume_cc[n] for n in record.inputs]),
         "lost_fraction": np.array([record.lost_fraction[n] for n in record.inputs]),
     }
@@ -347,7 +367,9 @@ def _load(path: Path, crop_names: Sequence[str]) -> CaseRecord | None:
             if not set(crop_names) <= set(names):
                 return None
             figures = {str(k): float(v) for k, v in zip(data["figure_names"], data["figures"])}
-            record = CaseRecord(str(data["patient_id"]), int(data["label"]), figures, source=str(data["source"]))
+            spacing = float(data["spacing_mm"]) if "spacing_mm" in data.files else SPACING_MM
+            record = CaseRecord(str(data["patient_id"]), int(data["label"]), figures, source=str(data["source"]),
+                                spacing_mm=spacing)
             for index, name in enumerate(names):
                 if name in crop_names:
                     record.inputs[name] = data[f"input_{name}"]
@@ -412,6 +434,7 @@ def phantom_records(
     cache_dir: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] | None = None,
     generators: Sequence[str] = (),
+    spacing_mm: float = SPACING_MM,
 ) -> list[CaseRecord]:
     """Records of synthetic thorax patients generated in memory (:func:`rtdeep.phantom.generate_patient`),
     without the DICOM round trip; label = the phantom's ``pneumonitis`` outcome, and the figures
@@ -423,6 +446,9 @@ def phantom_records(
         generators: generator fingerprints whose cached records to use instead of the current
             one (a fixed cohort across edits of the phantom package that do not change these
             phantoms); a record missing from all of them is an error, never made with other code.
+        spacing_mm: voxel size of the inputs. At :data:`SPACING_MM` every crop is prepared and
+            cached together (one file serves any crop later); at another spacing only
+            ``crop_names`` are (a finer whole-body crop costs more than it is asked for).
     """
     from rtdeep.phantom import generate_patient, generator_fingerprint
 
@@ -430,13 +456,14 @@ def phantom_records(
     cache = None if cache_dir is None else Path(cache_dir)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
+    built = CROP_NAMES if float(spacing_mm) == SPACING_MM else tuple(sorted(crop_names))
     records = []
     for number, index in enumerate(indices, start=1):
         record, path, source = None, None, ""
         for version in versions:
             source = f"phantom-{version}/thorax/{grid}/{seed}/{index}"
-            key = f"{source}|{sorted(CROP_NAMES)}|{threshold_gy}"
-            path = None if cache is None else _cache_path(cache, key, f"phantom-{seed}-{index}")
+            key = f"{source}|{sorted(built)}|{threshold_gy}"
+            path = None if cache is None else _cache_path(cache, key, f"phantom-{seed}-{index}", spacing_mm)
             record = _load(path, crop_names) if path is not None and path.is_file() else None
             if record is not None:
                 break
@@ -446,12 +473,12 @@ def phantom_records(
         if record is None:
             source = f"phantom-{versions[0]}/thorax/{grid}/{seed}/{index}"
             path = None if cache is None else _cache_path(
-                cache, f"{source}|{sorted(CROP_NAMES)}|{threshold_gy}", f"phantom-{seed}-{index}")
+                cache, f"{source}|{sorted(built)}|{threshold_gy}", f"phantom-{seed}-{index}", spacing_mm)
             patient = generate_patient("thorax", int(index), int(seed), grid)
             extra = {"risk": float(patient.outcome["risk"]), "ild_in_v20_cc": float(patient.outcome["ild_in_v20_cc"])}
             record = build_record(patient.patient_id, int(patient.outcome["pneumonitis"]), patient.ct,
-                                  {roi.name: roi.mask for roi in patient.rois}, patient.dose, CROP_NAMES,
-                                  threshold_gy, source=source, extra=extra)
+                                  {roi.name: roi.mask for roi in patient.rois}, patient.dose, built,
+                                  threshold_gy, spacing_mm, source=source, extra=extra)
             if path is not None:
                 _save(path, record)
         records.append(_only(record, crop_names))

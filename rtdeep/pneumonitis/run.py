@@ -32,11 +32,11 @@ from rtdeep.fileio import atomic_write
 from rtdeep.ntcp import lung_dose_report
 from rtdeep.pneumonitis.bundle import pneumonitis_metadata, save_pneumonitis_bundle
 from rtdeep.pneumonitis.dataset import (
-    CANVAS,
     SPACING_MM,
     CaseRecord,
     ManifestRow,
     build_records,
+    canvas_for,
     crop_spec,
     cut_crop,
     prepare_crop,
@@ -136,13 +136,22 @@ def time_one_study(result: ExperimentResult, ct, structures, dose, threshold_gy:
     started = time.perf_counter()
     report = lung_dose_report(ct, structures, dose)
     crop = cut_crop(ct, structures, dose, report, result.crop_name, threshold_gy)
-    prepared = prepare_crop(crop, result.channels, CANVAS[result.crop_name], SPACING_MM, fit=True)
+    spacing = result.network.spacing_mm
+    prepared = prepare_crop(crop, result.channels, canvas_for(result.crop_name, spacing), spacing, fit=True)
     forward_started = time.perf_counter()
     with torch.no_grad():
         result.network(torch.as_tensor(prepared.array[None]))
     forward = time.perf_counter() - forward_started
     grad_cam(result.network, prepared.array)
     return {"study_seconds": time.perf_counter() - started, "predict_ms_per_patient": 1000 * forward}
+
+
+def _spacing_of(records: Sequence[CaseRecord]) -> float:
+    """The one voxel size of the records' inputs; a cohort prepared at two spacings is an error."""
+    spacings = sorted({float(record.spacing_mm) for record in records})
+    if len(spacings) > 1:
+        raise ValidationError(f"records prepared at different voxel sizes ({', '.join(f'{v:g}' for v in spacings)} mm)")
+    return spacings[0] if spacings else SPACING_MM
 
 
 def evaluate_and_write(
@@ -172,7 +181,8 @@ def evaluate_and_write(
     out = Path(out_dir)
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    experiment = run_cnn(train, test, crop_name, channels, config, log if context.is_main else None, SPACING_MM,
+    spacing = _spacing_of([*train, *test])
+    experiment = run_cnn(train, test, crop_name, channels, config, log if context.is_main else None, spacing,
                          context)
     if not context.is_main:
         return RunResult(experiment, [], list(train), list(test), out, None, time.perf_counter() - started)
@@ -183,8 +193,8 @@ def evaluate_and_write(
     cohort = {
         "n_train": len(train), "n_train_positive": sum(r.label for r in train),
         "n_test": len(test), "n_test_positive": sum(r.label for r in test),
-        **(cohort or {}), "threshold_gy": spec.dose_threshold_gy, "spacing_mm": SPACING_MM,
-        "canvas": list(CANVAS[crop_name]),
+        **(cohort or {}), "threshold_gy": spec.dose_threshold_gy, "spacing_mm": spacing,
+        "canvas": list(canvas_for(crop_name, spacing)),
         "lost_train": float(np.mean([r.lost_fraction.get(crop_name, 0.0) for r in train])) if train else 0.0,
     }
     payload = {
@@ -212,10 +222,10 @@ def evaluate_and_write(
     card = model_card(experiment, baselines, cohort, timings, test_labels if len(test) else None)
     if bundle_out is not None:
         kwargs = {"in_channels": len(channels), "features": list(config.features), "dropout": config.dropout,
-                  "spacing_mm": SPACING_MM}
+                  "spacing_mm": spacing}
         metadata = pneumonitis_metadata(
-            crop_name=crop_name, dose_threshold_gy=spec.dose_threshold_gy, spacing_mm=SPACING_MM,
-            canvas=tuple(CANVAS[crop_name]), channels=tuple(channels),  # type: ignore[arg-type]
+            crop_name=crop_name, dose_threshold_gy=spec.dose_threshold_gy, spacing_mm=spacing,
+            canvas=canvas_for(crop_name, spacing), channels=tuple(channels),
             decision_threshold=experiment.cnn.threshold, network_kwargs=kwargs,
         )
         extra = {"docs/metrics.json": metrics_text.encode()}

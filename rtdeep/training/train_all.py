@@ -44,7 +44,7 @@ def _say(message: str) -> None:
 
 
 def train(sites: list[str], archs: list[str], minutes: float, threads: int, iterations: int | None = None,
-          finetune_from: Path | None = None, start_note: str = "") -> None:
+          finetune_from: Path | None = None, start_note: str = "", decay_from: int | None = None) -> None:
     """Train each (site, architecture) on the same phantoms.
 
     Args:
@@ -53,6 +53,9 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
         finetune_from: a models folder (``Resources/Models``): start each model from the weights of
             the bundle of the same name there (fine-tuning); None trains from scratch.
         start_note: what the starting weights were (their own budget), for the model card.
+        decay_from: iteration from which the learning rate decays by cosine to 5 % at ``iterations``
+            (:attr:`TrainConfig.decay_from_iteration`); a run resumed with a larger ``iterations``
+            continues its checkpoint into the decay.
     """
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
@@ -79,7 +82,7 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
             config = TrainConfig(site=site.name, arch=arch.name, seed=0, time_budget_s=minutes * 60,
                                  max_epochs=-(-iterations // per_epoch) if iterations else 1000,
                                  iterations_per_epoch=per_epoch, threads=threads,
-                                 init_weights=None if init is None else str(init))
+                                 init_weights=None if init is None else str(init), decay_from_iteration=decay_from)
             result = train_segmentation(config, site, arch, train_cases, val_cases, out, resume=True,
                                         log_callback=lambda line, n=name: _say(f"{n}: {line}"))
             (out / "result.json").write_text(json.dumps({
@@ -93,6 +96,9 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
                 "start": ("fine-tuned from the previously shipped bundle of the same name" if init else "from scratch")
                          + (f" ({start_note})" if start_note else ""),
                 "augmentation": "rtdeep.training.sampling.augmentation (MONAI)",
+                "learning_rate": (f"{arch.learning_rate:g} constant" if decay_from is None else
+                                  f"{arch.learning_rate:g} constant to iteration {decay_from}, then cosine "
+                                  f"decay to 5 % at iteration {iterations}"),
             }, indent=1))
 
 
@@ -331,7 +337,8 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                                  f"{result['batch_size']}, {result['epochs']} epochs, best epoch {result['best_epoch']}",
                 "budget": (f"{result.get('iterations_budget')} iterations for every model of this site (equal budget), "
                            f"capped at {result.get('minutes_cap')} min; {result.get('start', 'from scratch')}; "
-                           f"augmentation: {result.get('augmentation', 'intensity jitter')}"),
+                           f"augmentation: {result.get('augmentation', 'intensity jitter')}; learning rate "
+                           f"{result.get('learning_rate', 'constant')}"),
                 "validation_dice_model_grid": ", ".join(f"{k} {v:.3f}" for k, v in result["best_val_dice"].items()),
             }
             speed_lines = {}
@@ -403,13 +410,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--finetune", action="store_true",
                         help="start each model from the bundle of the same name in --models-dir")
     parser.add_argument("--start-note", default="", help="train: what the starting weights were, for the card")
+    parser.add_argument("--decay-from", type=int, help="train: iteration where the cosine learning-rate decay "
+                        "starts (it ends at --iterations); resume a run with more --iterations to add the decay")
     parser.add_argument("--shipped", action="store_true", help="evaluate: the bundles in --models-dir, not the new ones")
     parser.add_argument("--models-dir", type=Path, default=PROJECT_ROOT / "Resources" / "Models")
     parser.add_argument("--bench-json", type=Path, default=PROJECT_ROOT / "bench" / "out" / "bench_segment.json")
     args = parser.parse_args(argv)
     if args.stage == "train":
         train(args.sites, args.archs, args.minutes, args.threads, args.iterations,
-              args.models_dir if args.finetune else None, args.start_note)
+              args.models_dir if args.finetune else None, args.start_note, args.decay_from)
     elif args.stage == "prepare":  # training caches, once, before the models train in parallel
         from rtdeep.sites import get_site
         from rtdeep.training.data import cases_from_phantoms

@@ -37,7 +37,8 @@ from rtdeep.training.distributed import (
 )
 from rtdeep.training.sampling import PatchSampler
 
-__all__ = ["INFERENCE_ROI", "TrainConfig", "TrainResult", "dice_per_organ", "partial_label_loss", "train_segmentation"]
+__all__ = ["INFERENCE_ROI", "TrainConfig", "TrainResult", "dice_per_organ", "learning_rate_at", "partial_label_loss",
+           "train_segmentation"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,20 @@ class TrainConfig:
     #: generator weights (a ``state_dict`` file, e.g. a bundle's ``models/model.pt``) to start from
     #: (fine-tuning); ignored when resuming from a checkpoint
     init_weights: str | None = None
+    #: the learning rate is constant until this iteration, then decays by cosine to 5 % of it at
+    #: the last iteration (``max_epochs * iterations_per_epoch``); None keeps it constant. A function
+    #: of the iteration count alone, so a resumed run follows the same schedule.
+    decay_from_iteration: int | None = None
+
+
+def learning_rate_at(config: TrainConfig, base: float, iteration: int) -> float:
+    """The generator's learning rate for ``iteration`` (0-based) under ``config``'s schedule."""
+    start = config.decay_from_iteration
+    last = config.max_epochs * config.iterations_per_epoch
+    if start is None or iteration < start or last <= start:
+        return base
+    progress = min((iteration - start) / (last - start), 1.0)
+    return base * (0.05 + 0.95 * 0.5 * (1.0 + float(np.cos(np.pi * progress))))
 
 
 @dataclass
@@ -255,6 +270,8 @@ def train_segmentation(
                 fooled = critic(torch.cat([images, probabilities], 1))[-1]
                 adversarial = bce(fooled, torch.ones_like(fooled))
                 loss = loss + arch.adversarial_weight * adversarial
+            for group in optimizer_g.param_groups:
+                group["lr"] = learning_rate_at(config, lr, iterations)
             optimizer_g.zero_grad()
             loss.backward()
             optimizer_g.step()
