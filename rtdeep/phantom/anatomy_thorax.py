@@ -257,27 +257,28 @@ def _fit_heart_front_to_back(radii: np.ndarray, rotation: np.ndarray, front: flo
     """Centre y and radii of the heart so that it lies between the back of the anterior chest
     wall (``front``, plus 3 mm) and ``back`` (in front of the esophagus and descending aorta).
 
-    Where it would not fit, the heart flattens front to back: each semi-axis shrinks in proportion
-    to its share of the depth, and the axis that contributes least to the depth grows to keep the
-    volume (by up to 25 %); no semi-axis goes below 60 % of its drawn length. ``slack`` mm of any
-    room left moves it back. A heart that still does not fit is indented by the esophagus and the
-    aorta where it is painted (:func:`_paint_heart`); it is also cut by the cavity there.
+    Where it would not fit, the heart flattens front to back and keeps its volume: each semi-axis
+    shrinks in proportion to its share of the depth (to no less than 75 % of its drawn length) and
+    the axis that adds least to the depth grows by as much volume (to at most 160 %). ``slack`` mm
+    of any room left moves it back. A heart still deeper than the room is flattened behind, against
+    the esophagus, where it is painted (:func:`_paint_heart`), as a left atrium in a shallow chest
+    is; it is also cut by the cavity there.
     """
     room = back - front - 3.0
-    fitted = np.asarray(radii, float).copy()
-    volume = float(np.prod(fitted))
-    for _ in range(40):
+    drawn = np.asarray(radii, float)
+    fitted = drawn.copy()
+    volume = float(np.prod(drawn))
+    for _ in range(80):
         depth = _heart_depth(fitted, rotation)
         if depth <= room:
             break
         share = (rotation[1, :] * fitted) ** 2
         share = share / share.sum()
-        fitted = fitted * (room / depth) ** share
+        fitted = np.clip(fitted * (room / depth) ** share, 0.75 * drawn, 1.6 * drawn)
         least = int(np.argmin(share))
-        fitted[least] *= min(volume / float(np.prod(fitted)), 1.25)
-        fitted = np.clip(fitted, 0.6 * np.asarray(radii, float), 1.3 * np.asarray(radii, float))
+        fitted[least] = min(fitted[least] * volume / float(np.prod(fitted)), 1.6 * drawn[least])
     depth = _heart_depth(fitted, rotation)
-    return front + 3.0 + 0.5 * depth + min(slack, max(room - depth, 0.0)), fitted
+    return front + 3.0 + 0.5 * min(depth, room) + min(slack, max(room - depth, 0.0)), fitted
 
 
 def sample_thorax(rng: np.random.Generator) -> ThoraxModel:
@@ -870,7 +871,7 @@ def _paint_heart(canvas: Canvas, model: ThoraxModel) -> None:
     # the left atrium lies in front of the esophagus and the descending aorta, a thin fat plane
     # between them: they indent the heart, never run through it
     behind = _tubes_sd(model, model.esophagus_path + model.aorta[2:], block)
-    heart = np.maximum(heart, np.float32(2.0) - behind)
+    heart = np.maximum(np.maximum(heart, np.float32(2.0) - behind), by - np.float32(model.esophagus_y - 11.0))
     del behind
     above = block.z - (model.diaphragm_z(block.x, block.y) - 6.0)
     # epicardial / pericardial fat, thicker anteriorly and at the apex
