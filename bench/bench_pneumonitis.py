@@ -202,22 +202,27 @@ def classifier_entry(crop: str, metrics: dict) -> dict:
             "crop": crop, "positive_class": metrics["positive_class"], "heldout_auc": cnn["auc"],
             "heldout_auc_ci95": [cnn["auc_ci_low"], cnn["auc_ci_high"]], "heldout_brier": cnn["brier"],
             "heldout_limit_auc": limit["auc"], "n_heldout": cnn["n"], "n_heldout_positive": cnn["n_positive"],
-            "epochs": metrics["config"]["epochs"], "measured_by": "python bench/bench_pneumonitis.py",
+            "epochs": metrics["config"]["epochs"], "spacing_mm": metrics["cohort"].get("spacing_mm", 6.0),
+            "measured_by": "python bench/bench_pneumonitis.py",
             "trained_on": "synthetic phantoms"}
 
 
 def install_bundles(bundles: Path, out: Path, models_dir: Path = ROOT / "Resources" / "Models") -> None:
-    """Ship the three bundles: verify each, swap it into ``models_dir`` (a staged copy renamed over
-    the old one), then rewrite models.json's "classifiers" from the measured runs under ``out``."""
+    """Ship the bundles under ``bundles`` (any of the three; the others stay as they are): verify
+    each, swap it into ``models_dir`` (a staged copy renamed over the old one), then replace their
+    entries in models.json's "classifiers" by the measured runs under ``out``."""
     import shutil
 
     from rtdeep.bundles import verify_bundle
 
-    entries = []
-    for crop, name in BUNDLE_NAMES.items():
+    shipped = {crop: name for crop, name in BUNDLE_NAMES.items() if (bundles / name).is_dir()}
+    if not shipped:
+        raise SystemExit(f"no bundle under {bundles}")
+    entries = {}
+    for crop, name in shipped.items():
         verify_bundle(bundles / name)
-        entries.append(classifier_entry(crop, json.loads((out / f"run-{crop}" / "metrics.json").read_text())))
-    for name in BUNDLE_NAMES.values():
+        entries[name] = classifier_entry(crop, json.loads((out / f"run-{crop}" / "metrics.json").read_text()))
+    for name in shipped.values():
         staged, target = models_dir / f".{name}.new", models_dir / name
         shutil.rmtree(staged, ignore_errors=True)
         shutil.copytree(bundles / name, staged)
@@ -225,9 +230,11 @@ def install_bundles(bundles: Path, out: Path, models_dir: Path = ROOT / "Resourc
         staged.rename(target)
     database = models_dir / "models.json"
     content = json.loads(database.read_text())
-    content["classifiers"] = entries
+    kept = {entry["name"]: entry for entry in content.get("classifiers", [])}
+    kept.update(entries)
+    content["classifiers"] = [kept[name] for name in BUNDLE_NAMES.values() if name in kept]
     database.write_text(json.dumps(content, indent=1) + "\n")
-    _log(f"installed {', '.join(BUNDLE_NAMES.values())} into {models_dir}")
+    _log(f"installed {', '.join(shipped.values())} into {models_dir}")
 
 
 def main() -> int:
