@@ -167,6 +167,44 @@ def test_training_loss_falls_and_a_tiny_cohort_is_learned():
     assert [b.name for b in baselines] == ["LKB NTCP (QUANTEC)", "logistic MLD (fitted)", "logistic V20 (fitted)"]
 
 
+def test_a_dose_covariate_joins_the_calibration_and_travels_with_the_bundle(tmp_path):
+    """covariates=("mld_gy",): the Platt scaling is fitted on [CNN logit, MLD] of the calibration part
+    (an informative MLD gets a positive weight), the network refuses to give a risk without it, its
+    Grad-CAM is the image part's, and a bundle written by evaluate_and_write predicts from the study's
+    own dose report."""
+    from rtdeep.pneumonitis.bundle import load_pneumonitis_bundle
+    from rtdeep.pneumonitis.run import evaluate_and_write
+    from rtdeep.pneumonitis.saliency import grad_cam
+
+    records = [replace(r, figures={**r.figures, "mld_gy": 8.0 + 3.0 * r.label + (k % 5)})
+               for k, r in enumerate(_records(36))]
+    train, test = records[:28], records[28:]
+    config = TrainConfig(epochs=6, batch_size=4, features=(8, 8, 16, 16), calibration_fraction=0.25, seed=1,
+                         covariates=("mld_gy",))
+    x = stack_inputs(train, "lung-dose20", ("ct", "mask")).astype(np.float32)
+    covariates = np.array([[r.figures["mld_gy"]] for r in train])
+    with pytest.raises(ValueError, match="mld_gy"):
+        train_model(x, np.array([r.label for r in train]), config)
+    trained = train_model(x, np.array([r.label for r in train]), config, covariates=covariates)
+    assert len(trained.platt) == 3 and trained.platt[2] > 0, trained.platt
+    with pytest.raises(ValueError, match="mld_gy"):
+        trained.network(torch.as_tensor(x[:2]))
+    risks = predict_probabilities(trained.network, x[:2], covariates=covariates[:2])
+    assert risks.shape == (2,) and np.all((risks > 0) & (risks < 1))
+    assert grad_cam(trained.network, x[0]).shape == x.shape[2:]
+    run = evaluate_and_write(train, test, "lung-dose20", tmp_path / "run", config=config,
+                             bundle_out=tmp_path / "bundle", overwrite=True)
+    assert run.experiment.cnn.name == "CNN lung-dose20 + mld_gy" and "mld_gy" in run.card
+    ct, masks, dose = synthetic_study(True, seed=5)
+    result = predict_pneumonitis(ct, masks, dose, bundle=tmp_path / "bundle")
+    network = load_pneumonitis_bundle(tmp_path / "bundle").network
+    assert network.covariates == ("mld_gy",)
+    crop = prepare_crop(result.crop, ("ct", "mask"), canvas_for("lung-dose20"), fit=True).array
+    with torch.no_grad():
+        expected = torch.sigmoid(network(torch.as_tensor(crop[None]), torch.tensor([[result.report.mld_gy]])))
+    assert result.risk == pytest.approx(float(expected[0]), rel=1e-5)
+
+
 def test_weight_averaging_of_the_last_epochs_is_chosen_on_the_calibration_part():
     """average_last: the averaged weights (batch-norm statistics recomputed) compete with the best
     single epoch on the calibration part; whichever is kept, it is a working, calibrated model."""

@@ -108,7 +108,7 @@ def comparison(out: Path) -> str:
                 f"{t['tp']}/{t['fn']}/{t['fp']}/{t['tn']} | {talk_text} |")
 
     for crop, run in runs.items():
-        lines.append(row(f"CNN {crop}", run["models"][0], TALK[crop]))
+        lines.append(row(run["models"][0].get("name", f"CNN {crop}"), run["models"][0], TALK[crop]))
     for name, m in models.items():
         lines.append(row(name, m))
     predictions = {crop: _test_predictions(out, crop) for crop in runs}
@@ -166,7 +166,8 @@ def _train_one(args: argparse.Namespace, crop: str) -> None:
               "grid": args.grid,
               "generator": f"rtdeep.phantom fingerprint {args.generators or generator_fingerprint()}"}
     bundle = None if args.bundles is None else args.bundles / BUNDLE_NAMES[crop]
-    config = TrainConfig(epochs=args.epochs, threads=args.threads, seed=args.seed, batch_size=args.batch_size)
+    config = TrainConfig(epochs=args.epochs, threads=args.threads, seed=args.seed, batch_size=args.batch_size,
+                         covariates=tuple(c for c in args.covariates.split(",") if c))
     result = evaluate_and_write(
         train, test, crop, args.out / f"run-{crop}", threshold_gy=None, channels=tuple(args.channels.split("+")),
         config=config, cohort=cohort, bundle_out=bundle, timing_study=_timing_study(args) if bundle else None,
@@ -250,6 +251,8 @@ def main() -> int:
                         "(comma-separated; none missing) instead of the current one")
     parser.add_argument("--spacing", type=float, default=6.0,
                         help="voxel size (mm) of the network inputs; 6 prepares and caches all three crops together")
+    parser.add_argument("--covariates", default="", help="dose figures of the whole lung the calibration also "
+                        "takes, comma-separated (e.g. mld_gy); empty: image only")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)

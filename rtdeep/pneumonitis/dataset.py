@@ -57,6 +57,7 @@ __all__ = [
     "phantom_records",
     "prepare_crop",
     "read_manifest",
+    "report_figures",
     "window_ct",
 ]
 

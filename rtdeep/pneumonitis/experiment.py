@@ -22,7 +22,8 @@ from rtdeep.pneumonitis.model import PneumonitisNet
 from rtdeep.pneumonitis.train import TrainConfig, TrainResult, predict_probabilities, train_model
 from rtdeep.training.distributed import DistContext
 
-__all__ = ["LIMIT_NAME", "ExperimentResult", "ModelResult", "run_baselines", "run_cnn", "stack_inputs"]
+__all__ = ["LIMIT_NAME", "ExperimentResult", "ModelResult", "covariate_values", "run_baselines", "run_cnn",
+           "stack_inputs"]
 
 #: the row of the phantom outcome model's own probability
 LIMIT_NAME = "limit: outcome model's own risk"
@@ -69,6 +70,13 @@ def stack_inputs(records: Sequence[CaseRecord], crop_name: str, channels: Sequen
     return np.stack([record.inputs[crop_name][planes] for record in records])
 
 
+def covariate_values(records: Sequence[CaseRecord], names: Sequence[str]) -> np.ndarray | None:
+    """``[n, len(names)]`` of the records' dose figures (None without names)."""
+    if not names:
+        return None
+    return np.array([[record.figures[name] for name in names] for record in records], dtype=np.float64)
+
+
 def _labels(records: Sequence[CaseRecord]) -> np.ndarray:
     return np.array([record.label for record in records], dtype=int)
 
@@ -95,15 +103,18 @@ def run_cnn(
     config = config or TrainConfig()
     y_train = _labels(train)
     x_train = stack_inputs(train, crop_name, channels)
-    training = train_model(x_train, y_train, config, log=log, spacing_mm=spacing_mm, context=context)
+    training = train_model(x_train, y_train, config, log=log, spacing_mm=spacing_mm, context=context,
+                           covariates=covariate_values(train, config.covariates))
     del x_train
     y_cal = y_train[training.calibration_index]
     threshold = youden_threshold(y_cal, training.calibration_probabilities)
     started = time.perf_counter()
-    test_probabilities = (predict_probabilities(training.network, stack_inputs(test, crop_name, channels))
+    test_probabilities = (predict_probabilities(training.network, stack_inputs(test, crop_name, channels),
+                                                covariates=covariate_values(test, config.covariates))
                           if len(test) else np.zeros(0))
     result = ModelResult(
-        name=f"CNN {crop_name}" + (" +dose" if "dose" in channels else ""),
+        name=f"CNN {crop_name}" + (" +dose" if "dose" in channels else "")
+             + "".join(f" + {name}" for name in config.covariates),
         threshold=threshold,
         train_probabilities=training.calibration_probabilities,
         test_probabilities=test_probabilities,

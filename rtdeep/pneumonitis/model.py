@@ -12,6 +12,12 @@ larger canvas gives the same answer. One linear layer makes the logit; a fixed P
 ``a * logit + b`` fitted on training data after training makes ``sigmoid(output)`` a calibrated
 probability of **grade >= 2 radiation pneumonitis**.
 
+Optionally the Platt scaling also takes dose figures of the whole normal lung (``covariates``, e.g.
+``("mld_gy",)``): ``a * logit + b + w . covariates``, fitted with the rest on the calibration part.
+A crop of the >= 20 Gy lung cannot see the dose the rest of the lung gets, which the outcome of
+the phantoms (and the clinical literature: QUANTEC's mean-lung-dose model) depends on too. The
+network and its Grad-CAM stay image-only; the covariates shift each patient's logit.
+
 Why this size (about 46 k weights with the default features (8, 16, 32, 32)): the cohorts are
 hundreds to about a thousand patients (the talk had 54 + 23), training is on CPU, and the signal
 is the extent of abnormal parenchyma, not fine shape. MONAI's DenseNet121 (11 M weights) or
@@ -43,9 +49,12 @@ class PneumonitisNet(nn.Module):
             be divisible by ``2 ** (len(features) - 1)``.
         dropout: dropout before the linear layer.
         spacing_mm: the input voxel size (for the integrated-volume feature in cm^3).
+        covariates: names of per-patient dose figures (:func:`rtdeep.pneumonitis.dataset.report_figures`)
+            the calibrated logit also takes; empty for an image-only model.
 
     Attributes:
         calibration: buffer ``[a, b]`` of the Platt scaling (``[1, 0]`` until fitted).
+        covariate_weights: buffer of one weight per covariate (only when there are covariates).
         cam_target: the layer Grad-CAM explains (the third convolution, before its pooling: a grid of
             input / 4, 24 mm cells at 6 mm voxels).
 
@@ -63,8 +72,10 @@ class PneumonitisNet(nn.Module):
         features: Sequence[int] = (8, 16, 32, 32),
         dropout: float = 0.2,
         spacing_mm: float = 6.0,
+        covariates: Sequence[str] = (),
     ) -> None:
         super().__init__()
+        self.covariates = tuple(str(name) for name in covariates)
         features = [int(f) for f in features]
         blocks: list[nn.Module] = []
         channels = in_channels
@@ -78,6 +89,8 @@ class PneumonitisNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(2 * channels, 1)
         self.register_buffer("calibration", torch.tensor([1.0, 0.0]))
+        if self.covariates:
+            self.register_buffer("covariate_weights", torch.zeros(len(self.covariates)))
 
     def uncalibrated(self, crop: torch.Tensor) -> torch.Tensor:
         """The logit before Platt scaling, ``(batch,)``."""
@@ -92,6 +105,20 @@ class PneumonitisNet(nn.Module):
         pooled = torch.cat([mean, torch.log1p(integrated * cell_cc)], dim=1)
         return self.linear(self.dropout(pooled)).squeeze(1)
 
-    def forward(self, crop: torch.Tensor) -> torch.Tensor:
-        """Calibrated logit of grade >= 2 pneumonitis, ``(batch,)``."""
+    def image_logit(self, crop: torch.Tensor) -> torch.Tensor:
+        """The calibrated logit without the covariate terms (what Grad-CAM explains), ``(batch,)``."""
         return self.uncalibrated(crop) * self.calibration[0] + self.calibration[1]
+
+    def forward(self, crop: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        """Calibrated logit of grade >= 2 pneumonitis, ``(batch,)``.
+
+        Args:
+            crop: ``[batch, channels, D, H, W]``.
+            covariates: ``[batch, len(self.covariates)]``, required when the model has covariates.
+        """
+        logit = self.image_logit(crop)
+        if not self.covariates:
+            return logit
+        if covariates is None or covariates.shape[-1] != len(self.covariates):
+            raise ValueError(f"this model also takes {', '.join(self.covariates)} per patient")
+        return logit + covariates.to(logit) @ self.covariate_weights

@@ -23,7 +23,7 @@ from rtdeep.dvh import sample_on_grid
 from rtdeep.errors import DoseError
 from rtdeep.ntcp import LungDoseReport, lung_dose_report
 from rtdeep.pneumonitis.bundle import load_pneumonitis_bundle
-from rtdeep.pneumonitis.dataset import cut_crop, prepare_crop
+from rtdeep.pneumonitis.dataset import cut_crop, prepare_crop, report_figures
 from rtdeep.pneumonitis.evaluate import POSITIVE_CLASS
 from rtdeep.pneumonitis.saliency import grad_cam
 from rtdeep.volume import Volume
@@ -178,8 +178,13 @@ def predict_pneumonitis(
         warnings.append(f"the crop is larger than the training canvas {config['canvas']} at {spacing:g} mm; "
                         f"the network saw it whole on a {list(prepared.array.shape[1:])} canvas")
     network = loaded.network
+    covariates = None
+    if getattr(network, "covariates", ()):
+        figures = report_figures(report)
+        covariates = torch.tensor([[figures[name] for name in network.covariates]], dtype=torch.float32,
+                                  device=loaded.device)
     with torch.no_grad():
-        logit = network(torch.as_tensor(prepared.array[None], device=loaded.device))
+        logit = network(torch.as_tensor(prepared.array[None], device=loaded.device), covariates)
     risk = float(torch.sigmoid(logit).cpu()[0])
     cam = grad_cam(network, prepared.array)
     decision = float(config["decision_threshold"])

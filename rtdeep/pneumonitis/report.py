@@ -180,6 +180,12 @@ def model_card(
     cnn, cfg = experiment.cnn, experiment.config
     canvas = "x".join(str(s) for s in cohort.get("canvas", ()))  # type: ignore[union-attr]
     spacing = cohort.get("spacing_mm", 6.0)
+    covariate_text = ""
+    if cfg.covariates:
+        weights = ", ".join(f"{name} {weight:+.4f}" for name, weight in zip(cfg.covariates, cnn.details["platt"][2:]))
+        covariate_text = (f" The calibrated logit also takes the whole normal lung's {', '.join(cfg.covariates)} "
+                          f"(from the dose report; the crop cannot see the dose outside itself): "
+                          f"Platt a {cnn.details['platt'][0]:.4f}, b {cnn.details['platt'][1]:+.4f}, {weights}.")
     threshold_gy = cohort.get("threshold_gy") or 20
     region = {
         "lung-dose20": f"the normal lung (Lung_L + Lung_R - GTV*) receiving >= {threshold_gy:g} Gy",
@@ -224,8 +230,8 @@ The calibrated probability of **{POSITIVE_CLASS}** (the positive class) from the
 (crop `{experiment.crop_name}`). The crop is resampled to {spacing:g} mm isotropic voxels (never
 stretched) and centred on a {canvas} canvas [k, j, i]; in prediction the canvas grows to hold the
 whole crop. Input channels: {", ".join(experiment.channels)} (CT windowed [-1000, 200] HU to [0, 1],
-0 outside the crop mask; the mask last). Decision threshold {cnn.threshold:.3f}: Youden's J on the
-calibrated risks of the training patients kept out of fitting.
+0 outside the crop mask; the mask last).{covariate_text} Decision threshold {cnn.threshold:.3f}: Youden's J
+on the calibrated risks of the training patients kept out of fitting.
 
 ## Network, and why this size
 `PneumonitisNet`: {len(cfg.features)} MONAI `Convolution` blocks (3x3x3, batch norm, ReLU) with channels

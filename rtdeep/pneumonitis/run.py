@@ -41,6 +41,7 @@ from rtdeep.pneumonitis.dataset import (
     cut_crop,
     prepare_crop,
     read_manifest,
+    report_figures,
 )
 from rtdeep.pneumonitis.experiment import ExperimentResult, ModelResult, run_baselines, run_cnn
 from rtdeep.pneumonitis.report import (
@@ -139,8 +140,12 @@ def time_one_study(result: ExperimentResult, ct, structures, dose, threshold_gy:
     spacing = result.network.spacing_mm
     prepared = prepare_crop(crop, result.channels, canvas_for(result.crop_name, spacing), spacing, fit=True)
     forward_started = time.perf_counter()
+    covariates = None
+    if result.network.covariates:
+        figures = report_figures(report)
+        covariates = torch.tensor([[figures[name] for name in result.network.covariates]], dtype=torch.float32)
     with torch.no_grad():
-        result.network(torch.as_tensor(prepared.array[None]))
+        result.network(torch.as_tensor(prepared.array[None]), covariates)
     forward = time.perf_counter() - forward_started
     grad_cam(result.network, prepared.array)
     return {"study_seconds": time.perf_counter() - started, "predict_ms_per_patient": 1000 * forward}
@@ -222,7 +227,7 @@ def evaluate_and_write(
     card = model_card(experiment, baselines, cohort, timings, test_labels if len(test) else None)
     if bundle_out is not None:
         kwargs = {"in_channels": len(channels), "features": list(config.features), "dropout": config.dropout,
-                  "spacing_mm": spacing}
+                  "spacing_mm": spacing, "covariates": list(config.covariates)}
         metadata = pneumonitis_metadata(
             crop_name=crop_name, dose_threshold_gy=spec.dose_threshold_gy, spacing_mm=spacing,
             canvas=canvas_for(crop_name, spacing), channels=tuple(channels),

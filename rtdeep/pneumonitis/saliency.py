@@ -25,7 +25,8 @@ class _LogitColumn(nn.Module):
         self.network = network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x)[:, None]
+        image_logit = getattr(self.network, "image_logit", self.network)  # per-patient covariates shift, not explain
+        return image_logit(x)[:, None]
 
 
 def grad_cam(network: nn.Module, crop: np.ndarray) -> np.ndarray:

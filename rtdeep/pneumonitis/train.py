@@ -56,6 +56,8 @@ class TrainConfig:
             epoch, Platt scaling and the decision threshold.
         seed: seeds the split, weights, batch order and augmentation.
         threads: torch CPU threads.
+        covariates: per-patient dose figures (e.g. ``("mld_gy",)``) the Platt scaling also takes
+            (see :class:`PneumonitisNet`); empty for an image-only model.
     """
 
     epochs: int = 60
@@ -69,10 +71,12 @@ class TrainConfig:
     calibration_fraction: float = 0.2
     seed: int = 0
     threads: int = 1
+    covariates: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         values = asdict(self)
         values["features"] = list(self.features)
+        values["covariates"] = list(self.covariates)
         return values
 
 
@@ -88,7 +92,7 @@ class TrainResult:
         best_epoch: the epoch kept (1-based); with ``averaged``, the last epoch averaged.
         averaged: the weights kept are the average of epochs ``best_epoch - average_last + 1`` to
             ``best_epoch`` (see :attr:`TrainConfig.average_last`).
-        platt: ``(a, b)``.
+        platt: ``(a, b)``, then one weight per covariate.
         seconds: training wall time.
     """
 
@@ -98,7 +102,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     averaged: bool = False
-    platt: tuple[float, float] = (1.0, 0.0)
+    platt: tuple[float, ...] = (1.0, 0.0)
     seconds: float = 0.0
 
 
@@ -227,20 +231,53 @@ def _batch(crops: np.ndarray, index: np.ndarray) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _logits(network: nn.Module, crops: np.ndarray, batch_size: int = 16, calibrated: bool = True) -> np.ndarray:
+def _logits(network: nn.Module, crops: np.ndarray, batch_size: int = 16, calibrated: bool = True,
+            covariates: np.ndarray | None = None) -> np.ndarray:
     network.eval()
     device = next(network.parameters()).device
     out = []
     for start in range(0, len(crops), batch_size):
-        batch = _batch(crops, np.arange(start, min(start + batch_size, len(crops)))).to(device)
-        logit = network(batch) if calibrated else network.uncalibrated(batch)  # type: ignore[operator]
+        rows = np.arange(start, min(start + batch_size, len(crops)))
+        batch = _batch(crops, rows).to(device)
+        if not calibrated:
+            logit = network.uncalibrated(batch)  # type: ignore[operator]
+        elif covariates is None:
+            logit = network(batch)
+        else:
+            logit = network(batch, torch.as_tensor(np.asarray(covariates)[rows], dtype=torch.float32, device=device))
         out.append(logit.cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 
-def predict_probabilities(network: nn.Module, crops: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Calibrated risk of grade >= 2 pneumonitis for each crop ``[n, channels, D, H, W]`` -> ``(n,)``."""
-    return 1.0 / (1.0 + np.exp(-_logits(network, crops, batch_size)))
+def predict_probabilities(network: nn.Module, crops: np.ndarray, batch_size: int = 16,
+                          covariates: np.ndarray | None = None) -> np.ndarray:
+    """Calibrated risk of grade >= 2 pneumonitis for each crop ``[n, channels, D, H, W]`` -> ``(n,)``;
+    ``covariates`` ``[n, m]`` for a model with covariates."""
+    return 1.0 / (1.0 + np.exp(-_logits(network, crops, batch_size, covariates=covariates)))
+
+
+def _fit_platt(logits: np.ndarray | None, covariates: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Logistic regression of the labels on ``[logit, covariates...]`` (Newton / IRLS on standardised
+    features with a small ridge, so separable data stay finite): ``(a, b, w...)``, the Platt scaling
+    with covariate weights. ``logits`` None: on the covariates alone (``a`` = 0)."""
+    if logits is None:
+        return np.concatenate([[0.0], np.delete(_fit_platt(np.zeros(len(labels)), covariates, labels), 0)])
+    features = np.column_stack([logits, covariates]).astype(np.float64)
+    scale = np.maximum(features.std(axis=0), 1e-9)
+    design = np.column_stack([np.ones(len(labels)), (features - features.mean(axis=0)) / scale])
+    weights = np.zeros(design.shape[1])
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-design @ weights))
+        ridge = 1e-3 * np.eye(len(weights))
+        ridge[0, 0] = 0.0
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + ridge
+        step = np.linalg.solve(hessian, design.T @ (labels - p) - ridge @ weights)
+        weights += step
+        if np.abs(step).max() < 1e-10:
+            break
+    slopes = weights[1:] / scale
+    intercept = weights[0] - float(slopes @ features.mean(axis=0))
+    return np.concatenate([[slopes[0], intercept], slopes[1:]])
 
 
 def _bce(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -254,6 +291,7 @@ def train_model(
     log: Callable[[str], None] | None = None,
     spacing_mm: float = 6.0,
     context: DistContext | None = None,
+    covariates: np.ndarray | None = None,
 ) -> TrainResult:
     """Train one :class:`PneumonitisNet` from scratch and calibrate it.
 
@@ -261,12 +299,16 @@ def train_model(
         crops: ``[n, channels, D, H, W]`` with the mask last.
         labels: ``(n,)`` 0/1, 1 = grade >= 2 pneumonitis.
         config: settings; ``config.seed`` makes the run repeatable.
+        covariates: ``[n, len(config.covariates)]`` per-patient values of ``config.covariates``
+            (needed when there are any; used only by the Platt scaling).
         log: called with one line per epoch, if given.
         spacing_mm: voxel size of the crops.
         context: the processes under ``torchrun`` (default: this one process, on the CPU); every
             process calls this with the same arguments and gets the same result; only rank 0 logs.
     """
     context = context or DistContext()
+    if config.covariates and (covariates is None or np.shape(covariates) != (len(labels), len(config.covariates))):
+        raise ValueError(f"covariates {', '.join(config.covariates)} need an [n, {len(config.covariates)}] array")
     device = torch.device(context.device)
     started = time.perf_counter()
     torch.set_num_threads(config.threads)
@@ -278,7 +320,7 @@ def train_model(
     fit_index, cal_index = np.flatnonzero(~held), np.flatnonzero(held)
     y_fit = torch.as_tensor(labels[fit_index], dtype=torch.float32).to(device)
     network_kwargs = {"in_channels": crops.shape[1], "features": config.features, "dropout": config.dropout,
-                      "spacing_mm": spacing_mm}
+                      "spacing_mm": spacing_mm, "covariates": tuple(config.covariates)}
     network = PneumonitisNet(**network_kwargs)
     if context.distributed:
         _global_batch_norm(network)
@@ -355,15 +397,25 @@ def train_model(
         trained, network = network, PneumonitisNet(**network_kwargs)
         network.load_state_dict({key: value.cpu() for key, value in trained.state_dict().items()})
     network.eval()
-    platt = (1.0, 0.0)
+    n_covariates = len(config.covariates)
+    platt: tuple[float, ...] = (1.0, 0.0, *([0.0] * n_covariates))
     cal_probabilities = np.zeros(0)
+    cal_covariates = None if covariates is None or not n_covariates else np.asarray(covariates, float)[cal_index]
     if len(cal_index) and 0 < labels[cal_index].sum() < len(cal_index):
-        fit = fit_logistic("cnn_logit", _logits(network, crops[cal_index], calibrated=False), labels[cal_index])
-        platt = (float(fit.slope), float(fit.intercept))
+        cal_logits = _logits(network, crops[cal_index], calibrated=False)
+        if cal_covariates is None:
+            fit = fit_logistic("cnn_logit", cal_logits, labels[cal_index])
+            platt = (float(fit.slope), float(fit.intercept))
+        else:
+            platt = tuple(float(v) for v in _fit_platt(cal_logits, cal_covariates, labels[cal_index]))
         if platt[0] <= 0:  # no ranking on unseen patients: never invert it; the risk becomes the base rate
             rate = float(labels[cal_index].mean())
-            platt = (0.0, float(np.log(rate / (1.0 - rate))))
-        network.calibration.copy_(torch.tensor(platt, dtype=torch.float32))
-        cal_probabilities = predict_probabilities(network, crops[cal_index])
+            platt = (0.0, float(np.log(rate / (1.0 - rate))), *([0.0] * n_covariates))
+            if cal_covariates is not None:  # ... or the covariates' own model
+                platt = tuple(float(v) for v in _fit_platt(None, cal_covariates, labels[cal_index]))
+        network.calibration.copy_(torch.tensor(platt[:2], dtype=torch.float32))
+        if n_covariates:
+            network.covariate_weights.copy_(torch.tensor(platt[2:], dtype=torch.float32))
+        cal_probabilities = predict_probabilities(network, crops[cal_index], covariates=cal_covariates)
     return TrainResult(network, cal_index, cal_probabilities, history, best_epoch or config.epochs, averaged, platt,
                        time.perf_counter() - started)
