@@ -180,7 +180,7 @@ def test_a_dose_covariate_joins_the_calibration_and_travels_with_the_bundle(tmp_
                for k, r in enumerate(_records(36))]
     train, test = records[:28], records[28:]
     config = TrainConfig(epochs=6, batch_size=4, features=(8, 8, 16, 16), calibration_fraction=0.25, seed=1,
-                         covariates=("mld_gy",))
+                         average_last=3, covariates=("mld_gy",))
     x = stack_inputs(train, "lung-dose20", ("ct", "mask")).astype(np.float32)
     covariates = np.array([[r.figures["mld_gy"]] for r in train])
     with pytest.raises(ValueError, match="mld_gy"):

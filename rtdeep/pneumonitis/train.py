@@ -221,8 +221,8 @@ def _with_batch_norm_of(module: nn.Module, crops: np.ndarray, index: np.ndarray,
     module = copy.deepcopy(module)
     batches = [_batch(crops, index[start : start + batch_size]).to(device)
                for start in range(0, len(index), batch_size) if len(index[start : start + batch_size]) > 1]
-    with torch.no_grad():
-        torch.optim.swa_utils.update_bn(batches, module, device=device)
+    with torch.no_grad():  # batch norm is in the image path alone (covariates only shift the calibrated logit)
+        torch.optim.swa_utils.update_bn(batches, _Uncalibrated(module), device=device)
     return {key: value.detach().clone() for key, value in module.state_dict().items()}
 
 
