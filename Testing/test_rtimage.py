@@ -108,7 +108,11 @@ def test_a_vertebra_lands_where_its_3d_position_projects(patient: Path) -> None:
     jj, ii = np.nonzero(cord[k_iso])
     j_c, i_c = jj.mean(), ii.mean()
     k, j, i = np.indices(ct.shape)
-    near = ((np.abs(k - k_iso) <= 3) & ((j - j_c) ** 2 + (i - i_c) ** 2 <= (35.0 / ct.spacing_mm[0]) ** 2))
+    # the bone within 25 mm of the canal. On the corrected phantom a 35 mm disc cuts through the front of
+    # the vertebral body and the rib heads and its shadow lands 2 px off at gantry 200 (20-25 mm discs:
+    # within 0.1 px at every angle): the landmark's HU-weighted centre is only an approximation of its
+    # attenuation-weighted shadow when bones of different density are cut off at the disc's edge
+    near = ((np.abs(k - k_iso) <= 3) & ((j - j_c) ** 2 + (i - i_c) ** 2 <= (25.0 / ct.spacing_mm[0]) ** 2))
     vertebra = near & (ct.array > 250.0)
     assert vertebra.sum() > 20
     pixel_mm = 400.0 / 160
