@@ -27,7 +27,7 @@ for three crops.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from monai.networks.blocks import Convolution
@@ -108,6 +108,14 @@ class PneumonitisNet(nn.Module):
     def image_logit(self, crop: torch.Tensor) -> torch.Tensor:
         """The calibrated logit without the covariate terms (what Grad-CAM explains), ``(batch,)``."""
         return self.uncalibrated(crop) * self.calibration[0] + self.calibration[1]
+
+    def covariates_from(self, figures: Mapping[str, float]) -> torch.Tensor | None:
+        """``[1, m]`` of this model's covariates from one study's dose figures
+        (:func:`rtdeep.pneumonitis.dataset.report_figures`); None for an image-only model."""
+        if not self.covariates:
+            return None
+        return torch.tensor([[float(figures[name]) for name in self.covariates]], dtype=torch.float32,
+                            device=self.calibration.device)
 
     def forward(self, crop: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
         """Calibrated logit of grade >= 2 pneumonitis, ``(batch,)``.

@@ -178,13 +178,9 @@ def predict_pneumonitis(
         warnings.append(f"the crop is larger than the training canvas {config['canvas']} at {spacing:g} mm; "
                         f"the network saw it whole on a {list(prepared.array.shape[1:])} canvas")
     network = loaded.network
-    covariates = None
-    if getattr(network, "covariates", ()):
-        figures = report_figures(report)
-        covariates = torch.tensor([[figures[name] for name in network.covariates]], dtype=torch.float32,
-                                  device=loaded.device)
     with torch.no_grad():
-        logit = network(torch.as_tensor(prepared.array[None], device=loaded.device), covariates)
+        logit = network(torch.as_tensor(prepared.array[None], device=loaded.device),
+                        network.covariates_from(report_figures(report)))
     risk = float(torch.sigmoid(logit).cpu()[0])
     cam = grad_cam(network, prepared.array)
     decision = float(config["decision_threshold"])

@@ -149,13 +149,13 @@ def _test_table(results: Sequence[ModelResult]) -> str:
     return "\n".join(rows)
 
 
-
 def _kept_weights(details: dict, cfg) -> str:
     """Which weights the bundle holds: one epoch, or the average of the last epochs."""
     last = int(details.get("best_epoch") or cfg.epochs)
     if details.get("averaged"):
         return f"the weights averaged over epochs {last - cfg.average_last + 1}-{last}"
     return f"epoch {last}"
+
 
 def model_card(
     experiment: ExperimentResult,

@@ -140,12 +140,8 @@ def time_one_study(result: ExperimentResult, ct, structures, dose, threshold_gy:
     spacing = result.network.spacing_mm
     prepared = prepare_crop(crop, result.channels, canvas_for(result.crop_name, spacing), spacing, fit=True)
     forward_started = time.perf_counter()
-    covariates = None
-    if result.network.covariates:
-        figures = report_figures(report)
-        covariates = torch.tensor([[figures[name] for name in result.network.covariates]], dtype=torch.float32)
     with torch.no_grad():
-        result.network(torch.as_tensor(prepared.array[None]), covariates)
+        result.network(torch.as_tensor(prepared.array[None]), result.network.covariates_from(report_figures(report)))
     forward = time.perf_counter() - forward_started
     grad_cam(result.network, prepared.array)
     return {"study_seconds": time.perf_counter() - started, "predict_ms_per_patient": 1000 * forward}

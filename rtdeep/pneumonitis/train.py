@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from rtdeep.pneumonitis.baselines import fit_logistic
+from rtdeep.pneumonitis.baselines import fit_logistic_regression
 from rtdeep.pneumonitis.evaluate import roc_auc
 from rtdeep.pneumonitis.model import PneumonitisNet
 from rtdeep.training.distributed import DistContext, broadcast_object, mean_over_processes, wrap_ddp
@@ -256,30 +256,6 @@ def predict_probabilities(network: nn.Module, crops: np.ndarray, batch_size: int
     return 1.0 / (1.0 + np.exp(-_logits(network, crops, batch_size, covariates=covariates)))
 
 
-def _fit_platt(logits: np.ndarray | None, covariates: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Logistic regression of the labels on ``[logit, covariates...]`` (Newton / IRLS on standardised
-    features with a small ridge, so separable data stay finite): ``(a, b, w...)``, the Platt scaling
-    with covariate weights. ``logits`` None: on the covariates alone (``a`` = 0)."""
-    if logits is None:
-        return np.concatenate([[0.0], np.delete(_fit_platt(np.zeros(len(labels)), covariates, labels), 0)])
-    features = np.column_stack([logits, covariates]).astype(np.float64)
-    scale = np.maximum(features.std(axis=0), 1e-9)
-    design = np.column_stack([np.ones(len(labels)), (features - features.mean(axis=0)) / scale])
-    weights = np.zeros(design.shape[1])
-    for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-design @ weights))
-        ridge = 1e-3 * np.eye(len(weights))
-        ridge[0, 0] = 0.0
-        hessian = design.T @ (design * (p * (1 - p))[:, None]) + ridge
-        step = np.linalg.solve(hessian, design.T @ (labels - p) - ridge @ weights)
-        weights += step
-        if np.abs(step).max() < 1e-10:
-            break
-    slopes = weights[1:] / scale
-    intercept = weights[0] - float(slopes @ features.mean(axis=0))
-    return np.concatenate([[slopes[0], intercept], slopes[1:]])
-
-
 def _bce(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.logaddexp(0.0, logits) - labels * logits))
 
@@ -402,17 +378,18 @@ def train_model(
     cal_probabilities = np.zeros(0)
     cal_covariates = None if covariates is None or not n_covariates else np.asarray(covariates, float)[cal_index]
     if len(cal_index) and 0 < labels[cal_index].sum() < len(cal_index):
-        cal_logits = _logits(network, crops[cal_index], calibrated=False)
-        if cal_covariates is None:
-            fit = fit_logistic("cnn_logit", cal_logits, labels[cal_index])
-            platt = (float(fit.slope), float(fit.intercept))
-        else:
-            platt = tuple(float(v) for v in _fit_platt(cal_logits, cal_covariates, labels[cal_index]))
+        # Platt scaling: logistic regression on [CNN logit, covariates...] -> (a, b, w...)
+        features = _logits(network, crops[cal_index], calibrated=False)[:, None]
+        if cal_covariates is not None:
+            features = np.column_stack([features, cal_covariates])
+        intercept, slopes = fit_logistic_regression(features, labels[cal_index])
+        platt = (float(slopes[0]), intercept, *(float(w) for w in slopes[1:]))
         if platt[0] <= 0:  # no ranking on unseen patients: never invert it; the risk becomes the base rate
             rate = float(labels[cal_index].mean())
             platt = (0.0, float(np.log(rate / (1.0 - rate))), *([0.0] * n_covariates))
             if cal_covariates is not None:  # ... or the covariates' own model
-                platt = tuple(float(v) for v in _fit_platt(None, cal_covariates, labels[cal_index]))
+                intercept, slopes = fit_logistic_regression(cal_covariates, labels[cal_index])
+                platt = (0.0, intercept, *(float(w) for w in slopes))
         network.calibration.copy_(torch.tensor(platt[:2], dtype=torch.float32))
         if n_covariates:
             network.covariate_weights.copy_(torch.tensor(platt[2:], dtype=torch.float32))
