@@ -251,7 +251,9 @@ def _frame(model: HeadNeckModel, block) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def _paint_ellipsoid(canvas: Canvas, model: HeadNeckModel, shape: Ellipsoid, value: float | None, pad: float = 3.0,
-                     inside: np.ndarray | None = None, **kwargs: object) -> None:
+                     inside: np.ndarray | None = None, grow_mm: float = 0.0, **kwargs: object) -> None:
+    """Paint ``shape`` (grown by ``grow_mm``: a sleeve painted before the shape itself) with ``value``
+    (None: the gland texture), only ``inside`` that mask when given."""
     block = canvas.block(shape.bbox(pad))
     if block is None:
         return
@@ -259,6 +261,8 @@ def _paint_ellipsoid(canvas: Canvas, model: HeadNeckModel, shape: Ellipsoid, val
         kwargs["within"] = inside[block.index]
     bx, by, z = _frame(model, block)
     sd = shape.sd(bx, by, z)
+    if grow_mm:
+        sd = sd - np.float32(grow_mm)
     if value is None:  # gland texture
         value = np.float32(model.parotid_hu) + np.float32(12.0) * model.gland_texture(bx, by, z)
     canvas.paint(block, sd, value, **kwargs)  # type: ignore[arg-type]
@@ -335,19 +339,12 @@ def render_headneck(model: HeadNeckModel, grid: GridSpec, *, edge_mm: float, fin
         canvas.masks["SpinalCord"][bblock.index] &= ~canvas.masks["Brainstem"][bblock.index]
     # glands (parotid fattier and darker than muscle), then the mandible over them
     for parotid in model.parotids.values():  # parapharyngeal and subcutaneous fat planes around the glands
-        block = canvas.block(parotid.bbox(6))
-        if block is not None:
-            bx, by, z = _frame(model, block)
-            canvas.paint(block, parotid.sd(bx, by, z) - np.float32(2.5), HU["fat"],
-                         within=canvas.mask("External")[block.index])
+        _paint_ellipsoid(canvas, model, parotid, HU["fat"], pad=6, inside=canvas.mask("External"), grow_mm=2.5)
     for name, parotid in model.parotids.items():
         _paint_ellipsoid(canvas, model, parotid, None, mask_name=f"Parotid_{name}", inside=canvas.mask("External"))
     for gland in model.submandibular.values():  # the fat of the submandibular space around each gland
-        block = canvas.block(gland.bbox(6))
-        if block is not None:
-            bx, by, z = _frame(model, block)
-            canvas.paint(block, gland.sd(bx, by, z) - np.float32(model.submandibular_fat_mm), HU["fat"],
-                         within=canvas.mask("External")[block.index])
+        _paint_ellipsoid(canvas, model, gland, HU["fat"], pad=6, inside=canvas.mask("External"),
+                         grow_mm=model.submandibular_fat_mm)
     for name, gland in model.submandibular.items():
         _paint_ellipsoid(canvas, model, gland, HU["submandibular"], mask_name=f"Glnd_Submand_{name}",
                          inside=canvas.mask("External"))
