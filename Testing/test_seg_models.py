@@ -14,6 +14,7 @@ from conftest import NOT_SHIPPED, shipped_segmentation_bundles
 from rtdeep.bundles import load_bundle
 from rtdeep.inference.segment import segment_volume
 from rtdeep.metrics import dice_coefficient
+from rtdeep.models import build_network
 from rtdeep.models.architectures import ARCHITECTURES
 from rtdeep.resample import resample_box_to_grid, resample_to_spacing
 from rtdeep.sites import SITES
@@ -55,6 +56,22 @@ def test_tiny_training_run_lowers_the_loss(arch_name: str, tmp_path: Path) -> No
     config.max_epochs = 4
     resumed = train_segmentation(config, site, arch, _toy_cases(3), [], tmp_path, resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("arch_name", list(ARCHITECTURES))
+def test_networks_draw_boundaries_from_full_resolution_features(arch_name: str) -> None:
+    arch = ARCHITECTURES[arch_name]
+    network = build_network(arch.network_spec(SITES["headneck"])).eval()
+    first_conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d))
+    assert set(first_conv.stride) == {1}  # the first features are on the model grid itself
+    halvings = sum(1 for stride in arch.strides if stride == 2)
+    assert arch.size_divisor == 2**halvings
+    size = (2 * arch.size_divisor,) * arch.spatial_dims
+    with torch.no_grad():
+        out = network(torch.zeros(1, arch.context_slices, *size))
+    assert out.shape == (1, SITES["headneck"].n_classes, *size)
+    strided = dataclasses.replace(arch, full_resolution_level=False)
+    assert strided.strides == [2] * (len(arch.channels) - 1) and strided.size_divisor == 2 * arch.size_divisor
 
 
 @pytest.mark.parametrize("flip_k", [False, True])

@@ -24,8 +24,11 @@ class ArchSpec:
         context_slices: 2.5D only: adjacent axial slices fed as channels (odd; centre predicted).
         patch_size: training patch in array order (k, j, i) for 3D, (j, i) for 2D, model voxels.
         batch_size: patches per iteration.
-        channels: MONAI ``UNet`` channel widths per level (first level strided, so the full-resolution
-            cost is one transposed convolution: fast on a CPU).
+        channels: MONAI ``UNet`` channel widths per level.
+        full_resolution_level: the first level keeps the model grid's resolution (stride 1) and
+            every later level halves it, so boundaries are drawn from full-resolution features; when
+            False every level halves (the first features are at twice the model spacing: about a
+            third cheaper, but small organs lose a voxel of boundary precision).
         adversarial_weight: weight of the generator's adversarial loss (0 for plain U-Nets).
         learning_rate: Adam learning rate of the generator (the same for all four, so the U-Net and
             GAN comparison differs only in the adversarial term; GAN generators use beta1 0.5).
@@ -46,15 +49,22 @@ class ArchSpec:
     critic_learning_rate: float = 2e-4
     critic_channels: int = 16
     critic_layers: int = 3
+    full_resolution_level: bool = True
 
     @property
     def is_gan(self) -> bool:
         return self.adversarial_weight > 0
 
     @property
+    def strides(self) -> list[int]:
+        """MONAI ``UNet`` strides between levels: 1 for a full-resolution first level, then 2."""
+        halvings = [2] * (len(self.channels) - 1)
+        return [1, *halvings[1:]] if self.full_resolution_level else halvings
+
+    @property
     def size_divisor(self) -> int:
         """Input sizes must be multiples of this (one halving per strided level)."""
-        return 2 ** (len(self.channels) - 1)
+        return 2 ** sum(1 for stride in self.strides if stride == 2)
 
     def network_spec(self, site: Site) -> dict[str, Any]:
         """The ``{"name", "kwargs"}`` that rebuilds the generator (stored in bundle metadata)."""
@@ -65,7 +75,7 @@ class ArchSpec:
                 "in_channels": self.context_slices,
                 "out_channels": site.n_classes,
                 "channels": list(self.channels),
-                "strides": [2] * (len(self.channels) - 1),
+                "strides": self.strides,
                 "num_res_units": 1,
             },
         }
@@ -86,8 +96,10 @@ class ArchSpec:
         }
 
 
-_UNET3D_CHANNELS = (16, 32, 64, 128)
-_UNET25D_CHANNELS = (16, 32, 64, 128, 256)
+# an 8-channel full-resolution level on top of 3 (3D) or 4 (2.5D) halvings: the same depth and
+# receptive field as the strided designs these replace, with full-resolution boundaries
+_UNET3D_CHANNELS = (8, 16, 32, 64, 128)
+_UNET25D_CHANNELS = (8, 16, 32, 64, 128, 256)
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     "unet3d": ArchSpec("unet3d", "3D U-Net", 3, (32, 64, 64), 2, _UNET3D_CHANNELS),

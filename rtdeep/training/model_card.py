@@ -135,8 +135,10 @@ def model_card(
         "(`rtdeep train-seg`) before any use. Not for clinical use.",
         "",
         "## Model",
-        f"- Architecture: {arch.title}; generator MONAI `UNet` channels {list(arch.channels)} "
-        f"(strided, one residual unit per level), "
+        f"- Architecture: {arch.title}; generator MONAI `UNet` channels {list(arch.channels)}, strides "
+        f"{arch.strides} ("
+        + ("first level at the model grid's full resolution, " if arch.full_resolution_level else "every level strided, ")
+        + "one residual unit per level), "
         f"{arch.spatial_dims}D convolutions, {arch.context_slices} input channel(s)"
         + (" (adjacent axial slices, centre slice predicted)" if arch.spatial_dims == 2 else "") + ".",
     ]
