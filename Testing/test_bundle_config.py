@@ -75,5 +75,6 @@ def test_gan_critic_is_monai_patch_discriminator_and_bundles_hold_only_the_gener
     assert logits.shape[:2] == (1, 1) and all(1 < n < s for n, s in zip(logits.shape[2:], arch.patch_size))
     bundle_dir = next(p for p in _segmentation_bundles() if p.name == f"thorax_{arch_name}")
     weights = torch.load(bundle_dir / "models" / "model.pt", weights_only=True)
-    generator = build_network(arch.network_spec(site))
+    # the bundle's own spec: a bundle trained before an architecture change describes its network
+    generator = build_network(read_metadata(bundle_dir)["rtdeep"]["network"])
     generator.load_state_dict(weights, strict=True)  # every stored tensor belongs to the generator
