@@ -22,7 +22,8 @@ from rtdeep.training.trainer import partial_label_loss
 # gloo's TCP loop thread may finish exiting a moment after the group is destroyed (seen once in CI:
 # rank 1 listed "gloo_tcp_loop" right after close_distributed), so the listing waits up to 10 s for
 # gloo's threads to end; one still there after that is a thread that outlives the group.
-RECORD_THREADS = textwrap.dedent('''
+GLOO_THREADS = ("pt_gloo_runloop", "gloo_tcp_loop")
+RECORD_THREADS = f"GLOO_THREADS = {GLOO_THREADS!r}\n" + textwrap.dedent('''
     import json, os, time
 
     def record_threads(out, rank):
@@ -36,11 +37,10 @@ RECORD_THREADS = textwrap.dedent('''
             return sorted(found)
 
         deadline = time.monotonic() + 10.0
-        while any(name in ("pt_gloo_runloop", "gloo_tcp_loop") for name in names()) and time.monotonic() < deadline:
+        while any(name in GLOO_THREADS for name in names()) and time.monotonic() < deadline:
             time.sleep(0.05)
         (out / f"threads_after_close_rank{rank}.json").write_text(json.dumps(names()))
 ''')
-GLOO_THREADS = ("pt_gloo_runloop", "gloo_tcp_loop")
 
 
 def _gloo_threads_left(out) -> dict[str, list[str]]:
