@@ -26,7 +26,7 @@ from rtdeep.progress import ProgressCallback, report_progress, scaled_progress
 from rtdeep.resample import resample_box_to_grid, resample_to_spacing
 from rtdeep.volume import Volume
 
-__all__ = ["predict_label_map", "segment_volume"]
+__all__ = ["model_mask_to_ct", "predict_label_map", "segment_volume"]
 
 
 def _inference_settings(bundle: LoadedBundle) -> dict:
@@ -71,6 +71,21 @@ def predict_label_map(
     return probabilities.argmax(axis=0).astype(np.uint8), image.affine
 
 
+def model_mask_to_ct(organ: np.ndarray, model_affine: np.ndarray, ct: Volume) -> np.ndarray:
+    """One organ's bool mask on the model grid -> bool mask on ``ct``'s grid (trilinear on the 0/1
+    mask inside the organ's bounding box plus one voxel, > 0.5); all false for an empty organ."""
+    mask = np.zeros(ct.shape, bool)
+    hits = [np.flatnonzero(organ.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if all(hit.size for hit in hits):
+        box = tuple(
+            slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, organ.shape[axis]))
+            for axis, hit in enumerate(hits)
+        )
+        target_box, values = resample_box_to_grid(organ.astype(np.float32), model_affine, box, ct)
+        mask[target_box] = values > 0.5
+    return mask
+
+
 def segment_volume(
     ct: Volume,
     bundle: LoadedBundle,
@@ -98,15 +113,7 @@ def segment_volume(
         organ = labels == value
         if postprocess:
             organ = clean_organ_mask(organ)
-        mask = np.zeros(ct.shape, bool)
-        hits = [np.flatnonzero(organ.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
-        if all(hit.size for hit in hits):
-            box = tuple(
-                slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, organ.shape[axis]))
-                for axis, hit in enumerate(hits)
-            )
-            target_box, values = resample_box_to_grid(organ.astype(np.float32), model_affine, box, ct)
-            mask[target_box] = values > 0.5
+        mask = model_mask_to_ct(organ, model_affine, ct)
         rois.append(
             Roi(
                 name=organ_spec.name,

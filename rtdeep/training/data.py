@@ -20,12 +20,15 @@ import numpy as np
 
 from rtdeep.dicomrt.types import Roi
 from rtdeep.errors import RtDeepError
+from rtdeep.inference.postprocess import clean_organ_mask
 from rtdeep.inference.preprocess import body_box, crop_volume, window_hu
+from rtdeep.inference.segment import model_mask_to_ct
+from rtdeep.metrics import dice_coefficient
 from rtdeep.resample import resample_to_spacing
 from rtdeep.sites import Site
 from rtdeep.volume import Volume
 
-__all__ = ["SegCase", "cases_from_manifest", "cases_from_phantoms", "load_or_prepare", "prepare_case"]
+__all__ = ["SegCase", "cases_from_manifest", "cases_from_phantoms", "grid_ceiling_dice", "load_or_prepare", "prepare_case"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,24 @@ def prepare_case(case_id: str, ct: Volume, rois: Sequence[Roi], site: Site) -> S
         labels[mask.array > 0.5] = value
         present[value - 1] = True
     return SegCase(case_id, image.array, labels, image.affine, present)
+
+
+def grid_ceiling_dice(ct: Volume, masks: dict[str, np.ndarray], site: Site) -> dict[str, float]:
+    """The Dice a perfect network could reach on ``site``'s model grid, per organ in ``masks``.
+
+    The masks take the round trip every prediction takes: rasterised on the model grid as the
+    training labels are (:func:`prepare_case`), post-processed and resampled back onto the CT grid
+    as :func:`rtdeep.inference.segment.segment_volume` does; the Dice against the original masks is
+    the ceiling the grid spacing sets (detail finer than the model grid is lost).
+    """
+    rois = [Roi(name=name, mask=mask) for name, mask in masks.items()]
+    case = prepare_case("grid-ceiling", ct, rois, site)
+    return {
+        organ.name: dice_coefficient(masks[organ.name], model_mask_to_ct(clean_organ_mask(case.labels == value),
+                                                                         case.affine, ct))
+        for value, organ in enumerate(site.organs, start=1)
+        if organ.name in masks
+    }
 
 
 def _save(case: SegCase, path: Path) -> None:
