@@ -93,6 +93,33 @@ def test_mask_survives_the_trip_to_the_model_grid_and_back(flip_k: bool) -> None
     assert np.linalg.norm(centre - centre_back) < 1.0
 
 
+def test_network_probability_places_the_boundary_between_model_voxels() -> None:
+    """With the organ's probability, the boundary on a finer CT grid falls where the probability
+    crosses 0.5, not half-way between model voxels: a sphere comes back closer to itself, and every
+    model-grid voxel keeps its class."""
+    from rtdeep.inference.segment import model_mask_to_ct
+    from rtdeep.resample import model_grid_affine
+
+    ct = Volume(np.zeros((60, 100, 100), np.float32), affine_from_geometry((-50, -50, -30), (1.0, 1.0, 1.0)))
+    centre, radius = np.array([3.3, -1.7, 0.4]), 17.3
+    k, j, i = np.indices(ct.shape)
+    lps = ct.index_to_lps(np.stack([i, j, k], axis=-1).reshape(-1, 3)).reshape(*ct.shape, 3)
+    truth = np.linalg.norm(lps - centre, axis=-1) < radius
+    model_affine, model_shape = model_grid_affine(ct, (4.0, 4.0, 4.0))
+    mk, mj, mi = np.indices(model_shape)
+    model_lps = (np.stack([mi, mj, mk, np.ones_like(mi)], axis=-1) @ model_affine.T)[..., :3]
+    distance = np.linalg.norm(model_lps - centre, axis=-1) - radius
+    probability = (1.0 / (1.0 + np.exp(distance / 2.0))).astype(np.float32)  # a calibrated network
+    organ = probability > 0.5
+    hard = model_mask_to_ct(organ, model_affine, ct)
+    soft = model_mask_to_ct(organ, model_affine, ct, probability)
+    assert dice_coefficient(truth, soft) > dice_coefficient(truth, hard) + 0.01
+    at_model_centres = soft[::4, ::4, ::4]  # CT voxels at model-grid voxel centres keep their class
+    assert at_model_centres.sum() > 100
+    assert np.array_equal(at_model_centres, organ[tuple(slice(0, n) for n in at_model_centres.shape)])
+    assert not model_mask_to_ct(np.zeros(model_shape, bool), model_affine, ct, probability).any()
+
+
 @pytest.fixture(scope="module")
 def heldout_small_phantoms():
     from rtdeep.phantom import generate_patient
@@ -151,7 +178,7 @@ def test_prepare_case_puts_organs_on_the_model_grid(heldout_small_phantoms) -> N
     assert lung_cc == pytest.approx(patient.roi("Lung_L").volume_cc(patient.ct), rel=0.1)
 
 
-def test_grid_ceiling_is_what_a_perfect_network_loses_to_the_model_grid(heldout_small_phantoms) -> None:
+def test_grid_ceiling_is_what_exact_training_labels_lose_to_the_model_grid(heldout_small_phantoms) -> None:
     """The ceiling Dice beside every held-out score: below 1 (the round trip loses detail), higher
     on a finer grid, and lowest for the thin organs (cord, esophagus) on the coarse one."""
     from rtdeep.training.data import grid_ceiling_dice
@@ -247,6 +274,21 @@ def test_package_ships_a_good_model_and_withdraws_a_weak_one(tmp_path: Path, mon
     assert [entry["name"] for entry in database["not_shipped"]] == ["headneck_gan3d"]
     assert organs[0] in database["not_shipped"][0]["reason"]
     assert database["classifiers"] == [{"name": "kept as it is"}]
+
+    # remeasure: the kept bundle's card, metadata and database entry take the new measurement,
+    # the card says what changed and what it was before, and the bundle still verifies
+    remeasured = {o: 0.95 for o in organs}
+    shipped_json = json.loads((work / "headneck_unet25d" / "heldout.json").read_text())
+    shipped_json.update(dice_median=remeasured, dice_min=remeasured, dice_max=remeasured)
+    (work / "headneck_unet25d" / "heldout_shipped.json").write_text(json.dumps(shipped_json))
+    train_all.remeasure_shipped(["headneck"], ["gan3d", "unet25d"], models, "boundaries from probabilities.")
+    card = (models / "headneck_unet25d" / "docs" / "README.md").read_text()
+    assert f"| {organs[1]} | 0.950 (0.950-0.950) | 0.937 |" in card
+    assert "boundaries from probabilities. Before: Dice " + f"{organs[0]} 0.900" in card
+    assert card.count("## Held-out detail") == 1
+    entry = json.loads((models / "models.json").read_text())["models"][0]
+    assert entry["heldout_dice_median"] == remeasured and entry["floors_met"] is True
+    assert load_bundle(models / "headneck_unet25d").config["heldout_dice_median"] == remeasured
 
 
 def test_default_model_is_the_best_measured_model_of_the_site(tmp_path: Path) -> None:

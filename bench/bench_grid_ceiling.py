@@ -1,4 +1,4 @@
-"""The Dice a perfect network could reach on a model grid: the resolution ceiling of each organ.
+"""The Dice of a network that reproduces its training labels exactly: each organ's grid ceiling.
 
 A segmentation model sees the CT on its site's model grid (``Site.spacing_mm``) and its label map
 is resampled back onto the CT grid. Even a network that labels every model-grid voxel exactly as
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                 grid_site = dataclasses.replace(site, spacing_mm=spacing)
                 for organ, value in grid_ceiling_dice(ct, masks, grid_site).items():
                     results[spacing][organ].append(value)
-        print(f"\n{site.title}: Dice of a perfect model-grid label map, median (min-max) over "
+        print(f"\n{site.title}: Dice of the training labels' round trip, median (min-max) over "
               f"{args.n_patients} held-out phantoms (shipped grid {site.spacing_mm} mm)")
         print("| spacing i,j,k mm | " + " | ".join(site.organ_names) + " |")
         print("|---" * (len(site.organ_names) + 1) + "|")

@@ -97,7 +97,7 @@ def _evaluate(site: str, methods: list[str], n_patients: int, seed: int) -> list
     for index in range(n_patients):
         patient = generate_patient(site, index, seed, grid="small")
         reference = [roi for roi in patient.rois if roi.name in organs]
-        # the limit the model grid sets: a perfect network's Dice (the reference's round trip)
+        # the limit the model grid sets: the Dice of a network that reproduces its training labels exactly
         ceiling = grid_ceiling_dice(patient.ct, {roi.name: roi.mask for roi in reference}, get_site(site))
         records += [{"site": site, "patient": patient.patient_id, "method": CEILING, "roi_name": organ, "dice": value}
                     for organ, value in ceiling.items()]
@@ -163,8 +163,9 @@ def _report(site: str, records: list[dict[str, Any]], methods: list[str]) -> Non
     print(f"{'s per CT (med)':<16}" + "".join(f"{c:>{width}}" for c in time_cells))
     print(f"{'CPU s per CT':<16}" + "".join(f"{c:>{width}}" for c in cpu_cells))
     print("organs won: " + ", ".join(f"{m} {wins[m]}" for m in present))
-    print(f"{CEILING}: mean Dice of a perfect network on the {get_site(site).spacing_mm} mm model grid "
-          "(rtdeep.training.data.grid_ceiling_dice: the reference rasterised on that grid and resampled back); "
+    print(f"{CEILING}: mean Dice of a network that reproduces its training labels exactly on the "
+          f"{get_site(site).spacing_mm} mm model grid (rtdeep.training.data.grid_ceiling_dice: the reference "
+          "rasterised on that grid and resampled back); "
           "the atlas works on the CT grid")
     for method in present:
         print(f"budget {method}: {_budget(site, method)}")

@@ -26,7 +26,7 @@ from rtdeep.progress import ProgressCallback, report_progress, scaled_progress
 from rtdeep.resample import resample_box_to_grid, resample_to_spacing
 from rtdeep.volume import Volume
 
-__all__ = ["model_mask_to_ct", "predict_label_map", "segment_volume"]
+__all__ = ["model_mask_to_ct", "predict_label_map", "predict_model_grid", "segment_volume"]
 
 
 def _inference_settings(bundle: LoadedBundle) -> dict:
@@ -39,16 +39,17 @@ def _inference_settings(bundle: LoadedBundle) -> dict:
     return config["inference"]
 
 
-def predict_label_map(
+def predict_model_grid(
     ct: Volume,
     bundle: LoadedBundle,
     device: str | None = None,
     progress_callback: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Most probable class per model-grid voxel.
+    """Class probabilities on the model grid.
 
     Returns:
-        (label map uint8 ``[k, j, i]`` on the model grid, its index (i, j, k) -> LPS affine).
+        (softmax probabilities float32 ``[classes, k, j, i]`` on the model grid, its index
+        (i, j, k) -> LPS affine); the most probable class is ``argmax(axis=0)``.
     """
     settings = _inference_settings(bundle)
     device = device or bundle.device
@@ -68,12 +69,36 @@ def predict_label_map(
         device=device,
         progress_callback=scaled_progress(progress_callback, 0.05, 0.85),
     )
-    return probabilities.argmax(axis=0).astype(np.uint8), image.affine
+    return probabilities, image.affine
 
 
-def model_mask_to_ct(organ: np.ndarray, model_affine: np.ndarray, ct: Volume) -> np.ndarray:
-    """One organ's bool mask on the model grid -> bool mask on ``ct``'s grid (trilinear on the 0/1
-    mask inside the organ's bounding box plus one voxel, > 0.5); all false for an empty organ."""
+def predict_label_map(
+    ct: Volume,
+    bundle: LoadedBundle,
+    device: str | None = None,
+    progress_callback: ProgressCallback | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Most probable class per model-grid voxel: (label map uint8 ``[k, j, i]``, model-grid affine)."""
+    probabilities, affine = predict_model_grid(ct, bundle, device, progress_callback)
+    return probabilities.argmax(axis=0).astype(np.uint8), affine
+
+
+#: how far from 0.5 the probability field is held on either side of the organ's boundary
+_MARGIN = np.float32(1e-3)
+
+
+def model_mask_to_ct(
+    organ: np.ndarray, model_affine: np.ndarray, ct: Volume, probability: np.ndarray | None = None
+) -> np.ndarray:
+    """One organ's bool mask on the model grid -> bool mask on ``ct``'s grid.
+
+    The field resampled (trilinear, inside the organ's bounding box plus one voxel, > 0.5 on the CT
+    grid) is the 0/1 mask, or with ``probability`` (the organ's softmax on the model grid) that
+    probability held above 0.5 inside the mask and below it outside: every model-grid voxel keeps its
+    class (and the mask its topology after clean-up), and between voxel centres the boundary falls
+    where the network's probability crosses 0.5 instead of half-way (a sub-voxel boundary, as nnU-Net
+    gets by resampling probabilities). All false for an empty organ.
+    """
     mask = np.zeros(ct.shape, bool)
     hits = [np.flatnonzero(organ.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
     if all(hit.size for hit in hits):
@@ -81,7 +106,13 @@ def model_mask_to_ct(organ: np.ndarray, model_affine: np.ndarray, ct: Volume) ->
             slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, organ.shape[axis]))
             for axis, hit in enumerate(hits)
         )
-        target_box, values = resample_box_to_grid(organ.astype(np.float32), model_affine, box, ct)
+        field = np.zeros(organ.shape, np.float32)
+        if probability is None:
+            field[box] = organ[box]
+        else:
+            inside, p = organ[box], np.asarray(probability[box], np.float32)
+            field[box] = np.where(inside, np.maximum(p, 0.5 + _MARGIN), np.minimum(p, 0.5 - _MARGIN))
+        target_box, values = resample_box_to_grid(field, model_affine, box, ct)
         mask[target_box] = values > 0.5
     return mask
 
@@ -107,13 +138,14 @@ def segment_volume(
         the CT grid; an organ not found has an all-false mask.
     """
     report_progress(progress_callback, 0.0, "preparing the CT")
-    labels, model_affine = predict_label_map(ct, bundle, device, progress_callback)
+    probabilities, model_affine = predict_model_grid(ct, bundle, device, progress_callback)
+    labels = probabilities.argmax(axis=0)
     rois = []
     for index, (value, organ_spec) in enumerate(bundle.labels.items()):
         organ = labels == value
         if postprocess:
             organ = clean_organ_mask(organ)
-        mask = model_mask_to_ct(organ, model_affine, ct)
+        mask = model_mask_to_ct(organ, model_affine, ct, probabilities[value])
         rois.append(
             Roi(
                 name=organ_spec.name,

@@ -73,12 +73,14 @@ def prepare_case(case_id: str, ct: Volume, rois: Sequence[Roi], site: Site) -> S
 
 
 def grid_ceiling_dice(ct: Volume, masks: dict[str, np.ndarray], site: Site) -> dict[str, float]:
-    """The Dice a perfect network could reach on ``site``'s model grid, per organ in ``masks``.
+    """Per organ in ``masks``: the Dice of a network that reproduces its training labels exactly.
 
     The masks take the round trip every prediction takes: rasterised on the model grid as the
     training labels are (:func:`prepare_case`), post-processed and resampled back onto the CT grid
-    as :func:`rtdeep.inference.segment.segment_volume` does; the Dice against the original masks is
-    the ceiling the grid spacing sets (detail finer than the model grid is lost).
+    as :func:`rtdeep.inference.segment.segment_volume` does (probabilities 0 or 1); the Dice against
+    the original masks is the ceiling the grid spacing sets for such a network (detail finer than
+    the model grid is lost; a network's own probabilities can place boundaries between model voxels
+    and recover a little of it).
     """
     rois = [Roi(name=name, mask=mask) for name, mask in masks.items()]
     case = prepare_case("grid-ceiling", ct, rois, site)

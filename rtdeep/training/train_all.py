@@ -6,6 +6,7 @@ Usage (from the project root; each stage can be re-run on its own)::
     python -m rtdeep.training.train_all evaluate [--sites ...]   # held-out Dice on the CT grid
     python bench/bench_segment.py --json bench/out/bench_segment.json   # speed and peak RSS
     python -m rtdeep.training.train_all package  # bundles + model cards + models.json
+    python -m rtdeep.training.train_all remeasure --note "..."  # kept bundles: cards from evaluate --shipped
 
 Data (all synthetic, from :func:`rtdeep.phantom.generate_patient` on the clinical 512x512 grid):
 training phantoms seed 1 indices 0-25 without 16-17 (24), validation (best epoch) seed 1 indices 16-17, held-out
@@ -243,8 +244,9 @@ def _heldout_details(site, heldout: dict) -> str:  # site: rtdeep.sites.Site
                      f"{limit} | {heldout['hd95_mm_median'][organ]:.1f} | {heldout['surface_dice_2mm_median'][organ]:.3f} | "
                      f"{floor if floor is not None else '-'} | {'yes' if floor is None or dice >= floor else 'NO'} |")
     verdict = "meets" if _floors_met(heldout) else "does NOT meet"
-    lines += ["", ("Grid ceiling: the Dice of a perfect network on this model grid (the phantoms' own masks "
-                   "rasterised on it and resampled back; `rtdeep.training.data.grid_ceiling_dice`), median."),
+    lines += ["", ("Grid ceiling: the Dice of a network that reproduces its training labels exactly on this model "
+                   "grid (the phantoms' own masks rasterised on it and resampled back; "
+                   "`rtdeep.training.data.grid_ceiling_dice`), median."),
               "", f"This model {verdict} the issue-9 floors on these phantoms.",
               (f"Plausibility checks (`rtdeep.plausibility`) failed {len(heldout['plausibility_findings'])} time(s) "
               f"on the {heldout['heldout_phantoms'].split('(')[1].split()[0]} held-out phantoms.")]
@@ -252,14 +254,15 @@ def _heldout_details(site, heldout: dict) -> str:  # site: rtdeep.sites.Site
     return "\n".join(lines) + "\n"
 
 
-def annotate_shipped(sites: list[str], archs: list[str], models_dir: Path) -> None:
-    """For bundles kept as they are: add their measurement on the current generator's held-out
-    phantoms (``heldout_shipped.json`` from ``evaluate --shipped``) to the card and ``models.json``."""
+def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note: str) -> None:
+    """For bundles kept as they are (same weights) after a change of the pipeline around them: their
+    card and ``models.json`` get the numbers of ``evaluate --shipped`` (``heldout_shipped.json``),
+    with ``note`` saying what changed and the numbers before it. The card is written anew from the
+    bundle's own metadata (training, architecture) and its measured speed section."""
     from rtdeep.bundles import write_manifest
     from rtdeep.models.architectures import get_arch
-    from rtdeep.phantom import generator_fingerprint
     from rtdeep.sites import get_site
-    from rtdeep.training.model_card import bundle_name
+    from rtdeep.training.model_card import bundle_name, model_card
 
     database_path = models_dir / "models.json"
     database = json.loads(database_path.read_text())
@@ -267,27 +270,40 @@ def annotate_shipped(sites: list[str], archs: list[str], models_dir: Path) -> No
     for site_name in sites:
         site = get_site(site_name)
         for arch_name in archs:
-            name = bundle_name(site, get_arch(arch_name))
-            measured = WORK_DIR / name / "heldout_shipped.json"
-            card_path = models_dir / name / "docs" / "README.md"
-            if not measured.is_file() or not card_path.is_file():
+            arch = get_arch(arch_name)
+            name = bundle_name(site, arch)
+            measured, bundle = WORK_DIR / name / "heldout_shipped.json", models_dir / name
+            if not measured.is_file() or not bundle.is_dir():
                 continue
-            heldout = json.loads(measured.read_text())
-            marker = "## Held-out on the issue-9 phantoms"
-            card = card_path.read_text().split(marker)[0].rstrip("\n") + "\n\n" + marker + " (measured; not retrained)\n"
-            card += (f"The phantom generator changed after this model was trained (issue 9: cord contour = canal, "
-                     f"new anatomy, scanner randomisation; fingerprint {generator_fingerprint(site.name)}). This bundle was "
-                     "not retrained; these are its numbers on the new held-out phantoms.\n")
-            card += (_heldout_details(site, heldout).replace("## Held-out detail (measured)\n", "")
-                     .replace("train_all evaluate --sites", "train_all evaluate --shipped --sites"))
-            tmp = card_path.with_suffix(".md.tmp")
-            tmp.write_text(card)
-            tmp.replace(card_path)
-            write_manifest(models_dir / name)  # the card is a bundle file: its checksum changes
+            metadata_path, card_path = bundle / "configs" / "metadata.json", bundle / "docs" / "README.md"
+            metadata = json.loads(metadata_path.read_text())
+            if metadata["rtdeep"]["network"] != arch.network_spec(site):
+                raise SystemExit(f"{name}: the bundle's network differs from rtdeep.models.architectures; "
+                                 "its card cannot be rebuilt from the current architecture: retrain it")
+            heldout, before = json.loads(measured.read_text()), metadata["rtdeep"].get("heldout_dice_median", {})
+            old_card = card_path.read_text()
+            speed_section = old_card.split("## Speed and memory (measured)\n", 1)[-1].split("\n\n", 1)[0]
+            speed = {line[2:].split(": ", 1)[0].replace(" ", "_"): line[2:].split(": ", 1)[1]
+                     for line in speed_section.splitlines() if line.startswith("- ") and ": " in line}
+            speed["segment_volume_median_s"] = (f"{heldout['segment_volume_seconds_median']:.1f} (Python API on a "
+                                                f"clinical-grid phantom, {heldout['threads']} threads, shared machine)")
+            card = model_card(
+                site, arch, training=metadata["rtdeep"]["training"], held_out_dice=heldout["dice_median"],
+                held_out_description=(f"Dice on the CT grid against the phantoms' own structures, "
+                                      f"{heldout['heldout_phantoms']}; never seen in training or model selection."),
+                speed=speed,
+            ) + _heldout_details(site, heldout)
+            card += (f"\nRe-measured with the same weights ({time.strftime('%Y-%m-%d')}): {note} Before: Dice "
+                     + ", ".join(f"{o} {d:.3f}" for o, d in before.items()) + ".\n")
+            metadata["rtdeep"]["heldout_dice_median"] = heldout["dice_median"]
+            for path, text in ((card_path, card), (metadata_path, json.dumps(metadata, indent=2) + "\n")):
+                path.with_suffix(".tmp").write_text(text)
+                path.with_suffix(".tmp").replace(path)
+            write_manifest(bundle)  # card and metadata are bundle files: their checksums change
             if name in entries:
                 entries[name]["heldout_dice_median"] = heldout["dice_median"]
                 entries[name]["floors_met"] = _floors_met(heldout)
-            _say(f"annotated {card_path}")
+            _say(f"re-measured {name}")
     database["models"] = [entries[k] for k in sorted(entries)]
     tmp = database_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(database, indent=1) + "\n")
@@ -410,7 +426,7 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["prepare", "train", "heldout", "evaluate", "package", "annotate"])
+    parser.add_argument("stage", choices=["prepare", "train", "heldout", "evaluate", "package", "remeasure"])
     parser.add_argument("--sites", nargs="+", default=["thorax", "headneck"])
     parser.add_argument("--archs", nargs="+", default=["unet3d", "unet25d", "gan3d", "gan25d"])
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -421,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-note", default="", help="train: what the starting weights were, for the card")
     parser.add_argument("--decay-from", type=int, help="train: iteration where the cosine learning-rate decay "
                         "starts (it ends at --iterations); resume a run with more --iterations to add the decay")
+    parser.add_argument("--note", default="", help="remeasure: what changed around the kept bundles")
     parser.add_argument("--shipped", action="store_true", help="evaluate: the bundles in --models-dir, not the new ones")
     parser.add_argument("--models-dir", type=Path, default=PROJECT_ROOT / "Resources" / "Models")
     parser.add_argument("--bench-json", type=Path, default=PROJECT_ROOT / "bench" / "out" / "bench_segment.json")
@@ -438,8 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         for site_name in args.sites:
             for index in HELDOUT_INDICES:
                 heldout_phantom(site_name, index)
-    elif args.stage == "annotate":
-        annotate_shipped(args.sites, args.archs, args.models_dir)
+    elif args.stage == "remeasure":
+        remeasure_shipped(args.sites, args.archs, args.models_dir, args.note)
     elif args.stage == "evaluate":
         evaluate(args.sites, args.archs, args.threads, args.models_dir if args.shipped else None)
     else:
