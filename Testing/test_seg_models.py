@@ -231,6 +231,7 @@ def test_package_ships_a_good_model_and_withdraws_a_weak_one(tmp_path: Path, mon
     """train_all package: an organ below WEAK_DICE keeps a model out of the bundles, with the reason
     in models.json; a model that is good again is shipped and leaves the not-shipped list."""
     import json
+    import shutil
 
     from rtdeep.model_database import WEAK_DICE
     from rtdeep.models import build_network
@@ -264,6 +265,8 @@ def test_package_ships_a_good_model_and_withdraws_a_weak_one(tmp_path: Path, mon
             "plausibility_findings": [], "segment_volume_seconds_median": 1.0, "threads": 1}))
         network = build_network(get_arch(arch_name).network_spec(site))
         torch.save(network.state_dict(), folder / "best_model.pt")
+    # the bundle the new one replaces, measured before packaging: the card says so
+    shutil.copy(work / "headneck_unet25d" / "heldout.json", work / "headneck_unet25d" / "heldout_shipped.json")
     train_all.package(["headneck"], ["gan3d", "unet25d"], models, None)
     database = json.loads((models / "models.json").read_text())
     assert [entry["name"] for entry in database["models"]] == ["headneck_unet25d"]
@@ -286,6 +289,8 @@ def test_package_ships_a_good_model_and_withdraws_a_weak_one(tmp_path: Path, mon
     assert f"| {organs[1]} | 0.950 (0.950-0.950) | 0.937 |" in card
     assert "boundaries from probabilities. Before: Dice " + f"{organs[0]} 0.900" in card
     assert card.count("## Held-out detail") == 1
+    previous = "The bundle this one replaced, on the same held-out phantoms"
+    assert card.count(previous) == 1 and card.index(previous) < card.index("Re-measured with the same weights")
     entry = json.loads((models / "models.json").read_text())["models"][0]
     assert entry["heldout_dice_median"] == remeasured and entry["floors_met"] is True
     assert load_bundle(models / "headneck_unet25d").config["heldout_dice_median"] == remeasured

@@ -293,6 +293,9 @@ def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note
                                       f"{heldout['heldout_phantoms']}; never seen in training or model selection."),
                 speed=speed,
             ) + _heldout_details(site, heldout)
+            history = [line for line in old_card.splitlines()  # what replaced what, earlier re-measurements
+                       if line.startswith(("The bundle this one replaced", "Re-measured with the same weights"))]
+            card += "".join(f"\n{line}\n" for line in history)
             card += (f"\nRe-measured with the same weights ({time.strftime('%Y-%m-%d')}): {note} Before: Dice "
                      + ", ".join(f"{o} {d:.3f}" for o, d in before.items()) + ".\n")
             metadata["rtdeep"]["heldout_dice_median"] = heldout["dice_median"]
