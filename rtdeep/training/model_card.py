@@ -157,8 +157,8 @@ def model_card(
             f"- Input: CT cropped to the body (HU > -500), resampled to {list(site.spacing_mm)} mm (i, j, k), "
             f"window {list(site.intensity_window)} HU -> [0, 1]. Output resampled back to the CT grid;"
         ),
-        ("  each organ keeps its largest connected component with holes filled, and its boundary falls where "
-         "its probability crosses 0.5 between model voxels."),
+        ("  each organ keeps its largest connected component with holes filled, and its boundary falls "
+         "where its probability crosses 0.5 between model voxels."),
         "",
         "## Training",
     ]

@@ -254,15 +254,21 @@ def _heldout_details(site, heldout: dict) -> str:  # site: rtdeep.sites.Site
     return "\n".join(lines) + "\n"
 
 
+_BOUNDARY_LINES = ("  each organ keeps its largest connected component with holes filled.",
+                   ("  each organ keeps its largest connected component with holes filled, and its boundary falls "
+                   "where its probability crosses 0.5 between model voxels."))
+
+
 def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note: str) -> None:
     """For bundles kept as they are (same weights) after a change of the pipeline around them: their
     card and ``models.json`` get the numbers of ``evaluate --shipped`` (``heldout_shipped.json``),
-    with ``note`` saying what changed and the numbers before it. The card is written anew from the
-    bundle's own metadata (training, architecture) and its measured speed section."""
+    with ``note`` saying what changed and the numbers before it. Only the card's measured held-out
+    sections are rewritten (and its description of the output step); what it says of the network
+    and its training stays as written when the bundle was made."""
     from rtdeep.bundles import write_manifest
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
-    from rtdeep.training.model_card import bundle_name, model_card
+    from rtdeep.training.model_card import bundle_name
 
     database_path = models_dir / "models.json"
     database = json.loads(database_path.read_text())
@@ -270,34 +276,25 @@ def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note
     for site_name in sites:
         site = get_site(site_name)
         for arch_name in archs:
-            arch = get_arch(arch_name)
-            name = bundle_name(site, arch)
+            name = bundle_name(site, get_arch(arch_name))
             measured, bundle = WORK_DIR / name / "heldout_shipped.json", models_dir / name
             if not measured.is_file() or not bundle.is_dir():
                 continue
             metadata_path, card_path = bundle / "configs" / "metadata.json", bundle / "docs" / "README.md"
             metadata = json.loads(metadata_path.read_text())
-            if metadata["rtdeep"]["network"] != arch.network_spec(site):
-                raise SystemExit(f"{name}: the bundle's network differs from rtdeep.models.architectures; "
-                                 "its card cannot be rebuilt from the current architecture: retrain it")
             heldout, before = json.loads(measured.read_text()), metadata["rtdeep"].get("heldout_dice_median", {})
-            old_card = card_path.read_text()
-            speed_section = old_card.split("## Speed and memory (measured)\n", 1)[-1].split("\n\n", 1)[0]
-            speed = {line[2:].split(": ", 1)[0].replace(" ", "_"): line[2:].split(": ", 1)[1]
-                     for line in speed_section.splitlines() if line.startswith("- ") and ": " in line}
-            speed["segment_volume_median_s"] = (f"{heldout['segment_volume_seconds_median']:.1f} (Python API on a "
-                                                f"clinical-grid phantom, {heldout['threads']} threads, shared machine)")
-            card = model_card(
-                site, arch, training=metadata["rtdeep"]["training"], held_out_dice=heldout["dice_median"],
-                held_out_description=(f"Dice on the CT grid against the phantoms' own structures, "
-                                      f"{heldout['heldout_phantoms']}; never seen in training or model selection."),
-                speed=speed,
-            ) + _heldout_details(site, heldout)
+            old_card = card_path.read_text().replace(*_BOUNDARY_LINES)
+            head, rest = old_card.split("## Held-out accuracy (measured)\n", 1)
+            speed = rest[rest.index("## Speed and memory (measured)"):].split("\n## Held-out detail", 1)[0].rstrip("\n")
+            table = [(f"Dice on the CT grid against the phantoms' own structures, {heldout['heldout_phantoms']}; "
+                     "never seen in training or model selection."), "", "| organ | Dice (median) |", "|---|---|"]
+            table += [f"| {organ} | {dice:.3f} |" for organ, dice in heldout["dice_median"].items()]
             history = [line for line in old_card.splitlines()  # what replaced what, earlier re-measurements
                        if line.startswith(("The bundle this one replaced", "Re-measured with the same weights"))]
-            card += "".join(f"\n{line}\n" for line in history)
-            card += (f"\nRe-measured with the same weights ({time.strftime('%Y-%m-%d')}): {note} Before: Dice "
-                     + ", ".join(f"{o} {d:.3f}" for o, d in before.items()) + ".\n")
+            card = (head + "## Held-out accuracy (measured)\n" + "\n".join(table) + "\n\n" + speed + "\n"
+                    + _heldout_details(site, heldout) + "".join(f"\n{line}\n" for line in history)
+                    + f"\nRe-measured with the same weights ({time.strftime('%Y-%m-%d')}): {note} Before: Dice "
+                    + ", ".join(f"{o} {d:.3f}" for o, d in before.items()) + ".\n")
             metadata["rtdeep"]["heldout_dice_median"] = heldout["dice_median"]
             for path, text in ((card_path, card), (metadata_path, json.dumps(metadata, indent=2) + "\n")):
                 path.with_suffix(".tmp").write_text(text)
