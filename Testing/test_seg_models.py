@@ -296,6 +296,16 @@ def test_package_ships_a_good_model_and_withdraws_a_weak_one(tmp_path: Path, mon
     assert load_bundle(models / "headneck_unet25d").config["heldout_dice_median"] == remeasured
 
 
+def test_training_phantoms_grow_without_touching_validation_or_heldout() -> None:
+    from rtdeep.training.train_all import HELDOUT_INDICES, TRAIN_INDICES, VAL_INDICES, train_indices
+
+    assert TRAIN_INDICES == train_indices(24) and len(TRAIN_INDICES) == 24
+    more = train_indices(72)
+    assert len(set(more)) == 72 and more[:24] == TRAIN_INDICES  # the shipped bundles' phantoms first
+    assert not set(more) & set(VAL_INDICES)
+    assert max(more) < min(HELDOUT_INDICES)  # held-out phantoms also have their own seed
+
+
 def test_default_model_is_the_best_measured_model_of_the_site(tmp_path: Path) -> None:
     """One source for the model the demo, the web app and the panels start with: models.json."""
     import json

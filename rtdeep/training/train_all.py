@@ -35,7 +35,14 @@ WORK_DIR = PROJECT_ROOT / "bench" / "out" / "train_bundles"
 CACHE_DIR = PROJECT_ROOT / "bench" / "out" / "seg_cache"
 TRAIN_SEED, HELDOUT_SEED = 1, 2
 VAL_INDICES = [16, 17]
-TRAIN_INDICES = [index for index in range(26) if index not in VAL_INDICES]
+
+
+def train_indices(n_phantoms: int) -> list[int]:
+    """The first ``n_phantoms`` training indices of seed 1 (the validation indices skipped)."""
+    return [index for index in range(n_phantoms + len(VAL_INDICES)) if index not in VAL_INDICES][:n_phantoms]
+
+
+TRAIN_INDICES = train_indices(24)
 HELDOUT_INDICES = list(range(100, 106))
 GRID = "clinical"
 
@@ -45,7 +52,8 @@ def _say(message: str) -> None:
 
 
 def train(sites: list[str], archs: list[str], minutes: float, threads: int, iterations: int | None = None,
-          finetune_from: Path | None = None, start_note: str = "", decay_from: int | None = None) -> None:
+          finetune_from: Path | None = None, start_note: str = "", decay_from: int | None = None,
+          n_train: int = len(TRAIN_INDICES)) -> None:
     """Train each (site, architecture) on the same phantoms.
 
     Args:
@@ -57,6 +65,7 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
         decay_from: iteration from which the learning rate decays by cosine to 5 % at ``iterations``
             (:attr:`TrainConfig.decay_from_iteration`); a run resumed with a larger ``iterations``
             continues its checkpoint into the decay.
+        n_train: training phantoms (:func:`train_indices`; the shipped bundles had 24).
     """
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
@@ -66,7 +75,8 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
 
     for site_name in sites:
         site = get_site(site_name)
-        train_cases = cases_from_phantoms(site, TRAIN_INDICES, TRAIN_SEED, GRID, CACHE_DIR)
+        indices = train_indices(n_train)
+        train_cases = cases_from_phantoms(site, indices, TRAIN_SEED, GRID, CACHE_DIR)
         val_cases = cases_from_phantoms(site, VAL_INDICES, TRAIN_SEED, GRID, CACHE_DIR)
         for arch_name in archs:
             arch = get_arch(arch_name)
@@ -90,7 +100,7 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
                 "train_seconds": result.train_seconds, "iterations": result.iterations,
                 "best_epoch": result.best_epoch, "epochs": len(result.history),
                 "best_val_dice": result.best_val_dice, "threads": threads, "batch_size": arch.batch_size,
-                "train_phantoms": f"seed {TRAIN_SEED}, {len(TRAIN_INDICES)} phantoms, indices {TRAIN_INDICES[0]}-{TRAIN_INDICES[-1]} "
+                "train_phantoms": f"seed {TRAIN_SEED}, {len(indices)} phantoms, indices {indices[0]}-{indices[-1]} "
                                   f"without {VAL_INDICES[0]}-{VAL_INDICES[-1]}",
                 "val_phantoms": f"seed {TRAIN_SEED}, indices {VAL_INDICES[0]}-{VAL_INDICES[-1]}",
                 "iterations_budget": iterations, "minutes_cap": minutes,
@@ -437,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-note", default="", help="train: what the starting weights were, for the card")
     parser.add_argument("--decay-from", type=int, help="train: iteration where the cosine learning-rate decay "
                         "starts (it ends at --iterations); resume a run with more --iterations to add the decay")
+    parser.add_argument("--train-phantoms", type=int, default=len(TRAIN_INDICES),
+                        help="prepare/train: training phantoms of seed 1 (default 24, as the shipped bundles)")
     parser.add_argument("--note", default="", help="remeasure: what changed around the kept bundles")
     parser.add_argument("--shipped", action="store_true", help="evaluate: the bundles in --models-dir, not the new ones")
     parser.add_argument("--models-dir", type=Path, default=PROJECT_ROOT / "Resources" / "Models")
@@ -444,13 +456,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.stage == "train":
         train(args.sites, args.archs, args.minutes, args.threads, args.iterations,
-              args.models_dir if args.finetune else None, args.start_note, args.decay_from)
+              args.models_dir if args.finetune else None, args.start_note, args.decay_from, args.train_phantoms)
     elif args.stage == "prepare":  # training caches, once, before the models train in parallel
         from rtdeep.sites import get_site
         from rtdeep.training.data import cases_from_phantoms
 
         for site_name in args.sites:
-            cases_from_phantoms(get_site(site_name), VAL_INDICES + TRAIN_INDICES, TRAIN_SEED, GRID, CACHE_DIR)
+            cases_from_phantoms(get_site(site_name), VAL_INDICES + train_indices(args.train_phantoms), TRAIN_SEED,
+                                GRID, CACHE_DIR)
     elif args.stage == "heldout":
         for site_name in args.sites:
             for index in HELDOUT_INDICES:
