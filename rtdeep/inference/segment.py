@@ -26,7 +26,7 @@ from rtdeep.progress import ProgressCallback, report_progress, scaled_progress
 from rtdeep.resample import resample_box_to_grid, resample_to_spacing
 from rtdeep.volume import Volume
 
-__all__ = ["model_mask_to_ct", "predict_label_map", "predict_model_grid", "segment_volume"]
+__all__ = ["model_mask_to_ct", "predict_model_grid", "segment_volume"]
 
 
 def _inference_settings(bundle: LoadedBundle) -> dict:
@@ -70,17 +70,6 @@ def predict_model_grid(
         progress_callback=scaled_progress(progress_callback, 0.05, 0.85),
     )
     return probabilities, image.affine
-
-
-def predict_label_map(
-    ct: Volume,
-    bundle: LoadedBundle,
-    device: str | None = None,
-    progress_callback: ProgressCallback | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Most probable class per model-grid voxel: (label map uint8 ``[k, j, i]``, model-grid affine)."""
-    probabilities, affine = predict_model_grid(ct, bundle, device, progress_callback)
-    return probabilities.argmax(axis=0).astype(np.uint8), affine
 
 
 #: how far from 0.5 the probability field is held on either side of the organ's boundary

@@ -15,7 +15,7 @@ from rtdeep.models.architectures import ArchSpec
 from rtdeep.sites import Site
 from rtdeep.training.trainer import INFERENCE_ROI
 
-__all__ = ["bundle_name", "model_card", "segmentation_metadata"]
+__all__ = ["OUTPUT_STEP", "bundle_name", "held_out_section", "model_card", "segmentation_metadata"]
 
 BUNDLE_VERSION = "0.1.0"
 
@@ -115,6 +115,20 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+#: the card's description of what happens to each organ after the network (a line of the Model section)
+OUTPUT_STEP = ("  each organ keeps its largest connected component with holes filled, and its boundary falls "
+               "where its probability crosses 0.5 between model voxels.")
+
+
+def held_out_section(held_out_dice: Mapping[str, float] | None, description: str) -> list[str]:
+    """The lines under the card's "Held-out accuracy (measured)" heading: what was measured, then
+    the median Dice per organ."""
+    if not held_out_dice:
+        return ["Not measured for this bundle."]
+    return [description, "", "| organ | Dice (median) |", "|---|---|",
+            *(f"| {organ} | {_fmt(dice)} |" for organ, dice in held_out_dice.items())]
+
+
 def model_card(
     site: Site,
     arch: ArchSpec,
@@ -157,23 +171,13 @@ def model_card(
             f"- Input: CT cropped to the body (HU > -500), resampled to {list(site.spacing_mm)} mm (i, j, k), "
             f"window {list(site.intensity_window)} HU -> [0, 1]. Output resampled back to the CT grid;"
         ),
-        ("  each organ keeps its largest connected component with holes filled, and its boundary falls "
-         "where its probability crosses 0.5 between model voxels."),
+        OUTPUT_STEP,
         "",
         "## Training",
     ]
     for key, value in training.items():
         lines.append(f"- {key.replace('_', ' ')}: {value}")
-    lines += ["", "## Held-out accuracy (measured)"]
-    if held_out_dice:
-        lines.append(held_out_description)
-        lines.append("")
-        lines.append("| organ | Dice (median) |")
-        lines.append("|---|---|")
-        for organ, dice in held_out_dice.items():
-            lines.append(f"| {organ} | {_fmt(dice)} |")
-    else:
-        lines.append("Not measured for this bundle.")
+    lines += ["", "## Held-out accuracy (measured)", *held_out_section(held_out_dice, held_out_description)]
     lines += ["", "## Speed and memory (measured)"]
     if speed:
         for key, value in speed.items():

@@ -264,9 +264,14 @@ def _heldout_details(site, heldout: dict) -> str:  # site: rtdeep.sites.Site
     return "\n".join(lines) + "\n"
 
 
-_BOUNDARY_LINES = ("  each organ keeps its largest connected component with holes filled.",
-                   ("  each organ keeps its largest connected component with holes filled, and its boundary falls "
-                   "where its probability crosses 0.5 between model voxels."))
+def _heldout_description(heldout: dict) -> str:
+    """The sentence above a card's held-out Dice table."""
+    return (f"Dice on the CT grid against the phantoms' own structures, {heldout.get('heldout_phantoms', '')}; "
+            "never seen in training or model selection.")
+
+
+#: the output step as cards described it before boundaries came from probabilities
+_OLD_OUTPUT_STEP = "  each organ keeps its largest connected component with holes filled."
 
 
 def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note: str) -> None:
@@ -278,7 +283,7 @@ def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note
     from rtdeep.bundles import write_manifest
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
-    from rtdeep.training.model_card import bundle_name
+    from rtdeep.training.model_card import OUTPUT_STEP, bundle_name, held_out_section
 
     database_path = models_dir / "models.json"
     database = json.loads(database_path.read_text())
@@ -293,12 +298,10 @@ def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note
             metadata_path, card_path = bundle / "configs" / "metadata.json", bundle / "docs" / "README.md"
             metadata = json.loads(metadata_path.read_text())
             heldout, before = json.loads(measured.read_text()), metadata["rtdeep"].get("heldout_dice_median", {})
-            old_card = card_path.read_text().replace(*_BOUNDARY_LINES)
+            old_card = card_path.read_text().replace(_OLD_OUTPUT_STEP, OUTPUT_STEP)
             head, rest = old_card.split("## Held-out accuracy (measured)\n", 1)
             speed = rest[rest.index("## Speed and memory (measured)"):].split("\n## Held-out detail", 1)[0].rstrip("\n")
-            table = [(f"Dice on the CT grid against the phantoms' own structures, {heldout['heldout_phantoms']}; "
-                     "never seen in training or model selection."), "", "| organ | Dice (median) |", "|---|---|"]
-            table += [f"| {organ} | {dice:.3f} |" for organ, dice in heldout["dice_median"].items()]
+            table = held_out_section(heldout["dice_median"], _heldout_description(heldout))
             history = [line for line in old_card.splitlines()  # what replaced what, earlier re-measurements
                        if line.startswith(("The bundle this one replaced", "Re-measured with the same weights"))]
             card = (head + "## Held-out accuracy (measured)\n" + "\n".join(table) + "\n\n" + speed + "\n"
@@ -393,10 +396,7 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                 metadata["rtdeep"]["heldout_dice_median"] = heldout["dice_median"]
             card = model_card(
                 site, arch, training=training, held_out_dice=heldout.get("dice_median"),
-                held_out_description=(
-                    f"Dice on the CT grid against the phantoms' own structures, {heldout.get('heldout_phantoms', '')}; "
-                    "never seen in training or model selection." if heldout else ""
-                ),
+                held_out_description=_heldout_description(heldout) if heldout else "",
                 speed=speed_lines,
             )
             card += _heldout_details(site, heldout)
