@@ -22,12 +22,21 @@ REAL_DICOM_DIR = SHARED_DIR / "data" / "real-dicom"
 NOT_SHIPPED: frozenset[str] = frozenset()
 
 
-def shipped_segmentation_bundles() -> list[str]:
-    """``<site>_<arch>`` of every segmentation bundle that must be in Resources/Models."""
+#: ensemble bundles (no weights: their members' probabilities averaged) that must be in Resources/Models
+SHIPPED_ENSEMBLES: tuple[str, ...] = ("thorax_ensemble",)
+
+
+def shipped_network_bundles() -> list[str]:
+    """``<site>_<arch>`` of every segmentation network bundle that must be in Resources/Models."""
     from rtdeep.models.architectures import ARCHITECTURES
     from rtdeep.sites import SITES
 
     return [f"{site}_{arch}" for site in SITES for arch in ARCHITECTURES if f"{site}_{arch}" not in NOT_SHIPPED]
+
+
+def shipped_segmentation_bundles() -> list[str]:
+    """Every segmentation bundle that must be in Resources/Models: the networks, then the ensembles."""
+    return [*shipped_network_bundles(), *SHIPPED_ENSEMBLES]
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import shipped_segmentation_bundles
+from conftest import shipped_network_bundles
 
 from rtdeep.bundle_config import INFERENCE_CONFIG_PATH, inference_config
 from rtdeep.bundles import MANIFEST_NAME, list_bundles, load_bundle, read_metadata
@@ -22,13 +22,15 @@ from rtdeep.sites import SITES
 from rtdeep.volume import Volume
 
 
-def _segmentation_bundles() -> list[Path]:
-    return [p for p in list_bundles() if read_metadata(p)["rtdeep"].get("kind") == "segmentation"]
+def _network_bundles() -> list[Path]:
+    """Segmentation bundles with weights of their own (ensembles have no MONAI inference config)."""
+    return [p for p in list_bundles() if read_metadata(p)["rtdeep"].get("kind") == "segmentation"
+            and "members" not in read_metadata(p)["rtdeep"]]
 
 
 def test_every_segmentation_bundle_ships_the_config_its_writer_writes() -> None:
-    bundles = _segmentation_bundles()
-    assert sorted(path.name for path in bundles) == sorted(shipped_segmentation_bundles())
+    bundles = _network_bundles()
+    assert sorted(path.name for path in bundles) == sorted(shipped_network_bundles())
     for path in bundles:
         shipped = json.loads((path / INFERENCE_CONFIG_PATH).read_text())
         assert shipped == inference_config(read_metadata(path)), path.name
@@ -52,7 +54,7 @@ def test_monai_bundle_run_matches_rtdeep_segmentation(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     save_nifti(ct, data / "ct.nii.gz")
-    bundle_dir = next(p for p in _segmentation_bundles() if p.name == "thorax_unet25d")
+    bundle_dir = next(p for p in _network_bundles() if p.name == "thorax_unet25d")
     run(config_file=str(bundle_dir / INFERENCE_CONFIG_PATH), bundle_root=str(bundle_dir), dataset_dir=str(data),
         output_dir=str(tmp_path / "out"))
     labels = np.asarray(nib.load(str(tmp_path / "out" / "ct_seg.nii.gz")).dataobj).transpose(2, 1, 0)
@@ -73,7 +75,7 @@ def test_gan_critic_is_monai_patch_discriminator_and_bundles_hold_only_the_gener
     patch = (1, arch.context_slices + site.n_classes, *arch.patch_size)
     logits = critic(torch.zeros(patch))[-1]
     assert logits.shape[:2] == (1, 1) and all(1 < n < s for n, s in zip(logits.shape[2:], arch.patch_size))
-    bundle_dir = next(p for p in _segmentation_bundles() if p.name == f"thorax_{arch_name}")
+    bundle_dir = next(p for p in _network_bundles() if p.name == f"thorax_{arch_name}")
     weights = torch.load(bundle_dir / "models" / "model.pt", weights_only=True)
     # the bundle's own spec: a bundle trained before an architecture change describes its network
     generator = build_network(read_metadata(bundle_dir)["rtdeep"]["network"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import shipped_segmentation_bundles
+from conftest import shipped_network_bundles, shipped_segmentation_bundles
 
 from rtdeep.bundles import (
     MANIFEST_NAME,
@@ -30,8 +30,10 @@ from rtdeep.training.model_card import segmentation_metadata
 SEGMENTATION_BUNDLES = shipped_segmentation_bundles()
 
 
-def _segmentation_bundles() -> list[Path]:
-    return [p for p in list_bundles() if read_metadata(p)["rtdeep"].get("kind") == "segmentation"]
+def _network_bundles() -> list[Path]:
+    """Segmentation bundles with weights of their own (not ensembles)."""
+    return [p for p in list_bundles() if read_metadata(p)["rtdeep"].get("kind") == "segmentation"
+            and "members" not in read_metadata(p)["rtdeep"]]
 
 
 @pytest.fixture()
@@ -105,8 +107,8 @@ def test_models_dir_override(monkeypatch: pytest.MonkeyPatch, small_bundle: Path
 
 
 def test_every_bundled_segmentation_model_verifies_and_loads() -> None:
-    bundles = _segmentation_bundles()
-    assert sorted(p.name for p in bundles) == sorted(SEGMENTATION_BUNDLES)
+    bundles = _network_bundles()
+    assert sorted(p.name for p in bundles) == sorted(shipped_network_bundles())
     total_weights = 0
     for path in bundles:
         bundle = load_bundle(path)

@@ -9,8 +9,8 @@ mean volume ratio test/reference per method (below 1 = under-segmentation, which
 for the commercial atlas tool) and the wall and CPU seconds per CT (on a busy machine the CPU
 seconds, summed over threads, are the fairer measure).
 
-Deep models come from ``Resources/Models/<site>_<arch>`` bundles; a missing bundle is skipped
-with one line saying so.
+Deep models come from ``Resources/Models/<site>_<arch>`` bundles (``<site>_ensemble``: the mean of
+its members' probabilities); a missing bundle is skipped with one line saying so.
 
 Run:
     python bench/bench_seg_methods.py                       # both sites, 5 patients each
@@ -40,6 +40,7 @@ METHODS = {
     "gan3d": "3D GAN",
     "unet25d": "2.5D U-Net",
     "gan25d": "2.5D GAN",
+    "ensemble": "ensemble (mean probabilities of its member bundles)",
 }
 
 
@@ -72,7 +73,7 @@ def _load_method(site: str, method: str, seed: int):
         bundle = load_bundle(name)
     except BundleError as error:
         return None, f"skip {name} ({METHODS[method]}): {error}"
-    if seed in _seeds_in(bundle.metadata):
+    if seed in _seeds_in([bundle.metadata, *(member.metadata for member in bundle.members)]):
         return None, f"skip {name}: its metadata names seed {seed}, the held-out seed; pick another --seed"
     from rtdeep.inference.segment import segment_volume
 
@@ -177,7 +178,10 @@ def _budget(site: str, method: str) -> str:
         return f"no training; {_ARGS.n_atlases} atlases registered per CT"
     from rtdeep.bundles import load_bundle
 
-    training = load_bundle(f"{site}_{method}").metadata.get("rtdeep", {}).get("training", {})
+    bundle = load_bundle(f"{site}_{method}")
+    if bundle.members:
+        return "no training of its own; members " + ", ".join(member.path.name for member in bundle.members)
+    training = bundle.metadata.get("rtdeep", {}).get("training", {})
     return "; ".join(str(training[key]) for key in ("budget", "training_time") if key in training) or "not stated"
 
 

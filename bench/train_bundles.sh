@@ -40,3 +40,4 @@ done
 $PY bench/bench_segment.py --json bench/out/bench_segment.json
 # compare heldout.json with heldout_shipped.json per model before packaging:
 echo "review bench/out/train_bundles/*/heldout*.json, then: $PY -m rtdeep.training.train_all package --sites <site> --archs <archs>"
+echo "and re-measure the site's ensemble of the new members: $PY -m rtdeep.training.train_all ensemble --sites <site> --archs unet3d unet25d --threads 2 --choice '...'"

@@ -13,6 +13,14 @@ A bundle is a folder::
 :func:`rtdeep.models.build_network`), ``spacing_mm`` (model grid, i/j/k order), ``intensity_window``
 ``[low_hu, high_hu]``, ``in_channels`` and ``labels`` ``[{"value", "name", "color", "interpreted_type"}]``.
 
+An *ensemble* bundle has no weights and no ``network``: ``rtdeep.members`` names two or more
+segmentation bundles of the same site, model grid, window and labels (found beside it, else by name),
+and :mod:`rtdeep.inference.segment` averages their class probabilities on the shared model grid::
+
+    <name>/configs/metadata.json   "rtdeep": {"kind": "segmentation", "members": [...], labels, grid ...}
+    <name>/docs/README.md          the model card
+    <name>/manifest.json
+
 Bundled models live under ``Resources/Models`` at the project root (the folder above the
 ``rtdeep`` package); the environment variable ``RTDEEP_MODELS_DIR`` points elsewhere. A user's own
 bundle in the same form loads the same way, by path.
@@ -26,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -54,6 +63,7 @@ __all__ = [
     "resolve_bundle",
     "verify_bundle",
     "write_bundle",
+    "write_ensemble_bundle",
     "write_manifest",
 ]
 
@@ -62,6 +72,7 @@ WEIGHTS_PATH = "models/model.pt"
 MODEL_CARD_PATH = "docs/README.md"
 MANIFEST_NAME = "manifest.json"
 _REQUIRED = (METADATA_PATH, WEIGHTS_PATH, MODEL_CARD_PATH)
+_ENSEMBLE_REQUIRED = (METADATA_PATH, MODEL_CARD_PATH)
 
 
 @dataclass
@@ -71,8 +82,11 @@ class LoadedBundle:
     Attributes:
         path: the bundle folder.
         metadata: the whole ``configs/metadata.json``.
-        network: the ``torch.nn.Module`` on ``device``, in eval mode.
+        network: the ``torch.nn.Module`` on ``device``, in eval mode (for an ensemble, a
+            ``ModuleList`` of its members' networks).
         device: the torch device the network is on.
+        labels: label value -> organ.
+        members: an ensemble's member bundles, loaded (empty for a single network).
     """
 
     path: Path
@@ -80,6 +94,7 @@ class LoadedBundle:
     network: torch.nn.Module
     device: str = "cpu"
     labels: dict[int, Organ] = field(default_factory=dict)
+    members: tuple[LoadedBundle, ...] = ()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -198,7 +213,7 @@ def verify_bundle(path: str | os.PathLike[str]) -> dict[str, str]:
         raise BundleError(f"manifest is not valid JSON: {error}", path=manifest_path) from error
     if not isinstance(manifest, dict):
         raise BundleError("manifest must map relative paths to sha256 hex digests", path=manifest_path)
-    for required in _REQUIRED:
+    for required in _ENSEMBLE_REQUIRED if _is_ensemble(bundle_dir) else _REQUIRED:
         if required not in manifest:
             raise BundleError(f"required file {required} is not listed in the manifest", path=manifest_path)
     for relative, expected in sorted(manifest.items()):
@@ -224,9 +239,18 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise BundleError(f"metadata is not valid JSON: {error}", path=metadata_path) from error
     if not isinstance(metadata, dict) or not isinstance(metadata.get("rtdeep"), dict):
         raise BundleError("metadata has no 'rtdeep' object (kind, network, labels ...)", path=metadata_path)
-    if not isinstance(metadata["rtdeep"].get("network"), dict):
-        raise BundleError("metadata 'rtdeep' has no 'network' {name, kwargs}", path=metadata_path)
+    if not isinstance(metadata["rtdeep"].get("network"), dict) and "members" not in metadata["rtdeep"]:
+        raise BundleError("metadata 'rtdeep' has no 'network' {name, kwargs} (nor ensemble 'members')",
+                          path=metadata_path)
     return metadata
+
+
+def _is_ensemble(bundle_dir: Path) -> bool:
+    """Whether the folder's metadata names ensemble members (unreadable metadata: not an ensemble)."""
+    try:
+        return "members" in json.loads((bundle_dir / METADATA_PATH).read_text()).get("rtdeep", {})
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _labels(metadata: dict[str, Any], metadata_path: Path) -> dict[int, Organ]:
@@ -256,6 +280,8 @@ def load_bundle(name_or_path: str | os.PathLike[str], device: str = "cpu") -> Lo
     bundle_dir = resolve_bundle(name_or_path)
     verify_bundle(bundle_dir)
     metadata = read_metadata(bundle_dir)
+    if "members" in metadata["rtdeep"]:
+        return _load_ensemble(bundle_dir, metadata, device)
     network = build_network(metadata["rtdeep"]["network"])
     weights_path = bundle_dir / WEIGHTS_PATH
     try:
@@ -274,6 +300,75 @@ def load_bundle(name_or_path: str | os.PathLike[str], device: str = "cpu") -> Lo
         device=device,
         labels=_labels(metadata, bundle_dir / METADATA_PATH),
     )
+
+
+#: what an ensemble's members must share with it, so that their probabilities lie on one grid
+_SHARED_BY_MEMBERS = ("site", "spacing_mm", "intensity_window")
+
+
+def _load_ensemble(bundle_dir: Path, metadata: dict[str, Any], device: str) -> LoadedBundle:
+    """An ensemble bundle with its members loaded (each verified); see the module docstring."""
+    metadata_path = bundle_dir / METADATA_PATH
+    config, names = metadata["rtdeep"], metadata["rtdeep"]["members"]
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(name, str) for name in names):
+        raise BundleError("rtdeep.members must list two or more bundle names", path=metadata_path)
+    labels = _labels(metadata, metadata_path)
+    members = []
+    for name in names:
+        beside = bundle_dir.parent / name
+        member_dir = beside if (beside / METADATA_PATH).is_file() else resolve_bundle(name)
+        if _is_ensemble(member_dir):
+            raise BundleError(f"member '{name}' is itself an ensemble", path=metadata_path)
+        member = load_bundle(member_dir, device)
+        for key in _SHARED_BY_MEMBERS:
+            if member.config.get(key) != config.get(key):
+                raise BundleError(f"member '{name}' has {key} {member.config.get(key)}, the ensemble "
+                                  f"{config.get(key)}: members must share site, model grid and window",
+                                  path=metadata_path)
+        if [organ.name for organ in member.labels.values()] != [organ.name for organ in labels.values()] \
+                or list(member.labels) != list(labels):
+            raise BundleError(f"member '{name}' has other labels than the ensemble", path=metadata_path)
+        members.append(member)
+    network = torch.nn.ModuleList([member.network for member in members]).eval()
+    return LoadedBundle(path=bundle_dir, metadata=metadata, network=network, device=device, labels=labels,
+                        members=tuple(members))
+
+
+def _write_atomically(out_dir: Path, files: dict[str, bytes], overwrite: bool) -> Path:
+    """Write a bundle's files and manifest in a folder beside ``out_dir``, then rename it into place."""
+    if out_dir.exists() and not overwrite:
+        raise BundleError("bundle folder exists; choose a new path or pass overwrite", path=out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for relative, content in files.items():
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+        write_manifest(staging)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out_dir
+
+
+def write_ensemble_bundle(
+    out_dir: str | os.PathLike[str], metadata: dict[str, Any], model_card_md: str, overwrite: bool = False
+) -> Path:
+    """Write an ensemble bundle (metadata with ``rtdeep.members``, model card, manifest) atomically.
+
+    Raises:
+        BundleError: metadata without two or more members, or ``out_dir`` exists and not ``overwrite``.
+    """
+    out_dir = Path(out_dir)
+    members = metadata.get("rtdeep", {}).get("members") if isinstance(metadata.get("rtdeep"), dict) else None
+    if not isinstance(members, list) or len(members) < 2:
+        raise BundleError("an ensemble's metadata needs rtdeep.members (two or more bundle names)", path=out_dir)
+    return _write_atomically(out_dir, {METADATA_PATH: (json.dumps(metadata, indent=2) + "\n").encode(),
+                                       MODEL_CARD_PATH: model_card_md.encode()}, overwrite)
 
 
 def write_bundle(
@@ -301,8 +396,6 @@ def write_bundle(
         BundleError: metadata without a rebuildable network, or ``out_dir`` exists and not ``overwrite``.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise BundleError("bundle folder exists; choose a new path or pass overwrite", path=out_dir)
     spec = metadata.get("rtdeep", {}).get("network") if isinstance(metadata.get("rtdeep"), dict) else None
     if not isinstance(spec, dict):
         raise BundleError("metadata needs rtdeep.network {name, kwargs} to rebuild the module", path=out_dir)
@@ -313,26 +406,10 @@ def write_bundle(
     except RuntimeError as error:
         raise BundleError(f"rtdeep.network does not rebuild the given module: {error}", path=out_dir) from error
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        for sub in ("configs", "models", "docs"):
-            (staging / sub).mkdir()
-        (staging / METADATA_PATH).write_text(json.dumps(metadata, indent=2) + "\n")
-        torch.save(state, staging / WEIGHTS_PATH)
-        (staging / MODEL_CARD_PATH).write_text(model_card_md)
-        files = dict(extra_files or {})
-        if metadata["rtdeep"].get("kind") == "segmentation" and INFERENCE_CONFIG_PATH not in files:
-            files[INFERENCE_CONFIG_PATH] = (json.dumps(inference_config(metadata), indent=2) + "\n").encode()
-        for relative, content in files.items():
-            target = staging / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
-        write_manifest(staging)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return out_dir
+    weights = io.BytesIO()
+    torch.save(state, weights)
+    files = {METADATA_PATH: (json.dumps(metadata, indent=2) + "\n").encode(), WEIGHTS_PATH: weights.getvalue(),
+             MODEL_CARD_PATH: model_card_md.encode(), **(extra_files or {})}
+    if metadata["rtdeep"].get("kind") == "segmentation" and INFERENCE_CONFIG_PATH not in files:
+        files[INFERENCE_CONFIG_PATH] = (json.dumps(inference_config(metadata), indent=2) + "\n").encode()
+    return _write_atomically(out_dir, files, overwrite)

@@ -1,10 +1,12 @@
 """Segment a CT with a bundled model: the Python API behind ``rtdeep segment`` and the Slicer module.
 
 Steps: crop the CT to the body (HU > -500), resample to the model spacing (trilinear, anti-aliased),
-window, run the network (3D sliding window or 2.5D slice batches), take the most probable class,
+window, run the network (3D sliding window or 2.5D slice batches; an ensemble bundle runs each
+member and averages their probabilities), take the most probable class,
 post-process each organ on the model grid (largest connected component, holes filled), then
-resample each organ back onto the CT grid (trilinear on the organ's 0/1 mask inside its bounding
-box, > 0.5). Masks are bool ``[k, j, i]`` on the CT grid; geometry is LPS.
+resample each organ back onto the CT grid (trilinear on the organ's softmax inside its bounding
+box, held above 0.5 inside the cleaned mask and below it outside, > 0.5; see
+:func:`model_mask_to_ct`). Masks are bool ``[k, j, i]`` on the CT grid; geometry is LPS.
 
 Example:
     >>> from rtdeep.bundles import load_bundle
@@ -29,14 +31,14 @@ from rtdeep.volume import Volume
 __all__ = ["model_mask_to_ct", "predict_model_grid", "segment_volume"]
 
 
-def _inference_settings(bundle: LoadedBundle) -> dict:
+def _check_config(bundle: LoadedBundle) -> None:
     config = bundle.config
     if config.get("kind") != "segmentation":
         raise BundleError(f"model kind is '{config.get('kind')}', not 'segmentation'", path=bundle.path)
-    for key in ("spacing_mm", "intensity_window", "labels", "inference"):
+    required = ("spacing_mm", "intensity_window", "labels") + (() if bundle.members else ("inference",))
+    for key in required:
         if key not in config:
             raise BundleError(f"metadata rtdeep.{key} is missing", path=bundle.path / "configs/metadata.json")
-    return config["inference"]
 
 
 def predict_model_grid(
@@ -45,31 +47,41 @@ def predict_model_grid(
     device: str | None = None,
     progress_callback: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities on the model grid.
+    """Class probabilities on the model grid; an ensemble's is the mean of its members'.
 
     Returns:
         (softmax probabilities float32 ``[classes, k, j, i]`` on the model grid, its index
         (i, j, k) -> LPS affine); the most probable class is ``argmax(axis=0)``.
     """
-    settings = _inference_settings(bundle)
+    _check_config(bundle)
+    networks = bundle.members or (bundle,)
+    for member in bundle.members:
+        _check_config(member)
     device = device or bundle.device
     cropped = crop_volume(ct, body_box(np.asarray(ct.array)))
     image = resample_to_spacing(cropped, bundle.config["spacing_mm"])
     windowed = window_hu(image.array, bundle.config["intensity_window"])
 
-    probabilities = predict_probabilities(
-        bundle.network,
-        windowed,
-        spatial_dims=int(settings["spatial_dims"]),
-        context_slices=int(settings.get("context_slices", 1)),
-        roi_size=settings.get("roi_size", (64, 128, 128)),
-        overlap=float(settings.get("overlap", 0.25)),
-        slice_batch=int(settings.get("slice_batch", 16)),
-        size_divisor=int(settings.get("size_divisor", 16)),
-        device=device,
-        progress_callback=scaled_progress(progress_callback, 0.05, 0.85),
-    )
-    return probabilities, image.affine
+    total = None
+    for index, member in enumerate(networks):
+        settings = member.config["inference"]
+        share = 0.8 / len(networks)
+        probabilities = predict_probabilities(
+            member.network,
+            windowed,
+            spatial_dims=int(settings["spatial_dims"]),
+            context_slices=int(settings.get("context_slices", 1)),
+            roi_size=settings.get("roi_size", (64, 128, 128)),
+            overlap=float(settings.get("overlap", 0.25)),
+            slice_batch=int(settings.get("slice_batch", 16)),
+            size_divisor=int(settings.get("size_divisor", 16)),
+            device=device,
+            progress_callback=scaled_progress(progress_callback, 0.05 + share * index, 0.05 + share * (index + 1)),
+        )
+        total = probabilities if total is None else np.add(total, probabilities, out=total)
+    if len(networks) > 1:
+        total /= np.float32(len(networks))
+    return total, image.affine
 
 
 #: how far from 0.5 the probability field is held on either side of the organ's boundary

@@ -7,6 +7,7 @@ Usage (from the project root; each stage can be re-run on its own)::
     python bench/bench_segment.py --json bench/out/bench_segment.json   # speed and peak RSS
     python -m rtdeep.training.train_all package  # bundles + model cards + models.json
     python -m rtdeep.training.train_all remeasure --note "..."  # kept bundles: cards from evaluate --shipped
+    python -m rtdeep.training.train_all ensemble --sites headneck --archs unet3d unet25d --choice "..."
 
 Data (all synthetic, from :func:`rtdeep.phantom.generate_patient` on the clinical 512x512 grid):
 training phantoms seed 1 indices 0-25 without 16-17 (24), validation (best epoch) seed 1 indices 16-17, held-out
@@ -164,18 +165,11 @@ def evaluate(sites: list[str], archs: list[str], threads: int, shipped: Path | N
         shipped: evaluate the bundles in this models folder (``heldout_shipped.json``) instead of
             the freshly trained ones (``heldout.json``).
     """
-    import torch
-
     from rtdeep.bundles import load_bundle
-    from rtdeep.inference.segment import segment_volume
-    from rtdeep.metrics import segment_metrics
     from rtdeep.models.architectures import get_arch
-    from rtdeep.plausibility import check_plausibility
     from rtdeep.sites import get_site
-    from rtdeep.training.data import grid_ceiling_dice
     from rtdeep.training.model_card import bundle_name
 
-    torch.set_num_threads(threads)
     for site_name in sites:
         site = get_site(site_name)
         bundles = {}
@@ -185,47 +179,63 @@ def evaluate(sites: list[str], archs: list[str], threads: int, shipped: Path | N
                 bundles[name] = load_bundle(shipped / name)
             elif shipped is None and (WORK_DIR / name / "best_model.pt").is_file():
                 bundles[name] = load_bundle(_staging_bundle(site_name, arch_name))
-        metrics = ("dice", "hd95_mm", "surface_dice_2mm")
-        scores = {n: {m: {o: [] for o in site.organ_names} for m in metrics} for n in bundles}
-        findings: dict[str, list[str]] = {n: [] for n in bundles}
-        seconds: dict[str, list[float]] = {n: [] for n in bundles}
-        ceiling: dict[str, list[float]] = {o: [] for o in site.organ_names}
-        for index in HELDOUT_INDICES:
-            ct, reference, patient_id = heldout_phantom(site.name, index)
-            for organ, value in grid_ceiling_dice(ct, reference, site).items():
-                ceiling[organ].append(value)
-            for name, bundle in bundles.items():
-                start = time.perf_counter()
-                rois = segment_volume(ct, bundle)
-                seconds[name].append(time.perf_counter() - start)
-                for roi in rois:
-                    if roi.name in reference:
-                        result = segment_metrics(reference[roi.name], roi.mask, ct.spacing_mm)
-                        for metric in metrics:
-                            scores[name][metric][roi.name].append(result[metric])
-                findings[name] += [f"{patient_id}: {f.message}" for f in check_plausibility(ct, rois)]
-            _say(f"held-out {patient_id} done")
-        for name in bundles:
-            summary = {
-                "heldout_phantoms": f"seed {HELDOUT_SEED}, indices {HELDOUT_INDICES[0]}-{HELDOUT_INDICES[-1]} "
-                                    f"({len(HELDOUT_INDICES)} phantoms, clinical grid, scanner-randomised)",
-                "dice_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["dice"].items()},
-                "dice_min": {o: float(np.nanmin(v)) for o, v in scores[name]["dice"].items()},
-                "dice_max": {o: float(np.nanmax(v)) for o, v in scores[name]["dice"].items()},
-                "hd95_mm_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["hd95_mm"].items()},
-                "surface_dice_2mm_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["surface_dice_2mm"].items()},
-                "grid_ceiling_dice_median": {o: float(np.nanmedian(v)) for o, v in ceiling.items() if v},
-                "all": scores[name],
-                "plausibility_findings": findings[name],
-                "segment_volume_seconds_median": float(np.median(seconds[name])),
-                "threads": threads,
-            }
-            out = WORK_DIR / name
-            out.mkdir(parents=True, exist_ok=True)
-            (out / ("heldout.json" if shipped is None else "heldout_shipped.json")).write_text(json.dumps(summary, indent=1))
+        for name, summary in _evaluate_bundles(site, bundles, threads).items():
+            _write_heldout(name, summary, "heldout.json" if shipped is None else "heldout_shipped.json")
             _say(f"{name}{' (shipped)' if shipped else ''}: "
                  + ", ".join(f"{o} {d:.3f}" for o, d in summary["dice_median"].items())
-                 + f"; {len(findings[name])} plausibility findings")
+                 + f"; {len(summary['plausibility_findings'])} plausibility findings")
+
+
+def _write_heldout(name: str, summary: dict, file_name: str) -> None:
+    out = WORK_DIR / name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / file_name).write_text(json.dumps(summary, indent=1))
+
+
+def _evaluate_bundles(site, bundles: dict, threads: int) -> dict[str, dict]:  # site: rtdeep.sites.Site
+    """The held-out summary of each loaded bundle (by name) of ``site``, on the same phantoms."""
+    import torch
+
+    from rtdeep.inference.segment import segment_volume
+    from rtdeep.metrics import segment_metrics
+    from rtdeep.plausibility import check_plausibility
+    from rtdeep.training.data import grid_ceiling_dice
+
+    torch.set_num_threads(threads)
+    metrics = ("dice", "hd95_mm", "surface_dice_2mm")
+    scores = {n: {m: {o: [] for o in site.organ_names} for m in metrics} for n in bundles}
+    findings: dict[str, list[str]] = {n: [] for n in bundles}
+    seconds: dict[str, list[float]] = {n: [] for n in bundles}
+    ceiling: dict[str, list[float]] = {o: [] for o in site.organ_names}
+    for index in HELDOUT_INDICES:
+        ct, reference, patient_id = heldout_phantom(site.name, index)
+        for organ, value in grid_ceiling_dice(ct, reference, site).items():
+            ceiling[organ].append(value)
+        for name, bundle in bundles.items():
+            start = time.perf_counter()
+            rois = segment_volume(ct, bundle)
+            seconds[name].append(time.perf_counter() - start)
+            for roi in rois:
+                if roi.name in reference:
+                    result = segment_metrics(reference[roi.name], roi.mask, ct.spacing_mm)
+                    for metric in metrics:
+                        scores[name][metric][roi.name].append(result[metric])
+            findings[name] += [f"{patient_id}: {f.message}" for f in check_plausibility(ct, rois)]
+        _say(f"held-out {patient_id} done")
+    return {name: {
+        "heldout_phantoms": f"seed {HELDOUT_SEED}, indices {HELDOUT_INDICES[0]}-{HELDOUT_INDICES[-1]} "
+                            f"({len(HELDOUT_INDICES)} phantoms, clinical grid, scanner-randomised)",
+        "dice_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["dice"].items()},
+        "dice_min": {o: float(np.nanmin(v)) for o, v in scores[name]["dice"].items()},
+        "dice_max": {o: float(np.nanmax(v)) for o, v in scores[name]["dice"].items()},
+        "hd95_mm_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["hd95_mm"].items()},
+        "surface_dice_2mm_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["surface_dice_2mm"].items()},
+        "grid_ceiling_dice_median": {o: float(np.nanmedian(v)) for o, v in ceiling.items() if v},
+        "all": scores[name],
+        "plausibility_findings": findings[name],
+        "segment_volume_seconds_median": float(np.median(seconds[name])),
+        "threads": threads,
+    } for name in bundles}
 
 
 #: issue 9's floors: held-out Dice every bundled model should reach on phantoms it never saw
@@ -237,12 +247,13 @@ def _floors_met(heldout: dict) -> bool:
                if organ in heldout["dice_median"])
 
 
-def _heldout_details(site, heldout: dict) -> str:  # site: rtdeep.sites.Site
-    """Card section: Dice range, HD95, surface Dice, floors and plausibility findings on the held-out phantoms."""
+def _heldout_details(site, heldout: dict, command: str = "evaluate") -> str:  # site: rtdeep.sites.Site
+    """Card section: Dice range, HD95, surface Dice, floors and plausibility findings on the held-out
+    phantoms, measured by ``train_all <command>``."""
     if not heldout or "hd95_mm_median" not in heldout:
         return ""
     lines = ["", "## Held-out detail (measured)",
-             f"{heldout['heldout_phantoms']}; `python -m rtdeep.training.train_all evaluate --sites {site.name}`.", "",
+             f"{heldout['heldout_phantoms']}; `python -m rtdeep.training.train_all {command} --sites {site.name}`.", "",
              "| organ | Dice median (min-max) | grid ceiling | HD95 mm median | surface Dice 2 mm median | floor | met |",
              "|---|---|---|---|---|---|---|"]
     ceiling = heldout.get("grid_ceiling_dice_median", {})
@@ -434,9 +445,81 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
     tmp.replace(database_path)
 
 
+def package_ensemble(sites: list[str], archs: list[str], models_dir: Path, bench_json: Path | None, threads: int,
+                     choice: str) -> None:
+    """The ensemble bundle ``<site>_ensemble`` of the shipped bundles ``<site>_<arch>`` (mean of their
+    probabilities; :func:`rtdeep.bundles.write_ensemble_bundle`), measured on the held-out phantoms like
+    every other bundle (``heldout.json``; re-used while the members' manifests are unchanged, so a
+    second run after ``bench_segment.py`` only adds the speed), with its card and ``models.json``
+    entry. ``choice`` says in the card how the members were chosen."""
+    from rtdeep.bundles import MANIFEST_NAME, load_bundle, read_metadata, write_ensemble_bundle
+    from rtdeep.models.architectures import get_arch
+    from rtdeep.sites import get_site
+    from rtdeep.training.model_card import bundle_name, ensemble_card, ensemble_metadata
+
+    bench = json.loads(bench_json.read_text()) if bench_json and bench_json.is_file() else {}
+    database_path = models_dir / "models.json"
+    database = json.loads(database_path.read_text())
+    entries = {entry["name"]: entry for entry in database["models"]}
+    for site_name in sites:
+        site = get_site(site_name)
+        names = [bundle_name(site, get_arch(arch)) for arch in archs]
+        missing = [name for name in names if not (models_dir / name).is_dir()]
+        if missing or len(names) < 2:
+            _say(f"{site.name} ensemble: skipped (needs two or more shipped members; missing {missing})")
+            continue
+        name = f"{site.name}_ensemble"
+        members = {member: read_metadata(models_dir / member)["rtdeep"]["architecture_title"] for member in names}
+        metadata = ensemble_metadata(site, members, name)
+        fingerprint = {member: (models_dir / member / MANIFEST_NAME).read_text() for member in names}
+        measured = WORK_DIR / name / "heldout.json"
+        heldout = json.loads(measured.read_text()) if measured.is_file() else {}
+        if heldout.get("members_manifests") != fingerprint:  # else measured with these very members: reused
+            staging = WORK_DIR / name / "staging"  # members by path: measured against models_dir's bundles
+            write_ensemble_bundle(staging, metadata | {"rtdeep": metadata["rtdeep"] | {
+                "members": [str((models_dir / member).resolve()) for member in names]}}, "# staging\n", overwrite=True)
+            heldout = _evaluate_bundles(site, {name: load_bundle(staging)}, threads)[name]
+            heldout["members_manifests"] = fingerprint
+            _write_heldout(name, heldout, "heldout.json")
+            shutil.rmtree(staging)
+        speed = bench.get(name, {})
+        speed_lines = {"segment_volume_median_s": f"{heldout['segment_volume_seconds_median']:.1f} (Python API on a "
+                                                  f"clinical-grid phantom, {threads} threads, shared machine)"}
+        if speed:
+            speed_lines = {"benchmark": speed.get("description", ""),
+                           "wall_time_median_s": f"{speed['wall_s_median']:.1f}",
+                           "peak_rss_median_mb": f"{speed['peak_rss_mb_median']:.0f}"} | speed_lines
+        metadata["rtdeep"]["heldout_dice_median"] = heldout["dice_median"]
+        description = (f"Dice on the CT grid against the phantoms' own structures, {heldout['heldout_phantoms']}; "
+                       "never seen in training (the choice of members looked at them: see Training).")
+        card = ensemble_card(site, members, held_out_dice=heldout["dice_median"], held_out_description=description,
+                             speed=speed_lines, choice=choice)
+        write_ensemble_bundle(models_dir / name, metadata, card + _heldout_details(site, heldout, "ensemble"),
+                              overwrite=True)
+        entries[name] = {
+            "name": name,
+            "title": f"{site.title}: ensemble ({' + '.join(members.values())})",
+            "site": site.name,
+            "architecture": "ensemble",
+            "members": names,
+            "segments": site.organ_names,
+            "cpu_seconds_median": speed.get("wall_s_median"),
+            "peak_rss_mb_median": speed.get("peak_rss_mb_median"),
+            "heldout_dice_median": heldout["dice_median"],
+            "floors_met": _floors_met(heldout),
+            "trained_on": "synthetic phantoms",
+        }
+        _say(f"packaged {models_dir / name}: " + ", ".join(f"{o} {d:.3f}" for o, d in heldout["dice_median"].items()))
+    database["models"] = [entries[k] for k in sorted(entries)]
+    tmp = database_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(database, indent=1) + "\n")
+    tmp.replace(database_path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=["prepare", "train", "heldout", "evaluate", "package", "remeasure"])
+    parser.add_argument("stage", choices=["prepare", "train", "heldout", "evaluate", "package", "remeasure",
+                                          "ensemble"])
     parser.add_argument("--sites", nargs="+", default=["thorax", "headneck"])
     parser.add_argument("--archs", nargs="+", default=["unet3d", "unet25d", "gan3d", "gan25d"])
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -449,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
                         "starts (it ends at --iterations); resume a run with more --iterations to add the decay")
     parser.add_argument("--train-phantoms", type=int, default=len(TRAIN_INDICES),
                         help="prepare/train: training phantoms of seed 1 (default 24, as the shipped bundles)")
+    parser.add_argument("--choice", default="", help="ensemble: how its members were chosen, for the card")
     parser.add_argument("--note", default="", help="remeasure: what changed around the kept bundles")
     parser.add_argument("--shipped", action="store_true", help="evaluate: the bundles in --models-dir, not the new ones")
     parser.add_argument("--models-dir", type=Path, default=PROJECT_ROOT / "Resources" / "Models")
@@ -470,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
                 heldout_phantom(site_name, index)
     elif args.stage == "remeasure":
         remeasure_shipped(args.sites, args.archs, args.models_dir, args.note)
+    elif args.stage == "ensemble":
+        package_ensemble(args.sites, args.archs, args.models_dir, args.bench_json, args.threads, args.choice)
     elif args.stage == "evaluate":
         evaluate(args.sites, args.archs, args.threads, args.models_dir if args.shipped else None)
     else:

@@ -1,0 +1,106 @@
+"""Ensemble bundles: members' probabilities averaged on one model grid, refused when they do not fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHIPPED_ENSEMBLES
+
+from rtdeep.bundles import (
+    MANIFEST_NAME,
+    MODEL_CARD_PATH,
+    load_bundle,
+    models_dir,
+    write_bundle,
+    write_ensemble_bundle,
+)
+from rtdeep.errors import BundleError
+from rtdeep.inference.segment import predict_model_grid
+from rtdeep.models import build_network
+from rtdeep.models.architectures import ARCHITECTURES
+from rtdeep.sites import SITES
+from rtdeep.training.model_card import ensemble_metadata, segmentation_metadata
+from rtdeep.volume import Volume
+
+
+def _member(root: Path, arch_name: str, seed: int, **changes) -> str:
+    site, arch = SITES["thorax"], ARCHITECTURES[arch_name]
+    torch.manual_seed(seed)
+    metadata = segmentation_metadata(site, arch)
+    metadata["rtdeep"].update(changes)
+    write_bundle(root / f"thorax_{arch_name}", build_network(arch.network_spec(site)), metadata, "# member\n")
+    return f"thorax_{arch_name}"
+
+
+def _ensemble(root: Path, members: list[str]) -> Path:
+    titles = {name: name.split("_")[1] for name in members}
+    return write_ensemble_bundle(root / "thorax_ensemble", ensemble_metadata(SITES["thorax"], titles, "thorax_ensemble"),
+                                 "# ensemble card\n")
+
+
+def _small_ct() -> Volume:
+    """A body-shaped block of soft tissue with a denser core: enough for both networks' grids."""
+    rng = np.random.default_rng(0)
+    array = np.full((24, 80, 80), -1000.0, np.float32)
+    array[:, 10:70, 12:68] = 40.0 + rng.normal(0, 20, (24, 60, 56))
+    array[:, 30:50, 30:50] = 400.0
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    return Volume(array, affine)
+
+
+def test_ensemble_probabilities_are_the_mean_of_its_members(tmp_path: Path) -> None:
+    members = [_member(tmp_path, "unet3d", 0), _member(tmp_path, "unet25d", 1)]
+    ensemble = load_bundle(_ensemble(tmp_path, members))
+    assert [member.path.name for member in ensemble.members] == members
+    assert not ensemble.network.training and len(ensemble.network) == 2
+    assert set(json.loads((ensemble.path / MANIFEST_NAME).read_text())) == {"configs/metadata.json", MODEL_CARD_PATH}
+    torch.set_num_threads(2)
+    ct = _small_ct()
+    mean, affine = predict_model_grid(ct, ensemble)
+    each = [predict_model_grid(ct, member) for member in ensemble.members]
+    assert np.allclose(affine, each[0][1])
+    assert np.allclose(mean, (each[0][0] + each[1][0]) / 2, atol=1e-6)
+    assert not np.allclose(each[0][0], each[1][0], atol=1e-3)  # two different networks, really averaged
+    assert np.allclose(mean.sum(axis=0), 1.0, atol=1e-4)
+
+
+def test_ensemble_members_must_share_the_grid_and_exist(tmp_path: Path) -> None:
+    coarse = _member(tmp_path, "unet3d", 0, spacing_mm=[3.0, 3.0, 3.0])
+    ensemble = _ensemble(tmp_path, [coarse, _member(tmp_path, "unet25d", 1)])
+    with pytest.raises(BundleError, match="member 'thorax_unet3d' has spacing_mm") as raised:
+        load_bundle(ensemble)
+    assert str(ensemble / "configs" / "metadata.json") in str(raised.value)
+    missing = tmp_path / "other"
+    _member(missing, "unet25d", 1)
+    metadata = json.loads((ensemble / "configs" / "metadata.json").read_text())
+    metadata["rtdeep"]["members"] = ["thorax_unet25d", "thorax_no_such_model"]
+    write_ensemble_bundle(missing / "thorax_ensemble", metadata, "# card\n")
+    with pytest.raises(BundleError, match="no model bundle"):
+        load_bundle(missing / "thorax_ensemble")
+    with pytest.raises(BundleError, match="two or more"):
+        write_ensemble_bundle(tmp_path / "one", metadata | {"rtdeep": metadata["rtdeep"] | {"members": ["x"]}}, "#\n")
+
+
+def test_changed_ensemble_card_is_refused(tmp_path: Path) -> None:
+    ensemble = _ensemble(tmp_path, [_member(tmp_path, "unet3d", 0), _member(tmp_path, "unet25d", 1)])
+    (ensemble / MODEL_CARD_PATH).write_text("# edited\n")
+    with pytest.raises(BundleError, match="checksum mismatch"):
+        load_bundle(ensemble)
+
+
+@pytest.mark.parametrize("name", SHIPPED_ENSEMBLES)
+def test_shipped_ensemble_is_measured_and_its_members_are_shipped(name: str) -> None:
+    database = {entry["name"]: entry for entry in json.loads((models_dir() / "models.json").read_text())["models"]}
+    entry = database[name]
+    bundle = load_bundle(name)
+    assert [member.path.name for member in bundle.members] == entry["members"]
+    assert all(member in database for member in entry["members"])
+    assert entry["architecture"] == "ensemble" and entry["segments"] == list(SITES[bundle.site].organ_names)
+    card = (bundle.path / MODEL_CARD_PATH).read_text()
+    assert "synthetic phantoms" in card.lower() and "Held-out" in card
+    for organ, dice in entry["heldout_dice_median"].items():
+        assert f"| {organ} | {dice:.3f} |" in card
