@@ -104,3 +104,42 @@ def test_shipped_ensemble_is_measured_and_its_members_are_shipped(name: str) -> 
     assert "synthetic phantoms" in card.lower() and "Held-out" in card
     for organ, dice in entry["heldout_dice_median"].items():
         assert f"| {organ} | {dice:.3f} |" in card
+
+
+def test_train_all_ensemble_measures_once_then_adds_the_speed(tmp_path: Path, monkeypatch) -> None:
+    """``train_all ensemble``: the ensemble of two shipped-style members is measured on a held-out
+    phantom through the real pipeline, written with its card and models.json entry; a second run with
+    a benchmark re-uses the measurement (same member weights) and adds the speed."""
+    from rtdeep.training import train_all
+
+    models, work = tmp_path / "models", tmp_path / "work"
+    monkeypatch.setattr(train_all, "WORK_DIR", work)
+    monkeypatch.setattr(train_all, "HELDOUT_INDICES", [100])  # one held-out phantom keeps the test short
+    site = SITES["headneck"]
+    for seed, arch_name in enumerate(("unet3d", "unet25d")):
+        arch = ARCHITECTURES[arch_name]
+        torch.manual_seed(seed)
+        write_bundle(models / f"headneck_{arch_name}", build_network(arch.network_spec(site)),
+                     segmentation_metadata(site, arch), "# member\n")
+    (models / "models.json").write_text(json.dumps({"models": [{"name": "headneck_unet3d"}]}))
+    train_all.package_ensemble(["headneck", "thorax"], ["unet3d", "unet25d"], models, None, 2, "the two U-Nets")
+    database = json.loads((models / "models.json").read_text())
+    assert [entry["name"] for entry in database["models"]] == ["headneck_ensemble", "headneck_unet3d"]
+    entry = database["models"][0]
+    assert entry["members"] == ["headneck_unet3d", "headneck_unet25d"] and entry["architecture"] == "ensemble"
+    assert sorted(entry["heldout_dice_median"]) == sorted(site.organ_names)
+    bundle = load_bundle(models / "headneck_ensemble")
+    assert [member.path for member in bundle.members] == [models / "headneck_unet3d", models / "headneck_unet25d"]
+    assert bundle.config["members"] == entry["members"]  # by name: the folder can move with its members
+    card = (bundle.path / MODEL_CARD_PATH).read_text()
+    assert "Choice of members: the two U-Nets" in card and "train_all ensemble --sites headneck" in card
+    assert not (work / "headneck_ensemble" / "staging").exists()
+    measured = work / "headneck_ensemble" / "heldout.json"
+    before = measured.stat().st_mtime_ns
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"headneck_ensemble": {"description": "bench", "wall_s_median": 12.5,
+                                                       "peak_rss_mb_median": 1500.0}}))
+    train_all.package_ensemble(["headneck"], ["unet3d", "unet25d"], models, bench, 2, "the two U-Nets")
+    assert measured.stat().st_mtime_ns == before
+    assert "- wall time median s: 12.5" in (models / "headneck_ensemble" / MODEL_CARD_PATH).read_text()
+    assert json.loads((models / "models.json").read_text())["models"][0]["cpu_seconds_median"] == 12.5

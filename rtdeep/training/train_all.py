@@ -449,10 +449,10 @@ def package_ensemble(sites: list[str], archs: list[str], models_dir: Path, bench
                      choice: str) -> None:
     """The ensemble bundle ``<site>_ensemble`` of the shipped bundles ``<site>_<arch>`` (mean of their
     probabilities; :func:`rtdeep.bundles.write_ensemble_bundle`), measured on the held-out phantoms like
-    every other bundle (``heldout.json``; re-used while the members' manifests are unchanged, so a
+    every other bundle (``heldout.json``; re-used while the members' weights are unchanged, so a
     second run after ``bench_segment.py`` only adds the speed), with its card and ``models.json``
     entry. ``choice`` says in the card how the members were chosen."""
-    from rtdeep.bundles import MANIFEST_NAME, load_bundle, read_metadata, write_ensemble_bundle
+    from rtdeep.bundles import MANIFEST_NAME, WEIGHTS_PATH, load_bundle, read_metadata, write_ensemble_bundle
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
     from rtdeep.training.model_card import bundle_name, ensemble_card, ensemble_metadata
@@ -471,15 +471,16 @@ def package_ensemble(sites: list[str], archs: list[str], models_dir: Path, bench
         name = f"{site.name}_ensemble"
         members = {member: read_metadata(models_dir / member)["rtdeep"]["architecture_title"] for member in names}
         metadata = ensemble_metadata(site, members, name)
-        fingerprint = {member: (models_dir / member / MANIFEST_NAME).read_text() for member in names}
+        fingerprint = {member: json.loads((models_dir / member / MANIFEST_NAME).read_text())[WEIGHTS_PATH]
+                       for member in names}  # the members' weights (their cards may change without them)
         measured = WORK_DIR / name / "heldout.json"
         heldout = json.loads(measured.read_text()) if measured.is_file() else {}
-        if heldout.get("members_manifests") != fingerprint:  # else measured with these very members: reused
+        if heldout.get("members_weights_sha256") != fingerprint:  # else measured with these very weights: reused
             staging = WORK_DIR / name / "staging"  # members by path: measured against models_dir's bundles
             write_ensemble_bundle(staging, metadata | {"rtdeep": metadata["rtdeep"] | {
                 "members": [str((models_dir / member).resolve()) for member in names]}}, "# staging\n", overwrite=True)
             heldout = _evaluate_bundles(site, {name: load_bundle(staging)}, threads)[name]
-            heldout["members_manifests"] = fingerprint
+            heldout["members_weights_sha256"] = fingerprint
             _write_heldout(name, heldout, "heldout.json")
             shutil.rmtree(staging)
         speed = bench.get(name, {})
