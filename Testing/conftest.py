@@ -23,7 +23,7 @@ NOT_SHIPPED: frozenset[str] = frozenset()
 
 
 #: ensemble bundles (no weights: their members' probabilities averaged) that must be in Resources/Models
-SHIPPED_ENSEMBLES: tuple[str, ...] = ("thorax_ensemble",)
+SHIPPED_ENSEMBLES: tuple[str, ...] = ("thorax_ensemble", "headneck_ensemble")
 
 
 def shipped_network_bundles() -> list[str]:
