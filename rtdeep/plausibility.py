@@ -97,7 +97,8 @@ def _volume_checks(ct: Volume, name: str, mask: np.ndarray) -> list[Finding]:
     low, high = organ.volume_cc
     if low <= volume <= high:
         return []
-    return [Finding(name, "volume", f"{name}: volume {volume:.0f} cc outside the plausible {low:g}-{high:g} cc",
+    shown = f"{volume:.1f}" if volume < 100 else f"{volume:.0f}"  # 2.96 cc must not read "3 cc" against a 3 cc limit
+    return [Finding(name, "volume", f"{name}: volume {shown} cc outside the plausible {low:g}-{high:g} cc",
                     round(volume, 1), (low, high))]
 
 
