@@ -325,8 +325,8 @@ def _load_ensemble(bundle_dir: Path, metadata: dict[str, Any], device: str) -> L
                 raise BundleError(f"member '{name}' has {key} {member.config.get(key)}, the ensemble "
                                   f"{config.get(key)}: members must share site, model grid and window",
                                   path=metadata_path)
-        if [organ.name for organ in member.labels.values()] != [organ.name for organ in labels.values()] \
-                or list(member.labels) != list(labels):
+        if [(value, organ.name) for value, organ in member.labels.items()] != \
+                [(value, organ.name) for value, organ in labels.items()]:
             raise BundleError(f"member '{name}' has other labels than the ensemble", path=metadata_path)
         members.append(member)
     network = torch.nn.ModuleList([member.network for member in members]).eval()

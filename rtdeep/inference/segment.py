@@ -62,10 +62,9 @@ def predict_model_grid(
     image = resample_to_spacing(cropped, bundle.config["spacing_mm"])
     windowed = window_hu(image.array, bundle.config["intensity_window"])
 
-    total = None
+    total, share = None, 0.8 / len(networks)  # each network's share of the progress bar
     for index, member in enumerate(networks):
         settings = member.config["inference"]
-        share = 0.8 / len(networks)
         probabilities = predict_probabilities(
             member.network,
             windowed,

@@ -329,6 +329,43 @@ def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note
                 entries[name]["floors_met"] = _floors_met(heldout)
             _say(f"re-measured {name}")
     database["models"] = [entries[k] for k in sorted(entries)]
+    _write_database(database_path, database)
+
+
+def _speed_lines(speed: dict, heldout: dict) -> dict[str, str]:
+    """A card's speed section: the benchmark's wall time and peak RSS (``bench_segment.py``), and the
+    Python API's time as the held-out evaluation measured it (with its own thread count)."""
+    lines = {}
+    if speed:
+        lines = {"benchmark": speed.get("description", ""),
+                 "wall_time_median_s": f"{speed['wall_s_median']:.1f}",
+                 "peak_rss_median_mb": f"{speed['peak_rss_mb_median']:.0f}"}
+    if heldout:
+        lines["segment_volume_median_s"] = (f"{heldout['segment_volume_seconds_median']:.1f} (Python API on a "
+                                            f"clinical-grid phantom, {heldout['threads']} threads, shared machine)")
+    return lines
+
+
+def _database_entry(name: str, title: str, site, architecture: str, speed: dict, heldout: dict,
+                    members: list[str] | None = None) -> dict:  # site: rtdeep.sites.Site
+    """A bundle's ``models.json`` entry: what the panels list (title, organs, held-out Dice, time)."""
+    return {
+        "name": name,
+        "title": title,
+        "site": site.name,
+        "architecture": architecture,
+        **({"members": members} if members else {}),
+        "segments": site.organ_names,
+        "cpu_seconds_median": speed.get("wall_s_median"),
+        "peak_rss_mb_median": speed.get("peak_rss_mb_median"),
+        "heldout_dice_median": heldout.get("dice_median"),
+        "floors_met": _floors_met(heldout) if heldout else None,
+        "trained_on": "synthetic phantoms",
+    }
+
+
+def _write_database(database_path: Path, database: dict) -> None:
+    """Replace ``models.json`` atomically (written beside it, then renamed)."""
     tmp = database_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(database, indent=1) + "\n")
     tmp.replace(database_path)
@@ -390,25 +427,13 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                            f"{result.get('learning_rate', 'constant')}"),
                 "validation_dice_model_grid": ", ".join(f"{k} {v:.3f}" for k, v in result["best_val_dice"].items()),
             }
-            speed_lines = {}
-            if speed:
-                speed_lines = {
-                    "benchmark": speed.get("description", ""),
-                    "wall_time_median_s": f"{speed['wall_s_median']:.1f}",
-                    "peak_rss_median_mb": f"{speed['peak_rss_mb_median']:.0f}",
-                }
-            if heldout:
-                speed_lines["segment_volume_median_s"] = (
-                    f"{heldout['segment_volume_seconds_median']:.1f} (Python API on a clinical-grid phantom, "
-                    f"{heldout['threads']} threads, shared machine)"
-                )
             metadata = segmentation_metadata(site, arch, training=training)
             if heldout:
                 metadata["rtdeep"]["heldout_dice_median"] = heldout["dice_median"]
             card = model_card(
                 site, arch, training=training, held_out_dice=heldout.get("dice_median"),
                 held_out_description=_heldout_description(heldout) if heldout else "",
-                speed=speed_lines,
+                speed=_speed_lines(speed, heldout),
             )
             card += _heldout_details(site, heldout)
             previous = work / "heldout_shipped.json"
@@ -420,18 +445,7 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
             network = build_network(arch.network_spec(site))
             network.load_state_dict(torch.load(work / "best_model.pt", weights_only=True))
             write_bundle(models_dir / name, network, metadata, card, overwrite=True)
-            entries[name] = {
-                "name": name,
-                "title": f"{site.title}: {arch.title}",
-                "site": site.name,
-                "architecture": arch.name,
-                "segments": site.organ_names,
-                "cpu_seconds_median": speed.get("wall_s_median"),
-                "peak_rss_mb_median": speed.get("peak_rss_mb_median"),
-                "heldout_dice_median": heldout.get("dice_median"),
-                "floors_met": _floors_met(heldout) if heldout else None,
-                "trained_on": "synthetic phantoms",
-            }
+            entries[name] = _database_entry(name, f"{site.title}: {arch.title}", site, arch.name, speed, heldout)
             _say(f"packaged {models_dir / name}")
     # other sections (the pneumonitis "classifiers") belong to other writers: keep them as they are
     database["description"] = ("rtdeep bundled segmentation models (trained on synthetic phantoms only); "
@@ -440,9 +454,7 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
     database["models"] = [entries[k] for k in sorted(entries)]
     database["not_shipped"] = [withdrawn[k] for k in sorted(withdrawn)]
     database_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = database_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(database, indent=1) + "\n")
-    tmp.replace(database_path)
+    _write_database(database_path, database)
 
 
 def package_ensemble(sites: list[str], archs: list[str], models_dir: Path, bench_json: Path | None, threads: int,
@@ -484,37 +496,18 @@ def package_ensemble(sites: list[str], archs: list[str], models_dir: Path, bench
             _write_heldout(name, heldout, "heldout.json")
             shutil.rmtree(staging)
         speed = bench.get(name, {})
-        speed_lines = {"segment_volume_median_s": f"{heldout['segment_volume_seconds_median']:.1f} (Python API on a "
-                                                  f"clinical-grid phantom, {threads} threads, shared machine)"}
-        if speed:
-            speed_lines = {"benchmark": speed.get("description", ""),
-                           "wall_time_median_s": f"{speed['wall_s_median']:.1f}",
-                           "peak_rss_median_mb": f"{speed['peak_rss_mb_median']:.0f}"} | speed_lines
         metadata["rtdeep"]["heldout_dice_median"] = heldout["dice_median"]
         description = (f"Dice on the CT grid against the phantoms' own structures, {heldout['heldout_phantoms']}; "
                        "never seen in training (the choice of members looked at them: see Training).")
         card = ensemble_card(site, members, held_out_dice=heldout["dice_median"], held_out_description=description,
-                             speed=speed_lines, choice=choice)
+                             speed=_speed_lines(speed, heldout), choice=choice)
         write_ensemble_bundle(models_dir / name, metadata, card + _heldout_details(site, heldout, "ensemble"),
                               overwrite=True)
-        entries[name] = {
-            "name": name,
-            "title": f"{site.title}: ensemble ({' + '.join(members.values())})",
-            "site": site.name,
-            "architecture": "ensemble",
-            "members": names,
-            "segments": site.organ_names,
-            "cpu_seconds_median": speed.get("wall_s_median"),
-            "peak_rss_mb_median": speed.get("peak_rss_mb_median"),
-            "heldout_dice_median": heldout["dice_median"],
-            "floors_met": _floors_met(heldout),
-            "trained_on": "synthetic phantoms",
-        }
+        entries[name] = _database_entry(name, f"{site.title}: ensemble ({' + '.join(members.values())})", site,
+                                        "ensemble", speed, heldout, members=names)
         _say(f"packaged {models_dir / name}: " + ", ".join(f"{o} {d:.3f}" for o, d in heldout["dice_median"].items()))
     database["models"] = [entries[k] for k in sorted(entries)]
-    tmp = database_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(database, indent=1) + "\n")
-    tmp.replace(database_path)
+    _write_database(database_path, database)
 
 
 def main(argv: list[str] | None = None) -> int:
