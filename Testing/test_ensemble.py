@@ -1,4 +1,4 @@
-"""Ensemble bundles: members' probabilities averaged on one model grid, refused when they do not fit."""
+"""Ensemble bundles: members' probabilities averaged on the ensemble's model grid, refused when they do not fit."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from rtdeep.errors import BundleError
 from rtdeep.inference.segment import predict_model_grid
 from rtdeep.models import build_network
 from rtdeep.models.architectures import ARCHITECTURES
+from rtdeep.resample import sample_on_grid
 from rtdeep.sites import SITES
 from rtdeep.training.model_card import ensemble_metadata, segmentation_metadata
 from rtdeep.volume import Volume
@@ -68,10 +69,26 @@ def test_ensemble_probabilities_are_the_mean_of_its_members(tmp_path: Path) -> N
     assert np.allclose(mean.sum(axis=0), 1.0, atol=1e-4)
 
 
-def test_ensemble_members_must_share_the_grid_and_exist(tmp_path: Path) -> None:
-    coarse = _member(tmp_path, "unet3d", 0, spacing_mm=[3.0, 3.0, 3.0])
-    ensemble = _ensemble(tmp_path, [coarse, _member(tmp_path, "unet25d", 1)])
-    with pytest.raises(BundleError, match="member 'thorax_unet3d' has spacing_mm") as raised:
+def test_a_member_on_another_grid_is_averaged_on_the_ensembles_grid(tmp_path: Path) -> None:
+    """A 3D U-Net on a 4 mm grid and a 2.5D U-Net on the ensemble's 2.5 mm grid: the coarse member's
+    probabilities are resampled (trilinear) onto the ensemble's grid before the mean."""
+    coarse = _member(tmp_path, "unet3d", 0, spacing_mm=[4.0, 4.0, 3.0])
+    ensemble = load_bundle(_ensemble(tmp_path, [coarse, _member(tmp_path, "unet25d", 1)]))
+    torch.set_num_threads(2)
+    ct = _small_ct()
+    mean, affine = predict_model_grid(ct, ensemble)
+    (coarse_p, coarse_affine), (fine_p, fine_affine) = (predict_model_grid(ct, m) for m in ensemble.members)
+    assert np.allclose(affine, fine_affine) and coarse_p.shape[1:] != fine_p.shape[1:]
+    on_grid = np.stack([sample_on_grid(Volume(c, coarse_affine), affine, fine_p.shape[1:], fill=float(v == 0))[0]
+                        for v, c in enumerate(coarse_p)])
+    assert np.allclose(mean, (on_grid + fine_p) / 2, atol=1e-5)
+    assert np.allclose(mean.sum(axis=0), 1.0, atol=1e-4)
+
+
+def test_ensemble_members_must_share_the_window_and_exist(tmp_path: Path) -> None:
+    other_window = _member(tmp_path, "unet3d", 0, intensity_window=[-160.0, 240.0])
+    ensemble = _ensemble(tmp_path, [other_window, _member(tmp_path, "unet25d", 1)])
+    with pytest.raises(BundleError, match="member 'thorax_unet3d' has intensity_window") as raised:
         load_bundle(ensemble)
     assert str(ensemble / "configs" / "metadata.json") in str(raised.value)
     missing = tmp_path / "other"

@@ -74,6 +74,29 @@ def test_networks_draw_boundaries_from_full_resolution_features(arch_name: str) 
     assert strided.strides == [2] * (len(arch.channels) - 1) and strided.size_divisor == 2 * arch.size_divisor
 
 
+def test_an_architecture_with_its_own_grid_trains_and_segments_on_it(tmp_path: Path) -> None:
+    """unet25d_fine: training caches, bundle metadata, card and inference all use its 1.25 mm grid."""
+    from rtdeep.bundles import write_bundle
+    from rtdeep.inference.segment import predict_model_grid
+    from rtdeep.training.data import _tag
+    from rtdeep.training.model_card import model_card, segmentation_metadata
+
+    site, arch = SITES["thorax"], ARCHITECTURES["unet25d_fine"]
+    fine = arch.model_site(site)
+    assert fine.spacing_mm == (1.25, 1.25, site.spacing_mm[2]) and fine.organ_names == site.organ_names
+    assert ARCHITECTURES["unet25d"].model_site(site) is site
+    assert _tag(fine) != _tag(site)  # its own training cache
+    metadata = segmentation_metadata(site, arch)
+    assert metadata["rtdeep"]["spacing_mm"] == [1.25, 1.25, site.spacing_mm[2]]
+    assert "resampled to [1.25, 1.25, 3.0] mm" in model_card(site, arch, training={})
+    bundle = load_bundle(write_bundle(tmp_path / "fine", build_network(arch.network_spec(site)), metadata, "# card\n"))
+    ct = Volume(np.full((20, 64, 64), -1000, np.float32), affine_from_geometry((-40, -40, 0), (1.0, 1.0, 2.0)))
+    ct.array[4:16, 12:52, 12:52] = 40.0
+    probabilities, affine = predict_model_grid(ct, bundle, device="cpu")
+    assert np.allclose(np.linalg.norm(affine[:3, :3], axis=0), [1.25, 1.25, 3.0])
+    assert probabilities.shape[0] == site.n_classes and np.allclose(probabilities.sum(axis=0), 1.0, atol=1e-4)
+
+
 @pytest.mark.parametrize("flip_k", [False, True])
 def test_mask_survives_the_trip_to_the_model_grid_and_back(flip_k: bool) -> None:
     direction = np.diag([1.0, 1.0, -1.0 if flip_k else 1.0])

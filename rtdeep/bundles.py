@@ -14,8 +14,9 @@ A bundle is a folder::
 ``[low_hu, high_hu]``, ``in_channels`` and ``labels`` ``[{"value", "name", "color", "interpreted_type"}]``.
 
 An *ensemble* bundle has no weights and no ``network``: ``rtdeep.members`` names two or more
-segmentation bundles of the same site, model grid, window and labels (found beside it, else by name),
-and :mod:`rtdeep.inference.segment` averages their class probabilities on the shared model grid::
+segmentation bundles of the same site, window and labels (found beside it, else by name), and
+:mod:`rtdeep.inference.segment` averages their class probabilities on the ensemble's ``spacing_mm``
+grid (a member on another grid, e.g. a finer one, has its probabilities resampled onto it)::
 
     <name>/configs/metadata.json   "rtdeep": {"kind": "segmentation", "members": [...], labels, grid ...}
     <name>/docs/README.md          the model card
@@ -302,8 +303,8 @@ def load_bundle(name_or_path: str | os.PathLike[str], device: str = "cpu") -> Lo
     )
 
 
-#: what an ensemble's members must share with it, so that their probabilities lie on one grid
-_SHARED_BY_MEMBERS = ("site", "spacing_mm", "intensity_window")
+#: what an ensemble's members must share with it (their model grids may differ: see the module docstring)
+_SHARED_BY_MEMBERS = ("site", "intensity_window")
 
 
 def _load_ensemble(bundle_dir: Path, metadata: dict[str, Any], device: str) -> LoadedBundle:
@@ -323,7 +324,7 @@ def _load_ensemble(bundle_dir: Path, metadata: dict[str, Any], device: str) -> L
         for key in _SHARED_BY_MEMBERS:
             if member.config.get(key) != config.get(key):
                 raise BundleError(f"member '{name}' has {key} {member.config.get(key)}, the ensemble "
-                                  f"{config.get(key)}: members must share site, model grid and window",
+                                  f"{config.get(key)}: members must share site and window",
                                   path=metadata_path)
         if [(value, organ.name) for value, organ in member.labels.items()] != \
                 [(value, organ.name) for value, organ in labels.items()]:

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from rtdeep.models.architectures import ARCHITECTURES
 from rtdeep.sites import SITES
 
 HELP = "train an organ segmentation model (3D/2.5D U-Net or GAN) on a cohort folder and write a model bundle"
@@ -14,8 +15,9 @@ HELP = "train an organ segmentation model (3D/2.5D U-Net or GAN) on a cohort fol
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--site", required=True, choices=list(SITES), help="treatment site (organ set)")
-    parser.add_argument("--arch", required=True, choices=["unet3d", "unet25d", "gan3d", "gan25d"],
-                        help="network: 3D or 2.5D U-Net, or the same as a pix2pix-style GAN generator")
+    parser.add_argument("--arch", required=True, choices=list(ARCHITECTURES),
+                        help="network: 3D or 2.5D U-Net, or the same as a pix2pix-style GAN generator; "
+                             "unet25d_fine: the 2.5D U-Net on a 1.25 mm in-plane grid")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="cohort folder with manifest.csv (e.g. from `rtdeep phantom`)")
     source.add_argument("--phantoms", type=int, metavar="N",
@@ -48,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from rtdeep.training.model_card import bundle_name, model_card, segmentation_metadata
     from rtdeep.training.trainer import TrainConfig, train_segmentation
 
-    site, arch = get_site(args.site), get_arch(args.arch)
+    arch = get_arch(args.arch)
+    site = arch.model_site(get_site(args.site))  # on the architecture's model grid
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -2,7 +2,8 @@
 
 Steps: crop the CT to the body (HU > -500), resample to the model spacing (trilinear, anti-aliased),
 window, run the network (3D sliding window or 2.5D slice batches; an ensemble bundle runs each
-member and averages their probabilities), take the most probable class,
+member on its own model grid and averages their probabilities on the ensemble's grid, resampled
+trilinearly where a member's grid differs), take the most probable class,
 post-process each organ on the model grid (largest connected component, holes filled), then
 resample each organ back onto the CT grid (trilinear on the organ's softmax inside its bounding
 box, held above 0.5 inside the cleaned mask and below it outside, > 0.5; see
@@ -25,7 +26,7 @@ from rtdeep.inference.postprocess import clean_organ_mask
 from rtdeep.inference.predict import predict_probabilities
 from rtdeep.inference.preprocess import body_box, crop_volume, window_hu
 from rtdeep.progress import ProgressCallback, report_progress, scaled_progress
-from rtdeep.resample import resample_box_to_grid, resample_to_spacing
+from rtdeep.resample import resample_box_to_grid, resample_to_spacing, sample_on_grid
 from rtdeep.volume import Volume
 
 __all__ = ["model_mask_to_ct", "predict_model_grid", "segment_volume"]
@@ -59,15 +60,19 @@ def predict_model_grid(
         _check_config(member)
     device = device or bundle.device
     cropped = crop_volume(ct, body_box(np.asarray(ct.array)))
-    image = resample_to_spacing(cropped, bundle.config["spacing_mm"])
-    windowed = window_hu(image.array, bundle.config["intensity_window"])
+    grid = tuple(float(v) for v in bundle.config["spacing_mm"])
+    images = {grid: resample_to_spacing(cropped, grid)}  # the CT on each model grid, resampled once
+    image = images[grid]
 
     total, share = None, 0.8 / len(networks)  # each network's share of the progress bar
     for index, member in enumerate(networks):
         settings = member.config["inference"]
+        member_grid = tuple(float(v) for v in member.config["spacing_mm"])
+        if member_grid not in images:
+            images[member_grid] = resample_to_spacing(cropped, member_grid)
         probabilities = predict_probabilities(
             member.network,
-            windowed,
+            window_hu(images[member_grid].array, bundle.config["intensity_window"]),
             spatial_dims=int(settings["spatial_dims"]),
             context_slices=int(settings.get("context_slices", 1)),
             roi_size=settings.get("roi_size", (64, 128, 128)),
@@ -77,10 +82,21 @@ def predict_model_grid(
             device=device,
             progress_callback=scaled_progress(progress_callback, 0.05 + share * index, 0.05 + share * (index + 1)),
         )
+        if member_grid != grid:
+            probabilities = _onto_grid(probabilities, images[member_grid].affine, image)
         total = probabilities if total is None else np.add(total, probabilities, out=total)
     if len(networks) > 1:
         total /= np.float32(len(networks))
     return total, image.affine
+
+
+def _onto_grid(probabilities: np.ndarray, affine: np.ndarray, target: Volume) -> np.ndarray:
+    """A member's class probabilities (``[classes, k, j, i]`` on ``affine``'s grid) on ``target``'s
+    grid, trilinear; a target voxel the member's grid does not cover is background."""
+    out = np.empty((probabilities.shape[0], *target.shape), np.float32)
+    for value, channel in enumerate(probabilities):
+        out[value], _ = sample_on_grid(Volume(channel, affine), target.affine, target.shape, fill=float(value == 0))
+    return out
 
 
 #: how far from 0.5 the probability field is held on either side of the organ's boundary

@@ -18,6 +18,7 @@ test seed 2 indices 100-105, never used in training or model selection. Work fil
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -75,12 +76,15 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
     from rtdeep.training.trainer import TrainConfig, train_segmentation
 
     for site_name in sites:
-        site = get_site(site_name)
         indices = train_indices(n_train)
-        train_cases = cases_from_phantoms(site, indices, TRAIN_SEED, GRID, CACHE_DIR)
-        val_cases = cases_from_phantoms(site, VAL_INDICES, TRAIN_SEED, GRID, CACHE_DIR)
+        cases: dict[tuple, tuple] = {}  # (training, validation) cases per model grid
         for arch_name in archs:
             arch = get_arch(arch_name)
+            site = arch.model_site(get_site(site_name))
+            if site.spacing_mm not in cases:
+                cases[site.spacing_mm] = (cases_from_phantoms(site, indices, TRAIN_SEED, GRID, CACHE_DIR),
+                                          cases_from_phantoms(site, VAL_INDICES, TRAIN_SEED, GRID, CACHE_DIR))
+            train_cases, val_cases = cases[site.spacing_mm]
             name = bundle_name(site, arch)
             out = WORK_DIR / name
             _say(f"training {name}: {iterations or 'unlimited'} iterations, at most {minutes} min")
@@ -206,11 +210,13 @@ def _evaluate_bundles(site, bundles: dict, threads: int) -> dict[str, dict]:  # 
     scores = {n: {m: {o: [] for o in site.organ_names} for m in metrics} for n in bundles}
     findings: dict[str, list[str]] = {n: [] for n in bundles}
     seconds: dict[str, list[float]] = {n: [] for n in bundles}
-    ceiling: dict[str, list[float]] = {o: [] for o in site.organ_names}
+    grids = {n: tuple(float(v) for v in bundle.config["spacing_mm"]) for n, bundle in bundles.items()}
+    ceiling = {grid: {o: [] for o in site.organ_names} for grid in set(grids.values())}  # per model grid
     for index in HELDOUT_INDICES:
         ct, reference, patient_id = heldout_phantom(site.name, index)
-        for organ, value in grid_ceiling_dice(ct, reference, site).items():
-            ceiling[organ].append(value)
+        for grid, per_organ in ceiling.items():
+            for organ, value in grid_ceiling_dice(ct, reference, dataclasses.replace(site, spacing_mm=grid)).items():
+                per_organ[organ].append(value)
         for name, bundle in bundles.items():
             start = time.perf_counter()
             rois = segment_volume(ct, bundle)
@@ -230,7 +236,7 @@ def _evaluate_bundles(site, bundles: dict, threads: int) -> dict[str, dict]:  # 
         "dice_max": {o: float(np.nanmax(v)) for o, v in scores[name]["dice"].items()},
         "hd95_mm_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["hd95_mm"].items()},
         "surface_dice_2mm_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["surface_dice_2mm"].items()},
-        "grid_ceiling_dice_median": {o: float(np.nanmedian(v)) for o, v in ceiling.items() if v},
+        "grid_ceiling_dice_median": {o: float(np.nanmedian(v)) for o, v in ceiling[grids[name]].items() if v},
         "all": scores[name],
         "plausibility_findings": findings[name],
         "segment_volume_seconds_median": float(np.median(seconds[name])),
@@ -482,7 +488,8 @@ def package_ensemble(sites: list[str], archs: list[str], models_dir: Path, bench
             continue
         name = f"{site.name}_ensemble"
         members = {member: read_metadata(models_dir / member)["rtdeep"]["architecture_title"] for member in names}
-        metadata = ensemble_metadata(site, members, name)
+        finest = min((get_arch(arch).model_site(site) for arch in archs), key=lambda s: np.prod(s.spacing_mm))
+        metadata = ensemble_metadata(finest, members, name)  # averaged on the finest member's grid
         fingerprint = {member: json.loads((models_dir / member / MANIFEST_NAME).read_text())[WEIGHTS_PATH]
                        for member in names}  # the members' weights (their cards may change without them)
         measured = WORK_DIR / name / "heldout.json"
@@ -536,12 +543,15 @@ def main(argv: list[str] | None = None) -> int:
         train(args.sites, args.archs, args.minutes, args.threads, args.iterations,
               args.models_dir if args.finetune else None, args.start_note, args.decay_from, args.train_phantoms)
     elif args.stage == "prepare":  # training caches, once, before the models train in parallel
+        from rtdeep.models.architectures import get_arch
         from rtdeep.sites import get_site
         from rtdeep.training.data import cases_from_phantoms
 
         for site_name in args.sites:
-            cases_from_phantoms(get_site(site_name), VAL_INDICES + train_indices(args.train_phantoms), TRAIN_SEED,
-                                GRID, CACHE_DIR)
+            grids = {get_arch(a).model_site(get_site(site_name)).spacing_mm: get_arch(a) for a in args.archs}
+            for arch in grids.values():  # one cache per model grid of the architectures named
+                cases_from_phantoms(arch.model_site(get_site(site_name)),
+                                    VAL_INDICES + train_indices(args.train_phantoms), TRAIN_SEED, GRID, CACHE_DIR)
     elif args.stage == "heldout":
         for site_name in args.sites:
             for index in HELDOUT_INDICES:
