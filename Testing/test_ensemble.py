@@ -160,3 +160,33 @@ def test_train_all_ensemble_measures_once_then_adds_the_speed(tmp_path: Path, mo
     assert measured.stat().st_mtime_ns == before
     assert "- wall time median s: 12.5" in (models / "headneck_ensemble" / MODEL_CARD_PATH).read_text()
     assert json.loads((models / "models.json").read_text())["models"][0]["cpu_seconds_median"] == 12.5
+
+
+def test_train_all_select_compares_candidates_on_selection_phantoms(tmp_path: Path, monkeypatch) -> None:
+    """``train_all select``: single bundles and '+'-joined ensembles measured through the real pipeline
+    on a selection phantom (seed 1, an index no model trained on; never a held-out one), ranked by the
+    default-model rule; a candidate whose bundle is missing is skipped, staging is removed."""
+    from rtdeep.training import train_all
+
+    models, work = tmp_path / "models", tmp_path / "work"
+    monkeypatch.setattr(train_all, "WORK_DIR", work)
+    monkeypatch.setattr(train_all, "SELECTION_INDICES", [200])
+    site = SITES["headneck"]
+    for seed, arch_name in enumerate(("unet3d", "unet25d")):
+        arch = ARCHITECTURES[arch_name]
+        torch.manual_seed(seed)
+        write_bundle(models / f"headneck_{arch_name}", build_network(arch.network_spec(site)),
+                     segmentation_metadata(site, arch), "# member\n")
+    chosen = train_all.select(["headneck"], ["unet3d", "unet3d+unet25d", "gan3d"], models, 2)["headneck"]
+    assert list(chosen["candidates"]) in (["unet3d", "unet3d+unet25d"], ["unet3d+unet25d", "unet3d"])
+    assert chosen["phantoms"].startswith(f"seed {train_all.TRAIN_SEED}, indices 200-200")
+    assert train_all.TRAIN_SEED != train_all.HELDOUT_SEED and 200 not in train_all.train_indices(72)
+
+    def rank(candidate: str) -> tuple:
+        dice = chosen["candidates"][candidate]["dice_median"]
+        below = sum(1 for organ, value in dice.items() if organ in train_all.FLOORS and value < train_all.FLOORS[organ])
+        return below, -float(np.mean(list(dice.values())))
+
+    assert chosen["best"] == min(chosen["candidates"], key=rank)
+    assert json.loads((work / "headneck_selection.json").read_text())["best"] == chosen["best"]
+    assert not (work / "headneck_selection").exists()

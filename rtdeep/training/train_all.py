@@ -7,11 +7,13 @@ Usage (from the project root; each stage can be re-run on its own)::
     python bench/bench_segment.py --json bench/out/bench_segment.json   # speed and peak RSS
     python -m rtdeep.training.train_all package  # bundles + model cards + models.json
     python -m rtdeep.training.train_all remeasure --note "..."  # kept bundles: cards from evaluate --shipped
+    python -m rtdeep.training.train_all select --sites thorax --candidates unet3d unet3d+unet25d_fine
     python -m rtdeep.training.train_all ensemble --sites headneck --archs unet3d unet25d --choice "..."
 
 Data (all synthetic, from :func:`rtdeep.phantom.generate_patient` on the clinical 512x512 grid):
-training phantoms seed 1 indices 0-25 without 16-17 (24), validation (best epoch) seed 1 indices 16-17, held-out
-test seed 2 indices 100-105, never used in training or model selection. Work files go to
+training phantoms seed 1 indices 0-25 without 16-17 (24; ``--train-phantoms 72``: indices 0-73), validation
+(best epoch) seed 1 indices 16-17, selection (``select``: an ensemble's members) seed 1 indices 200-205,
+held-out test seed 2 indices 100-105, never used in training or model selection. Work files go to
 ``bench/out/train_bundles/<site>_<arch>/`` (checkpoints, ``result.json``, ``heldout.json``).
 """
 
@@ -46,6 +48,9 @@ def train_indices(n_phantoms: int) -> list[int]:
 
 TRAIN_INDICES = train_indices(24)
 HELDOUT_INDICES = list(range(100, 106))
+#: phantoms for choosing between trained models (an ensemble's members): seed 1 like the training
+#: phantoms but indices no model trained on, so the held-out phantoms stay unseen by every choice
+SELECTION_INDICES = list(range(200, 206))
 GRID = "clinical"
 
 
@@ -135,8 +140,9 @@ def _staging_bundle(site_name: str, arch_name: str, card: str = "# staging\n"): 
     return write_bundle(work / "bundle", network, segmentation_metadata(site, arch), card, overwrite=True)
 
 
-def heldout_phantom(site_name: str, index: int):  # -> (Volume, dict[str, np.ndarray])
-    """A held-out clinical-grid phantom: CT (HU) and organ masks, cached under ``bench/out``."""
+def heldout_phantom(site_name: str, index: int, seed: int = HELDOUT_SEED):  # -> (Volume, dict, str)
+    """A held-out clinical-grid phantom (or, with ``seed`` = TRAIN_SEED, a selection phantom): CT (HU),
+    organ masks and patient ID, cached under ``bench/out``."""
     from rtdeep.phantom import generate_patient
     from rtdeep.sites import get_site
     from rtdeep.volume import Volume
@@ -146,9 +152,9 @@ def heldout_phantom(site_name: str, index: int):  # -> (Volume, dict[str, np.nda
 
     # the generator's fingerprint is in the name: phantoms of an older generator are never reused
     path = (PROJECT_ROOT / "bench" / "out" / "heldout_cache"
-            / f"{site_name}_p{generator_fingerprint(site_name)}_s{HELDOUT_SEED}_i{index}.npz")
+            / f"{site_name}_p{generator_fingerprint(site_name)}_s{seed}_i{index}.npz")
     if not path.is_file():
-        patient = generate_patient(site_name, index, HELDOUT_SEED, grid=GRID)
+        patient = generate_patient(site_name, index, seed, grid=GRID)
         masks = {roi.name: np.packbits(roi.mask) for roi in patient.rois if roi.name in site.organ_names}
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path.with_suffix(".tmp.npz"), hu=patient.ct.array.astype(np.int16),
@@ -196,8 +202,11 @@ def _write_heldout(name: str, summary: dict, file_name: str) -> None:
     (out / file_name).write_text(json.dumps(summary, indent=1))
 
 
-def _evaluate_bundles(site, bundles: dict, threads: int) -> dict[str, dict]:  # site: rtdeep.sites.Site
-    """The held-out summary of each loaded bundle (by name) of ``site``, on the same phantoms."""
+def _evaluate_bundles(site, bundles: dict, threads: int, seed: int = HELDOUT_SEED,
+                      indices: list[int] | None = None) -> dict[str, dict]:  # site: rtdeep.sites.Site
+    """The held-out summary of each loaded bundle (by name) of ``site``, on the same phantoms (the
+    held-out ones, or the selection phantoms with ``seed``/``indices``)."""
+    indices = HELDOUT_INDICES if indices is None else indices
     import torch
 
     from rtdeep.inference.segment import segment_volume
@@ -212,8 +221,8 @@ def _evaluate_bundles(site, bundles: dict, threads: int) -> dict[str, dict]:  # 
     seconds: dict[str, list[float]] = {n: [] for n in bundles}
     grids = {n: tuple(float(v) for v in bundle.config["spacing_mm"]) for n, bundle in bundles.items()}
     ceiling = {grid: {o: [] for o in site.organ_names} for grid in set(grids.values())}  # per model grid
-    for index in HELDOUT_INDICES:
-        ct, reference, patient_id = heldout_phantom(site.name, index)
+    for index in indices:
+        ct, reference, patient_id = heldout_phantom(site.name, index, seed)
         for grid, per_organ in ceiling.items():
             for organ, value in grid_ceiling_dice(ct, reference, dataclasses.replace(site, spacing_mm=grid)).items():
                 per_organ[organ].append(value)
@@ -229,8 +238,8 @@ def _evaluate_bundles(site, bundles: dict, threads: int) -> dict[str, dict]:  # 
             findings[name] += [f"{patient_id}: {f.message}" for f in check_plausibility(ct, rois)]
         _say(f"held-out {patient_id} done")
     return {name: {
-        "heldout_phantoms": f"seed {HELDOUT_SEED}, indices {HELDOUT_INDICES[0]}-{HELDOUT_INDICES[-1]} "
-                            f"({len(HELDOUT_INDICES)} phantoms, clinical grid, scanner-randomised)",
+        "heldout_phantoms": f"seed {seed}, indices {indices[0]}-{indices[-1]} "
+                            f"({len(indices)} phantoms, clinical grid, scanner-randomised)",
         "dice_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["dice"].items()},
         "dice_min": {o: float(np.nanmin(v)) for o, v in scores[name]["dice"].items()},
         "dice_max": {o: float(np.nanmax(v)) for o, v in scores[name]["dice"].items()},
@@ -517,10 +526,60 @@ def package_ensemble(sites: list[str], archs: list[str], models_dir: Path, bench
     _write_database(database_path, database)
 
 
+def select(sites: list[str], candidates: list[str], models_dir: Path, threads: int) -> dict[str, dict]:
+    """Compare candidate models (a shipped bundle's architecture, or ``+``-joined architectures: their
+    ensemble) on the selection phantoms (seed 1, :data:`SELECTION_INDICES`; never the held-out ones) and
+    name the best by the rule :func:`rtdeep.model_database.default_model` applies: fewest organs below
+    their floor, then the highest mean Dice. Writes ``WORK_DIR/<site>_selection.json``.
+
+    Returns:
+        {site: {"candidates": {candidate: summary}, "best": candidate, "phantoms": description}}.
+    """
+    from rtdeep.bundles import load_bundle, read_metadata, write_ensemble_bundle
+    from rtdeep.models.architectures import get_arch
+    from rtdeep.sites import get_site
+    from rtdeep.training.model_card import bundle_name, ensemble_metadata
+
+    chosen = {}
+    for site_name in sites:
+        site = get_site(site_name)
+        bundles = {}
+        for candidate in candidates:
+            archs = candidate.split("+")
+            names = [bundle_name(site, get_arch(arch)) for arch in archs]
+            missing = [name for name in names if not (models_dir / name).is_dir()]
+            if missing:
+                _say(f"{site.name} {candidate}: skipped ({', '.join(missing)} not in {models_dir})")
+                continue
+            if len(names) == 1:
+                bundles[candidate] = load_bundle(models_dir / names[0])
+                continue
+            finest = min((get_arch(arch).model_site(site) for arch in archs), key=lambda s: np.prod(s.spacing_mm))
+            metadata = ensemble_metadata(finest, {n: read_metadata(models_dir / n)["rtdeep"]["architecture_title"]
+                                                  for n in names}, f"{site.name}_ensemble")
+            metadata["rtdeep"]["members"] = [str((models_dir / name).resolve()) for name in names]
+            staging = WORK_DIR / f"{site.name}_selection" / candidate
+            bundles[candidate] = load_bundle(write_ensemble_bundle(staging, metadata, "# staging\n", overwrite=True))
+        summaries = _evaluate_bundles(site, bundles, threads, TRAIN_SEED, SELECTION_INDICES)
+        ranked = sorted(summaries, key=lambda c: (
+            sum(1 for o, d in summaries[c]["dice_median"].items() if o in FLOORS and d < FLOORS[o]),
+            -float(np.mean(list(summaries[c]["dice_median"].values())))))
+        chosen[site.name] = {"phantoms": summaries[ranked[0]]["heldout_phantoms"] if ranked else "",
+                             "best": ranked[0] if ranked else None,
+                             "candidates": {c: summaries[c] for c in ranked}}
+        (WORK_DIR / f"{site.name}_selection.json").write_text(json.dumps(chosen[site.name], indent=1))
+        for candidate in ranked:
+            dice = summaries[candidate]["dice_median"]
+            _say(f"{site.name} selection {candidate}: mean {np.mean(list(dice.values())):.3f}; "
+                 + ", ".join(f"{o} {d:.3f}" for o, d in dice.items()))
+        shutil.rmtree(WORK_DIR / f"{site.name}_selection", ignore_errors=True)
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["prepare", "train", "heldout", "evaluate", "package", "remeasure",
-                                          "ensemble"])
+                                          "ensemble", "select"])
     parser.add_argument("--sites", nargs="+", default=["thorax", "headneck"])
     parser.add_argument("--archs", nargs="+", default=["unet3d", "unet25d", "gan3d", "gan25d"])
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -534,6 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-phantoms", type=int, default=len(TRAIN_INDICES),
                         help="prepare/train: training phantoms of seed 1 (default 24, as the shipped bundles)")
     parser.add_argument("--choice", default="", help="ensemble: how its members were chosen, for the card")
+    parser.add_argument("--candidates", nargs="+", default=["unet3d+unet25d"],
+                        help="select: shipped architectures, or '+'-joined architectures (their ensemble)")
     parser.add_argument("--note", default="", help="remeasure: what changed around the kept bundles")
     parser.add_argument("--shipped", action="store_true", help="evaluate: the bundles in --models-dir, not the new ones")
     parser.add_argument("--models-dir", type=Path, default=PROJECT_ROOT / "Resources" / "Models")
@@ -558,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
                 heldout_phantom(site_name, index)
     elif args.stage == "remeasure":
         remeasure_shipped(args.sites, args.archs, args.models_dir, args.note)
+    elif args.stage == "select":
+        select(args.sites, args.candidates, args.models_dir, args.threads)
     elif args.stage == "ensemble":
         package_ensemble(args.sites, args.archs, args.models_dir, args.bench_json, args.threads, args.choice)
     elif args.stage == "evaluate":
