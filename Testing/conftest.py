@@ -14,17 +14,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = Path(os.environ.get("RTDEEP_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
 REAL_DICOM_DIR = SHARED_DIR / "data" / "real-dicom"
 
-# Segmentation bundles withdrawn because an organ scored below 0.5 on the held-out phantoms of the
-# current generator (models.json lists them under "not_shipped" with the reason); every other
+# Segmentation bundles not shipped (models.json lists them under "not_shipped" with the reason): a
+# network with an organ below 0.5 on the held-out phantoms (train_all package decides; none since
+# the retraining of 1 December 2026), or an ensemble that its own single member beats. Every other
 # site x architecture must be shipped.
-# (train_all package decides; none since the 1,400-iteration retraining of 1 December 2026, which
-# brought headneck_gan25d's brainstem from 0.00 to 0.81)
-# The fine-grid 2.5D U-Nets (architecture unet25d_fine) are trained but not packaged yet.
-NOT_SHIPPED: frozenset[str] = frozenset({"thorax_unet25d_fine", "headneck_unet25d_fine"})
+NOT_SHIPPED: frozenset[str] = frozenset({"headneck_ensemble"})
 
 
 #: ensemble bundles (no weights: their members' probabilities averaged) that must be in Resources/Models
-SHIPPED_ENSEMBLES: tuple[str, ...] = ("thorax_ensemble", "headneck_ensemble")
+SHIPPED_ENSEMBLES: tuple[str, ...] = ("thorax_ensemble",)
 
 
 def shipped_network_bundles() -> list[str]:

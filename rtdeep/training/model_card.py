@@ -100,7 +100,7 @@ def segmentation_metadata(
                 "context_slices": arch.context_slices,
                 "roi_size": list(INFERENCE_ROI),
                 "overlap": 0.25,
-                "slice_batch": 32,
+                "slice_batch": 4,  # on 2 CPU threads 4 slices per pass ran twice as fast as 32 (cache)
                 "size_divisor": arch.size_divisor,
                 "postprocess": "largest connected component, holes filled per axial slice",
             },

@@ -236,7 +236,7 @@ def _evaluate_bundles(site, bundles: dict, threads: int, seed: int = HELDOUT_SEE
                     for metric in metrics:
                         scores[name][metric][roi.name].append(result[metric])
             findings[name] += [f"{patient_id}: {f.message}" for f in check_plausibility(ct, rois)]
-        _say(f"held-out {patient_id} done")
+        _say(f"{patient_id} (seed {seed}) done")
     return {name: {
         "heldout_phantoms": f"seed {seed}, indices {indices[0]}-{indices[-1]} "
                             f"({len(indices)} phantoms, clinical grid, scanner-randomised)",
@@ -386,6 +386,22 @@ def _write_database(database_path: Path, database: dict) -> None:
     tmp.replace(database_path)
 
 
+def _budget_peers(models_dir: Path, name: str, site_name: str, result: dict) -> str:
+    """Which of the site's shipped network bundles had the same budget (iterations and phantoms)."""
+    from rtdeep.bundles import read_metadata
+
+    peers = []
+    for other in sorted(models_dir.glob(f"{site_name}_*")):
+        if other.name == name or not (other / "models").is_dir():
+            continue
+        training = read_metadata(other)["rtdeep"].get("training", {})
+        if (str(training.get("budget", "")).split(" ")[0] == str(result.get("iterations_budget"))
+                and training.get("training_phantoms") == result["train_phantoms"]):
+            peers.append(other.name)
+    return (f"the same budget and phantoms as {', '.join(peers)} (equal budget)" if peers else
+            "a budget no other shipped model of this site had (their cards say theirs)")
+
+
 def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Path | None) -> None:
     """Final bundles with model cards (training time, held-out Dice, speed) and ``models.json``.
 
@@ -436,7 +452,8 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                 "training_time": f"{result['train_seconds'] / 60:.1f} min wall on CPU ({result['threads']} thread(s), "
                                  f"machine shared with other jobs), {result['iterations']} iterations of batch "
                                  f"{result['batch_size']}, {result['epochs']} epochs, best epoch {result['best_epoch']}",
-                "budget": (f"{result.get('iterations_budget')} iterations for every model of this site (equal budget), "
+                "budget": (f"{result.get('iterations_budget')} iterations, "
+                           + _budget_peers(models_dir, name, site.name, result) + ", "
                            f"capped at {result.get('minutes_cap')} min; {result.get('start', 'from scratch')}; "
                            f"augmentation: {result.get('augmentation', 'intensity jitter')}; learning rate "
                            f"{result.get('learning_rate', 'constant')}"),
