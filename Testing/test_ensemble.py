@@ -123,6 +123,17 @@ def test_shipped_ensemble_is_measured_and_its_members_are_shipped(name: str) -> 
         assert f"| {organ} | {dice:.3f} |" in card
 
 
+def _headneck_u_nets(models: Path):  # -> Site
+    """Untrained head-and-neck 3D and 2.5D U-Net bundles in ``models`` (different seeds)."""
+    site = SITES["headneck"]
+    for seed, arch_name in enumerate(("unet3d", "unet25d")):
+        arch = ARCHITECTURES[arch_name]
+        torch.manual_seed(seed)
+        write_bundle(models / f"headneck_{arch_name}", build_network(arch.network_spec(site)),
+                     segmentation_metadata(site, arch), "# member\n")
+    return site
+
+
 def test_train_all_ensemble_measures_once_then_adds_the_speed(tmp_path: Path, monkeypatch) -> None:
     """``train_all ensemble``: the ensemble of two shipped-style members is measured on a held-out
     phantom through the real pipeline, written with its card and models.json entry; a second run with
@@ -131,13 +142,9 @@ def test_train_all_ensemble_measures_once_then_adds_the_speed(tmp_path: Path, mo
 
     models, work = tmp_path / "models", tmp_path / "work"
     monkeypatch.setattr(train_all, "WORK_DIR", work)
-    monkeypatch.setattr(train_all, "HELDOUT_INDICES", [100])  # one held-out phantom keeps the test short
-    site = SITES["headneck"]
-    for seed, arch_name in enumerate(("unet3d", "unet25d")):
-        arch = ARCHITECTURES[arch_name]
-        torch.manual_seed(seed)
-        write_bundle(models / f"headneck_{arch_name}", build_network(arch.network_spec(site)),
-                     segmentation_metadata(site, arch), "# member\n")
+    monkeypatch.setattr(train_all, "HELDOUT_INDICES", [100])  # one small-grid held-out phantom keeps it short
+    monkeypatch.setattr(train_all, "GRID", "small")
+    site = _headneck_u_nets(models)
     (models / "models.json").write_text(json.dumps({"models": [{"name": "headneck_unet3d"}]}))
     train_all.package_ensemble(["headneck", "thorax"], ["unet3d", "unet25d"], models, None, 2, "the two U-Nets")
     database = json.loads((models / "models.json").read_text())
@@ -171,12 +178,8 @@ def test_train_all_select_compares_candidates_on_selection_phantoms(tmp_path: Pa
     models, work = tmp_path / "models", tmp_path / "work"
     monkeypatch.setattr(train_all, "WORK_DIR", work)
     monkeypatch.setattr(train_all, "SELECTION_INDICES", [200])
-    site = SITES["headneck"]
-    for seed, arch_name in enumerate(("unet3d", "unet25d")):
-        arch = ARCHITECTURES[arch_name]
-        torch.manual_seed(seed)
-        write_bundle(models / f"headneck_{arch_name}", build_network(arch.network_spec(site)),
-                     segmentation_metadata(site, arch), "# member\n")
+    monkeypatch.setattr(train_all, "GRID", "small")  # a small-grid phantom keeps the test short
+    _headneck_u_nets(models)
     chosen = train_all.select(["headneck"], ["unet3d", "unet3d+unet25d", "gan3d"], models, 2)["headneck"]
     assert list(chosen["candidates"]) in (["unet3d", "unet3d+unet25d"], ["unet3d+unet25d", "unet3d"])
     assert chosen["phantoms"].startswith(f"seed {train_all.TRAIN_SEED}, indices 200-200")

@@ -152,7 +152,7 @@ def heldout_phantom(site_name: str, index: int, seed: int = HELDOUT_SEED):  # ->
 
     # the generator's fingerprint is in the name: phantoms of an older generator are never reused
     path = (PROJECT_ROOT / "bench" / "out" / "heldout_cache"
-            / f"{site_name}_p{generator_fingerprint(site_name)}_s{seed}_i{index}.npz")
+            / f"{site_name}_{GRID}_p{generator_fingerprint(site_name)}_s{seed}_i{index}.npz")
     if not path.is_file():
         patient = generate_patient(site_name, index, seed, grid=GRID)
         masks = {roi.name: np.packbits(roi.mask) for roi in patient.rois if roi.name in site.organ_names}
