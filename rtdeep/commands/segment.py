@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=["rtstruct", "seg", "both"], default="rtstruct",
                         help="write the contours as an RTSTRUCT, a DICOM SEG (highdicom, SNOMED CT codes) or both")
     parser.add_argument("--model", required=True,
-                        help=("bundled model name (e.g. thorax_unet25d, or thorax_ensemble: the two U-Nets averaged), an atlas "
+                        help=("bundled model name (e.g. thorax_unet25d, headneck_unet25d_fine: on a 1.25 mm grid, or "
+                              "thorax_ensemble: its member networks averaged), an atlas "
                               "baseline (thorax_atlas, headneck_atlas) or path to a bundle folder"))
     parser.add_argument("--out", required=True, type=Path, help="output folder (created if needed)")
     parser.add_argument("--reference", type=Path, help="reference RTSTRUCT: print Dice per organ against it")
