@@ -239,7 +239,7 @@ def _evaluate_bundles(site, bundles: dict, threads: int, seed: int = HELDOUT_SEE
         _say(f"{patient_id} (seed {seed}) done")
     return {name: {
         "heldout_phantoms": f"seed {seed}, indices {indices[0]}-{indices[-1]} "
-                            f"({len(indices)} phantoms, clinical grid, scanner-randomised)",
+                            f"({len(indices)} phantoms, {GRID} grid, scanner-randomised)",
         "dice_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["dice"].items()},
         "dice_min": {o: float(np.nanmin(v)) for o, v in scores[name]["dice"].items()},
         "dice_max": {o: float(np.nanmax(v)) for o, v in scores[name]["dice"].items()},
@@ -489,6 +489,29 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
     _write_database(database_path, database)
 
 
+def _ensemble_metadata(site, archs: list[str], models_dir: Path) -> tuple[dict[str, str], dict]:
+    """{member bundle name: architecture title} and the metadata of the ensemble of ``archs``' bundles
+    in ``models_dir`` (site: rtdeep.sites.Site), averaged on the finest member's grid."""
+    from rtdeep.bundles import read_metadata
+    from rtdeep.models.architectures import get_arch
+    from rtdeep.training.model_card import bundle_name, ensemble_metadata
+
+    names = [bundle_name(site, get_arch(arch)) for arch in archs]
+    members = {name: read_metadata(models_dir / name)["rtdeep"]["architecture_title"] for name in names}
+    finest = min((get_arch(arch).model_site(site) for arch in archs), key=lambda s: np.prod(s.spacing_mm))
+    return members, ensemble_metadata(finest, members, f"{site.name}_ensemble")
+
+
+def _write_staging_ensemble(path: Path, metadata: dict, models_dir: Path) -> Path:
+    """The ensemble of ``metadata`` written at ``path`` with its members by path (those in
+    ``models_dir``), so it is measured against exactly those bundles."""
+    from rtdeep.bundles import write_ensemble_bundle
+
+    members = [str((models_dir / member).resolve()) for member in metadata["rtdeep"]["members"]]
+    return write_ensemble_bundle(path, metadata | {"rtdeep": metadata["rtdeep"] | {"members": members}},
+                                 "# staging\n", overwrite=True)
+
+
 def package_ensemble(sites: list[str], archs: list[str], models_dir: Path, bench_json: Path | None, threads: int,
                      choice: str) -> None:
     """The ensemble bundle ``<site>_ensemble`` of the shipped bundles ``<site>_<arch>`` (mean of their
@@ -496,10 +519,10 @@ def package_ensemble(sites: list[str], archs: list[str], models_dir: Path, bench
     every other bundle (``heldout.json``; re-used while the members' weights are unchanged, so a
     second run after ``bench_segment.py`` only adds the speed), with its card and ``models.json``
     entry. ``choice`` says in the card how the members were chosen."""
-    from rtdeep.bundles import MANIFEST_NAME, WEIGHTS_PATH, load_bundle, read_metadata, write_ensemble_bundle
+    from rtdeep.bundles import MANIFEST_NAME, WEIGHTS_PATH, load_bundle, write_ensemble_bundle
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
-    from rtdeep.training.model_card import bundle_name, ensemble_card, ensemble_metadata
+    from rtdeep.training.model_card import bundle_name, ensemble_card
 
     bench = json.loads(bench_json.read_text()) if bench_json and bench_json.is_file() else {}
     database_path = models_dir / "models.json"
@@ -513,17 +536,13 @@ def package_ensemble(sites: list[str], archs: list[str], models_dir: Path, bench
             _say(f"{site.name} ensemble: skipped (needs two or more shipped members; missing {missing})")
             continue
         name = f"{site.name}_ensemble"
-        members = {member: read_metadata(models_dir / member)["rtdeep"]["architecture_title"] for member in names}
-        finest = min((get_arch(arch).model_site(site) for arch in archs), key=lambda s: np.prod(s.spacing_mm))
-        metadata = ensemble_metadata(finest, members, name)  # averaged on the finest member's grid
+        members, metadata = _ensemble_metadata(site, archs, models_dir)
         fingerprint = {member: json.loads((models_dir / member / MANIFEST_NAME).read_text())[WEIGHTS_PATH]
                        for member in names}  # the members' weights (their cards may change without them)
         measured = WORK_DIR / name / "heldout.json"
         heldout = json.loads(measured.read_text()) if measured.is_file() else {}
         if heldout.get("members_weights_sha256") != fingerprint:  # else measured with these very weights: reused
-            staging = WORK_DIR / name / "staging"  # members by path: measured against models_dir's bundles
-            write_ensemble_bundle(staging, metadata | {"rtdeep": metadata["rtdeep"] | {
-                "members": [str((models_dir / member).resolve()) for member in names]}}, "# staging\n", overwrite=True)
+            staging = _write_staging_ensemble(WORK_DIR / name / "staging", metadata, models_dir)
             heldout = _evaluate_bundles(site, {name: load_bundle(staging)}, threads)[name]
             heldout["members_weights_sha256"] = fingerprint
             _write_heldout(name, heldout, "heldout.json")
@@ -531,7 +550,7 @@ def package_ensemble(sites: list[str], archs: list[str], models_dir: Path, bench
         speed = bench.get(name, {})
         metadata["rtdeep"]["heldout_dice_median"] = heldout["dice_median"]
         description = (f"Dice on the CT grid against the phantoms' own structures, {heldout['heldout_phantoms']}; "
-                       "never seen in training (the choice of members looked at them: see Training).")
+                       "never seen in training (how the members were chosen: see Training).")
         card = ensemble_card(site, members, held_out_dice=heldout["dice_median"], held_out_description=description,
                              speed=_speed_lines(speed, heldout), choice=choice)
         write_ensemble_bundle(models_dir / name, metadata, card + _heldout_details(site, heldout, "ensemble"),
@@ -552,10 +571,10 @@ def select(sites: list[str], candidates: list[str], models_dir: Path, threads: i
     Returns:
         {site: {"candidates": {candidate: summary}, "best": candidate, "phantoms": description}}.
     """
-    from rtdeep.bundles import load_bundle, read_metadata, write_ensemble_bundle
+    from rtdeep.bundles import load_bundle
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
-    from rtdeep.training.model_card import bundle_name, ensemble_metadata
+    from rtdeep.training.model_card import bundle_name
 
     chosen = {}
     for site_name in sites:
@@ -571,12 +590,9 @@ def select(sites: list[str], candidates: list[str], models_dir: Path, threads: i
             if len(names) == 1:
                 bundles[candidate] = load_bundle(models_dir / names[0])
                 continue
-            finest = min((get_arch(arch).model_site(site) for arch in archs), key=lambda s: np.prod(s.spacing_mm))
-            metadata = ensemble_metadata(finest, {n: read_metadata(models_dir / n)["rtdeep"]["architecture_title"]
-                                                  for n in names}, f"{site.name}_ensemble")
-            metadata["rtdeep"]["members"] = [str((models_dir / name).resolve()) for name in names]
             staging = WORK_DIR / f"{site.name}_selection" / candidate
-            bundles[candidate] = load_bundle(write_ensemble_bundle(staging, metadata, "# staging\n", overwrite=True))
+            bundles[candidate] = load_bundle(_write_staging_ensemble(staging, _ensemble_metadata(site, archs, models_dir)[1],
+                                                                     models_dir))
         summaries = _evaluate_bundles(site, bundles, threads, TRAIN_SEED, SELECTION_INDICES)
         ranked = sorted(summaries, key=lambda c: (
             sum(1 for o, d in summaries[c]["dice_median"].items() if o in FLOORS and d < FLOORS[o]),
@@ -626,10 +642,9 @@ def main(argv: list[str] | None = None) -> int:
         from rtdeep.training.data import cases_from_phantoms
 
         for site_name in args.sites:
-            grids = {get_arch(a).model_site(get_site(site_name)).spacing_mm: get_arch(a) for a in args.archs}
-            for arch in grids.values():  # one cache per model grid of the architectures named
-                cases_from_phantoms(arch.model_site(get_site(site_name)),
-                                    VAL_INDICES + train_indices(args.train_phantoms), TRAIN_SEED, GRID, CACHE_DIR)
+            grid_sites = {site.spacing_mm: site for site in (get_arch(a).model_site(get_site(site_name)) for a in args.archs)}
+            for site in grid_sites.values():  # one cache per model grid of the architectures named
+                cases_from_phantoms(site, VAL_INDICES + train_indices(args.train_phantoms), TRAIN_SEED, GRID, CACHE_DIR)
     elif args.stage == "heldout":
         for site_name in args.sites:
             for index in HELDOUT_INDICES:
