@@ -85,6 +85,34 @@ def test_dice_and_hausdorff_agree_with_simpleitk(offset_mm: tuple[float, float, 
     assert values["hd95_mm"] >= 0.5 * hd100
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("offset_mm", [(4.0, 0.0, 0.0), (7.0, -2.5, 3.0)])
+def test_surface_metrics_equal_monais_three_compute_functions(offset_mm: tuple[float, float, float]) -> None:
+    """segment_metrics reduces one pass of MONAI's surface distances; the numbers are those of
+    compute_hausdorff_distance (95), compute_average_surface_distance (symmetric) and
+    compute_surface_dice, each of which recomputes the distances."""
+    import torch
+    from monai.metrics import (
+        compute_average_surface_distance,
+        compute_hausdorff_distance,
+        compute_surface_dice,
+    )
+
+    reference = sphere(CENTRE, 18.0)
+    test = sphere(tuple(c + o for c, o in zip(CENTRE, offset_mm)), 15.0) | sphere((30.0, 30.0, 30.0), 6.0)
+    values = segment_metrics(reference, test, SPACING_IJK)
+    y_pred, y = (torch.from_numpy(m)[None, None].float() for m in (test, reference))
+    spacing = list(SPACING_IJK[::-1])
+    expected = {
+        "hd95_mm": compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95, spacing=spacing),
+        "msd_mm": compute_average_surface_distance(y_pred, y, include_background=True, symmetric=True, spacing=spacing),
+        "surface_dice_2mm": compute_surface_dice(y_pred, y, [2.0], include_background=True, spacing=spacing),
+    }
+    for key, value in expected.items():
+        assert values[key] == pytest.approx(float(value[0, 0]), abs=1e-5), key
+    assert 0.0 < values["surface_dice_2mm"] < 1.0 and values["hd95_mm"] > 2.0
+
+
 def test_identical_masks_are_perfect() -> None:
     mask = sphere(CENTRE, 15.0)
     values = segment_metrics(mask, mask.copy(), SPACING_IJK)

@@ -250,9 +250,10 @@ def test_segment_command_writes_a_valid_rtstruct(tmp_path: Path, heldout_small_p
     assert main(["segment", str(folder / "CT"), "--model", "thorax_unet3d", "--out", str(out)]) == 2
 
 
-def test_package_ships_a_good_model_and_withdraws_a_weak_one(tmp_path: Path, monkeypatch) -> None:
-    """train_all package: an organ below WEAK_DICE keeps a model out of the bundles, with the reason
-    in models.json; a model that is good again is shipped and leaves the not-shipped list."""
+def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Path, monkeypatch) -> None:
+    """train_all package: an organ below its issue-9 floor (not only a weak organ) keeps a model out
+    of the bundles, with the reason in models.json; a model that is good again is shipped and leaves
+    the not-shipped list."""
     import json
     import shutil
 
@@ -266,13 +267,15 @@ def test_package_ships_a_good_model_and_withdraws_a_weak_one(tmp_path: Path, mon
     monkeypatch.setattr(train_all, "WORK_DIR", work)
     site = get_site("headneck")
     organs = site.organ_names
-    (models / "headneck_gan3d").mkdir(parents=True)  # shipped before, weak now
+    (models / "headneck_gan3d").mkdir(parents=True)  # shipped before, below the parotid floor now
     (models / "models.json").write_text(json.dumps({
         "models": [{"name": "headneck_gan3d"}],
         "not_shipped": [{"name": "headneck_unet25d", "reason": "weak before"}],
         "classifiers": [{"name": "kept as it is"}],
     }))
-    for arch_name, dice in (("gan3d", WEAK_DICE - 0.2), ("unet25d", 0.9)):
+    below_floor = train_all.FLOORS[organs[0]] - 0.01
+    assert below_floor > WEAK_DICE  # not weak: the floor alone withdraws it
+    for arch_name, dice in (("gan3d", below_floor), ("unet25d", 0.9)):
         folder = work / f"headneck_{arch_name}"
         folder.mkdir(parents=True)
         (folder / "result.json").write_text(json.dumps({
@@ -298,7 +301,7 @@ def test_package_ships_a_good_model_and_withdraws_a_weak_one(tmp_path: Path, mon
     assert "| grid ceiling |" in card and f"| {organs[1]} | 0.900 (0.900-0.900) | 0.937 |" in card
     assert not (models / "headneck_gan3d").exists()
     assert [entry["name"] for entry in database["not_shipped"]] == ["headneck_gan3d"]
-    assert organs[0] in database["not_shipped"][0]["reason"]
+    assert f"{organs[0]} {below_floor:.3f} (floor {train_all.FLOORS[organs[0]]:.2f})" in database["not_shipped"][0]["reason"]
     assert database["classifiers"] == [{"name": "kept as it is"}]
 
     # remeasure: the kept bundle's card, metadata and database entry take the new measurement,
@@ -317,6 +320,39 @@ def test_package_ships_a_good_model_and_withdraws_a_weak_one(tmp_path: Path, mon
     entry = json.loads((models / "models.json").read_text())["models"][0]
     assert entry["heldout_dice_median"] == remeasured and entry["floors_met"] is True
     assert load_bundle(models / "headneck_unet25d").config["heldout_dice_median"] == remeasured
+
+
+def test_enforce_floors_withdraws_shipped_models_below_a_floor_and_keeps_ensembles_whole(tmp_path: Path) -> None:
+    import json
+
+    from rtdeep.errors import RtDeepError
+    from rtdeep.training import train_all
+
+    models = tmp_path / "models"
+    good, weak = {"Parotid_L": 0.88, "Mandible": 0.95}, {"Parotid_L": 0.84, "Mandible": 0.95}
+    database = {
+        "models": [{"name": "headneck_a", "heldout_dice_median": good},
+                   {"name": "headneck_b", "heldout_dice_median": weak},
+                   {"name": "headneck_ensemble", "members": ["headneck_a", "headneck_b"], "heldout_dice_median": good}],
+        "not_shipped": [{"name": "headneck_c", "reason": "earlier"}],
+        "classifiers": [{"name": "kept as it is"}],
+    }
+    for entry in database["models"]:
+        (models / entry["name"]).mkdir(parents=True)
+    (models / "models.json").write_text(json.dumps(database))
+    with pytest.raises(RtDeepError, match="headneck_b would leave ensemble headneck_ensemble"):
+        train_all.enforce_floors(models)
+    assert (models / "headneck_b").is_dir()  # refused: nothing changed
+
+    database["models"] = database["models"][:2]
+    (models / "models.json").write_text(json.dumps(database))
+    assert train_all.enforce_floors(models) == ["headneck_b"]
+    after = json.loads((models / "models.json").read_text())
+    assert [entry["name"] for entry in after["models"]] == ["headneck_a"]
+    assert [entry["name"] for entry in after["not_shipped"]] == ["headneck_b", "headneck_c"]
+    assert "Parotid_L 0.840 (floor 0.85)" in after["not_shipped"][0]["reason"]
+    assert not (models / "headneck_b").exists() and (models / "headneck_a").is_dir()
+    assert after["classifiers"] == database["classifiers"]
 
 
 def test_training_phantoms_grow_without_touching_validation_or_heldout() -> None:

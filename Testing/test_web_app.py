@@ -543,13 +543,52 @@ def test_uploaded_bad_dicom_shows_one_error(predicted, data_dir):
 def test_cancel_stops_a_running_segmentation(predicted, server):
     page = predicted["page"]
     page.wait_for_selector("#run-segmentation:not([disabled])")
+    before = _worker_processes(server["process"].pid)  # the spare, ready for this run
     page.click("#run-segmentation")
     page.wait_for_selector("#cancel-segmentation:not([disabled])")
     page.click("#cancel-segmentation")
     page.wait_for_selector("#seg-message:has-text('Cancelled')")
     assert page.locator("#dice-table tbody tr").count() == 0
     assert server["process"].poll() is None
-    assert _worker_processes(server["process"].pid) == []
+    after = _worker_processes(server["process"].pid)
+    # the run's process (the spare it took, or a new one) is gone; at most the next spare waits
+    assert not set(before) & set(after) and len(after) <= 1
+    assert all(b"--input" not in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in after)
+
+
+def test_a_spare_worker_runs_the_job_it_is_given_and_exits_at_end_of_input(tmp_path):
+    """The page's next run goes to a worker that has already imported torch and MONAI: the job's
+    arguments arrive on its stdin, its exit status and error line are those of a new process."""
+    import asyncio
+    import concurrent.futures
+
+    from rtdeep.slicer import worker
+    from rtdeep.volume import Volume
+    from rtdeep.web.jobs import SpareWorker, WorkerProcess
+
+    ct_path = worker.save_volume_npz(Volume(np.zeros((2, 3, 4), np.float32), np.eye(4)), tmp_path / "ct.npz")
+    command = [sys.executable, "-m", "rtdeep.slicer.worker", "--input", str(ct_path),
+               "--output", str(tmp_path / "rois.npz"), "--site", "thorax", "--model", "no_such_model"]  # fmt: skip
+
+    async def run() -> tuple[int | None, WorkerProcess, tuple[int, str]]:
+        spare = SpareWorker(sys.executable)
+        await spare.start()
+        spare_pid = spare.pid
+        assert spare.take(["/another/python", *command[1:]]) is None  # another interpreter: not this spare
+        job = WorkerProcess(command, worker.parse_progress_line, lambda *_: None, spare)
+        result = await job.run()
+        assert spare.pid is None  # taken: the next run needs a new spare
+        return spare_pid, job, result
+
+    # in a thread of its own: Playwright's sync API keeps an event loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        spare_pid, job, (status, log) = pool.submit(asyncio.run, run()).result(timeout=300)
+    assert job.pid == spare_pid and job.finished
+    assert status == 2 and "no_such_model" in log and len(log.strip().splitlines()) == 1
+    assert not (tmp_path / "rois.npz").exists()
+    ended = subprocess.run([sys.executable, "-m", "rtdeep.slicer.worker", "--wait"], input="",
+                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert ended.returncode == 0 and ended.stdout == ""
 
 
 def _worker_processes(server_pid: int) -> list[int]:

@@ -41,6 +41,7 @@ METHODS = {
     "unet25d": "2.5D U-Net",
     "gan25d": "2.5D GAN",
     "unet25d_fine": "2.5D U-Net, 1.25 mm grid",
+    "gan25d_fine": "2.5D GAN, 1.25 mm grid",
     "ensemble": "ensemble (mean probabilities of its member bundles)",
 }
 

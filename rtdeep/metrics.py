@@ -1,7 +1,7 @@
 """Segmentation agreement metrics: Dice, HD95, mean surface distance, surface Dice, volumes.
 
-One pinned implementation (MONAI's metrics) is used for every number, so the CLI, the Slicer
-module and the benchmarks agree. Masks are bool arrays ``[k, j, i]`` on one grid; spacing is given
+One pinned implementation (MONAI's surface distances, computed once per organ) gives every
+number, so the CLI, the Slicer module and the benchmarks agree. Masks are bool arrays ``[k, j, i]`` on one grid; spacing is given
 in rtdeep's usual (i, j, k) order and reversed here, because MONAI takes it in array-axis order.
 
 Empty masks never raise. The conventions (also in the CSV written by ``rtdeep compare``):
@@ -92,12 +92,7 @@ def segment_metrics(
         empty masks.
     """
     import torch
-    from monai.metrics import (
-        compute_average_surface_distance,
-        compute_dice,
-        compute_hausdorff_distance,
-        compute_surface_dice,
-    )
+    from monai.metrics.utils import get_edge_surface_distance
 
     reference = np.asarray(reference, dtype=bool)
     test = np.asarray(test, dtype=bool)
@@ -122,26 +117,26 @@ def segment_metrics(
         return result
 
     reference, test = _crop_to_union(reference, test)
-    # MONAI: batch and channel axes first; spacing in array-axis order (k, j, i)
-    y = torch.from_numpy(np.ascontiguousarray(reference))[None, None].float()
-    y_pred = torch.from_numpy(np.ascontiguousarray(test))[None, None].float()
+    result["dice"] = dice_coefficient(reference, test)
+    # MONAI's surface distances (edges, then a Euclidean distance transform in array-axis order
+    # (k, j, i)), once in each direction; HD95, mean surface distance and surface Dice are the
+    # reductions MONAI's compute_hausdorff_distance (percentile 95), compute_average_surface_distance
+    # (symmetric) and compute_surface_dice apply to these same distances, which they would each
+    # recompute
     spacing_kji = [float(s) for s in spacing_ijk[::-1]]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result["dice"] = float(compute_dice(y_pred, y, include_background=True)[0, 0])
-        result["hd95_mm"] = float(
-            compute_hausdorff_distance(y_pred, y, include_background=True, percentile=95, spacing=spacing_kji)[0, 0]
+        _, (test_to_reference, reference_to_test), _ = get_edge_surface_distance(
+            torch.from_numpy(np.ascontiguousarray(test)),
+            torch.from_numpy(np.ascontiguousarray(reference)),
+            distance_metric="euclidean",
+            spacing=spacing_kji,
+            symmetric=True,
         )
-        result["msd_mm"] = float(
-            compute_average_surface_distance(y_pred, y, include_background=True, symmetric=True, spacing=spacing_kji)[
-                0, 0
-            ]
-        )
-        result["surface_dice_2mm"] = float(
-            compute_surface_dice(
-                y_pred, y, class_thresholds=[float(tolerance_mm)], include_background=True, spacing=spacing_kji
-            )[0, 0]
-        )
+    both = torch.cat([test_to_reference, reference_to_test])
+    result["hd95_mm"] = float(max(torch.quantile(d, 0.95) for d in (test_to_reference, reference_to_test)))
+    result["msd_mm"] = float(both.mean())
+    result["surface_dice_2mm"] = float((both <= float(tolerance_mm)).sum()) / both.numel()
     return result
 
 

@@ -141,7 +141,7 @@ class SegmentationLogic:
         The segmentation's reference geometry is the input volume, it sits under the input's study
         in the subject hierarchy, segments carry the ROI names and colours.
         """
-        name = f"{inputVolume.GetName()} {model}"
+        name = self.segmentationName(inputVolume, model)
         if outputSegmentation is None:
             segmentation_node = segmentation_node_from_rois(self.scene, rois, inputVolume, name)
         else:
@@ -158,6 +158,11 @@ class SegmentationLogic:
                 segmentation_node, referenceSegmentation, inputVolume
             )
         return result
+
+    @staticmethod
+    def segmentationName(inputVolume: Any, model: str) -> str:
+        """The name :meth:`showResults` gives a new AI segmentation node."""
+        return f"{inputVolume.GetName()} {model}"
 
     def compare(
         self, testSegmentation: Any, referenceSegmentation: Any, referenceVolume: Any, tableNode: Any = None

@@ -9,6 +9,7 @@ Usage (from the project root; each stage can be re-run on its own)::
     python -m rtdeep.training.train_all remeasure --note "..."  # kept bundles: cards from evaluate --shipped
     python -m rtdeep.training.train_all select --sites thorax --candidates unet3d unet3d+unet25d_fine
     python -m rtdeep.training.train_all ensemble --sites headneck --archs unet3d unet25d --choice "..."
+    python -m rtdeep.training.train_all enforce-floors  # withdraw shipped models below an organ's floor
 
 Data (all synthetic, from :func:`rtdeep.phantom.generate_patient` on the clinical 512x512 grid):
 training phantoms seed 1 indices 0-25 without 16-17 (24; ``--train-phantoms 72``: indices 0-73), validation
@@ -23,13 +24,13 @@ import argparse
 import dataclasses
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from rtdeep.model_database import WEAK_DICE, weak_organs
 from rtdeep.sites import ORGANS
 
 __all__ = ["HELDOUT_INDICES", "HELDOUT_SEED", "TRAIN_INDICES", "TRAIN_SEED", "VAL_INDICES", "main"]
@@ -262,6 +263,57 @@ def _floors_met(heldout: dict) -> bool:
                if organ in heldout["dice_median"])
 
 
+def _below_floors(dice_median: dict) -> list[str]:
+    """``"<organ> <median Dice> (floor <floor>)"`` for each organ below its floor (NaN counts)."""
+    return [f"{organ} {dice:.3f} (floor {FLOORS[organ]:.2f})" for organ, dice in dice_median.items()
+            if organ in FLOORS and not dice >= FLOORS[organ]]
+
+
+def _withdraw(models_dir: Path, name: str, reason: str, entries: dict, withdrawn: dict) -> None:
+    """Take ``name`` out of the bundles: folder removed, entry moved to ``not_shipped`` with ``reason``."""
+    withdrawn[name] = {"name": name, "reason": reason}
+    entries.pop(name, None)
+    if (models_dir / name).is_dir():
+        shutil.rmtree(models_dir / name)
+    _say(f"{name}: NOT shipped ({reason})")
+
+
+def enforce_floors(models_dir: Path) -> list[str]:
+    """Withdraw every bundled model of ``models.json`` whose median held-out Dice misses a floor.
+
+    The rule :func:`package` applies to new models, applied to the ones already shipped (their
+    numbers as ``models.json`` holds them). The reason names the organs and the commit that last held
+    the bundle, from which its weights can still be read (``git show <commit>:<path>``).
+
+    Raises:
+        RtDeepError: a model to withdraw is a member of an ensemble that stays.
+    """
+    from rtdeep.errors import RtDeepError
+
+    database_path = models_dir / "models.json"
+    database = json.loads(database_path.read_text())
+    entries = {entry["name"]: entry for entry in database["models"]}
+    withdrawn = {entry["name"]: entry for entry in database.get("not_shipped", [])}
+    failing = {name: _below_floors(entry.get("heldout_dice_median") or {}) for name, entry in entries.items()}
+    failing = {name: below for name, below in failing.items() if below}
+    for name, entry in entries.items():
+        kept_on = sorted(set(entry.get("members", [])) & set(failing))
+        if kept_on and name not in failing:
+            raise RtDeepError(f"{', '.join(kept_on)} would leave ensemble {name} without a member", path=database_path)
+    done = subprocess.run(["git", "-C", str(models_dir), "log", "-1", "--format=%h", "--", "."],
+                          capture_output=True, text=True, check=False)
+    commit = done.stdout.strip()
+    for name, below in failing.items():
+        held = (f"; its last weights: git show {commit}:{(models_dir / name).relative_to(PROJECT_ROOT)}/models/model.pt"
+                if commit and models_dir.is_relative_to(PROJECT_ROOT) else "")
+        _withdraw(models_dir, name, f"held-out median Dice below the floor: {', '.join(below)} "
+                  f"(python -m rtdeep.training.train_all enforce-floors){held}", entries, withdrawn)
+    database["models"] = [entries[k] for k in sorted(entries)]
+    database["not_shipped"] = [withdrawn[k] for k in sorted(withdrawn)]
+    _write_database(database_path, database)
+    return sorted(failing)
+
+
 def _heldout_details(site, heldout: dict, command: str = "evaluate") -> str:  # site: rtdeep.sites.Site
     """Card section: Dice range, HD95, surface Dice, floors and plausibility findings on the held-out
     phantoms, measured by ``train_all <command>``."""
@@ -405,8 +457,8 @@ def _budget_peers(models_dir: Path, name: str, site_name: str, result: dict) -> 
 def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Path | None) -> None:
     """Final bundles with model cards (training time, held-out Dice, speed) and ``models.json``.
 
-    A model with an organ's median held-out Dice below :data:`rtdeep.model_database.WEAK_DICE` is
-    not shipped: its bundle is removed and ``models.json`` lists it under ``not_shipped`` with the
+    A model with an organ's median held-out Dice below its issue-9 floor (:data:`FLOORS`) is not
+    shipped: its bundle is removed and ``models.json`` lists it under ``not_shipped`` with the
     reason; a model that is shipped again leaves that list."""
     import torch
 
@@ -431,15 +483,11 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                 continue
             result = json.loads((work / "result.json").read_text())
             heldout = json.loads((work / "heldout.json").read_text()) if (work / "heldout.json").is_file() else {}
-            weak = sorted(weak_organs(heldout.get("dice_median", {})))
-            if weak:  # not shipped: an organ the model mostly misses would reach a clinic's contours
-                reason = (f"held-out Dice below {WEAK_DICE} for {', '.join(weak)} after {result['iterations']} "
-                          f"iterations ({result.get('start', '')}); python -m rtdeep.training.train_all evaluate")
-                withdrawn[name] = {"name": name, "reason": reason}
-                entries.pop(name, None)
-                if (models_dir / name).is_dir():
-                    shutil.rmtree(models_dir / name)
-                _say(f"{name}: NOT shipped ({reason})")
+            below = _below_floors(heldout.get("dice_median", {}))
+            if below:  # not shipped: a clinic would get contours below the accuracy the product promises
+                _withdraw(models_dir, name, f"held-out median Dice below the floor: {', '.join(below)}, after "
+                          f"{result['iterations']} iterations ({result.get('start', '')}); "
+                          "python -m rtdeep.training.train_all evaluate", entries, withdrawn)
                 continue
             withdrawn.pop(name, None)
             speed = bench.get(name, {})
@@ -612,7 +660,7 @@ def select(sites: list[str], candidates: list[str], models_dir: Path, threads: i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["prepare", "train", "heldout", "evaluate", "package", "remeasure",
-                                          "ensemble", "select"])
+                                          "ensemble", "select", "enforce-floors"])
     parser.add_argument("--sites", nargs="+", default=["thorax", "headneck"])
     parser.add_argument("--archs", nargs="+", default=["unet3d", "unet25d", "gan3d", "gan25d"])
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -651,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
                 heldout_phantom(site_name, index)
     elif args.stage == "remeasure":
         remeasure_shipped(args.sites, args.archs, args.models_dir, args.note)
+    elif args.stage == "enforce-floors":
+        enforce_floors(args.models_dir)
     elif args.stage == "select":
         select(args.sites, args.candidates, args.models_dir, args.threads)
     elif args.stage == "ensemble":

@@ -37,7 +37,7 @@ from typing import Any
 from rtdeep.model_database import default_model
 from rtdeep.sites import SITES
 from rtdeep.web.files import DataRoot, UploadArea, UploadTooLargeError
-from rtdeep.web.jobs import WorkerProcess
+from rtdeep.web.jobs import SpareWorker, WorkerProcess
 
 __all__ = ["RtDeepWebApp", "module_logic_classes", "return_freed_memory"]
 
@@ -140,6 +140,7 @@ class RtDeepWebApp:
         self._study_folder: Path | None = None
         self._job: Any = None  # the logic's SegmentationJob of the running segmentation
         self._worker: WorkerProcess | None = None
+        self._spare = SpareWorker(sys.executable)  # the next run's worker, its imports done
         self._seg_task: asyncio.Future | None = None
         self._pn_key: tuple[str, float, str] | None = None
         self._pn_result: Any = None
@@ -215,6 +216,7 @@ class RtDeepWebApp:
             # the site's best measured model, as in `rtdeep demo`
             self.state.seg_model = default if default in names else names[0]
             self._describe_model()
+        await self._spare.start()
 
     def _describe_model(self) -> None:
         description, warning = self._model_notes.get(self.state.seg_model, ("", ""))
@@ -529,7 +531,7 @@ class RtDeepWebApp:
                 self.state.seg_progress = round(100 * fraction)
                 self.state.seg_message = message
 
-        self._worker = WorkerProcess(self._job.command, self.seg_logic.parseProgressLine, on_progress)
+        self._worker = WorkerProcess(self._job.command, self.seg_logic.parseProgressLine, on_progress, self._spare)
         task = self._guarded("Segmentation")(self._segmentation_task)
         self._seg_task = asyncio.ensure_future(
             task(self._job, self._worker, ct_node, model, time.perf_counter())
@@ -557,30 +559,38 @@ class RtDeepWebApp:
             self._job = self._worker = None  # nothing of the run (its CT node, its folder) is kept
             with self.state:
                 self.state.seg_running = False
+            await self._spare.start()  # for the next run
 
     async def _show_segmentation(
         self, worker: WorkerProcess, ct_node: Any, rois: list[Any], model: str, started: float
     ) -> None:
-        """The AI segmentation node with review outlines, then the metrics computed off the loop."""
+        """The AI segmentation node with review outlines, while the metrics are computed off the loop.
+
+        The metrics need only the masks (the worker's ROIs, on the CT grid, and the reference's, read
+        from MRML here first), so a worker thread computes them while the loop builds the nodes.
+        """
         from rtdeep.slicer.volume_node import grid_from_node
 
         self._remove_nodes("ai", "ai_metrics")
         reference = self._nodes.get("reference")
+        metrics = None
+        if reference is not None:
+            grid = grid_from_node(ct_node)
+            reference_rois = self.seg_logic.referenceRoisToCompare(reference, [roi.name for roi in rois], grid)
+            compare = functools.partial(
+                self.seg_logic.compareRois, reference_rois, rois, grid, reference.GetName(),
+                self.seg_logic.segmentationName(ct_node, model),
+            )
+            metrics = asyncio.get_running_loop().run_in_executor(None, compare)
         result = self.seg_logic.showResults(ct_node, rois, model)
         ai = self._nodes["ai"] = result.segmentationNode
         self._show_structures(ai)
         rows: list[dict[str, Any]] = []
-        if reference is not None:
+        if metrics is not None:
             self.seg_logic.showReviewOverlay(ai, reference)
             with self.state:
                 self.state.seg_message = "Computing Dice, HD95 and surface Dice..."
-            grid = grid_from_node(ct_node)
-            names = [roi.name for roi in rois]  # MRML: the reference masks are read on the loop
-            reference_rois = self.seg_logic.referenceRoisToCompare(reference, names, grid)
-            compare = functools.partial(  # the worker's ROIs are the AI node's masks, on the CT grid
-                self.seg_logic.compareRois, reference_rois, rois, grid, reference.GetName(), ai.GetName()
-            )
-            rows = await asyncio.get_running_loop().run_in_executor(None, compare)
+            rows = await metrics
             if worker.cancelled:  # Cancel came while the metrics were computed
                 self._remove_nodes("ai")
                 return
@@ -937,5 +947,6 @@ class RtDeepWebApp:
 
         if self._job is not None and self._worker is not None and self.state.seg_running:
             self._job.cancel(None if self._worker.finished else self._worker.pid)
+        self._spare.stop()
         self.uploads.cleanup()
         shutil.rmtree(self.work_dir, ignore_errors=True)
