@@ -114,16 +114,16 @@ def test_segment_prints_each_finding_keeps_every_organ_and_writes_json(tmp_path,
 
     folder = write_patient(thorax, tmp_path / "in")
     out, report_path = tmp_path / "out", tmp_path / "report.json"
-    assert main(["segment", str(folder / "CT"), "--model", "thorax_gan25d", "--out", str(out),
+    assert main(["segment", str(folder / "CT"), "--model", "thorax_unet25d", "--out", str(out),
                  "--json", str(report_path), "--threads", "2"]) == 0
     report = json.loads(report_path.read_text())
     stderr = capsys.readouterr().err
     assert list(report["organs"]) == list(SITES["thorax"].organ_names)
     for finding in report["plausibility"]:
         assert f"warning: {finding['message']}" in stderr
-    ds = pydicom.dcmread(out / "RS.thorax_gan25d.dcm")
+    ds = pydicom.dcmread(out / "RS.thorax_unet25d.dcm")
     assert [roi.ROIName for roi in ds.StructureSetROISequence] == list(SITES["thorax"].organ_names)
     # the JSON path is refused before anything is written when it exists
-    assert main(["segment", str(folder / "CT"), "--model", "thorax_gan25d", "--out", str(tmp_path / "out2"),
+    assert main(["segment", str(folder / "CT"), "--model", "thorax_unet25d", "--out", str(tmp_path / "out2"),
                  "--json", str(report_path)]) == 2
     assert not (tmp_path / "out2").exists()
