@@ -101,6 +101,11 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return "-" if math.isnan(number) else f"{number:.{digits}f}"
 
 
+def _import_metrics() -> None:
+    """Import MONAI's metrics (about a second) with the model list, not at the first review."""
+    import monai.metrics  # noqa: F401
+
+
 class RtDeepWebApp:
     """The page, its state and its actions over one MRML scene.
 
@@ -194,6 +199,8 @@ class RtDeepWebApp:
         state.positive_class = self.constants["POSITIVE_CLASS"]
         state.change("seg_site")(lambda **_: asyncio.ensure_future(self._refresh_models()))
         self.ctrl.on_server_ready.add(lambda **_: asyncio.ensure_future(self._refresh_models()))
+        # the first run's worker imports torch and MONAI while the page and the model list load
+        self.ctrl.on_server_ready.add(lambda **_: asyncio.ensure_future(self._spare.start()))
         state.change("seg_model")(lambda **_: self._describe_model())
         state.change("phase_index")(lambda **_: self._guarded("Show phase")(self._show_phase)())
 
@@ -207,7 +214,7 @@ class RtDeepWebApp:
         site = self.state.seg_site
         loop = asyncio.get_running_loop()
         descriptions, default = await loop.run_in_executor(
-            None, lambda: (self.seg_logic.modelDescriptions(site), default_model(site))
+            None, lambda: (self.seg_logic.modelDescriptions(site), default_model(site), _import_metrics())[:2]
         )
         with self.state:
             self._model_notes = {item["name"]: (item["tooltip"], item["warning"]) for item in descriptions}
@@ -547,6 +554,8 @@ class RtDeepWebApp:
         """
         try:
             status, log = await worker.run()
+            # the next run's worker imports while this one's contours and metrics are shown
+            asyncio.ensure_future(self._spare.start())
             if worker.cancelled:
                 job.cleanup()
             else:
