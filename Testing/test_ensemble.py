@@ -85,6 +85,44 @@ def test_a_member_on_another_grid_is_averaged_on_the_ensembles_grid(tmp_path: Pa
     assert np.allclose(mean.sum(axis=0), 1.0, atol=1e-4)
 
 
+def test_organ_box_is_the_organs_rows_and_columns_plus_the_margin_in_mm() -> None:
+    from rtdeep.inference.segment import ORGAN_BOX_MARGIN_MM, _organ_box
+
+    probabilities = np.zeros((3, 10, 200, 300), np.float32)
+    probabilities[0] = 1.0
+    probabilities[:, 4:6, 80:90, 100:150] = [[[[0.2]]], [[[0.7]]], [[[0.1]]]]
+    spacing = (1.25, 2.0, 3.0)  # (i, j, k) mm: the margin in voxels differs along i and j
+    box = _organ_box(probabilities, spacing)
+    margin_i, margin_j = int(np.ceil(ORGAN_BOX_MARGIN_MM / 1.25)), int(np.ceil(ORGAN_BOX_MARGIN_MM / 2.0))
+    assert box == (slice(0, 10), slice(80 - margin_j, 90 + margin_j), slice(100 - margin_i, 150 + margin_i))
+    probabilities[1:, :, :, :] = 0.0
+    assert _organ_box(probabilities, spacing) is None  # nothing found: the later members look everywhere
+
+
+@pytest.mark.parametrize("name", SHIPPED_ENSEMBLES)
+def test_a_later_fine_member_looks_only_near_the_organs_the_first_found(name: str) -> None:
+    """The shipped ensemble on a held-out phantom: its fine-grid member runs inside the box of the
+    first member's organs (plus 25 mm), smaller than the body box; outside it every voxel is
+    background, and the organs are where the first member put them."""
+    from rtdeep.inference.segment import _onto_grid, _organ_box
+    from rtdeep.phantom import generate_patient
+
+    torch.set_num_threads(2)
+    ensemble = load_bundle(name)
+    ct = generate_patient("thorax", 150, 2, grid="small").ct
+    mean, affine = predict_model_grid(ct, ensemble)
+    first, first_affine = predict_model_grid(ct, ensemble.members[0])
+    spacing = tuple(float(v) for v in ensemble.config["spacing_mm"])
+    box = _organ_box(_onto_grid(first, first_affine, Volume(mean[0], affine)), spacing)
+    assert box is not None
+    assert (box[1].stop - box[1].start) * (box[2].stop - box[2].start) < mean.shape[2] * mean.shape[3]
+    outside = np.ones(mean.shape[1:], bool)
+    outside[box] = False
+    labels = mean.argmax(axis=0)
+    assert outside.any() and not labels[outside].any()
+    assert np.allclose(mean.sum(axis=0), 1.0, atol=1e-4)
+
+
 def test_ensemble_members_must_share_the_window_and_exist(tmp_path: Path) -> None:
     other_window = _member(tmp_path, "unet3d", 0, intensity_window=[-160.0, 240.0])
     ensemble = _ensemble(tmp_path, [other_window, _member(tmp_path, "unet25d", 1)])

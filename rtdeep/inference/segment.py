@@ -3,7 +3,9 @@
 Steps: crop the CT to the body (HU > -500), resample to the model spacing (trilinear, anti-aliased),
 window, run the network (3D sliding window or 2.5D slice batches; an ensemble bundle runs each
 member on its own model grid and averages their probabilities on the ensemble's grid, resampled
-trilinearly where a member's grid differs), take the most probable class,
+trilinearly where a member's grid differs; a later member on the ensemble's grid runs only inside
+the box of the organs the earlier ones found plus 25 mm, see :func:`_organ_box`), take the most
+probable class,
 post-process each organ on the model grid (largest connected component, holes filled), then
 resample each organ back onto the CT grid (trilinear on the organ's softmax inside its bounding
 box, held above 0.5 inside the cleaned mask and below it outside, > 0.5; see
@@ -70,9 +72,12 @@ def predict_model_grid(
         member_grid = tuple(float(v) for v in member.config["spacing_mm"])
         if member_grid not in images:
             images[member_grid] = resample_to_spacing(cropped, member_grid)
+        member_image = images[member_grid].array
+        # a later member on the ensemble's grid looks only where the members so far found organs
+        box = None if total is None or member_grid != grid else _organ_box(total, grid)
         probabilities = predict_probabilities(
             member.network,
-            window_hu(images[member_grid].array, bundle.config["intensity_window"]),
+            window_hu(member_image if box is None else member_image[box], bundle.config["intensity_window"]),
             spatial_dims=int(settings["spatial_dims"]),
             context_slices=int(settings.get("context_slices", 1)),
             roi_size=settings.get("roi_size", (64, 128, 128)),
@@ -82,12 +87,40 @@ def predict_model_grid(
             device=device,
             progress_callback=scaled_progress(progress_callback, 0.05 + share * index, 0.05 + share * (index + 1)),
         )
+        if box is not None:  # background outside the box, where the members so far found none either
+            inside = probabilities
+            probabilities = np.zeros((inside.shape[0], *member_image.shape), np.float32)
+            probabilities[0] = 1.0
+            probabilities[(slice(None), *box)] = inside
         if member_grid != grid:
             probabilities = _onto_grid(probabilities, images[member_grid].affine, image)
         total = probabilities if total is None else np.add(total, probabilities, out=total)
     if len(networks) > 1:
         total /= np.float32(len(networks))
     return total, image.affine
+
+
+#: how far beyond the organs found by an ensemble's first members its later ones look (mm)
+ORGAN_BOX_MARGIN_MM = 25.0
+
+
+def _organ_box(probabilities: np.ndarray, spacing_mm: tuple[float, float, float]) -> tuple[slice, slice, slice] | None:
+    """Rows and columns (all slices, as :func:`body_box`) of the voxels whose most probable class
+    is an organ in the summed probabilities ``[classes, k, j, i]``, plus :data:`ORGAN_BOX_MARGIN_MM`;
+    None when no voxel is.
+
+    A thorax CT's body box is as wide as the arms and the couch; the organs span about half of it.
+    An ensemble's fine-grid member (four times the pixels of a 2.5 mm one) runs only in this box:
+    outside it the members so far saw background with a margin of 25 mm, and the later member's
+    probabilities there are taken as background (the argmax cannot change)."""
+    organs = probabilities.argmax(axis=0) != 0
+    rows, cols = np.flatnonzero(organs.any(axis=(0, 2))), np.flatnonzero(organs.any(axis=(0, 1)))
+    if rows.size == 0:
+        return None
+    margin_j, margin_i = (int(np.ceil(ORGAN_BOX_MARGIN_MM / spacing_mm[axis])) for axis in (1, 0))
+    return (slice(0, organs.shape[0]),
+            slice(max(int(rows[0]) - margin_j, 0), min(int(rows[-1]) + margin_j + 1, organs.shape[1])),
+            slice(max(int(cols[0]) - margin_i, 0), min(int(cols[-1]) + margin_i + 1, organs.shape[2])))
 
 
 def _onto_grid(probabilities: np.ndarray, affine: np.ndarray, target: Volume) -> np.ndarray:
