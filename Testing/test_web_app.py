@@ -205,21 +205,20 @@ def loaded(page, screenshots):
     return page
 
 
-#: Installed in the page before Run. From the moment ``#seg-message`` says "Computing Dice" until the
-#: Dice table appears, it asks the server one question after another (switch the model back and forth;
+#: Installed in the page before Run. From the moment the run starts (``seg_running``) until the Dice
+#: table appears, it asks the server one question after another (switch the model back and forth;
 #: the server answers with the model's description, ``#seg-model-info``) and notes when each answer
-#: arrives (ms, ``performance.now()``). A server whose loop is busy with the metrics answers nothing
-#: until the table comes; a live one answers all along. It puts the original model back at the end.
+#: arrives (ms, ``performance.now()``). A server whose loop runs the network or the metrics answers
+#: nothing for seconds; a live one answers all along. It puts the original model back at the end.
 WATCH_SERVER_ANSWERS_JS = """
 ([original, other]) => {
   const trame = window.trame;
   const log = window.__metricsLiveness = {computing: null, table: null, answers: [], done: false, error: ''};
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-  const message = () => document.querySelector('#seg-message')?.innerText || '';
   const tableShown = () => document.querySelector('#dice-table tbody tr') !== null;
   (async () => {
-    while (!message().includes('Computing Dice')) {
-      if (tableShown()) { log.error = 'the table came before "Computing Dice"'; log.done = true; return; }
+    while (!trame.state.get('seg_running')) {
+      if (tableShown()) { log.error = 'the table came before the run started'; log.done = true; return; }
       await sleep(2);
     }
     log.computing = performance.now();
@@ -369,18 +368,19 @@ def test_segmentation_fills_the_dice_table(segmented):
     assert page.locator("#seg-message").inner_text().startswith(f"{len(dice)} structures")
 
 
-def test_server_answers_while_the_review_metrics_compute(segmented):
-    """Between "Computing Dice..." and the table, the page's questions keep being answered: no wait
-    for an answer takes half of that time (with the metrics on the server's loop, one wait would last
-    until the table: checked by running them there, which fails here)."""
+def test_server_answers_while_the_segmentation_runs(segmented):
+    """From Run to the Dice table the page's questions keep being answered: no wait for an answer
+    takes a quarter of that time. The network runs in a worker process and the review metrics in a
+    thread; either on the server's loop would leave it silent for seconds (the network for most of
+    the run)."""
     log = segmented["liveness"]
     assert not log["error"], log["error"]
     window_ms = log["table"] - log["computing"]
     times = [log["computing"], *log["answers"], log["table"]]
     longest_wait_ms = max(later - earlier for earlier, later in itertools.pairwise(times))
-    assert len(log["answers"]) >= 2, log
-    assert longest_wait_ms < 0.5 * window_ms, (
-        f"the server answered nothing for {longest_wait_ms:.0f} ms of the {window_ms:.0f} ms the metrics took"
+    assert len(log["answers"]) >= 5, log
+    assert longest_wait_ms < 0.25 * window_ms, (
+        f"the server answered nothing for {longest_wait_ms:.0f} ms of the {window_ms:.0f} ms the run took"
     )
 
 
