@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 __all__ = ["SpareWorker", "WorkerProcess"]
 
-#: the worker's command line up to its arguments: interpreter, ``-m``, module
+#: the worker's module: its command line is ``<python> -m rtdeep.slicer.worker <arguments>``
 _MODULE = "rtdeep.slicer.worker"
 
 
