@@ -1,8 +1,9 @@
 """Segmentation agreement metrics: Dice, HD95, mean surface distance, surface Dice, volumes.
 
 One pinned implementation (MONAI's surface distances, computed once per organ) gives every
-number, so the CLI, the Slicer module and the benchmarks agree. Masks are bool arrays ``[k, j, i]`` on one grid; spacing is given
-in rtdeep's usual (i, j, k) order and reversed here, because MONAI takes it in array-axis order.
+number, so the CLI, the Slicer module and the benchmarks agree. Masks are bool arrays ``[k, j, i]``
+on one grid; spacing is given in rtdeep's usual (i, j, k) order and reversed here, because MONAI
+takes it in array-axis order.
 
 Empty masks never raise. The conventions (also in the CSV written by ``rtdeep compare``):
 

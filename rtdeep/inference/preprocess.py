@@ -12,7 +12,7 @@ import numpy as np
 
 from rtdeep.volume import Volume
 
-__all__ = ["body_box", "crop_volume", "window_hu"]
+__all__ = ["body_box", "crop_volume", "rows_columns_box", "window_hu"]
 
 
 def window_hu(hu: np.ndarray, window: Sequence[float]) -> np.ndarray:
@@ -29,18 +29,24 @@ def crop_volume(volume: Volume, box_kji: tuple[slice, slice, slice]) -> Volume:
     return Volume(volume.array[box_kji], affine)
 
 
+def rows_columns_box(mask: np.ndarray, margin_rows: int, margin_columns: int) -> tuple[slice, slice, slice] | None:
+    """Bounding box ``[k, j, i]`` of the true voxels of ``mask`` in rows and columns, plus the margins
+    (clipped at the array's edge); slices are kept whole. None when no voxel is true."""
+    rows = np.flatnonzero(mask.any(axis=(0, 2)))
+    cols = np.flatnonzero(mask.any(axis=(0, 1)))
+    if rows.size == 0 or cols.size == 0:
+        return None
+    return (
+        slice(0, mask.shape[0]),
+        slice(max(int(rows[0]) - margin_rows, 0), min(int(rows[-1]) + margin_rows + 1, mask.shape[1])),
+        slice(max(int(cols[0]) - margin_columns, 0), min(int(cols[-1]) + margin_columns + 1, mask.shape[2])),
+    )
+
+
 def body_box(hu: np.ndarray, threshold_hu: float = -500.0, margin: int = 4) -> tuple[slice, slice, slice]:
     """Bounding box ``[k, j, i]`` of voxels above ``threshold_hu`` (the patient and couch), plus a margin.
 
     Rows and columns are cropped; slices are kept whole. Returns the full grid when nothing is above.
     """
-    above = hu > threshold_hu
-    rows = np.flatnonzero(above.any(axis=(0, 2)))
-    cols = np.flatnonzero(above.any(axis=(0, 1)))
-    if rows.size == 0 or cols.size == 0:
-        return (slice(0, hu.shape[0]), slice(0, hu.shape[1]), slice(0, hu.shape[2]))
-    return (
-        slice(0, hu.shape[0]),
-        slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + margin + 1, hu.shape[1])),
-        slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + margin + 1, hu.shape[2])),
-    )
+    box = rows_columns_box(hu > threshold_hu, margin, margin)
+    return box if box is not None else (slice(0, hu.shape[0]), slice(0, hu.shape[1]), slice(0, hu.shape[2]))

@@ -26,7 +26,7 @@ from rtdeep.dicomrt.types import Roi
 from rtdeep.errors import BundleError
 from rtdeep.inference.postprocess import clean_organ_mask
 from rtdeep.inference.predict import predict_probabilities
-from rtdeep.inference.preprocess import body_box, crop_volume, window_hu
+from rtdeep.inference.preprocess import body_box, crop_volume, rows_columns_box, window_hu
 from rtdeep.progress import ProgressCallback, report_progress, scaled_progress
 from rtdeep.resample import resample_box_to_grid, resample_to_spacing, sample_on_grid
 from rtdeep.volume import Volume
@@ -113,14 +113,8 @@ def _organ_box(probabilities: np.ndarray, spacing_mm: tuple[float, float, float]
     An ensemble's fine-grid member (four times the pixels of a 2.5 mm one) runs only in this box:
     outside it the members so far saw background with a margin of 25 mm, and the later member's
     probabilities there are taken as background (the argmax cannot change)."""
-    organs = probabilities.argmax(axis=0) != 0
-    rows, cols = np.flatnonzero(organs.any(axis=(0, 2))), np.flatnonzero(organs.any(axis=(0, 1)))
-    if rows.size == 0:
-        return None
     margin_j, margin_i = (int(np.ceil(ORGAN_BOX_MARGIN_MM / spacing_mm[axis])) for axis in (1, 0))
-    return (slice(0, organs.shape[0]),
-            slice(max(int(rows[0]) - margin_j, 0), min(int(rows[-1]) + margin_j + 1, organs.shape[1])),
-            slice(max(int(cols[0]) - margin_i, 0), min(int(cols[-1]) + margin_i + 1, organs.shape[2])))
+    return rows_columns_box(probabilities.argmax(axis=0) != 0, margin_j, margin_i)
 
 
 def _onto_grid(probabilities: np.ndarray, affine: np.ndarray, target: Volume) -> np.ndarray:

@@ -259,8 +259,7 @@ FLOORS = {name: organ.dice_floor for name, organ in ORGANS.items() if organ.dice
 
 
 def _floors_met(heldout: dict) -> bool:
-    return all(heldout["dice_median"].get(organ, 1.0) >= floor for organ, floor in FLOORS.items()
-               if organ in heldout["dice_median"])
+    return not _below_floors(heldout["dice_median"])
 
 
 def _below_floors(dice_median: dict) -> list[str]:

@@ -228,7 +228,6 @@ class RtDeepWebApp:
             # the site's best measured model, as in `rtdeep demo`
             self.state.seg_model = default if default in names else names[0]
             self._describe_model()
-        await self._spare.start()
 
     def _describe_model(self) -> None:
         description, warning = self._model_notes.get(self.state.seg_model, ("", ""))
