@@ -18,9 +18,11 @@ REAL_DICOM_DIR = SHARED_DIR / "data" / "real-dicom"
 # network with an organ's median held-out Dice below its issue-9 floor (train_all package and
 # enforce-floors decide: since 6 December 2026 the four head-and-neck networks on the 2.5 mm grid,
 # whose parotids that grid caps, and the thorax 2.5D GAN, esophagus 0.798), or an ensemble that
-# its own single member beats. Every other site x architecture must be shipped.
+# its own single member beats, or a fine-grid 3D network not trained yet (models.json says which and
+# how to train it). Every other site x architecture must be shipped.
 NOT_SHIPPED: frozenset[str] = frozenset({
     "headneck_ensemble", "headneck_unet3d", "headneck_unet25d", "headneck_gan3d", "headneck_gan25d", "thorax_gan25d",
+    "headneck_unet3d_fine", "headneck_gan3d_fine", "thorax_unet3d_fine", "thorax_gan3d_fine",
 })
 
 

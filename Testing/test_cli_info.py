@@ -90,3 +90,14 @@ def test_info_command_line_entry_point(study_folder):
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "PTV" in result.stdout and np.isfinite(float(re.search(r"max ([\d.]+) Gy", result.stdout).group(1)))
+
+
+def test_command_line_that_runs_no_network_never_imports_torch(study_folder):
+    """Every command's parser is built at start; torch (about 2 s) loads only when a network runs."""
+    folder, _ = study_folder
+    code = ("import sys; from rtdeep.cli import main; code = main(['info', sys.argv[1]]); "
+            "print('torch loaded' if 'torch' in sys.modules else 'no torch'); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("no torch")

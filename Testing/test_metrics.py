@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -86,11 +88,11 @@ def test_dice_and_hausdorff_agree_with_simpleitk(offset_mm: tuple[float, float, 
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-@pytest.mark.parametrize("offset_mm", [(4.0, 0.0, 0.0), (7.0, -2.5, 3.0)])
+@pytest.mark.parametrize("offset_mm", [(4.0, 0.0, 0.0), (7.0, -2.5, 3.0), (45.0, 0.0, 0.0)])
 def test_surface_metrics_equal_monais_three_compute_functions(offset_mm: tuple[float, float, float]) -> None:
-    """segment_metrics reduces one pass of MONAI's surface distances; the numbers are those of
+    """segment_metrics (SciPy, one pass of surface distances) gives the numbers of MONAI's
     compute_hausdorff_distance (95), compute_average_surface_distance (symmetric) and
-    compute_surface_dice, each of which recomputes the distances."""
+    compute_surface_dice; the last offset cuts the test sphere at the array's edge."""
     import torch
     from monai.metrics import (
         compute_average_surface_distance,
@@ -110,7 +112,17 @@ def test_surface_metrics_equal_monais_three_compute_functions(offset_mm: tuple[f
     }
     for key, value in expected.items():
         assert values[key] == pytest.approx(float(value[0, 0]), abs=1e-5), key
-    assert 0.0 < values["surface_dice_2mm"] < 1.0 and values["hd95_mm"] > 2.0
+    assert values["surface_dice_2mm"] < 1.0 and values["hd95_mm"] > 2.0
+
+
+def test_metrics_need_neither_torch_nor_monai() -> None:
+    """The web server shows review metrics without importing torch (seconds of start-up)."""
+    code = ("import sys, numpy as np; from rtdeep.metrics import segment_metrics; "
+            "m = np.zeros((8, 8, 8), bool); m[2:6, 2:6, 2:6] = True; "
+            "assert segment_metrics(m, np.roll(m, 1, 0), (1, 1, 1))['hd95_mm'] == 1.0; "
+            "print(sorted(name for name in ('torch', 'monai') if name in sys.modules))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"
 
 
 def test_identical_masks_are_perfect() -> None:

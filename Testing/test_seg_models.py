@@ -385,6 +385,18 @@ def test_default_model_is_the_best_measured_model_of_the_site(tmp_path: Path) ->
     assert default_model("headneck", tmp_path) == "headneck_atlas"  # nothing measured: the atlas baseline
 
 
+def test_one_floor_rule_counts_missing_dice_and_ignores_organs_without_a_floor():
+    """``organs_below_floor`` is the rule the panel warning, the default model, package, enforce-floors
+    and select all apply: a NaN Dice (organ never found) is below its floor, an organ without a floor
+    never is, and a Dice equal to the floor meets it."""
+    from rtdeep.model_database import organs_below_floor
+    from rtdeep.sites import ORGANS
+
+    floors = {"Heart": ORGANS["Heart"].dice_floor, "Esophagus": ORGANS["Esophagus"].dice_floor}
+    assert organs_below_floor({"Heart": floors["Heart"], "Esophagus": floors["Esophagus"] - 0.001}) == ["Esophagus"]
+    assert organs_below_floor({"Heart": float("nan"), "Unknown_ROI": 0.0}) == ["Heart"]
+
+
 def test_learning_rate_schedule_is_constant_then_cosine_to_five_percent():
     """The decay starts at ``decay_from_iteration`` and ends at 5 % on the last iteration; without it
     the rate is constant; resuming at any iteration gives the same rate (a function of the count)."""

@@ -116,7 +116,7 @@ def _memory_steps(study: Path) -> None:
     app.open_initial_study()
     step("study in the scene")
     app.seg_logic.modelDescriptions(app.state.seg_site)
-    step("model list (imports torch, SimpleITK)")
+    step("model list (models.json; no torch)")
 
     async def segment() -> None:
         app.state.seg_model = default_model(app.state.seg_site)

@@ -42,14 +42,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from rtdeep.bundle_config import INFERENCE_CONFIG_PATH, inference_config
 from rtdeep.errors import BundleError
-from rtdeep.models.registry import build_network
 from rtdeep.sites import Organ, organ_for_label
+
+if TYPE_CHECKING:  # torch is imported where weights are read or written: listing bundles needs none
+    import torch
 
 __all__ = [
     "MANIFEST_NAME",
@@ -283,6 +283,10 @@ def load_bundle(name_or_path: str | os.PathLike[str], device: str = "cpu") -> Lo
     metadata = read_metadata(bundle_dir)
     if "members" in metadata["rtdeep"]:
         return _load_ensemble(bundle_dir, metadata, device)
+    import torch
+
+    from rtdeep.models.registry import build_network
+
     network = build_network(metadata["rtdeep"]["network"])
     weights_path = bundle_dir / WEIGHTS_PATH
     try:
@@ -330,6 +334,8 @@ def _load_ensemble(bundle_dir: Path, metadata: dict[str, Any], device: str) -> L
                 [(value, organ.name) for value, organ in labels.items()]:
             raise BundleError(f"member '{name}' has other labels than the ensemble", path=metadata_path)
         members.append(member)
+    import torch
+
     network = torch.nn.ModuleList([member.network for member in members]).eval()
     return LoadedBundle(path=bundle_dir, metadata=metadata, network=network, device=device, labels=labels,
                         members=tuple(members))
@@ -400,6 +406,10 @@ def write_bundle(
     spec = metadata.get("rtdeep", {}).get("network") if isinstance(metadata.get("rtdeep"), dict) else None
     if not isinstance(spec, dict):
         raise BundleError("metadata needs rtdeep.network {name, kwargs} to rebuild the module", path=out_dir)
+    import torch
+
+    from rtdeep.models.registry import build_network
+
     rebuilt = build_network(spec)
     state = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
     try:

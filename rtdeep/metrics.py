@@ -1,9 +1,10 @@
 """Segmentation agreement metrics: Dice, HD95, mean surface distance, surface Dice, volumes.
 
-One pinned implementation (MONAI's surface distances, computed once per organ) gives every
-number, so the CLI, the Slicer module and the benchmarks agree. Masks are bool arrays ``[k, j, i]``
-on one grid; spacing is given in rtdeep's usual (i, j, k) order and reversed here, because MONAI
-takes it in array-axis order.
+One implementation (surface distances computed once per organ, with MONAI's definitions: a test
+holds it to MONAI's compute functions) gives every number, so the CLI, the Slicer module, the web
+page and the benchmarks agree. It needs NumPy and SciPy only, not torch: the web server shows
+metrics without importing it. Masks are bool arrays ``[k, j, i]`` on one grid; spacing is given in
+rtdeep's usual (i, j, k) order and reversed here to array-axis order.
 
 Empty masks never raise. The conventions (also in the CSV written by ``rtdeep compare``):
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,8 +58,8 @@ def dice_coefficient(reference: np.ndarray, test: np.ndarray) -> float:
 def _crop_to_union(reference: np.ndarray, test: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Crop both masks to their union's bounding box plus ``margin`` voxels (clipped at the array edge).
 
-    MONAI crops the same way internally (margin 1, zero padding beyond the edge), so the metrics do
-    not change; cropping first keeps the tensors it builds small for a full-size CT.
+    The metrics do not change (MONAI crops the same way, margin 1); the erosion and the surface
+    search then work on the organ's box, not the whole CT.
     """
     union = reference | test
     slices = []
@@ -69,6 +69,30 @@ def _crop_to_union(reference: np.ndarray, test: np.ndarray, margin: int = 2) -> 
         slices.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + margin + 1, union.shape[axis])))
     region = tuple(slices)
     return reference[region], test[region]
+
+
+def _surface_voxels(mask: np.ndarray) -> np.ndarray:
+    """Coordinates ``[n, 3]`` (array order) of the mask's surface voxels: those that a 6-connected
+    erosion removes (voxels at the array's edge count as surface)."""
+    from scipy import ndimage
+
+    return np.argwhere(mask & ~ndimage.binary_erosion(mask, border_value=0)).astype(np.float64)
+
+
+def _surface_distances(a: np.ndarray, b: np.ndarray, spacing_kji: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distances (mm) from each surface voxel of ``a`` to the nearest surface voxel of ``b``, and back.
+
+    The definition of MONAI's ``get_edge_surface_distance`` (edges by 6-connected erosion, exact
+    Euclidean nearest-neighbour distances in mm, float32; a test holds the two to 1e-5): computed
+    here with SciPy, so that review metrics need neither torch nor MONAI.
+    """
+    from scipy.spatial import cKDTree
+
+    scale = np.asarray(spacing_kji, dtype=np.float64)
+    surface_a, surface_b = _surface_voxels(a) * scale, _surface_voxels(b) * scale
+    a_to_b = cKDTree(surface_b, leafsize=32).query(surface_a, k=1)[0].astype(np.float32)
+    b_to_a = cKDTree(surface_a, leafsize=32).query(surface_b, k=1)[0].astype(np.float32)
+    return a_to_b, b_to_a
 
 
 def segment_metrics(
@@ -92,9 +116,6 @@ def segment_metrics(
         tolerance), ``volume_ref_cc`` and ``volume_test_cc`` (cm^3). See the module docstring for
         empty masks.
     """
-    import torch
-    from monai.metrics.utils import get_edge_surface_distance
-
     reference = np.asarray(reference, dtype=bool)
     test = np.asarray(test, dtype=bool)
     if reference.shape != test.shape or reference.ndim != 3:
@@ -119,25 +140,11 @@ def segment_metrics(
 
     reference, test = _crop_to_union(reference, test)
     result["dice"] = dice_coefficient(reference, test)
-    # MONAI's surface distances (edges, then a Euclidean distance transform in array-axis order
-    # (k, j, i)), once in each direction; HD95, mean surface distance and surface Dice are the
-    # reductions MONAI's compute_hausdorff_distance (percentile 95), compute_average_surface_distance
-    # (symmetric) and compute_surface_dice apply to these same distances, which they would each
-    # recompute
-    spacing_kji = [float(s) for s in spacing_ijk[::-1]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, (test_to_reference, reference_to_test), _ = get_edge_surface_distance(
-            torch.from_numpy(np.ascontiguousarray(test)),
-            torch.from_numpy(np.ascontiguousarray(reference)),
-            distance_metric="euclidean",
-            spacing=spacing_kji,
-            symmetric=True,
-        )
-    both = torch.cat([test_to_reference, reference_to_test])
-    result["hd95_mm"] = float(max(torch.quantile(d, 0.95) for d in (test_to_reference, reference_to_test)))
+    test_to_reference, reference_to_test = _surface_distances(test, reference, spacing_ijk[::-1])
+    both = np.concatenate([test_to_reference, reference_to_test])
+    result["hd95_mm"] = float(max(np.quantile(d, 0.95) for d in (test_to_reference, reference_to_test)))
     result["msd_mm"] = float(both.mean())
-    result["surface_dice_2mm"] = float((both <= float(tolerance_mm)).sum()) / both.numel()
+    result["surface_dice_2mm"] = float((both <= float(tolerance_mm)).sum()) / both.size
     return result
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from rtdeep.errors import BundleError
 from rtdeep.sites import ORGANS, SITES
 
-__all__ = ["DATABASE_NAME", "WEAK_DICE", "ModelEntry", "default_model", "describe_model", "read_model_database",
-           "weak_organs"]
+__all__ = ["DATABASE_NAME", "WEAK_DICE", "ModelEntry", "default_model", "describe_model", "organs_below_floor",
+           "read_model_database", "weak_organs"]
 
 DATABASE_NAME = "models.json"
 #: an organ below this median held-out Dice makes a model "weak" in the panel
@@ -34,6 +34,14 @@ WEAK_DICE = 0.5
 def weak_organs(heldout_dice: Mapping[str, float]) -> list[str]:
     """Organs whose median held-out Dice is below :data:`WEAK_DICE` (a missing or NaN Dice counts)."""
     return [organ for organ, dice in heldout_dice.items() if not dice >= WEAK_DICE]
+
+
+def organs_below_floor(heldout_dice: Mapping[str, float]) -> list[str]:
+    """Organs whose median held-out Dice is below the organ's floor (``Organ.dice_floor`` in
+    :mod:`rtdeep.sites`, issue 9's floors; a NaN Dice counts). The one floor rule: the model list's
+    warning, the default model, the training's withdrawal and its selection all apply this."""
+    return [organ for organ, dice in heldout_dice.items()
+            if organ in ORGANS and ORGANS[organ].dice_floor is not None and not dice >= ORGANS[organ].dice_floor]
 
 
 @dataclass(frozen=True)
@@ -65,9 +73,8 @@ class ModelEntry:
 
     @property
     def organs_below_floor(self) -> list[str]:
-        """Organs whose median held-out Dice is below the organ's floor in :mod:`rtdeep.sites`."""
-        return [organ for organ, dice in self.heldout_dice.items()
-                if organ in ORGANS and ORGANS[organ].dice_floor is not None and not dice >= ORGANS[organ].dice_floor]
+        """Organs whose median held-out Dice is below the organ's floor (:func:`organs_below_floor`)."""
+        return organs_below_floor(self.heldout_dice)
 
     @property
     def warning(self) -> str:

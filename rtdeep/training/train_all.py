@@ -263,9 +263,11 @@ def _floors_met(heldout: dict) -> bool:
 
 
 def _below_floors(dice_median: dict) -> list[str]:
-    """``"<organ> <median Dice> (floor <floor>)"`` for each organ below its floor (NaN counts)."""
-    return [f"{organ} {dice:.3f} (floor {FLOORS[organ]:.2f})" for organ, dice in dice_median.items()
-            if organ in FLOORS and not dice >= FLOORS[organ]]
+    """``"<organ> <median Dice> (floor <floor>)"`` for each organ below its floor
+    (:func:`rtdeep.model_database.organs_below_floor`: NaN counts)."""
+    from rtdeep.model_database import organs_below_floor
+
+    return [f"{organ} {dice_median[organ]:.3f} (floor {FLOORS[organ]:.2f})" for organ in organs_below_floor(dice_median)]
 
 
 def _withdraw(models_dir: Path, name: str, reason: str, entries: dict, withdrawn: dict) -> None:
@@ -322,14 +324,17 @@ def _heldout_details(site, heldout: dict, command: str = "evaluate") -> str:  # 
              f"{heldout['heldout_phantoms']}; `python -m rtdeep.training.train_all {command} --sites {site.name}`.", "",
              "| organ | Dice median (min-max) | grid ceiling | HD95 mm median | surface Dice 2 mm median | floor | met |",
              "|---|---|---|---|---|---|---|"]
+    from rtdeep.model_database import organs_below_floor
+
     ceiling = heldout.get("grid_ceiling_dice_median", {})
+    below = organs_below_floor(heldout["dice_median"])
     for organ in site.organ_names:
         dice = heldout["dice_median"][organ]
         floor = FLOORS.get(organ)
         limit = f"{ceiling[organ]:.3f}" if organ in ceiling else "-"
         lines.append(f"| {organ} | {dice:.3f} ({heldout['dice_min'][organ]:.3f}-{heldout['dice_max'][organ]:.3f}) | "
                      f"{limit} | {heldout['hd95_mm_median'][organ]:.1f} | {heldout['surface_dice_2mm_median'][organ]:.3f} | "
-                     f"{floor if floor is not None else '-'} | {'yes' if floor is None or dice >= floor else 'NO'} |")
+                     f"{floor if floor is not None else '-'} | {'NO' if organ in below else 'yes'} |")
     verdict = "meets" if _floors_met(heldout) else "does NOT meet"
     lines += ["", ("Grid ceiling: the Dice of a network that reproduces its training labels exactly on this model "
                    "grid (the phantoms' own masks rasterised on it and resampled back; "
@@ -619,6 +624,7 @@ def select(sites: list[str], candidates: list[str], models_dir: Path, threads: i
         {site: {"candidates": {candidate: summary}, "best": candidate, "phantoms": description}}.
     """
     from rtdeep.bundles import load_bundle
+    from rtdeep.model_database import organs_below_floor
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
     from rtdeep.training.model_card import bundle_name
@@ -642,7 +648,7 @@ def select(sites: list[str], candidates: list[str], models_dir: Path, threads: i
                                                                      models_dir))
         summaries = _evaluate_bundles(site, bundles, threads, TRAIN_SEED, SELECTION_INDICES)
         ranked = sorted(summaries, key=lambda c: (
-            sum(1 for o, d in summaries[c]["dice_median"].items() if o in FLOORS and d < FLOORS[o]),
+            len(organs_below_floor(summaries[c]["dice_median"])),
             -float(np.mean(list(summaries[c]["dice_median"].values())))))
         chosen[site.name] = {"phantoms": summaries[ranked[0]]["heldout_phantoms"] if ranked else "",
                              "best": ranked[0] if ranked else None,

@@ -101,12 +101,6 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return "-" if math.isnan(number) else f"{number:.{digits}f}"
 
 
-def _import_metrics() -> None:
-    """Import MONAI's metrics (about a second) with the model list, not at the first review (imported
-    beside the worker instead, it cost the run 1.3 s; here it costs the first frame about 1 s)."""
-    import monai.metrics  # noqa: F401
-
-
 class RtDeepWebApp:
     """The page, its state and its actions over one MRML scene.
 
@@ -209,16 +203,15 @@ class RtDeepWebApp:
         """The site's models as the module lists them (bundle database: title, organs with held-out
         Dice, expected time, a warning for weak models), then its atlas baseline.
 
-        Read in a worker thread: listing the bundles imports torch (seconds), which must not delay
-        the first frame; the Run button waits for the list.
+        Read in a worker thread (models.json and the bundles' metadata, no torch: the server never
+        imports it for segmentation, whose network runs in the worker process); the Run button waits
+        for the list.
         """
         site = self.state.seg_site
         loop = asyncio.get_running_loop()
 
         def list_models() -> tuple[list[dict[str, str]], str]:
-            listed = self.seg_logic.modelDescriptions(site), default_model(site)
-            _import_metrics()
-            return listed
+            return self.seg_logic.modelDescriptions(site), default_model(site)
 
         descriptions, default = await loop.run_in_executor(None, list_models)
         with self.state:
