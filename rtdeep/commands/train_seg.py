@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--site", required=True, choices=list(SITES), help="treatment site (organ set)")
     parser.add_argument("--arch", required=True, choices=list(ARCHITECTURES),
                         help="network: 3D or 2.5D U-Net, or the same as a pix2pix-style GAN generator; "
-                             "unet25d_fine, gan25d_fine: the 2.5D U-Net or GAN on a 1.25 mm in-plane grid")
+                             "*_fine: the same network on a 1.25 mm in-plane grid")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", type=Path, help="cohort folder with manifest.csv (e.g. from `rtdeep phantom`)")
     source.add_argument("--phantoms", type=int, metavar="N",
