@@ -40,17 +40,15 @@ from typing import Any
 
 import numpy as np
 
+from rtdeep.models.architectures import ARCHITECTURES
+
 CEILING = "grid ceiling"
 #: phantom seed of the held-out patients (training uses --phantom-seed 0 by default; atlases 880001)
 HELD_OUT_SEED = 990_001
+#: the columns: the atlas, every architecture (rtdeep.models.architectures), the site's ensemble
 METHODS = {
     "atlas": "atlas (multi-atlas, majority vote)",
-    "unet3d": "3D U-Net",
-    "gan3d": "3D GAN",
-    "unet25d": "2.5D U-Net",
-    "gan25d": "2.5D GAN",
-    "unet25d_fine": "2.5D U-Net, 1.25 mm grid",
-    "gan25d_fine": "2.5D GAN, 1.25 mm grid",
+    **{name: arch.title for name, arch in ARCHITECTURES.items()},
     "ensemble": "ensemble (mean probabilities of its member bundles)",
 }
 
