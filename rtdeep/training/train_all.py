@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rtdeep.model_database import organs_below_floor
 from rtdeep.sites import ORGANS
 
 __all__ = ["HELDOUT_INDICES", "HELDOUT_SEED", "TRAIN_INDICES", "TRAIN_SEED", "VAL_INDICES", "main"]
@@ -265,8 +266,6 @@ def _floors_met(heldout: dict) -> bool:
 def _below_floors(dice_median: dict) -> list[str]:
     """``"<organ> <median Dice> (floor <floor>)"`` for each organ below its floor
     (:func:`rtdeep.model_database.organs_below_floor`: NaN counts)."""
-    from rtdeep.model_database import organs_below_floor
-
     return [f"{organ} {dice_median[organ]:.3f} (floor {FLOORS[organ]:.2f})" for organ in organs_below_floor(dice_median)]
 
 
@@ -324,8 +323,6 @@ def _heldout_details(site, heldout: dict, command: str = "evaluate") -> str:  # 
              f"{heldout['heldout_phantoms']}; `python -m rtdeep.training.train_all {command} --sites {site.name}`.", "",
              "| organ | Dice median (min-max) | grid ceiling | HD95 mm median | surface Dice 2 mm median | floor | met |",
              "|---|---|---|---|---|---|---|"]
-    from rtdeep.model_database import organs_below_floor
-
     ceiling = heldout.get("grid_ceiling_dice_median", {})
     below = organs_below_floor(heldout["dice_median"])
     for organ in site.organ_names:
@@ -624,7 +621,6 @@ def select(sites: list[str], candidates: list[str], models_dir: Path, threads: i
         {site: {"candidates": {candidate: summary}, "best": candidate, "phantoms": description}}.
     """
     from rtdeep.bundles import load_bundle
-    from rtdeep.model_database import organs_below_floor
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
     from rtdeep.training.model_card import bundle_name

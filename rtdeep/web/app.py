@@ -209,11 +209,9 @@ class RtDeepWebApp:
         """
         site = self.state.seg_site
         loop = asyncio.get_running_loop()
-
-        def list_models() -> tuple[list[dict[str, str]], str]:
-            return self.seg_logic.modelDescriptions(site), default_model(site)
-
-        descriptions, default = await loop.run_in_executor(None, list_models)
+        descriptions, default = await loop.run_in_executor(
+            None, lambda: (self.seg_logic.modelDescriptions(site), default_model(site))
+        )
         with self.state:
             self._model_notes = {item["name"]: (item["tooltip"], item["warning"]) for item in descriptions}
             self.state.seg_models = [{"title": item["title"], "value": item["name"]} for item in descriptions]
