@@ -64,14 +64,14 @@ def test_networks_draw_boundaries_from_full_resolution_features(arch_name: str) 
     network = build_network(arch.network_spec(SITES["headneck"])).eval()
     first_conv = next(m for m in network.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d))
     assert set(first_conv.stride) == {1}  # the first features are on the model grid itself
-    halvings = sum(1 for stride in arch.strides if stride == 2)
+    halvings = sum(1 for stride in arch.strides if stride != 1)
     assert arch.size_divisor == 2**halvings
     size = (2 * arch.size_divisor,) * arch.spatial_dims
     with torch.no_grad():
         out = network(torch.zeros(1, arch.context_slices, *size))
     assert out.shape == (1, SITES["headneck"].n_classes, *size)
     strided = dataclasses.replace(arch, full_resolution_level=False)
-    assert strided.strides == [2] * (len(arch.channels) - 1) and strided.size_divisor == 2 * arch.size_divisor
+    assert 1 not in strided.strides and strided.size_divisor == 2 * arch.size_divisor
 
 
 def test_an_architecture_with_its_own_grid_trains_and_segments_on_it(tmp_path: Path) -> None:
@@ -409,3 +409,24 @@ def test_learning_rate_schedule_is_constant_then_cosine_to_five_percent():
     assert 0.05e-3 < middle < 1e-3 and abs(middle - 0.525e-3) < 1e-9
     assert abs(learning_rate_at(config, 1e-3, 1400) - 0.05e-3) < 1e-12
     assert learning_rate_at(TrainConfig(site="thorax", arch="unet25d"), 1e-3, 999) == 1e-3
+
+
+def test_fine_grid_3d_network_sees_as_many_mm_in_plane_as_the_2_5_mm_one() -> None:
+    """Moved to the 1.25 mm grid with the 2.5 mm network's levels, the 3D U-Net's receptive field
+    shrank to half the millimetres (81 against 162 mm) and it missed the submandibular glands; the
+    extra in-plane-only level restores the field without halving the 3 mm slices early."""
+    from rtdeep.models.registry import receptive_field
+
+    site = SITES["headneck"]
+    coarse, fine = ARCHITECTURES["unet3d"], ARCHITECTURES["unet3d_fine"]
+    coarse_mm = receptive_field(coarse.network_spec(site), (16, 80, 80))[-1] * coarse.model_site(site).spacing_mm[0]
+    fine_field = receptive_field(fine.network_spec(site), (16, 160, 160))
+    fine_mm = fine_field[-1] * fine.model_site(site).spacing_mm[0]
+    assert fine_field[-2] == fine_field[-1] and abs(fine_mm - coarse_mm) <= coarse.model_site(site).spacing_mm[0]
+    first_design = dataclasses.replace(fine, channels=coarse.channels, in_plane_first_halving=False)
+    assert receptive_field(first_design.network_spec(site), (16, 160, 160))[-1] * 1.25 < 0.6 * coarse_mm
+    assert fine.strides[1] == (1, 2, 2)  # slices kept at the first halving
+    network = build_network(fine.network_spec(site)).eval()
+    with torch.no_grad():
+        out = network(torch.zeros(1, 1, *fine.patch_size))
+    assert out.shape == (1, site.n_classes, *fine.patch_size)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_network", "register_network", "registered_networks"]
+__all__ = ["build_network", "receptive_field", "register_network", "registered_networks"]
 
 
 def __getattr__(name: str) -> Any:

@@ -42,6 +42,10 @@ class ArchSpec:
             (``Site.spacing_mm``; the slice spacing stays the site's): small organs a few model voxels
             across (esophagus, cord, salivary glands) get their boundaries from finer voxels, at
             about (site / this)^2 times the compute per slice. None: the site's grid.
+        in_plane_first_halving: 3D on an anisotropic grid only: the first strided level halves rows
+            and columns but not slices (1.25 x 1.25 x 3 mm features become 2.5 x 2.5 x 3 mm), and
+            every later level halves all three, as nnU-Net plans anisotropic grids. With one more
+            level than the 2.5 mm network, the receptive field in mm stays what it is there.
     """
 
     name: str
@@ -58,6 +62,7 @@ class ArchSpec:
     critic_layers: int = 3
     full_resolution_level: bool = True
     in_plane_mm: float | None = None
+    in_plane_first_halving: bool = False
 
     def model_site(self, site: Site) -> Site:
         """``site`` on this architecture's model grid (what training, metadata and cards read)."""
@@ -70,15 +75,21 @@ class ArchSpec:
         return self.adversarial_weight > 0
 
     @property
-    def strides(self) -> list[int]:
-        """MONAI ``UNet`` strides between levels: 1 for a full-resolution first level, then 2."""
-        halvings = [2] * (len(self.channels) - 1)
-        return [1, *halvings[1:]] if self.full_resolution_level else halvings
+    def strides(self) -> list[int | tuple[int, ...]]:
+        """MONAI ``UNet`` strides between levels: 1 for a full-resolution first level, then 2 (or
+        (1, 2, 2), slices kept, for the first strided level with ``in_plane_first_halving``)."""
+        halvings: list[int | tuple[int, ...]] = [2] * (len(self.channels) - 1)
+        strides = [1, *halvings[1:]] if self.full_resolution_level else halvings
+        if self.in_plane_first_halving:
+            first = strides.index(2)
+            strides[first] = (1, 2, 2)
+        return strides
 
     @property
     def size_divisor(self) -> int:
-        """Input sizes must be multiples of this (one halving per strided level)."""
-        return 2 ** sum(1 for stride in self.strides if stride == 2)
+        """Input sizes must be multiples of this: 2 to the number of strided levels (in-plane, where
+        slices are halved once less, a multiple of it is a multiple of theirs too)."""
+        return 2 ** sum(1 for stride in self.strides if stride != 1)
 
     def network_spec(self, site: Site) -> dict[str, Any]:
         """The ``{"name", "kwargs"}`` that rebuilds the generator (stored in bundle metadata)."""
@@ -114,6 +125,8 @@ class ArchSpec:
 # receptive field as the strided designs these replace, with full-resolution boundaries
 _UNET3D_CHANNELS = (8, 16, 32, 64, 128)
 _UNET25D_CHANNELS = (8, 16, 32, 64, 128, 256)
+# the fine-grid 3D networks: one level more than at 2.5 mm, its halving in-plane only
+_UNET3D_FINE_CHANNELS = (8, 16, 32, 64, 128, 256)
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     "unet3d": ArchSpec("unet3d", "3D U-Net", 3, (32, 64, 64), 2, _UNET3D_CHANNELS),
@@ -141,13 +154,17 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     ),
     # the 3D U-Net and GAN on the same 1.25 mm grid, so that all four networks of the talk's table
     # can be compared where the grid no longer caps the small organs; 24 x 96 x 96 patches (72 x 120
-    # x 120 mm) cost about what 32 x 64 x 64 did at 2.5 mm per iteration (1.2 vs 0.9 s, one thread)
+    # x 120 mm). One more level than at 2.5 mm, halving rows and columns first: with the 2.5 mm
+    # design's levels the receptive field was 65 voxels in-plane, 81 mm at 1.25 mm against 162 mm
+    # for every other network (bench/bench_receptive_field.py), and the first such network missed
+    # the submandibular glands by 0.06-0.11 against its 2.5 mm twin
     "unet3d_fine": ArchSpec(
-        "unet3d_fine", "3D U-Net, 1.25 mm grid", 3, (24, 96, 96), 2, _UNET3D_CHANNELS, in_plane_mm=1.25,
+        "unet3d_fine", "3D U-Net, 1.25 mm grid", 3, (24, 96, 96), 2, _UNET3D_FINE_CHANNELS, in_plane_mm=1.25,
+        in_plane_first_halving=True,
     ),
     "gan3d_fine": ArchSpec(
-        "gan3d_fine", "3D GAN, 1.25 mm grid", 3, (24, 96, 96), 2, _UNET3D_CHANNELS,
-        adversarial_weight=0.05, in_plane_mm=1.25,
+        "gan3d_fine", "3D GAN, 1.25 mm grid", 3, (24, 96, 96), 2, _UNET3D_FINE_CHANNELS,
+        adversarial_weight=0.05, in_plane_mm=1.25, in_plane_first_halving=True,
     ),
 }
 

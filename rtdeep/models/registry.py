@@ -16,7 +16,7 @@ import torch
 
 from rtdeep.errors import BundleError
 
-__all__ = ["TRUSTED_PACKAGES", "build_network", "register_network", "registered_networks"]
+__all__ = ["TRUSTED_PACKAGES", "build_network", "receptive_field", "register_network", "registered_networks"]
 
 #: packages a dotted network name may come from (a bundle must not import arbitrary code)
 TRUSTED_PACKAGES = ("rtdeep", "monai")
@@ -86,3 +86,27 @@ def build_network(spec: Mapping[str, Any]) -> torch.nn.Module:
         return builder(**kwargs)
     except TypeError as error:
         raise BundleError(f"network '{name}' rejected its kwargs {kwargs}: {error}") from error
+
+
+def receptive_field(spec: Mapping[str, Any], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Receptive field of a MONAI ``UNet`` spec in voxels per axis: the extent of the input that the
+    output voxel at the centre of an input of ``shape`` depends on.
+
+    Measured, not derived from the layer list: the gradient of that output with respect to a random
+    input is nonzero exactly inside it. The network is rebuilt with batch norm in eval mode, whose
+    fixed statistics keep each output local (instance norm, the networks' own, couples every voxel
+    of a patch through its mean). ``shape`` must be larger than the field on every axis to measure
+    it (an axis that fills ``shape`` is cut at it). Strided levels make the field depend on where
+    the centre sits on their grids: it is widest where ``shape // 2`` is a multiple of every
+    level's total stride.
+    """
+    kwargs = dict(spec.get("kwargs") or {}) | {"norm": "BATCH"}
+    network = build_network({"name": spec["name"], "kwargs": kwargs}).eval()
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(1, int(kwargs.get("in_channels", 1)), *shape, generator=generator, requires_grad=True)
+    centre = tuple(size // 2 for size in shape)
+    network(inputs)[(0, 0, *centre)].backward()
+    assert inputs.grad is not None
+    reached = inputs.grad[0].abs().sum(dim=0) > 0
+    axes = range(len(shape))
+    return tuple(int(reached.any(dim=tuple(other for other in axes if other != axis)).sum()) for axis in axes)
