@@ -54,7 +54,8 @@ def test_write_then_load_gives_the_same_network(small_bundle: Path) -> None:
     assert bundle.spacing_mm == site.spacing_mm
     probe = torch.rand(1, 1, 16, 16, 16)
     with torch.no_grad():
-        assert torch.allclose(original(probe), bundle.network(probe))
+        # equal up to float rounding: load_bundle computes stride-1 transposed convolutions as ordinary ones
+        assert torch.allclose(original(probe), bundle.network(probe), atol=1e-5)
     manifest = json.loads((small_bundle / MANIFEST_NAME).read_text())
     assert set(manifest) == {"configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md"}
 

