@@ -22,6 +22,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rtdeep.models.architectures import DEFAULT_INFERENCE_WINDOW
+
 __all__ = ["INFERENCE_CONFIG_PATH", "add_inference_config", "inference_config"]
 
 INFERENCE_CONFIG_PATH = "configs/inference.json"
@@ -72,7 +74,7 @@ def inference_config(metadata: dict[str, Any]) -> dict[str, Any]:
             "_target_": "rtdeep.inference.predict.ModelGridInferer",
             "spatial_dims": int(settings["spatial_dims"]),
             "context_slices": int(settings.get("context_slices", 1)),
-            "roi_size": [int(r) for r in settings.get("roi_size", (64, 128, 128))],
+            "roi_size": [int(r) for r in settings.get("roi_size", DEFAULT_INFERENCE_WINDOW)],
             "overlap": float(settings.get("overlap", 0.25)),
             "slice_batch": int(settings.get("slice_batch", 16)),
             "size_divisor": int(settings.get("size_divisor", 16)),

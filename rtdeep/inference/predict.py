@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from rtdeep.models.architectures import DEFAULT_INFERENCE_WINDOW
 from rtdeep.progress import ProgressCallback
 
 __all__ = ["ModelGridInferer", "predict_probabilities", "slice_stack"]
@@ -33,7 +34,7 @@ def predict_probabilities(
     *,
     spatial_dims: int,
     context_slices: int = 1,
-    roi_size: Sequence[int] = (64, 128, 128),
+    roi_size: Sequence[int] = DEFAULT_INFERENCE_WINDOW,
     overlap: float = 0.25,
     slice_batch: int = 16,
     size_divisor: int = 16,
@@ -125,7 +126,7 @@ class ModelGridInferer:
             :func:`predict_probabilities` (a bundle's ``rtdeep.inference`` metadata).
     """
 
-    def __init__(self, spatial_dims: int, context_slices: int = 1, roi_size: Sequence[int] = (64, 128, 128),
+    def __init__(self, spatial_dims: int, context_slices: int = 1, roi_size: Sequence[int] = DEFAULT_INFERENCE_WINDOW,
                  overlap: float = 0.25, slice_batch: int = 16, size_divisor: int = 16) -> None:
         self.settings = {"spatial_dims": int(spatial_dims), "context_slices": int(context_slices),
                          "roi_size": tuple(int(r) for r in roi_size), "overlap": float(overlap),

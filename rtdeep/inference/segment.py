@@ -27,6 +27,7 @@ from rtdeep.errors import BundleError
 from rtdeep.inference.postprocess import clean_organ_mask
 from rtdeep.inference.predict import predict_probabilities
 from rtdeep.inference.preprocess import body_box, crop_volume, rows_columns_box, window_hu
+from rtdeep.models.architectures import DEFAULT_INFERENCE_WINDOW
 from rtdeep.progress import ProgressCallback, report_progress, scaled_progress
 from rtdeep.resample import resample_box_to_grid, resample_to_spacing, sample_on_grid
 from rtdeep.volume import Volume
@@ -80,7 +81,7 @@ def predict_model_grid(
             window_hu(member_image if box is None else member_image[box], bundle.config["intensity_window"]),
             spatial_dims=int(settings["spatial_dims"]),
             context_slices=int(settings.get("context_slices", 1)),
-            roi_size=settings.get("roi_size", (64, 128, 128)),
+            roi_size=settings.get("roi_size", DEFAULT_INFERENCE_WINDOW),
             overlap=float(settings.get("overlap", 0.25)),
             slice_batch=int(settings.get("slice_batch", 16)),
             size_divisor=int(settings.get("size_divisor", 16)),

@@ -13,7 +13,11 @@ from typing import Any
 from rtdeep.errors import RtDeepError
 from rtdeep.sites import Site
 
-__all__ = ["ARCHITECTURES", "ArchSpec", "get_arch"]
+__all__ = ["ARCHITECTURES", "DEFAULT_INFERENCE_WINDOW", "ArchSpec", "get_arch"]
+
+#: the 3D sliding window ``(k, j, i)`` in model voxels of an architecture that sets none (and of a
+#: bundle whose metadata names none)
+DEFAULT_INFERENCE_WINDOW = (64, 128, 128)
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,7 @@ class ArchSpec:
     full_resolution_level: bool = True
     in_plane_mm: float | None = None
     in_plane_first_halving: bool = False
-    inference_window: tuple[int, int, int] = (64, 128, 128)
+    inference_window: tuple[int, int, int] = DEFAULT_INFERENCE_WINDOW
 
     def model_site(self, site: Site) -> Site:
         """``site`` on this architecture's model grid (what training, metadata and cards read)."""
@@ -132,7 +136,7 @@ class ArchSpec:
 _UNET3D_CHANNELS = (8, 16, 32, 64, 128)
 _UNET25D_CHANNELS = (8, 16, 32, 64, 128, 256)
 # the fine-grid 3D networks: one level more than at 2.5 mm, its halving in-plane only
-_UNET3D_FINE_CHANNELS = (8, 16, 32, 64, 128, 256)
+_UNET3D_FINE_CHANNELS = (*_UNET3D_CHANNELS, 256)
 
 ARCHITECTURES: dict[str, ArchSpec] = {
     "unet3d": ArchSpec("unet3d", "3D U-Net", 3, (32, 64, 64), 2, _UNET3D_CHANNELS),
