@@ -306,6 +306,13 @@ def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Pa
 
     # remeasure: the kept bundle's card, metadata and database entry take the new measurement,
     # the card says what changed and what it was before, and the bundle still verifies
+    # a section written by hand on the card (a design history) survives both rewrites of the card
+    from rtdeep.bundles import write_manifest
+
+    card_path = models / "headneck_unet25d" / "docs" / "README.md"
+    by_hand = "## Design, and what it replaced\n- written by hand, not by package.\n"
+    card_path.write_text(card_path.read_text() + "\n" + by_hand)
+    write_manifest(models / "headneck_unet25d")
     remeasured = {o: 0.95 for o in organs}
     shipped_json = json.loads((work / "headneck_unet25d" / "heldout.json").read_text())
     shipped_json.update(dice_median=remeasured, dice_min=remeasured, dice_max=remeasured)
@@ -320,6 +327,12 @@ def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Pa
     entry = json.loads((models / "models.json").read_text())["models"][0]
     assert entry["heldout_dice_median"] == remeasured and entry["floors_met"] is True
     assert load_bundle(models / "headneck_unet25d").config["heldout_dice_median"] == remeasured
+    assert card.count(by_hand) == 1 and card.endswith(by_hand)
+    assert card.index("Re-measured with the same weights") < card.index(by_hand)
+    train_all.package(["headneck"], ["unet25d"], models, None)  # retrained: a new card, the hand section kept
+    card = card_path.read_text()
+    assert card.count(by_hand) == 1 and card.count("## Held-out detail") == 1
+    assert load_bundle(models / "headneck_unet25d").config["heldout_dice_median"] == {o: 0.9 for o in organs}
 
 
 def test_enforce_floors_withdraws_shipped_models_below_a_floor_and_keeps_ensembles_whole(tmp_path: Path) -> None:

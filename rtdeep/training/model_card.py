@@ -182,10 +182,13 @@ def model_card(
         f"- Architecture: {arch.title}; generator MONAI `UNet` channels {list(arch.channels)}, strides "
         f"{arch.strides} ("
         + ("first level at the model grid's full resolution, " if arch.full_resolution_level else "every level strided, ")
+        + ("the first strided level halving rows and columns only, " if arch.in_plane_first_halving else "")
         + "one residual unit per level), "
         f"{arch.spatial_dims}D convolutions, {arch.context_slices} input channel(s)"
         + (" (adjacent axial slices, centre slice predicted)" if arch.spatial_dims == 2 else "") + ".",
     ]
+    if arch.spatial_dims == 3:
+        lines.append(f"- Inference: sliding window {list(arch.inference_window)} model voxels (k, j, i), 25 % overlap.")
     if arch.is_gan:
         lines.append(
             f"- GAN: PatchGAN critic on (image, class probabilities) pairs; generator loss Dice + "

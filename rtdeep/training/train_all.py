@@ -353,6 +353,23 @@ def _heldout_description(heldout: dict) -> str:
 _OLD_OUTPUT_STEP = "  each organ keeps its largest connected component with holes filled."
 
 
+#: the card headings ``package`` and ``remeasure_shipped`` write; any other ``## `` section of a card
+#: was written by hand (a design history, say) and survives a rewrite of the card
+GENERATED_CARD_HEADINGS = ("## Model", "## Training", "## Held-out accuracy (measured)",
+                           "## Speed and memory (measured)", "## Held-out detail (measured)")
+
+
+def _split_card(card: str) -> tuple[str, str]:
+    """A model card as its generated part and the sections written by hand: those whose heading is
+    not in :data:`GENERATED_CARD_HEADINGS`, each from its heading to the next, in their order."""
+    generated, written = [], []
+    for i, section in enumerate(card.split("\n## ")):
+        heading = "## " + section.split("\n", 1)[0]
+        target = generated if i == 0 or heading in GENERATED_CARD_HEADINGS else written
+        target.append(section if i == 0 else "## " + section)
+    return "\n".join(generated), "".join("\n" + s.rstrip("\n") + "\n" for s in written)
+
+
 def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note: str) -> None:
     """For bundles kept as they are (same weights) after a change of the pipeline around them: their
     card and ``models.json`` get the numbers of ``evaluate --shipped`` (``heldout_shipped.json``),
@@ -379,14 +396,15 @@ def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note
             heldout, before = json.loads(measured.read_text()), metadata["rtdeep"].get("heldout_dice_median", {})
             old_card = card_path.read_text().replace(_OLD_OUTPUT_STEP, OUTPUT_STEP)
             head, rest = old_card.split("## Held-out accuracy (measured)\n", 1)
-            speed = rest[rest.index("## Speed and memory (measured)"):].split("\n## Held-out detail", 1)[0].rstrip("\n")
+            speed = rest[rest.index("## Speed and memory (measured)"):].split("\n## ", 1)[0].rstrip("\n")
             table = held_out_section(heldout["dice_median"], _heldout_description(heldout))
-            history = [line for line in old_card.splitlines()  # what replaced what, earlier re-measurements
+            generated, written = _split_card(old_card)
+            history = [line for line in generated.splitlines()  # what replaced what, earlier re-measurements
                        if line.startswith(("The bundle this one replaced", "Re-measured with the same weights"))]
             card = (head + "## Held-out accuracy (measured)\n" + "\n".join(table) + "\n\n" + speed + "\n"
                     + _heldout_details(site, heldout) + "".join(f"\n{line}\n" for line in history)
                     + f"\nRe-measured with the same weights ({time.strftime('%Y-%m-%d')}): {note} Before: Dice "
-                    + ", ".join(f"{o} {d:.3f}" for o, d in before.items()) + ".\n")
+                    + ", ".join(f"{o} {d:.3f}" for o, d in before.items()) + ".\n" + written)
             metadata["rtdeep"]["heldout_dice_median"] = heldout["dice_median"]
             for path, text in ((card_path, card), (metadata_path, json.dumps(metadata, indent=2) + "\n")):
                 path.with_suffix(".tmp").write_text(text)
@@ -523,6 +541,9 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                 card += ("\nThe bundle this one replaced, on the same held-out phantoms (`evaluate --shipped` before "
                          "packaging): Dice " + ", ".join(f"{o} {d:.3f}" for o, d in before["dice_median"].items())
                          + f"; {len(before['plausibility_findings'])} plausibility findings.\n")
+            old_card = models_dir / name / "docs" / "README.md"
+            if old_card.is_file():  # a retrained bundle keeps what was written by hand on the one it replaces
+                card += _split_card(old_card.read_text())[1]
             network = build_network(arch.network_spec(site))
             network.load_state_dict(torch.load(work / "best_model.pt", weights_only=True))
             write_bundle(models_dir / name, network, metadata, card, overwrite=True)
