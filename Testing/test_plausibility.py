@@ -127,3 +127,23 @@ def test_segment_prints_each_finding_keeps_every_organ_and_writes_json(tmp_path,
     assert main(["segment", str(folder / "CT"), "--model", "thorax_unet25d", "--out", str(tmp_path / "out2"),
                  "--json", str(report_path)]) == 2
     assert not (tmp_path / "out2").exists()
+
+
+def test_organ_centre_is_the_mean_voxel_position(thorax):
+    """The centre the position and laterality checks use (from per-axis voxel counts) is the mean of
+    the organ's voxel positions in LPS mm, on the phantom's grid and on a flipped one."""
+    from rtdeep.plausibility import _centroid_lps
+    from rtdeep.volume import Volume
+
+    for roi in thorax.rois:
+        mask = np.asarray(roi.mask, bool)
+        if not mask.any():
+            continue
+        kk, jj, ii = np.nonzero(mask)
+        expected = thorax.ct.index_to_lps(np.array([ii.mean(), jj.mean(), kk.mean()]))
+        np.testing.assert_allclose(_centroid_lps(thorax.ct, mask), expected, atol=1e-6)
+    flipped = np.diag([-0.8, 1.1, -3.0, 1.0])
+    ct = Volume(np.zeros((12, 10, 8), np.float32), flipped)
+    mask = np.zeros(ct.shape, bool)
+    mask[5:9, 2, 1:3] = True
+    np.testing.assert_allclose(_centroid_lps(ct, mask), ct.index_to_lps(np.array([1.5, 2.0, 6.5])))
