@@ -317,8 +317,14 @@ def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Pa
     shipped_json = json.loads((work / "headneck_unet25d" / "heldout.json").read_text())
     shipped_json.update(dice_median=remeasured, dice_min=remeasured, dice_max=remeasured)
     (work / "headneck_unet25d" / "heldout_shipped.json").write_text(json.dumps(shipped_json))
-    train_all.remeasure_shipped(["headneck"], ["gan3d", "unet25d"], models, "boundaries from probabilities.")
+    bench_json = tmp_path / "bench_segment.json"  # the benchmark measured it again too
+    bench_json.write_text(json.dumps({"headneck_unet25d": {"description": "bench", "wall_s_median": 7.25,
+                                                           "peak_rss_mb_median": 900.0}}))
+    train_all.remeasure_shipped(["headneck"], ["gan3d", "unet25d"], models, "boundaries from probabilities.",
+                                bench_json)
     card = (models / "headneck_unet25d" / "docs" / "README.md").read_text()
+    assert "- wall time median s: 7.2" in card and "- peak rss median mb: 900" in card
+    assert card.count("Written on ") == 1
     assert f"| {organs[1]} | 0.950 (0.950-0.950) | 0.937 |" in card
     assert "boundaries from probabilities. Before: Dice " + f"{organs[0]} 0.900" in card
     assert card.count("## Held-out detail") == 1
@@ -326,6 +332,7 @@ def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Pa
     assert card.count(previous) == 1 and card.index(previous) < card.index("Re-measured with the same weights")
     entry = json.loads((models / "models.json").read_text())["models"][0]
     assert entry["heldout_dice_median"] == remeasured and entry["floors_met"] is True
+    assert entry["cpu_seconds_median"] == 7.25
     assert load_bundle(models / "headneck_unet25d").config["heldout_dice_median"] == remeasured
     assert card.count(by_hand) == 1 and card.endswith(by_hand)
     assert card.index("Re-measured with the same weights") < card.index(by_hand)
@@ -467,3 +474,58 @@ def test_loaded_networks_compute_stride_one_transposed_layers_as_convolutions(ar
     again = load_bundle(write_bundle(tmp_path / "again", loaded.network, metadata, "# card\n"))
     assert all(torch.equal(a, b) for a, b in zip(again.network.state_dict().values(),
                                                  built.state_dict().values(), strict=True))
+
+
+class _PointwiseNetwork(torch.nn.Module):
+    """Logits that depend on each voxel alone (a 1x1x1 convolution): any tiling gives the same
+    probabilities, so tissue-box tiling must reproduce the whole-image sliding window exactly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convolution = torch.nn.Conv3d(1, 3, 1)
+        with torch.no_grad():
+            self.convolution.weight.copy_(torch.tensor([-40.0, 10.0, 40.0]).view(3, 1, 1, 1, 1))
+            self.convolution.bias.copy_(torch.tensor([20.0, 0.0, -16.0]))  # air (0): background
+        self.windows = 0
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.windows += batch.shape[0]
+        return self.convolution(batch)
+
+
+def test_3d_windows_cover_each_slab_s_tissue_only_and_change_nothing_there() -> None:
+    """A head above wide shoulders: the head's slabs get narrower boxes (fewer windows), every
+    tissue voxel lies in its slab's box, a slab of air gets none, and a network whose output depends
+    on each voxel alone gives the whole-image sliding window's probabilities."""
+    from rtdeep.inference.predict import TISSUE_MARGIN, predict_probabilities, tissue_slabs
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((40, 96, 160), np.float32)  # [k, j, i], windowed: air 0
+    image[0:14, 20:80, 10:150] = rng.uniform(0.2, 1.0, (14, 60, 140))  # shoulders
+    image[14:30, 30:70, 60:100] = rng.uniform(0.2, 1.0, (16, 40, 40))  # neck and head; slices 30-39 air
+    roi, overlap = (8, 32, 32), 0.25
+    slabs = tissue_slabs(image, 0.0, roi, overlap)
+    assert [slab.start for slab, _ in slabs][:3] == [0, 6, 12] and slabs[-1][0].stop == 40
+    for slab, box in slabs:
+        tissue = image[slab] > 0
+        if not tissue.any():
+            assert box is None
+            continue
+        inside = np.zeros_like(tissue)
+        inside[:, box[1], box[2]] = True
+        assert not (tissue & ~inside).any()  # no tissue outside the box
+        rows = np.flatnonzero(tissue.any(axis=(0, 2)))
+        assert box[1].start == max(rows[0] - TISSUE_MARGIN, 0) or box[1].stop - box[1].start == roi[1]
+        assert all(b.stop - b.start >= w for b, w in zip(box[1:], roi[1:], strict=True))
+    widths = {slab.start: box[2].stop - box[2].start for slab, box in slabs if box is not None}
+    assert widths[18] == 48 < widths[0] == 148  # the head's slab: 40 columns + margins
+    assert any(box is None for _, box in slabs)
+
+    network = _PointwiseNetwork().eval()
+    whole = predict_probabilities(network, image, spatial_dims=3, roi_size=roi, overlap=overlap, size_divisor=8)
+    whole_windows, network.windows = network.windows, 0
+    tiled = predict_probabilities(network, image, spatial_dims=3, roi_size=roi, overlap=overlap, size_divisor=8,
+                                  tissue_level=0.0)
+    assert network.windows < 0.6 * whole_windows
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+    np.testing.assert_allclose(tiled.sum(axis=0), 1.0, atol=1e-5)

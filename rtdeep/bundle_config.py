@@ -35,6 +35,9 @@ def inference_config(metadata: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ValueError: not a segmentation bundle's metadata (no ``rtdeep`` network, spacing, window).
     """
+    # imported here: rtdeep.inference imports rtdeep.bundles, which imports this module
+    from rtdeep.inference.preprocess import BODY_THRESHOLD_HU, tissue_level
+
     config = metadata.get("rtdeep", {})
     if config.get("kind") != "segmentation":
         raise ValueError(f"inference.json is written for segmentation bundles, not '{config.get('kind')}'")
@@ -57,7 +60,7 @@ def inference_config(metadata: dict[str, Any]) -> dict[str, Any]:
                 {"_target_": "LoadImaged", "keys": "image", "image_only": False},
                 {"_target_": "EnsureChannelFirstd", "keys": "image"},
                 {"_target_": "CropForegroundd", "keys": "image", "source_key": "image",
-                 "select_fn": "$lambda hu: hu > -500", "margin": [4, 4, 0], "allow_smaller": True},
+                 "select_fn": f"$lambda hu: hu > {BODY_THRESHOLD_HU:g}", "margin": [4, 4, 0], "allow_smaller": True},
                 {"_target_": "Spacingd", "keys": "image", "pixdim": [float(s) for s in config["spacing_mm"]],
                  "mode": "bilinear"},
                 {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": low_hu, "a_max": high_hu,
@@ -78,6 +81,7 @@ def inference_config(metadata: dict[str, Any]) -> dict[str, Any]:
             "overlap": float(settings.get("overlap", 0.25)),
             "slice_batch": int(settings.get("slice_batch", 16)),
             "size_divisor": int(settings.get("size_divisor", 16)),
+            "tissue_level": tissue_level(config["intensity_window"]),
         },
         "postprocessing": {
             "_target_": "Compose",

@@ -12,13 +12,23 @@ import numpy as np
 
 from rtdeep.volume import Volume
 
-__all__ = ["body_box", "crop_volume", "rows_columns_box", "window_hu"]
+__all__ = ["BODY_THRESHOLD_HU", "body_box", "crop_volume", "rows_columns_box", "tissue_level", "window_hu"]
+
+#: HU above which a voxel is the patient or the couch, not air: where :func:`body_box` crops and
+#: where 3D windows go (:func:`tissue_level`)
+BODY_THRESHOLD_HU = -500.0
 
 
 def window_hu(hu: np.ndarray, window: Sequence[float]) -> np.ndarray:
     """Map HU linearly so ``window[0]`` -> 0 and ``window[1]`` -> 1, clipped; float32."""
     low, high = float(window[0]), float(window[1])
     return np.clip((np.asarray(hu, dtype=np.float32) - low) / (high - low), 0.0, 1.0)
+
+
+def tissue_level(window: Sequence[float]) -> float:
+    """:data:`BODY_THRESHOLD_HU` after :func:`window_hu` with ``window`` (0 when the window starts
+    above it: then every value above the window's floor is tissue)."""
+    return float(window_hu(np.float32(BODY_THRESHOLD_HU), window))
 
 
 def crop_volume(volume: Volume, box_kji: tuple[slice, slice, slice]) -> Volume:
@@ -43,7 +53,7 @@ def rows_columns_box(mask: np.ndarray, margin_rows: int, margin_columns: int) ->
     )
 
 
-def body_box(hu: np.ndarray, threshold_hu: float = -500.0, margin: int = 4) -> tuple[slice, slice, slice]:
+def body_box(hu: np.ndarray, threshold_hu: float = BODY_THRESHOLD_HU, margin: int = 4) -> tuple[slice, slice, slice]:
     """Bounding box ``[k, j, i]`` of voxels above ``threshold_hu`` (the patient and couch), plus a margin.
 
     Rows and columns are cropped; slices are kept whole. Returns the full grid when nothing is above.

@@ -26,7 +26,7 @@ from rtdeep.dicomrt.types import Roi
 from rtdeep.errors import BundleError
 from rtdeep.inference.postprocess import clean_organ_mask
 from rtdeep.inference.predict import predict_probabilities
-from rtdeep.inference.preprocess import body_box, crop_volume, rows_columns_box, window_hu
+from rtdeep.inference.preprocess import body_box, crop_volume, rows_columns_box, tissue_level, window_hu
 from rtdeep.models.architectures import DEFAULT_INFERENCE_WINDOW
 from rtdeep.progress import ProgressCallback, report_progress, scaled_progress
 from rtdeep.resample import resample_box_to_grid, resample_to_spacing, sample_on_grid
@@ -85,6 +85,7 @@ def predict_model_grid(
             overlap=float(settings.get("overlap", 0.25)),
             slice_batch=int(settings.get("slice_batch", 16)),
             size_divisor=int(settings.get("size_divisor", 16)),
+            tissue_level=tissue_level(bundle.config["intensity_window"]),
             device=device,
             progress_callback=scaled_progress(progress_callback, 0.05 + share * index, 0.05 + share * (index + 1)),
         )

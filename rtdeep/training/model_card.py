@@ -161,6 +161,13 @@ def held_out_section(held_out_dice: Mapping[str, float] | None, description: str
             *(f"| {organ} | {_fmt(dice)} |" for organ, dice in held_out_dice.items())]
 
 
+def speed_section(speed: Mapping[str, Any] | None) -> list[str]:
+    """The lines under the card's "Speed and memory (measured)" heading."""
+    if not speed:
+        return ["Not measured for this bundle."]
+    return [f"- {key.replace('_', ' ')}: {value}" for key, value in speed.items()]
+
+
 def model_card(
     site: Site,
     arch: ArchSpec,
@@ -263,10 +270,6 @@ def _measured_sections(held_out_dice: Mapping[str, float] | None, held_out_descr
                        speed: Mapping[str, Any] | None) -> list[str]:
     """The card's held-out accuracy and speed sections and its closing line."""
     lines = ["", "## Held-out accuracy (measured)", *held_out_section(held_out_dice, held_out_description)]
-    lines += ["", "## Speed and memory (measured)"]
-    if speed:
-        lines += [f"- {key.replace('_', ' ')}: {value}" for key, value in speed.items()]
-    else:
-        lines.append("Not measured for this bundle.")
+    lines += ["", "## Speed and memory (measured)", *speed_section(speed)]
     written = f"Written on {platform.system()} {platform.machine()}, torch {torch.__version__}, monai {monai.__version__}."
     return [*lines, "", written, ""]

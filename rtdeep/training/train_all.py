@@ -370,17 +370,20 @@ def _split_card(card: str) -> tuple[str, str]:
     return "\n".join(generated), "".join("\n" + s.rstrip("\n") + "\n" for s in written)
 
 
-def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note: str) -> None:
+def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note: str,
+                      bench_json: Path | None = None) -> None:
     """For bundles kept as they are (same weights) after a change of the pipeline around them: their
     card and ``models.json`` get the numbers of ``evaluate --shipped`` (``heldout_shipped.json``),
-    with ``note`` saying what changed and the numbers before it. Only the card's measured held-out
+    with ``note`` saying what changed and the numbers before it, and the speed ``bench_json``
+    (``bench/bench_segment.py --json``) holds for them, when it holds any. Only the card's measured
     sections are rewritten (and its description of the output step); what it says of the network
     and its training stays as written when the bundle was made."""
     from rtdeep.bundles import write_manifest
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
-    from rtdeep.training.model_card import OUTPUT_STEP, bundle_name, held_out_section
+    from rtdeep.training.model_card import OUTPUT_STEP, bundle_name, held_out_section, speed_section
 
+    bench = json.loads(bench_json.read_text()) if bench_json and bench_json.is_file() else {}
     database_path = models_dir / "models.json"
     database = json.loads(database_path.read_text())
     entries = {entry["name"]: entry for entry in database["models"]}
@@ -397,6 +400,13 @@ def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note
             old_card = card_path.read_text().replace(_OLD_OUTPUT_STEP, OUTPUT_STEP)
             head, rest = old_card.split("## Held-out accuracy (measured)\n", 1)
             speed = rest[rest.index("## Speed and memory (measured)"):].split("\n## ", 1)[0].rstrip("\n")
+            speed_before = ""
+            if name in bench:  # measured again too: the benchmark's lines, the bundle's "Written on" line kept
+                written_on = [line for line in speed.splitlines() if line.startswith("Written on")]
+                speed_before = "".join(f"; {line[2:].replace('median s:', 'median')} s" for line in speed.splitlines()
+                                       if line.startswith("- wall time median s:"))
+                speed = "\n".join(["## Speed and memory (measured)",
+                                   *speed_section(_speed_lines(bench[name], heldout)), "", *written_on])
             table = held_out_section(heldout["dice_median"], _heldout_description(heldout))
             generated, written = _split_card(old_card)
             history = [line for line in generated.splitlines()  # what replaced what, earlier re-measurements
@@ -404,7 +414,7 @@ def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note
             card = (head + "## Held-out accuracy (measured)\n" + "\n".join(table) + "\n\n" + speed + "\n"
                     + _heldout_details(site, heldout) + "".join(f"\n{line}\n" for line in history)
                     + f"\nRe-measured with the same weights ({time.strftime('%Y-%m-%d')}): {note} Before: Dice "
-                    + ", ".join(f"{o} {d:.3f}" for o, d in before.items()) + ".\n" + written)
+                    + ", ".join(f"{o} {d:.3f}" for o, d in before.items()) + speed_before + ".\n" + written)
             metadata["rtdeep"]["heldout_dice_median"] = heldout["dice_median"]
             for path, text in ((card_path, card), (metadata_path, json.dumps(metadata, indent=2) + "\n")):
                 path.with_suffix(".tmp").write_text(text)
@@ -413,6 +423,9 @@ def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note
             if name in entries:
                 entries[name]["heldout_dice_median"] = heldout["dice_median"]
                 entries[name]["floors_met"] = _floors_met(heldout)
+                if name in bench:
+                    entries[name]["cpu_seconds_median"] = bench[name]["wall_s_median"]
+                    entries[name]["peak_rss_mb_median"] = bench[name]["peak_rss_mb_median"]
             _say(f"re-measured {name}")
     database["models"] = [entries[k] for k in sorted(entries)]
     _write_database(database_path, database)
@@ -720,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
             for index in HELDOUT_INDICES:
                 heldout_phantom(site_name, index)
     elif args.stage == "remeasure":
-        remeasure_shipped(args.sites, args.archs, args.models_dir, args.note)
+        remeasure_shipped(args.sites, args.archs, args.models_dir, args.note, args.bench_json)
     elif args.stage == "enforce-floors":
         enforce_floors(args.models_dir)
     elif args.stage == "select":

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from rtdeep.inference.predict import predict_probabilities
+from rtdeep.inference.preprocess import tissue_level
 from rtdeep.models import build_network
 from rtdeep.models.architectures import ArchSpec
 from rtdeep.sites import Site
@@ -102,7 +103,8 @@ def _validate(network: torch.nn.Module, cases: Sequence[SegCase], arch: ArchSpec
     for case in cases:
         probabilities = predict_probabilities(
             network, case.image, spatial_dims=arch.spatial_dims, context_slices=arch.context_slices,
-            roi_size=arch.inference_window, size_divisor=arch.size_divisor, device=device,
+            roi_size=arch.inference_window, size_divisor=arch.size_divisor,
+            tissue_level=tissue_level(site.intensity_window), device=device,
         )
         scores = dice_per_organ(probabilities.argmax(0), case.labels, site.organ_names)
         for (name, score), present in zip(scores.items(), case.present, strict=True):
