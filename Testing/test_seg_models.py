@@ -520,6 +520,9 @@ def test_3d_windows_cover_each_slab_s_tissue_only_and_change_nothing_there() -> 
     widths = {slab.start: box[2].stop - box[2].start for slab, box in slabs if box is not None}
     assert widths[18] == 48 < widths[0] == 148  # the head's slab: 40 columns + margins
     assert any(box is None for _, box in slabs)
+    on_couch = image.copy()  # a couch top's skins, 1 voxel thick and as wide as the image, in every slice
+    on_couch[:, 84, :] = on_couch[:, 88, :] = 0.6
+    assert tissue_slabs(on_couch, 0.0, roi, overlap) == slabs  # thin sheets widen no box, fill no slab of air
 
     network = _PointwiseNetwork().eval()
     whole = predict_probabilities(network, image, spatial_dims=3, roi_size=roi, overlap=overlap, size_divisor=8)

@@ -140,6 +140,8 @@ def _sliding_window_3d(network: torch.nn.Module, image: np.ndarray, roi_size: Se
 
 #: margin (model voxels) around a slab's tissue, in rows and columns, as :func:`body_box` keeps
 TISSUE_MARGIN = 4
+#: radius (model voxels) of the opening that removes thin sheets from a slab's tissue (:func:`tissue_slabs`)
+THIN_STRUCTURE = 2
 
 
 def _slab_slices(n_slices: int, window_slices: int, overlap: float) -> list[slice]:
@@ -157,11 +159,20 @@ def tissue_slabs(image: np.ndarray, tissue_level: float, roi: Sequence[int],
     """Each slab of 3D windows (slices placed as MONAI's sliding window places them along k) and
     the box ``[k, j, i]`` its windows cover: the rows and columns where the slab has tissue (values
     above ``tissue_level``) plus :data:`TISSUE_MARGIN`, widened about their centre to one window
-    where the image allows. The box is None for a slab without tissue."""
+    where the image allows. The box is None for a slab without tissue.
+
+    Structures too thin for a disk of radius :data:`THIN_STRUCTURE` voxels (in the slab's
+    projection) do not count as tissue: a couch top's carbon-fibre skins (1-3 mm over foam) or a thermoplastic mask is
+    as wide as the field of view and would otherwise widen every box to it (and a slab of couch
+    alone, beyond the patient, gets no windows)."""
+    from scipy import ndimage
+
+    disk = np.hypot(*np.mgrid[-THIN_STRUCTURE:THIN_STRUCTURE + 1, -THIN_STRUCTURE:THIN_STRUCTURE + 1]) <= THIN_STRUCTURE
     slabs: list[tuple[slice, tuple[slice, slice, slice] | None]] = []
     for slab in _slab_slices(image.shape[0], roi[0], overlap):
-        tissue = image[slab] > tissue_level
-        rows, columns = np.flatnonzero(tissue.any(axis=(0, 2))), np.flatnonzero(tissue.any(axis=(0, 1)))
+        projection = (image[slab] > tissue_level).any(axis=0)
+        tissue = ndimage.binary_opening(projection, structure=disk)
+        rows, columns = np.flatnonzero(tissue.any(axis=1)), np.flatnonzero(tissue.any(axis=0))
         if rows.size == 0:
             slabs.append((slab, None))
             continue
