@@ -38,8 +38,10 @@ def test_every_segmentation_bundle_ships_the_config_its_writer_writes() -> None:
         load_bundle(path)  # the checksums still verify
 
 
-def test_monai_bundle_run_matches_rtdeep_segmentation(tmp_path: Path) -> None:
-    """``monai.bundle.run`` on a NIfTI CT gives the label map rtdeep's own pipeline gives."""
+@pytest.mark.parametrize("bundle_name", ["thorax_unet25d", "thorax_unet3d"])
+def test_monai_bundle_run_matches_rtdeep_segmentation(bundle_name: str, tmp_path: Path) -> None:
+    """``monai.bundle.run`` on a NIfTI CT gives the label map rtdeep's own pipeline gives (2.5D slice
+    stacks; 3D windows over each slab's tissue)."""
     from monai.bundle import run
 
     from rtdeep.phantom import generate_patient
@@ -54,7 +56,7 @@ def test_monai_bundle_run_matches_rtdeep_segmentation(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     save_nifti(ct, data / "ct.nii.gz")
-    bundle_dir = next(p for p in _network_bundles() if p.name == "thorax_unet25d")
+    bundle_dir = next(p for p in _network_bundles() if p.name == bundle_name)
     run(config_file=str(bundle_dir / INFERENCE_CONFIG_PATH), bundle_root=str(bundle_dir), dataset_dir=str(data),
         output_dir=str(tmp_path / "out"))
     labels = np.asarray(nib.load(str(tmp_path / "out" / "ct_seg.nii.gz")).dataobj).transpose(2, 1, 0)
