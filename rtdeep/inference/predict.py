@@ -54,11 +54,12 @@ def predict_probabilities(
         slice_batch: 2.5D slices per forward pass.
         size_divisor: the network needs spatial sizes divisible by this (2 ** strided levels); the
             input is zero-padded to fit and the output cropped back.
-        tissue_level: 3D only: the windowed value above which a voxel is the patient (or couch).
+        tissue_level: 3D only: the windowed value above which a voxel is tissue (patient, couch).
             Each slab of windows (one window's slices) then covers only the rows and columns where
-            that slab has tissue (:func:`tissue_slabs`); the rest of the slab is background. A head
-            and neck CT's body box is as wide as the shoulders, its head half as wide: 10 windows
-            instead of 18 on the benchmark CT. None: every slab covers the whole image.
+            that slab has tissue thicker than a couch top's skins (:func:`tissue_slabs`); the rest
+            of the slab is background. A head and neck CT's body box is as wide as the shoulders,
+            its head about half as wide: 10 windows instead of 18 on the benchmark CT. None: every
+            slab covers the whole image.
         progress_callback: called with (fraction done 0-1, message).
 
     Returns:
@@ -162,9 +163,9 @@ def tissue_slabs(image: np.ndarray, tissue_level: float, roi: Sequence[int],
     where the image allows. The box is None for a slab without tissue.
 
     Structures too thin for a disk of radius :data:`THIN_STRUCTURE` voxels (in the slab's
-    projection) do not count as tissue: a couch top's carbon-fibre skins (1-3 mm over foam) or a thermoplastic mask is
-    as wide as the field of view and would otherwise widen every box to it (and a slab of couch
-    alone, beyond the patient, gets no windows)."""
+    projection) do not count as tissue: a couch top's carbon-fibre skins (1-3 mm over foam) or a
+    thermoplastic mask is as wide as the field of view and would otherwise widen every box to it
+    (and a slab of couch alone, beyond the patient, gets no windows)."""
     from scipy import ndimage
 
     disk = np.hypot(*np.mgrid[-THIN_STRUCTURE:THIN_STRUCTURE + 1, -THIN_STRUCTURE:THIN_STRUCTURE + 1]) <= THIN_STRUCTURE
