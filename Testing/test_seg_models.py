@@ -320,8 +320,9 @@ def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Pa
     bench_json = tmp_path / "bench_segment.json"  # the benchmark measured it again too
     bench_json.write_text(json.dumps({"headneck_unet25d": {"description": "bench", "wall_s_median": 7.25,
                                                            "peak_rss_mb_median": 900.0}}))
-    train_all.remeasure_shipped(["headneck"], ["gan3d", "unet25d"], models, "boundaries from probabilities.",
-                                bench_json)
+    remeasure = ["remeasure", "--sites", "headneck", "--archs", "gan3d", "unet25d", "--models-dir", str(models),
+                 "--note", "boundaries from probabilities.", "--bench-json", str(bench_json)]
+    assert train_all.main([*remeasure, "--speed"]) == 0
     card = (models / "headneck_unet25d" / "docs" / "README.md").read_text()
     assert "- wall time median s: 7.2" in card and "- peak rss median mb: 900" in card
     assert card.count("Written on ") == 1
@@ -336,6 +337,11 @@ def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Pa
     assert load_bundle(models / "headneck_unet25d").config["heldout_dice_median"] == remeasured
     assert card.count(by_hand) == 1 and card.endswith(by_hand)
     assert card.index("Re-measured with the same weights") < card.index(by_hand)
+    # without --speed the card keeps its speed: the default benchmark JSON may hold a stale entry
+    bench_json.write_text(json.dumps({"headneck_unet25d": {"description": "stale", "wall_s_median": 30.0,
+                                                           "peak_rss_mb_median": 900.0}}))
+    assert train_all.main(remeasure) == 0
+    assert "- wall time median s: 7.2" in card_path.read_text() and "30.0" not in card_path.read_text()
     train_all.package(["headneck"], ["unet25d"], models, None)  # retrained: a new card, the hand section kept
     card = card_path.read_text()
     assert card.count(by_hand) == 1 and card.count("## Held-out detail") == 1
@@ -532,3 +538,4 @@ def test_3d_windows_cover_each_slab_s_tissue_only_and_change_nothing_there() -> 
     assert network.windows < 0.6 * whole_windows
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
     np.testing.assert_allclose(tiled.sum(axis=0), 1.0, atol=1e-5)
+

@@ -6,7 +6,7 @@ Usage (from the project root; each stage can be re-run on its own)::
     python -m rtdeep.training.train_all evaluate [--sites ...]   # held-out Dice on the CT grid
     python bench/bench_segment.py --json bench/out/bench_segment.json   # speed and peak RSS
     python -m rtdeep.training.train_all package  # bundles + model cards + models.json
-    python -m rtdeep.training.train_all remeasure --note "..."  # kept bundles: cards from evaluate --shipped
+    python -m rtdeep.training.train_all remeasure --note "..." [--speed]  # kept bundles: cards from evaluate --shipped (and bench_segment.py)
     python -m rtdeep.training.train_all select --sites thorax --candidates unet3d unet3d+unet25d_fine
     python -m rtdeep.training.train_all ensemble --sites headneck --archs unet3d unet25d --choice "..."
     python -m rtdeep.training.train_all enforce-floors  # withdraw shipped models below an organ's floor
@@ -712,6 +712,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", nargs="+", default=["unet3d+unet25d"],
                         help="select: shipped architectures, or '+'-joined architectures (their ensemble)")
     parser.add_argument("--note", default="", help="remeasure: what changed around the kept bundles")
+    parser.add_argument("--speed", action="store_true",
+                        help="remeasure: also take the bundles' speed from --bench-json (run bench_segment.py first)")
     parser.add_argument("--shipped", action="store_true", help="evaluate: the bundles in --models-dir, not the new ones")
     parser.add_argument("--models-dir", type=Path, default=PROJECT_ROOT / "Resources" / "Models")
     parser.add_argument("--bench-json", type=Path, default=PROJECT_ROOT / "bench" / "out" / "bench_segment.json")
@@ -733,7 +735,8 @@ def main(argv: list[str] | None = None) -> int:
             for index in HELDOUT_INDICES:
                 heldout_phantom(site_name, index)
     elif args.stage == "remeasure":
-        remeasure_shipped(args.sites, args.archs, args.models_dir, args.note, args.bench_json)
+        remeasure_shipped(args.sites, args.archs, args.models_dir, args.note,
+                          args.bench_json if args.speed else None)
     elif args.stage == "enforce-floors":
         enforce_floors(args.models_dir)
     elif args.stage == "select":
