@@ -145,14 +145,21 @@ TISSUE_MARGIN = 4
 THIN_STRUCTURE = 2
 
 
+def _window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """Where MONAI's sliding window puts its windows along one axis of ``size`` voxels (the last one
+    flush with the end; one window when the axis is no longer than it)."""
+    if size <= window:
+        return [0]
+    step = max(int(window * (1 - overlap)), 1)
+    count = int(np.ceil((size - window) / step)) + 1
+    return [min(n * step, size - window) for n in range(count)]
+
+
 def _slab_slices(n_slices: int, window_slices: int, overlap: float) -> list[slice]:
     """The slices of each slab of 3D windows, placed as MONAI's sliding window places them along k."""
     if n_slices <= window_slices:
         return [slice(0, n_slices)]
-    step = max(int(window_slices * (1 - overlap)), 1)
-    count = int(np.ceil((n_slices - window_slices) / step)) + 1
-    return [slice(start, start + window_slices) for start in (min(n * step, n_slices - window_slices)
-                                                              for n in range(count))]
+    return [slice(start, start + window_slices) for start in _window_starts(n_slices, window_slices, overlap)]
 
 
 def tissue_slabs(image: np.ndarray, tissue_level: float, roi: Sequence[int],
@@ -200,11 +207,7 @@ def _round_up(value: int, divisor: int) -> int:
 
 
 def _n_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
-    count = 1
-    for size, window in zip(shape, roi, strict=True):
-        step = max(int(window * (1 - overlap)), 1)
-        count *= max(int(np.ceil((size - window) / step)) + 1, 1) if size > window else 1
-    return count
+    return int(np.prod([len(_window_starts(size, window, overlap)) for size, window in zip(shape, roi, strict=True)]))
 
 
 class ModelGridInferer:

@@ -142,12 +142,11 @@ def stride_one_transposed_as_convolutions(network: torch.nn.Module) -> torch.nn.
     transposed 3D convolution took 0.13 s where the equivalent convolution took 0.09 s
     (16 -> 8 channels, 48 x 128 x 128, 2 threads); the outputs agree to 1e-5.
     """
-    for parent in list(network.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) not in (torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d):
-                continue
-            if set(child.stride) != {1} or set(child.dilation) != {1} or child.groups != 1 or any(child.output_padding):
-                continue
-            faster = _TransposedAsConvolution3d if isinstance(child, torch.nn.ConvTranspose3d) else _TransposedAsConvolution2d
-            child.__class__ = faster  # same parameters and buffers; only forward differs
+    faster = {torch.nn.ConvTranspose3d: _TransposedAsConvolution3d, torch.nn.ConvTranspose2d: _TransposedAsConvolution2d}
+    for module in network.modules():
+        if type(module) not in faster:
+            continue
+        if set(module.stride) != {1} or set(module.dilation) != {1} or module.groups != 1 or any(module.output_padding):
+            continue
+        module.__class__ = faster[type(module)]  # same parameters and buffers; only forward differs
     return network
