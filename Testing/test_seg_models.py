@@ -322,8 +322,12 @@ def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Pa
                                                            "peak_rss_mb_median": 900.0}}))
     remeasure = ["remeasure", "--sites", "headneck", "--archs", "gan3d", "unet25d", "--models-dir", str(models),
                  "--note", "boundaries from probabilities.", "--bench-json", str(bench_json)]
+    database = json.loads((models / "models.json").read_text())
+    database["models"][0]["cpu_seconds_median"] = 9.46  # as an earlier benchmark measured it
+    (models / "models.json").write_text(json.dumps(database))
     assert train_all.main([*remeasure, "--speed"]) == 0
     card = (models / "headneck_unet25d" / "docs" / "README.md").read_text()
+    assert "; wall time median 9.5 s." in card  # the speed before, from the database
     assert "- wall time median s: 7.2" in card and "- peak rss median mb: 900" in card
     assert card.count("Written on ") == 1
     assert f"| {organs[1]} | 0.950 (0.950-0.950) | 0.937 |" in card
@@ -497,6 +501,42 @@ class _PointwiseNetwork(torch.nn.Module):
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         self.windows += batch.shape[0]
         return self.convolution(batch)
+
+
+def test_body_box_is_the_patient_not_the_couch_top_under_it() -> None:
+    """A head on a flat RT couch top (1.5 mm carbon-fibre skins over foam below the body threshold,
+    530 mm wide): the crop is the head's, as without the couch; a solid 20 mm board stays (not a
+    sheet); an object thinner than the sheets keeps its plain box; the MONAI bundle config's
+    ``body_voxels`` gives the same box."""
+    from monai.data import MetaTensor
+
+    from rtdeep.inference.preprocess import body_box, body_voxels
+
+    spacing = 1.0  # mm, in-plane; 3 mm slices
+    affine = np.diag([spacing, spacing, 3.0, 1.0])
+    jj, ii = np.mgrid[0:560, 0:560]
+    head = ((ii - 280) / 80.0) ** 2 + ((jj - 250) / 100.0) ** 2 <= 1.0  # 161 x 201 pixels
+    hu = np.full((12, 560, 560), -1000.0, np.float32)
+    hu[:, head] = 40.0
+    alone = body_box(Volume(hu, affine))
+    assert (alone[1].start, alone[1].stop, alone[2].start, alone[2].stop) == (146, 355, 196, 365)
+
+    on_couch = hu.copy()
+    on_couch[:, 352:392, 15:545] = -900.0  # foam core, 40 mm
+    on_couch[:, 351, 15:545] = on_couch[:, 392, 15:545] = 250.0  # the skins
+    assert body_box(Volume(on_couch, affine)) == alone
+    board = hu.copy()
+    board[:, 352:372, 15:545] = 100.0  # 20 mm solid: thicker than a sheet, so it is kept
+    assert body_box(Volume(board, affine))[2] == slice(11, 549)
+    wire = np.full((12, 560, 560), -1000.0, np.float32)
+    wire[:, 100:103, 50:400] = 500.0  # 3 mm: thinner than the sheets, and all there is
+    assert body_box(Volume(wire, affine))[1:] == (slice(96, 107), slice(46, 404))
+
+    image = MetaTensor(torch.from_numpy(on_couch.transpose(2, 1, 0)[None].copy()), affine=torch.tensor(affine))
+    mask = body_voxels(image)[0].numpy()  # [i, j, k]
+    columns, rows = np.flatnonzero(mask.any(axis=(1, 2))), np.flatnonzero(mask.any(axis=(0, 2)))
+    assert (rows[0] - 4, rows[-1] + 5, columns[0] - 4, columns[-1] + 5) == (146, 355, 196, 365)
+    assert mask.any(axis=(0, 1)).all()  # every slice kept
 
 
 def test_3d_windows_cover_each_slab_s_tissue_only_and_change_nothing_there() -> None:

@@ -6,7 +6,7 @@ kernel's rusage of that child (``os.wait4``). The CT is a clinical-grid phantom 
 2.5-3 mm slices) written to ``bench/out/bench_segment/``. Medians over ``--repeats`` runs.
 
 Usage:
-    python bench/bench_segment.py [--models thorax_unet3d ...] [--repeats 3] [--json OUT.json]
+    python bench/bench_segment.py [--models thorax_unet3d ...] [--repeats 3] [--couch] [--json OUT.json]
 
 Targets (issue 5, item 8): <= 15 s wall and <= 3 GB peak RSS per deep model on 2 cores.
 """
@@ -29,16 +29,24 @@ OUT_DIR = PROJECT_ROOT / "bench" / "out" / "bench_segment"
 sys.path.insert(0, str(PROJECT_ROOT))
 
 
-def _ct_folder(site: str) -> tuple[Path, tuple[int, int, int]]:
-    """Write (once) a clinical-grid phantom of ``site`` and return its CT folder and shape."""
+def _ct_folder(site: str, couch: bool = False) -> tuple[Path, tuple[int, int, int]]:
+    """Write (once) a clinical-grid phantom of ``site`` (with ``couch``: a flat RT couch top painted
+    under it, ``bench_couch.add_couch_top``) and return its CT folder and shape."""
+    import dataclasses
+
+    from bench_couch import add_couch_top
+
     from rtdeep.phantom import generate_patient, write_patient
 
-    marker = OUT_DIR / f"{site}.json"
+    name = f"{site}_couch" if couch else site
+    marker = OUT_DIR / f"{name}.json"
     if marker.is_file():
         info = json.loads(marker.read_text())
         return Path(info["ct_dir"]), tuple(info["shape"])  # type: ignore[return-value]
     patient = generate_patient(site, 900, 7, grid="clinical")
-    folder = write_patient(patient, OUT_DIR / site, overwrite=True)
+    if couch:
+        patient = dataclasses.replace(patient, ct=add_couch_top(patient.ct))
+    folder = write_patient(patient, OUT_DIR / name, overwrite=True)
     info = {"ct_dir": str(folder / "CT"), "shape": list(patient.ct.shape), "rs": str(folder / "RS.dcm")}
     marker.write_text(json.dumps(info))
     return folder / "CT", patient.ct.shape
@@ -73,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", help="bundle names or paths (default: every bundled segmentation model)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--couch", action="store_true",
+                        help="run on the benchmark CT with a flat RT couch top painted under the patient "
+                             "(bench/bench_couch.py; the head-and-neck phantom has none)")
     parser.add_argument("--json", type=Path, help="write the results here (read by rtdeep.training.train_all package)")
     args = parser.parse_args(argv)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
@@ -85,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         metadata = read_metadata(model)
         site = metadata["rtdeep"]["site"]
-        ct_dir, shape = _ct_folder(site)
+        ct_dir, shape = _ct_folder(site, args.couch)
         runs = [_run_once(ct_dir, model) for _ in range(args.repeats)]
         wall = statistics.median(r[0] for r in runs)
         rss = statistics.median(r[1] for r in runs)
@@ -97,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s_median": wall, "peak_rss_mb_median": rss, "cpu_s_median": cpu, "repeats": args.repeats,
             "ct_shape_kji": list(shape),
             "description": (
-                f"`rtdeep segment` DICOM folder -> RTSTRUCT, phantom CT {shape[2]}x{shape[1]}x{shape[0]} (i x j x k), "
+                f"`rtdeep segment` DICOM folder -> RTSTRUCT, phantom CT {shape[2]}x{shape[1]}x{shape[0]} (i x j x k)"
+                f"{' on a flat RT couch top' if args.couch else ''}, "
                 f"2 cores, 2 torch threads, median of {args.repeats} runs (machine shared with other jobs); "
                 f"CPU time (user+sys) median {cpu:.1f} s"
             ),

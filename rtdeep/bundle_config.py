@@ -8,7 +8,8 @@ imported for the network-call wrapper, :class:`rtdeep.inference.predict.ModelGri
 
 Input: NIfTI CTs in HU (``dataset_dir/*.nii.gz``, e.g. written by ``rtdeep segment --nifti``'s
 conventions: array ``[i, j, k]`` of the DICOM grid). Steps, as in :mod:`rtdeep.inference.segment`:
-crop to the body (HU > -500, 4 voxels margin in rows and columns), resample to the model spacing
+crop to the body (``rtdeep.inference.preprocess.body_voxels``: HU > -500 less thin sheets such as a
+couch top, 4 voxels margin in rows and columns), resample to the model spacing
 (``Spacingd``, bilinear; rtdeep also smooths downsampled axes, so results differ slightly), window
 the HU to [0, 1], run the network (3D sliding window or 2.5D slice stacks), take the most probable
 class, keep each organ's largest connected component, fill holes, invert the crop and resampling
@@ -22,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rtdeep.models.architectures import DEFAULT_INFERENCE_WINDOW
+from rtdeep.models.architectures import DEFAULT_INFERENCE_OVERLAP, DEFAULT_INFERENCE_WINDOW
 
 __all__ = ["INFERENCE_CONFIG_PATH", "add_inference_config", "inference_config"]
 
@@ -36,7 +37,7 @@ def inference_config(metadata: dict[str, Any]) -> dict[str, Any]:
         ValueError: not a segmentation bundle's metadata (no ``rtdeep`` network, spacing, window).
     """
     # imported here: rtdeep.inference imports rtdeep.bundles, which imports this module
-    from rtdeep.inference.preprocess import BODY_THRESHOLD_HU, tissue_level
+    from rtdeep.inference.preprocess import tissue_level
 
     config = metadata.get("rtdeep", {})
     if config.get("kind") != "segmentation":
@@ -46,7 +47,8 @@ def inference_config(metadata: dict[str, Any]) -> dict[str, Any]:
     low_hu, high_hu = (float(v) for v in config["intensity_window"])
     labels = [int(label["value"]) for label in config["labels"]]
     return {
-        "imports": ["$import glob", "$import os", "$import torch", "$import monai", "$import rtdeep.inference.predict"],
+        "imports": ["$import glob", "$import os", "$import torch", "$import monai", "$import rtdeep.inference.predict",
+                    "$from rtdeep.inference.preprocess import body_voxels"],
         "bundle_root": ".",
         "dataset_dir": "$@bundle_root + '/data'",
         "output_dir": "$@bundle_root + '/eval'",
@@ -60,7 +62,7 @@ def inference_config(metadata: dict[str, Any]) -> dict[str, Any]:
                 {"_target_": "LoadImaged", "keys": "image", "image_only": False},
                 {"_target_": "EnsureChannelFirstd", "keys": "image"},
                 {"_target_": "CropForegroundd", "keys": "image", "source_key": "image",
-                 "select_fn": f"$lambda hu: hu > {BODY_THRESHOLD_HU:g}", "margin": [4, 4, 0], "allow_smaller": True},
+                 "select_fn": "$body_voxels", "margin": [4, 4, 0], "allow_smaller": True},
                 {"_target_": "Spacingd", "keys": "image", "pixdim": [float(s) for s in config["spacing_mm"]],
                  "mode": "bilinear"},
                 {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": low_hu, "a_max": high_hu,
@@ -78,7 +80,7 @@ def inference_config(metadata: dict[str, Any]) -> dict[str, Any]:
             "spatial_dims": int(settings["spatial_dims"]),
             "context_slices": int(settings.get("context_slices", 1)),
             "roi_size": [int(r) for r in settings.get("roi_size", DEFAULT_INFERENCE_WINDOW)],
-            "overlap": float(settings.get("overlap", 0.25)),
+            "overlap": float(settings.get("overlap", DEFAULT_INFERENCE_OVERLAP)),
             "slice_batch": int(settings.get("slice_batch", 16)),
             "size_divisor": int(settings.get("size_divisor", 16)),
             "tissue_level": tissue_level(config["intensity_window"]),

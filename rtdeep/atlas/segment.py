@@ -86,7 +86,7 @@ def segment_with_atlas(
     report_progress(progress_callback, 0.0, "loading atlases")
     atlases = load_atlases(site, n_atlases)
 
-    body = crop_volume(volume, body_box(np.asarray(volume.array)))
+    body = crop_volume(volume, body_box(volume))
     fixed = resample_to_spacing(body, (ATLAS_SPACING_MM,) * 3)
     vote_affine, vote_shape = model_grid_affine(body, np.maximum(body.spacing_mm, VOTE_SPACING_MM))
     vote_reference = _reference_image(vote_affine, vote_shape)

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from rtdeep.models.architectures import DEFAULT_INFERENCE_WINDOW
+from rtdeep.inference.preprocess import open_thin_sheets
+from rtdeep.models.architectures import DEFAULT_INFERENCE_OVERLAP, DEFAULT_INFERENCE_WINDOW
 from rtdeep.progress import ProgressCallback
 
 __all__ = ["ModelGridInferer", "predict_probabilities", "slice_stack", "tissue_slabs"]
@@ -35,7 +36,7 @@ def predict_probabilities(
     spatial_dims: int,
     context_slices: int = 1,
     roi_size: Sequence[int] = DEFAULT_INFERENCE_WINDOW,
-    overlap: float = 0.25,
+    overlap: float = DEFAULT_INFERENCE_OVERLAP,
     slice_batch: int = 16,
     size_divisor: int = 16,
     tissue_level: float | None = None,
@@ -173,13 +174,10 @@ def tissue_slabs(image: np.ndarray, tissue_level: float, roi: Sequence[int],
     projection) do not count as tissue: a couch top's carbon-fibre skins (1-3 mm over foam) or a
     thermoplastic mask is as wide as the field of view and would otherwise widen every box to it
     (and a slab of couch alone, beyond the patient, gets no windows)."""
-    from scipy import ndimage
-
-    disk = np.hypot(*np.mgrid[-THIN_STRUCTURE:THIN_STRUCTURE + 1, -THIN_STRUCTURE:THIN_STRUCTURE + 1]) <= THIN_STRUCTURE
     slabs: list[tuple[slice, tuple[slice, slice, slice] | None]] = []
     for slab in _slab_slices(image.shape[0], roi[0], overlap):
         projection = (image[slab] > tissue_level).any(axis=0)
-        tissue = ndimage.binary_opening(projection, structure=disk)
+        tissue = open_thin_sheets(projection, THIN_STRUCTURE, THIN_STRUCTURE)
         rows, columns = np.flatnonzero(tissue.any(axis=1)), np.flatnonzero(tissue.any(axis=0))
         if rows.size == 0:
             slabs.append((slab, None))
@@ -224,7 +222,7 @@ class ModelGridInferer:
     """
 
     def __init__(self, spatial_dims: int, context_slices: int = 1, roi_size: Sequence[int] = DEFAULT_INFERENCE_WINDOW,
-                 overlap: float = 0.25, slice_batch: int = 16, size_divisor: int = 16,
+                 overlap: float = DEFAULT_INFERENCE_OVERLAP, slice_batch: int = 16, size_divisor: int = 16,
                  tissue_level: float | None = None) -> None:
         self.settings = {"spatial_dims": int(spatial_dims), "context_slices": int(context_slices),
                          "roi_size": tuple(int(r) for r in roi_size), "overlap": float(overlap),

@@ -27,7 +27,7 @@ from rtdeep.errors import BundleError
 from rtdeep.inference.postprocess import clean_organ_mask
 from rtdeep.inference.predict import predict_probabilities
 from rtdeep.inference.preprocess import body_box, crop_volume, rows_columns_box, tissue_level, window_hu
-from rtdeep.models.architectures import DEFAULT_INFERENCE_WINDOW
+from rtdeep.models.architectures import DEFAULT_INFERENCE_OVERLAP, DEFAULT_INFERENCE_WINDOW
 from rtdeep.progress import ProgressCallback, report_progress, scaled_progress
 from rtdeep.resample import resample_box_to_grid, resample_to_spacing, sample_on_grid
 from rtdeep.volume import Volume
@@ -62,7 +62,7 @@ def predict_model_grid(
     for member in bundle.members:
         _check_config(member)
     device = device or bundle.device
-    cropped = crop_volume(ct, body_box(np.asarray(ct.array)))
+    cropped = crop_volume(ct, body_box(ct))
     grid = tuple(float(v) for v in bundle.config["spacing_mm"])
     images = {grid: resample_to_spacing(cropped, grid)}  # the CT on each model grid, resampled once
     image = images[grid]
@@ -82,7 +82,7 @@ def predict_model_grid(
             spatial_dims=int(settings["spatial_dims"]),
             context_slices=int(settings.get("context_slices", 1)),
             roi_size=settings.get("roi_size", DEFAULT_INFERENCE_WINDOW),
-            overlap=float(settings.get("overlap", 0.25)),
+            overlap=float(settings.get("overlap", DEFAULT_INFERENCE_OVERLAP)),
             slice_batch=int(settings.get("slice_batch", 16)),
             size_divisor=int(settings.get("size_divisor", 16)),
             tissue_level=tissue_level(bundle.config["intensity_window"]),

@@ -56,7 +56,7 @@ class SegCase:
 
 def prepare_case(case_id: str, ct: Volume, rois: Sequence[Roi], site: Site) -> SegCase:
     """Crop and resample a CT (HU) and rasterise the site's organs on the model grid."""
-    box = body_box(ct.array)
+    box = body_box(ct)
     cropped = crop_volume(ct, box)
     image = resample_to_spacing(cropped, site.spacing_mm)
     labels = np.zeros(image.shape, np.uint8)
@@ -121,8 +121,13 @@ def load_or_prepare(cache_path: Path | None, make: Callable[[], SegCase], site: 
     return case
 
 
+#: Version of :func:`prepare_case`'s crop and resampling, in every cache file's name: a case cached
+#: before a change is prepared again (2: :func:`body_box` leaves out thin sheets such as a couch top)
+PREPARATION_VERSION = 2
+
+
 def _tag(site: Site) -> str:
-    return f"{site.name}_{'x'.join(f'{s:g}' for s in site.spacing_mm)}"
+    return f"{site.name}_{'x'.join(f'{s:g}' for s in site.spacing_mm)}_v{PREPARATION_VERSION}"
 
 
 def cases_from_manifest(

@@ -98,7 +98,7 @@ def segmentation_metadata(
                 "spatial_dims": arch.spatial_dims,
                 "context_slices": arch.context_slices,
                 "roi_size": list(arch.inference_window),
-                "overlap": 0.25,
+                "overlap": arch.inference_overlap,
                 "slice_batch": 4,  # on 2 CPU threads 4 slices per pass ran twice as fast as 32 (cache)
                 "size_divisor": arch.size_divisor,
                 "postprocess": "largest connected component, holes filled per axial slice",
@@ -195,7 +195,8 @@ def model_card(
         + (" (adjacent axial slices, centre slice predicted)" if arch.spatial_dims == 2 else "") + ".",
     ]
     if arch.spatial_dims == 3:
-        lines.append(f"- Inference: sliding window {list(arch.inference_window)} model voxels (k, j, i), 25 % overlap.")
+        lines.append(f"- Inference: sliding window {list(arch.inference_window)} model voxels (k, j, i), "
+                     f"{arch.inference_overlap * 100:g} % overlap.")
     if arch.is_gan:
         lines.append(
             f"- GAN: PatchGAN critic on (image, class probabilities) pairs; generator loss Dice + "
@@ -262,7 +263,7 @@ _SYNTHETIC_ONLY = (
 
 
 def _input_step(site: Site) -> str:
-    return (f"- Input: CT cropped to the body (HU > -500), resampled to {list(site.spacing_mm)} mm (i, j, k), "
+    return (f"- Input: CT cropped to the body (HU > -500; sheets under 8 mm such as a couch top left out), resampled to {list(site.spacing_mm)} mm (i, j, k), "
             f"window {list(site.intensity_window)} HU -> [0, 1]. Output resampled back to the CT grid;")
 
 

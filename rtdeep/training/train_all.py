@@ -403,8 +403,8 @@ def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note
             speed_before = ""
             if name in bench:  # measured again too: the benchmark's lines, the bundle's "Written on" line kept
                 written_on = [line for line in speed.splitlines() if line.startswith("Written on")]
-                speed_before = "".join(f"; {line[2:].replace('median s:', 'median')} s" for line in speed.splitlines()
-                                       if line.startswith("- wall time median s:"))
+                if entries.get(name, {}).get("cpu_seconds_median") is not None:  # the database's wall time
+                    speed_before = f"; wall time median {entries[name]['cpu_seconds_median']:.1f} s"
                 speed = "\n".join(["## Speed and memory (measured)",
                                    *speed_section(_speed_lines(bench[name], heldout)), "", *written_on])
             table = held_out_section(heldout["dice_median"], _heldout_description(heldout))
