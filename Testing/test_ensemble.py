@@ -161,10 +161,10 @@ def test_shipped_ensemble_is_measured_and_its_members_are_shipped(name: str) -> 
         assert f"| {organ} | {dice:.3f} |" in card
 
 
-def _headneck_u_nets(models: Path):  # -> Site
-    """Untrained head-and-neck 3D and 2.5D U-Net bundles in ``models`` (different seeds)."""
+def _headneck_u_nets(models: Path, archs: tuple[str, ...] = ("unet3d", "unet25d")):  # -> Site
+    """Untrained head-and-neck U-Net bundles of ``archs`` in ``models`` (different seeds)."""
     site = SITES["headneck"]
-    for seed, arch_name in enumerate(("unet3d", "unet25d")):
+    for seed, arch_name in enumerate(archs):
         arch = ARCHITECTURES[arch_name]
         torch.manual_seed(seed)
         write_bundle(models / f"headneck_{arch_name}", build_network(arch.network_spec(site)),
@@ -182,26 +182,29 @@ def test_train_all_ensemble_measures_once_then_adds_the_speed(tmp_path: Path, mo
     monkeypatch.setattr(train_all, "WORK_DIR", work)
     monkeypatch.setattr(train_all, "HELDOUT_INDICES", [100])  # one small-grid held-out phantom keeps it short
     monkeypatch.setattr(train_all, "GRID", "small")
-    site = _headneck_u_nets(models)
+    site = _headneck_u_nets(models, ("unet3d", "unet25d_fine"))
     (models / "models.json").write_text(json.dumps({"models": [{"name": "headneck_unet3d"}]}))
-    train_all.package_ensemble(["headneck", "thorax"], ["unet3d", "unet25d"], models, None, 2, "the two U-Nets")
+    train_all.package_ensemble(["headneck", "thorax"], ["unet3d", "unet25d_fine"], models, None, 2, "the two U-Nets")
     database = json.loads((models / "models.json").read_text())
     assert [entry["name"] for entry in database["models"]] == ["headneck_ensemble", "headneck_unet3d"]
     entry = database["models"][0]
-    assert entry["members"] == ["headneck_unet3d", "headneck_unet25d"] and entry["architecture"] == "ensemble"
+    assert entry["members"] == ["headneck_unet3d", "headneck_unet25d_fine"] and entry["architecture"] == "ensemble"
     assert sorted(entry["heldout_dice_median"]) == sorted(site.organ_names)
     bundle = load_bundle(models / "headneck_ensemble")
-    assert [member.path for member in bundle.members] == [models / "headneck_unet3d", models / "headneck_unet25d"]
+    assert [member.path for member in bundle.members] == [models / "headneck_unet3d", models / "headneck_unet25d_fine"]
     assert bundle.config["members"] == entry["members"]  # by name: the folder can move with its members
     card = (bundle.path / MODEL_CARD_PATH).read_text()
     assert "Choice of members: the two U-Nets" in card and "train_all ensemble --sites headneck" in card
+    fine = [1.25, 1.25, 3.0]  # the finest member's grid, where the probabilities are averaged and the CT goes
+    assert bundle.config["spacing_mm"] == fine
+    assert f"averaged on the model grid {fine} mm" in card and f"resampled to {fine} mm" in card
     assert not (work / "headneck_ensemble" / "staging").exists()
     measured = work / "headneck_ensemble" / "heldout.json"
     before = measured.stat().st_mtime_ns
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"headneck_ensemble": {"description": "bench", "wall_s_median": 12.5,
                                                        "peak_rss_mb_median": 1500.0}}))
-    train_all.package_ensemble(["headneck"], ["unet3d", "unet25d"], models, bench, 2, "the two U-Nets")
+    train_all.package_ensemble(["headneck"], ["unet3d", "unet25d_fine"], models, bench, 2, "the two U-Nets")
     assert measured.stat().st_mtime_ns == before
     assert "- wall time median s: 12.5" in (models / "headneck_ensemble" / MODEL_CARD_PATH).read_text()
     assert json.loads((models / "models.json").read_text())["models"][0]["cpu_seconds_median"] == 12.5

@@ -634,7 +634,8 @@ def package_ensemble(sites: list[str], archs: list[str], models_dir: Path, bench
         metadata["rtdeep"]["heldout_dice_median"] = heldout["dice_median"]
         description = (f"Dice on the CT grid against the phantoms' own structures, {heldout['heldout_phantoms']}; "
                        "never seen in training (how the members were chosen: see Training).")
-        card = ensemble_card(site, members, held_out_dice=heldout["dice_median"], held_out_description=description,
+        grid = dataclasses.replace(site, spacing_mm=tuple(metadata["rtdeep"]["spacing_mm"]))  # the finest member's
+        card = ensemble_card(grid, members, held_out_dice=heldout["dice_median"], held_out_description=description,
                              speed=_speed_lines(speed, heldout), choice=choice)
         write_ensemble_bundle(models_dir / name, metadata, card + _heldout_details(site, heldout, "ensemble"),
                               overwrite=True)
