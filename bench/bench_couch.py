@@ -1,17 +1,20 @@
-"""A couch under the patient: do the bundled models give the same contours, and the same crop?
+"""A couch under the patient (and a mask over it): do the models give the same contours and crop?
 
-The head-and-neck phantoms have no couch (docs/phantom.md), while every clinic's CT has one. This
+The head-and-neck phantoms have no couch nor mask (docs/phantom.md); a clinic's CT has both. This
 benchmark paints a flat carbon-fibre RT couch top (1.5 mm skins at 250 HU over 37 mm of -900 HU
 foam, 530 mm wide, the thorax phantoms' flat top) directly under the most posterior tissue of each
 held-out phantom (``rtdeep.training.train_all``: seed 2, indices 100-105, clinical grid) and runs
 every model on the CT with and without it. It prints per model and organ the median Dice against
 the phantom's own structure on both CTs, and the median width (mm) of the body crop the networks
-see (``rtdeep.inference.preprocess.body_box``), with and without the couch. The Python API's time
+see (``rtdeep.inference.preprocess.body_box``), with and without the couch. With ``--mask`` the
+second CT also has a thermoplastic mask's 2 mm shell 3 mm outside the skin over the front half of
+the patient (:func:`add_mask_shell`; no perforations). The Python API's time
 per CT (``segment_volume``) is printed too; for the DICOM folder -> RTSTRUCT time on the benchmark
 CT with a couch, ``python bench/bench_segment.py --couch``.
 
 Run:
     python bench/bench_couch.py                      # head-and-neck bundles, 6 phantoms
+    python bench/bench_couch.py --mask               # the couch and a thermoplastic mask
     python bench/bench_couch.py --site thorax --models thorax_ensemble --n-patients 2
 """
 
@@ -53,6 +56,30 @@ def add_couch_top(ct: Volume, body_threshold_hu: float = -500.0) -> Volume:
     return ct.with_array(hu)
 
 
+#: a thermoplastic head-and-shoulder mask (polycaprolactone, about 1.1-1.2 g/cc): a shell this far
+#: outside the skin, this thick, over the front half of the patient on every slice (no perforations)
+MASK_GAP_MM, MASK_MM, MASK_HU = 3.0, 2.0, 150.0
+
+
+def add_mask_shell(ct: Volume, body_threshold_hu: float = -500.0) -> Volume:
+    """``ct`` with a thermoplastic mask's shell painted :data:`MASK_GAP_MM` outside the skin, over the
+    front half of the patient (rows anterior to the middle of each slice's body), on every slice."""
+    from scipy import ndimage
+
+    hu = np.array(ct.array, dtype=np.float32, copy=True)
+    sampling = (float(ct.spacing_mm[1]), float(ct.spacing_mm[0]))
+    for k in range(hu.shape[0]):
+        body = hu[k] > body_threshold_hu
+        rows = np.flatnonzero(body.any(axis=1))
+        if rows.size == 0:
+            continue
+        outside_mm = ndimage.distance_transform_edt(~body, sampling=sampling)
+        shell = (outside_mm > MASK_GAP_MM) & (outside_mm <= MASK_GAP_MM + MASK_MM)
+        shell[(rows[0] + rows[-1]) // 2:] = False  # front half only: the mask clips to the base plate
+        hu[k][shell] = MASK_HU
+    return ct.with_array(hu)
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -67,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", help="bundle names (default: every bundled model of the site)")
     parser.add_argument("--n-patients", type=int, default=len(HELDOUT_INDICES))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--mask", action="store_true",
+                        help="also a thermoplastic mask's shell over the front of the patient (add_mask_shell)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     models_dir = PROJECT_ROOT / "Resources" / "Models"
@@ -78,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     widths: dict[bool, list[float]] = {False: [], True: []}
     for index in HELDOUT_INDICES[:args.n_patients]:
         plain, reference, patient_id = heldout_phantom(args.site, index)
-        for couch, ct in ((False, plain), (True, add_couch_top(plain))):
+        supported = add_couch_top(add_mask_shell(plain) if args.mask else plain)
+        for couch, ct in ((False, plain), (True, supported)):
             box = body_box(ct)
             widths[couch].append((box[2].stop - box[2].start) * float(ct.spacing_mm[0]))
             for name, bundle in bundles.items():
@@ -90,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                         dice.setdefault((name, roi.name, couch), []).append(dice_coefficient(reference[roi.name], roi.mask))
         print(f"{patient_id} done", file=sys.stderr, flush=True)
 
-    print(f"{args.site}: {args.n_patients} held-out phantoms (seed 2), with and without a flat RT couch top")
+    what = "a flat RT couch top" + (" and a thermoplastic mask" if args.mask else "")
+    print(f"{args.site}: {args.n_patients} held-out phantoms (seed 2), with and without {what}")
     print(f"body crop width mm, median: {statistics.median(widths[False]):.0f} without, "
           f"{statistics.median(widths[True]):.0f} with the couch")
     print(f"{'model':<24} {'organ':<16} {'Dice no couch':>13} {'Dice couch':>10} {'change':>7}")
