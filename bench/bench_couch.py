@@ -83,7 +83,7 @@ def add_mask_shell(ct: Volume, body_threshold_hu: float = -500.0) -> Volume:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from rtdeep.bundles import load_bundle
+    from rtdeep.bundles import list_bundles, load_bundle, read_metadata
     from rtdeep.inference.preprocess import body_box
     from rtdeep.inference.segment import segment_volume
     from rtdeep.metrics import dice_coefficient
@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     models_dir = PROJECT_ROOT / "Resources" / "Models"
-    names = args.models or sorted(p.parent.parent.name for p in models_dir.glob(f"{args.site}_*/configs/metadata.json"))
+    names = args.models or sorted(path.name for path in list_bundles()
+                                  if read_metadata(path)["rtdeep"].get("kind") == "segmentation"
+                                  and read_metadata(path)["rtdeep"].get("site") == args.site)
     bundles = {name: load_bundle(models_dir / name) for name in names}
 
     dice: dict[tuple[str, str, bool], list[float]] = {}
