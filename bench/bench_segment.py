@@ -31,25 +31,39 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 def _ct_folder(site: str, couch: bool = False) -> tuple[Path, tuple[int, int, int]]:
     """Write (once) a clinical-grid phantom of ``site`` (with ``couch``: a flat RT couch top painted
-    under it, ``bench_couch.add_couch_top``) and return its CT folder and shape."""
+    under it, ``bench_couch.add_couch_top``) and return its CT folder and shape.
+
+    The phantom is made in a child process: each ``rtdeep segment`` run is forked from this one, and
+    the kernel's peak RSS of a child (``ru_maxrss``) starts from its parent's resident size at the
+    fork and survives the exec, so a parent that had just generated a phantom (over 1 GB) would be
+    reported as every model's peak."""
+    import multiprocessing
+
+    name = f"{site}_couch" if couch else site
+    marker = OUT_DIR / f"{name}.json"
+    if not marker.is_file():
+        writer = multiprocessing.get_context("spawn").Process(target=_write_ct, args=(site, couch, name, marker))
+        writer.start()
+        writer.join()
+        if writer.exitcode != 0 or not marker.is_file():
+            raise RuntimeError(f"writing the benchmark CT {name} failed (exit code {writer.exitcode})")
+    info = json.loads(marker.read_text())
+    return Path(info["ct_dir"]), tuple(info["shape"])  # type: ignore[return-value]
+
+
+def _write_ct(site: str, couch: bool, name: str, marker: Path) -> None:
     import dataclasses
 
     from bench_couch import add_couch_top
 
     from rtdeep.phantom import generate_patient, write_patient
 
-    name = f"{site}_couch" if couch else site
-    marker = OUT_DIR / f"{name}.json"
-    if marker.is_file():
-        info = json.loads(marker.read_text())
-        return Path(info["ct_dir"]), tuple(info["shape"])  # type: ignore[return-value]
     patient = generate_patient(site, 900, 7, grid="clinical")
     if couch:
         patient = dataclasses.replace(patient, ct=add_couch_top(patient.ct))
     folder = write_patient(patient, OUT_DIR / name, overwrite=True)
     info = {"ct_dir": str(folder / "CT"), "shape": list(patient.ct.shape), "rs": str(folder / "RS.dcm")}
     marker.write_text(json.dumps(info))
-    return folder / "CT", patient.ct.shape
 
 
 def _run_once(ct_dir: Path, model: str) -> tuple[float, float, float]:
