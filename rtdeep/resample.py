@@ -156,13 +156,32 @@ def resample_to_spacing(image: Volume, spacing_mm: Sequence[float]) -> Volume:
     CT and a coarse CT of the same anatomy look alike on the model grid.
     """
     affine, shape = model_grid_affine(image, spacing_mm)
-    scale = np.abs(np.diag(_to_source(image.affine, affine)[:3, :3]))[::-1]
+    to_source = _to_source(image.affine, affine)
+    scale = np.abs(np.diag(to_source[:3, :3]))[::-1]  # [k, j, i]
     source = np.asarray(image.array, dtype=np.float32)
     sigma = np.maximum(scale - 1.0, 0.0) * 0.5
-    if np.any(sigma > 0.1):
-        source = ndimage.gaussian_filter(source, sigma=sigma, mode="nearest", truncate=2.0)
-    values, _ = sample_on_grid(Volume(source, image.affine), affine, shape)
-    return Volume(values, affine)
+    smooth = bool(np.any(sigma > 0.1))
+    if not _axis_aligned(to_source):  # (model_grid_affine keeps the image's axes: not reached from it)
+        if smooth:
+            source = ndimage.gaussian_filter(source, sigma=sigma, mode="nearest", truncate=2.0)
+        values, _ = sample_on_grid(Volume(source, image.affine), affine, shape)
+        return Volume(values, affine)
+    # Smoothing and interpolating along one axis commute with both along another, so each axis is
+    # smoothed and sampled in turn (i, then j, then k): the later axes work on the reduced array
+    # (the same values as smoothing all three axes of the whole image first, to float rounding).
+    values = source
+    for axis in (2, 1, 0):  # array axis; its index axis in to_source is 2 - axis
+        if smooth and sigma[axis] > 1e-15:
+            values = ndimage.gaussian_filter1d(values, float(sigma[axis]), axis=axis, mode="nearest", truncate=2.0)
+        a = 2 - axis
+        lower, upper, weight, _ = axis_weights(to_source[a, a] * np.arange(shape[axis]) + to_source[a, 3],
+                                               values.shape[axis])
+        along = [1, 1, 1]
+        along[axis] = -1
+        weight = weight.reshape(along)
+        values = np.take(values, lower, axis=axis) * (1 - weight) + np.take(values, upper, axis=axis) * weight
+    values[~covered_on_grid(image, affine, shape)] = 0.0
+    return Volume(np.ascontiguousarray(values, dtype=np.float32), affine)
 
 
 def resample_box_to_grid(
