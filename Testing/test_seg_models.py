@@ -603,4 +603,3 @@ def test_3d_windows_cover_each_slab_s_tissue_only_and_change_nothing_there() -> 
     assert network.windows < 0.6 * whole_windows
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
     np.testing.assert_allclose(tiled.sum(axis=0), 1.0, atol=1e-5)
-

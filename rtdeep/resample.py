@@ -60,6 +60,16 @@ def axis_weights(coords: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray,
     return lower, upper, (clamped - lower).astype(np.float32), _inside(coords, size)
 
 
+def _lerp_along(values: np.ndarray, axis: int, lower: np.ndarray, upper: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Linear interpolation of ``values`` along array ``axis`` between the samples ``lower`` and
+    ``upper`` with the upper's float32 ``weight`` (:func:`axis_weights`); float32."""
+    along = [1] * values.ndim
+    along[axis] = -1
+    weight = weight.reshape(along)
+    return (np.take(values, lower, axis=axis).astype(np.float32, copy=False) * (1 - weight)
+            + np.take(values, upper, axis=axis).astype(np.float32, copy=False) * weight)
+
+
 def covered_on_grid(source: Volume, affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     """Which voxel centres of the target grid (``affine``, ``shape`` ``[k, j, i]``) ``source`` covers."""
     to_source = _to_source(source.affine, affine)
@@ -107,11 +117,9 @@ def sample_on_grid(
         # k, then j, then i, over the covered box, a few target slices at a time (memory stays small)
         for start in range(0, ks.size, 16):
             block = ks[start:start + 16]
-            slab = src[lk[block]].astype(np.float32) * (1 - wk[block])[:, None, None]
-            slab += src[uk[block]].astype(np.float32) * wk[block][:, None, None]
-            slab = slab[:, lj[js]] * (1 - wj[js])[None, :, None] + slab[:, uj[js]] * wj[js][None, :, None]
-            slab = slab[:, :, li[is_]] * (1 - wi[is_]) + slab[:, :, ui[is_]] * wi[is_]
-            values[np.ix_(block, js, is_)] = slab
+            slab = _lerp_along(src, 0, lk[block], uk[block], wk[block])
+            slab = _lerp_along(slab, 1, lj[js], uj[js], wj[js])
+            values[np.ix_(block, js, is_)] = _lerp_along(slab, 2, li[is_], ui[is_], wi[is_])
     else:
         source32 = src.astype(np.float32, copy=False)
         jj, ii = np.mgrid[0:shape[1], 0:shape[2]].astype(np.float64)
@@ -176,12 +184,9 @@ def resample_to_spacing(image: Volume, spacing_mm: Sequence[float]) -> Volume:
         a = 2 - axis
         lower, upper, weight, _ = axis_weights(to_source[a, a] * np.arange(shape[axis]) + to_source[a, 3],
                                                values.shape[axis])
-        along = [1, 1, 1]
-        along[axis] = -1
-        weight = weight.reshape(along)
-        values = np.take(values, lower, axis=axis) * (1 - weight) + np.take(values, upper, axis=axis) * weight
+        values = _lerp_along(values, axis, lower, upper, weight)
     values[~covered_on_grid(image, affine, shape)] = 0.0
-    return Volume(np.ascontiguousarray(values, dtype=np.float32), affine)
+    return Volume(np.ascontiguousarray(values), affine)
 
 
 def resample_box_to_grid(

@@ -11,6 +11,7 @@ import monai
 import numpy as np
 import torch
 
+from rtdeep.inference.preprocess import BODY_THRESHOLD_HU, THIN_SHEET_MM
 from rtdeep.models.architectures import ArchSpec
 from rtdeep.sites import Site
 
@@ -263,7 +264,8 @@ _SYNTHETIC_ONLY = (
 
 
 def _input_step(site: Site) -> str:
-    return (f"- Input: CT cropped to the body (HU > -500; sheets under 8 mm such as a couch top left out), resampled to {list(site.spacing_mm)} mm (i, j, k), "
+    return (f"- Input: CT cropped to the body (HU > {BODY_THRESHOLD_HU:g}; sheets under {2 * THIN_SHEET_MM:g} mm such as "
+            f"a couch top left out), resampled to {list(site.spacing_mm)} mm (i, j, k), "
             f"window {list(site.intensity_window)} HU -> [0, 1]. Output resampled back to the CT grid;")
 
 
