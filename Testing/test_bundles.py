@@ -12,7 +12,9 @@ from conftest import shipped_network_bundles, shipped_segmentation_bundles
 
 from rtdeep.bundles import (
     MANIFEST_NAME,
+    TORCHSCRIPT_PATH,
     WEIGHTS_PATH,
+    add_torchscript,
     list_bundles,
     load_bundle,
     models_dir,
@@ -20,6 +22,7 @@ from rtdeep.bundles import (
     resolve_bundle,
     verify_bundle,
     write_bundle,
+    write_manifest,
 )
 from rtdeep.errors import BundleError
 from rtdeep.models import build_network
@@ -57,7 +60,34 @@ def test_write_then_load_gives_the_same_network(small_bundle: Path) -> None:
         # equal up to float rounding: load_bundle computes stride-1 transposed convolutions as ordinary ones
         assert torch.allclose(original(probe), bundle.network(probe), atol=1e-5)
     manifest = json.loads((small_bundle / MANIFEST_NAME).read_text())
-    assert set(manifest) == {"configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md"}
+    assert set(manifest) == {"configs/metadata.json", "configs/inference.json", "models/model.pt", "models/model.ts",
+                             "docs/README.md"}
+
+
+def test_torchscript_module_runs_the_network_and_must_hold_the_bundle_s_weights(small_bundle: Path) -> None:
+    """The traced network gives the rebuilt network's output on another size and batch than it was
+    traced with; a TorchScript file with other weights than model.pt is refused naming it, and a
+    bundle without one loads through the registry, as a user's older bundle does."""
+    traced = load_bundle(small_bundle).network
+    assert isinstance(traced, torch.jit.ScriptModule)
+    (small_bundle / TORCHSCRIPT_PATH).unlink()
+    write_manifest(small_bundle)
+    rebuilt = load_bundle(small_bundle).network
+    assert not isinstance(rebuilt, torch.jit.ScriptModule)
+    probe = torch.rand(3, 1, 24, 48, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(probe), rebuilt(probe), rtol=0.0, atol=1e-6)
+
+    assert add_torchscript(small_bundle)  # an older bundle gains one
+    assert isinstance(load_bundle(small_bundle).network, torch.jit.ScriptModule)
+    other = torch.jit.load(str(small_bundle / TORCHSCRIPT_PATH))
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    torch.jit.save(other, str(small_bundle / TORCHSCRIPT_PATH))
+    write_manifest(small_bundle)  # the checksums agree: only the weights check can tell
+    with pytest.raises(BundleError, match="does not hold the weights") as raised:
+        load_bundle(small_bundle)
+    assert TORCHSCRIPT_PATH in str(raised.value)
 
 
 def test_write_bundle_refuses_to_overwrite(small_bundle: Path) -> None:
@@ -116,6 +146,7 @@ def test_every_bundled_segmentation_model_verifies_and_loads() -> None:
         site = SITES[bundle.site]
         assert [organ.name for organ in bundle.labels.values()] == list(site.organ_names)
         assert not bundle.network.training
+        assert isinstance(bundle.network, torch.jit.ScriptModule)  # runs without importing MONAI
         card = (path / "docs" / "README.md").read_text()
         assert "synthetic phantoms" in card.lower()
         assert "Held-out" in card and "Dice" in card

@@ -603,3 +603,39 @@ def test_3d_windows_cover_each_slab_s_tissue_only_and_change_nothing_there() -> 
     assert network.windows < 0.6 * whole_windows
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
     np.testing.assert_allclose(tiled.sum(axis=0), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(("shape", "roi", "overlap"), [
+    ((20, 70, 45), (8, 32, 32), 0.25),   # several windows, the last ones flush with the ends
+    ((5, 32, 19), (8, 32, 32), 0.25),    # shorter than the window along k and i: padded, cropped back
+    ((16, 64, 64), (16, 32, 32), 0.5),   # one window along k (exactly its size)
+])
+def test_sliding_window_is_monai_s_constant_mode_sliding_window(shape: tuple[int, ...], roi: tuple[int, ...],
+                                                                  overlap: float) -> None:
+    """rtdeep runs 3D networks without importing MONAI; its window placement, zero padding and
+    averaging must give what MONAI's sliding_window_inference gives, for a predictor whose output
+    depends on where each voxel lies in its window (so a window or a padding put elsewhere shows)."""
+    from monai.inferers import sliding_window_inference
+
+    from rtdeep.inference.predict import sliding_window
+
+    torch.manual_seed(0)
+    convolution = torch.nn.Conv3d(2, 3, 3, padding=1).eval()
+    inputs = torch.rand(1, 2, *shape)
+    calls: list[tuple[int, ...]] = []
+
+    ramp = sum(torch.linspace(0.0, float(axis + 1), size).reshape([-1 if a == axis else 1 for a in range(3)])
+               for axis, size in enumerate(roi))
+
+    def predictor(window: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(window.shape))
+        return torch.softmax(convolution(window) + ramp, dim=1)
+
+    with torch.no_grad():
+        ours = sliding_window(inputs, roi, overlap, predictor)
+        n_ours = len(calls)
+        theirs = sliding_window_inference(inputs, roi, sw_batch_size=1, predictor=predictor, overlap=overlap,
+                                          mode="constant")
+    assert ours.shape == (1, 3, *shape)
+    assert n_ours == len(calls) - n_ours and all(call == (1, 2, *roi) for call in calls)
+    torch.testing.assert_close(ours, theirs, rtol=0.0, atol=1e-6)

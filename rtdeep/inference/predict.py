@@ -1,6 +1,7 @@
 """Run a segmentation network over a whole image on the model grid.
 
-3D networks slide a window over the volume (MONAI ``sliding_window_inference``); 2.5D networks
+3D networks slide a window over the volume (:func:`sliding_window`, placed and averaged as MONAI's
+``sliding_window_inference`` with constant weights, without importing MONAI); 2.5D networks
 see each axial slice with its ``context_slices - 1`` neighbours as channels (edges repeat the end
 slice) and are run on batches of slices. Arrays are ``[k, j, i]``; outputs are class
 probabilities ``[classes, k, j, i]`` (softmax), float32.
@@ -8,7 +9,8 @@ probabilities ``[classes, k, j, i]`` (softmax), float32.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,7 +19,7 @@ from rtdeep.inference.preprocess import open_thin_sheets
 from rtdeep.models.architectures import DEFAULT_INFERENCE_OVERLAP, DEFAULT_INFERENCE_WINDOW
 from rtdeep.progress import ProgressCallback
 
-__all__ = ["ModelGridInferer", "predict_probabilities", "slice_stack", "tissue_slabs"]
+__all__ = ["ModelGridInferer", "predict_probabilities", "slice_stack", "sliding_window", "tissue_slabs"]
 
 
 def slice_stack(image: np.ndarray, centres: Sequence[int], context_slices: int) -> np.ndarray:
@@ -92,10 +94,8 @@ def predict_probabilities(
 def _sliding_window_3d(network: torch.nn.Module, image: np.ndarray, roi_size: Sequence[int], overlap: float,
                        size_divisor: int, tissue_level: float | None, device: str,
                        progress_callback: ProgressCallback | None) -> np.ndarray:
-    """:func:`predict_probabilities` of a 3D network: MONAI's sliding window over the image, or over
-    each slab's tissue box (:func:`tissue_slabs`) when ``tissue_level`` is given."""
-    from monai.inferers import sliding_window_inference
-
+    """:func:`predict_probabilities` of a 3D network: the sliding window over the image, or over each
+    slab's tissue box (:func:`tissue_slabs`) when ``tissue_level`` is given."""
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None].to(device)
     # a window never larger than the (padded) image, and always divisible by size_divisor
     roi = [min(int(r), _round_up(int(s), size_divisor)) for r, s in zip(roi_size, image.shape, strict=True)]
@@ -112,10 +112,7 @@ def _sliding_window_3d(network: torch.nn.Module, image: np.ndarray, roi_size: Se
         return out
 
     def slide(box: tuple[slice, ...]) -> np.ndarray:
-        return sliding_window_inference(
-            tensor[(slice(None), slice(None), *box)], roi, sw_batch_size=1, predictor=predictor,
-            overlap=overlap, mode="constant",
-        )[0].float().cpu().numpy()
+        return sliding_window(tensor[(slice(None), slice(None), *box)], roi, overlap, predictor)[0].float().cpu().numpy()
 
     if tissue_level is None:
         return slide(whole)
@@ -138,6 +135,33 @@ def _sliding_window_3d(network: torch.nn.Module, image: np.ndarray, roi_size: Se
         total[0, slab] += 1.0
     total /= slabs_per_slice[None, :, None, None]
     return total
+
+
+def sliding_window(inputs: torch.Tensor, roi: Sequence[int], overlap: float,
+                   predictor: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """The mean of ``predictor`` over the windows of size ``roi`` that cover ``inputs`` ``[batch,
+    channels, *spatial]``, one window per call: what MONAI's ``sliding_window_inference`` returns
+    with ``mode="constant"`` and zero padding. An axis shorter than its window is padded on both
+    sides (the larger half after) and cropped back; windows start every ``roi * (1 - overlap)``
+    voxels, the last one flush with the end (:func:`_window_starts`).
+    """
+    spatial = tuple(int(size) for size in inputs.shape[2:])
+    shortfall = [max(int(window) - size, 0) for window, size in zip(roi, spatial, strict=True)]
+    padding = [side for missing in reversed(shortfall) for side in (missing // 2, missing - missing // 2)]
+    padded = torch.nn.functional.pad(inputs, padding) if any(shortfall) else inputs
+    starts = [_window_starts(int(size), int(window), overlap) for size, window in zip(padded.shape[2:], roi, strict=True)]
+    total: torch.Tensor | None = None
+    count = torch.zeros(padded.shape[2:], dtype=torch.float32, device=inputs.device)
+    for corner in itertools.product(*starts):
+        window = tuple(slice(start, start + int(size)) for start, size in zip(corner, roi, strict=True))
+        out = predictor(padded[(slice(None), slice(None), *window)])
+        if total is None:
+            total = torch.zeros((*out.shape[:2], *padded.shape[2:]), dtype=torch.float32, device=inputs.device)
+        total[(slice(None), slice(None), *window)] += out
+        count[window] += 1.0
+    assert total is not None
+    total /= count
+    return total[(slice(None), slice(None), *(slice(m // 2, m // 2 + n) for m, n in zip(shortfall, spatial, strict=True)))]
 
 
 #: margin (model voxels) around a slab's tissue, in rows and columns, as :func:`body_box` keeps

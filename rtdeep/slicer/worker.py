@@ -13,7 +13,7 @@ and read in a fraction of the time ``savez_compressed`` took), ``shape``, ``affi
 (name, number, color_rgb, interpreted_type, generation_algorithm of each ROI).
 
 A spare worker (``python -m rtdeep.slicer.worker --wait``, what the web app keeps ready) imports the
-inference stack (torch, MONAI: seconds) before there is a job, then reads the job's arguments, one
+inference stack (torch: seconds; the bundles' TorchScript networks need no MONAI) before there is a job, then reads the job's arguments, one
 JSON list of the options above, from the first line of its stdin; at end of input it exits.
 """
 
@@ -121,8 +121,6 @@ def parse_progress_line(line: str) -> tuple[float, str] | None:
 def _wait_for_arguments() -> list[str] | None:
     """A spare worker's job: import what every run needs, then read its arguments (a JSON list of
     strings) from the first line of stdin; None at end of input (the server needed no job)."""
-    import monai.networks.nets  # noqa: F401  (built lazily by the model registry: the slowest import)
-
     import rtdeep.inference  # noqa: F401  (torch)
 
     line = sys.stdin.readline()
