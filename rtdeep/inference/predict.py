@@ -112,7 +112,8 @@ def _sliding_window_3d(network: torch.nn.Module, image: np.ndarray, roi_size: Se
         return out
 
     def slide(box: tuple[slice, ...]) -> np.ndarray:
-        return sliding_window(tensor[(slice(None), slice(None), *box)], roi, overlap, predictor)[0].float().cpu().numpy()
+        probabilities = sliding_window(tensor[(slice(None), slice(None), *box)], roi, overlap, predictor)
+        return probabilities[0].float().cpu().numpy()
 
     if tissue_level is None:
         return slide(whole)
@@ -149,7 +150,8 @@ def sliding_window(inputs: torch.Tensor, roi: Sequence[int], overlap: float,
     shortfall = [max(int(window) - size, 0) for window, size in zip(roi, spatial, strict=True)]
     padding = [side for missing in reversed(shortfall) for side in (missing // 2, missing - missing // 2)]
     padded = torch.nn.functional.pad(inputs, padding) if any(shortfall) else inputs
-    starts = [_window_starts(int(size), int(window), overlap) for size, window in zip(padded.shape[2:], roi, strict=True)]
+    starts = [_window_starts(int(size), int(window), overlap)
+              for size, window in zip(padded.shape[2:], roi, strict=True)]
     total: torch.Tensor | None = None
     count = torch.zeros(padded.shape[2:], dtype=torch.float32, device=inputs.device)
     for corner in itertools.product(*starts):
@@ -161,7 +163,8 @@ def sliding_window(inputs: torch.Tensor, roi: Sequence[int], overlap: float,
         count[window] += 1.0
     assert total is not None
     total /= count
-    return total[(slice(None), slice(None), *(slice(m // 2, m // 2 + n) for m, n in zip(shortfall, spatial, strict=True)))]
+    unpadded = (slice(missing // 2, missing // 2 + size) for missing, size in zip(shortfall, spatial, strict=True))
+    return total[(slice(None), slice(None), *unpadded)]
 
 
 #: margin (model voxels) around a slab's tissue, in rows and columns, as :func:`body_box` keeps

@@ -13,8 +13,9 @@ and read in a fraction of the time ``savez_compressed`` took), ``shape``, ``affi
 (name, number, color_rgb, interpreted_type, generation_algorithm of each ROI).
 
 A spare worker (``python -m rtdeep.slicer.worker --wait``, what the web app keeps ready) imports the
-inference stack (torch: seconds; the bundles' TorchScript networks need no MONAI) before there is a job, then reads the job's arguments, one
-JSON list of the options above, from the first line of its stdin; at end of input it exits.
+inference stack (torch: seconds; the bundles' TorchScript networks need no MONAI) before there is a
+job, then reads the job's arguments, one JSON list of the options above, from the first line of its
+stdin; at end of input it exits.
 """
 
 from __future__ import annotations
