@@ -1,6 +1,7 @@
 """Head-and-neck phantom: head, face and neck (with shoulders), skull and brain, brainstem,
 cervical spine and cord, mandible, parotid and submandibular glands, eyes, the pharyngeal airway
-and oral cavity, muscles, and an oropharyngeal tumour with optional neck node (GTV/PTV).
+and oral cavity, muscles, and an oropharyngeal tumour with optional neck node (GTV/PTV); the couch,
+headrest and thermoplastic mask the patient is scanned with (:class:`Immobilisation`).
 
 Coordinates are LPS mm, head-first supine: x to the patient's left, y posterior, z superior.
 z = 0 is about the lower border of the mandible.
@@ -21,13 +22,43 @@ from rtdeep.phantom.shapes import Capsule, Ellipsoid, random_perturbation, rotat
 from rtdeep.phantom.texture import SmoothField
 from rtdeep.sites import SITES, Organ
 
-__all__ = ["HEADNECK_ROIS", "HeadNeckModel", "render_headneck", "sample_headneck"]
+__all__ = ["HEADNECK_ROIS", "HeadNeckModel", "Immobilisation", "render_headneck", "sample_headneck"]
 
 HEADNECK_ROIS = SITES["headneck"].structures
 
 
 #: the PTV is cropped this far inside the skin (build-up region), as in clinical practice
 PTV_SKIN_CROP_MM = 5.0
+
+
+@dataclass
+class Immobilisation:
+    """What the head and shoulders lie on and under (lengths mm, HU), drawn per patient.
+
+    The couch is the scanner's (:data:`rtdeep.phantom.scanner.COUCH_TYPES`): a curved diagnostic top
+    or a flat carbon-fibre RT top. On it a headrest fills the gap under the neck and occiput: a
+    polyurethane foam cradle in a hard coat (``coat_mm`` > 0) or, with the vacuum-bag couch, a moulded
+    bead cushion (no coat). A thermoplastic mask (``mask``) is a perforated shell moulded ``mask_gap_mm``
+    off the skin over the face and sides, down to a rigid rim that clips to the base plate; a
+    three-point mask ends at the neck, a five-point mask also covers the shoulders.
+    """
+
+    couch_top_y: float
+    couch_curve: float
+    headrest_half_x: float
+    headrest_depth_mm: float
+    headrest_hu: float
+    coat_mm: float
+    coat_hu: float
+    mask: bool
+    mask_gap_mm: float = 0.0
+    mask_mm: float = 0.0
+    mask_hu: float = 0.0
+    mask_open: float = 0.0
+    mask_hole_pitch_mm: float = 6.0
+    mask_bottom_z: float = 0.0
+    mask_edge_y: float = 0.0
+    rim_hu: float = 0.0
 
 
 @dataclass
@@ -77,6 +108,7 @@ class HeadNeckModel:
     slice_mm: float = 3.0
     fov_mm: float = 480.0
     fov_centre: tuple[float, float] = (0.0, 10.0)
+    immobilisation: Immobilisation | None = None
 
     def rois(self) -> tuple[Organ, ...]:
         return HEADNECK_ROIS
@@ -91,8 +123,19 @@ class HeadNeckModel:
         return np.maximum(neck, z - np.float32(self.head.centre[2]))
 
     def body_sd(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The skin, flattened where the shoulders (or the occiput) press on the couch top."""
         bx, by = self.bend.body_frame(x, y, z)
-        return np.minimum(np.minimum(self.neck_sd(x, y, z), self.head.sd(bx, by, z)), self.face.sd(bx, by, z))
+        body = np.minimum(np.minimum(self.neck_sd(x, y, z), self.head.sd(bx, by, z)), self.face.sd(bx, by, z))
+        if self.immobilisation is None:
+            return body
+        return np.maximum(body, y - self.couch_top_y(x))
+
+    def couch_top_y(self, x: np.ndarray) -> np.ndarray:
+        """y (mm) of the couch top's surface under the patient (a curved top rises to the sides)."""
+        immobilisation = self.immobilisation
+        assert immobilisation is not None
+        curve = np.float32(immobilisation.couch_curve)
+        return (np.float32(immobilisation.couch_top_y) - curve * x * x).astype(np.float32)
 
     def bbox(self) -> tuple[np.ndarray, np.ndarray]:
         lo = np.array([-self.shoulder_half_x - 12, -125.0, self.z_range[0] - 5])
@@ -182,7 +225,50 @@ def sample_headneck(rng: np.random.Generator) -> HeadNeckModel:
             centre = segment.a + t * (segment.b - segment.a)
             model.fillings.append(Ellipsoid(centre, rng.uniform(2.0, 3.5, size=3)))
     _sample_scan(model, rng)
+    _sample_immobilisation(model, rng)
     return model
+
+
+def _sample_immobilisation(model: HeadNeckModel, rng: np.random.Generator) -> None:
+    """Couch, headrest and mask (:class:`Immobilisation`), drawn after the anatomy and the scanner so
+    that neither changes for a given seed.
+
+    The couch top lies 1-2.5 mm in front of the least posterior back of the shoulders (below the
+    neck's curve), so the shoulders touch it on every slice, flattened by that much plus the bend;
+    when the occiput reaches more than 3 mm behind that, the couch top is 3 mm in front of the
+    occiput instead (the skull stays inside the skin) and the shoulders rest a few mm in front of it.
+    """
+    assert model.scanner is not None
+    z = np.linspace(model.z_range[0], model.z_range[1], 96, dtype=np.float32)[:, None]
+    y = np.arange(0.0, 200.0, 0.25, dtype=np.float32)[None, :]
+    inside = model.body_sd(np.zeros_like(y), y, z) < 0  # immobilisation still None: the unflattened body
+    back = np.array([y[0, np.flatnonzero(row)[-1]] if row.any() else -np.inf for row in inside])
+    shoulders = back[(z[:, 0] < model.shoulder_z - 35) & np.isfinite(back)]
+    head = back[z[:, 0] > model.shoulder_z + 15]
+    couch_top = float(shoulders.min()) - _u(rng, 1.0, 2.5) if shoulders.size else float(back.max()) - 2.0
+    couch_top = max(couch_top, float(head.max()) - 3.0) if head.size else couch_top
+    couch = model.scanner.couch
+    bead_cushion = couch == "flat_vacbag"
+    mask = bool(rng.uniform() < (0.3 if couch == "curved" else 0.9))  # diagnostic scans are rarely masked
+    immobilisation = Immobilisation(
+        couch_top_y=couch_top,
+        couch_curve=_u(rng, 0.0006, 0.0009) if couch == "curved" else 0.0,
+        headrest_half_x=_u(rng, 45, 70), headrest_depth_mm=_u(rng, 40, 70),
+        # moulded polystyrene-bead cushion about -800 HU; polyurethane foam cradles -900 to -500 HU
+        headrest_hu=_u(rng, -820, -760) if bead_cushion else _u(rng, -900, -500),
+        coat_mm=0.0 if bead_cushion else _u(rng, 1.0, 3.0), coat_hu=_u(rng, 50, 300), mask=mask)
+    if mask:
+        five_point = rng.uniform() < 0.6
+        immobilisation.mask_gap_mm = _u(rng, 0.5, 3.0)
+        immobilisation.mask_mm = _u(rng, 1.2, 2.4)  # 2.4-3.2 mm sheet stretched thinner over the face
+        immobilisation.mask_hu = _u(rng, 80, 250)  # polycaprolactone, about 1.15 g/cm3
+        immobilisation.mask_open = _u(rng, 0.2, 0.5)  # share of the shell that is perforation
+        immobilisation.mask_hole_pitch_mm = _u(rng, 4.0, 8.0)
+        immobilisation.mask_bottom_z = model.shoulder_z - _u(rng, 20, 50) if five_point else _u(rng, -40, -15)
+        # the rim clips to the base plate at the sides, in front of the headrest (which the mask never covers)
+        immobilisation.mask_edge_y = immobilisation.couch_top_y - immobilisation.headrest_depth_mm - _u(rng, 0, 10)
+        immobilisation.rim_hu = _u(rng, 250, 700)
+    model.immobilisation = immobilisation
 
 
 def _sample_posterior_fossa(model: HeadNeckModel, rng: np.random.Generator, s: float) -> None:
@@ -365,7 +451,64 @@ def render_headneck(model: HeadNeckModel, grid: GridSpec, *, edge_mm: float, fin
         canvas.streaks.append(StreakSource((float(centre[0]), float(centre[1])), float(centre[2]) - 5,
                                            float(centre[2]) + 5, weight=3.0))
     _paint_tumour(canvas, model)
+    _paint_immobilisation(canvas, model)
     return canvas
+
+
+def _paint_immobilisation(canvas: Canvas, model: HeadNeckModel) -> None:
+    """The couch top, the headrest on it and the mask over the patient, outside the External only."""
+    immobilisation = model.immobilisation
+    if immobilisation is None or model.scanner is None:
+        return
+    top = immobilisation.couch_top_y
+    half = model.shoulder_half_x + 40
+    block = canvas.block((np.array([-half - 100, top - 90, model.z_range[0] - 5]),
+                          np.array([half + 100, top + 60, model.z_range[1] + 5])))
+    if block is None:
+        return
+    outside = ~canvas.mask("External")[block.index]
+    surface = model.couch_top_y(block.x)
+    if model.scanner.couch == "curved":  # the diagnostic couch: a plastic shell around a foam pad
+        shell = np.maximum(surface - block.y, block.y - surface - 18)
+        canvas.paint(block, np.maximum(shell, np.abs(block.x) - half - 5), 150.0, within=outside)
+        canvas.paint(block, np.maximum(shell + 2.0, np.abs(block.x) - half - 3), -650.0, within=outside)
+    else:  # the flat RT top: carbon-fibre skins around a foam core, 40 mm, 530 mm wide
+        shell = np.maximum(surface - block.y, block.y - surface - 40)
+        width = np.abs(block.x) - np.float32(265.0)
+        canvas.paint(block, np.maximum(shell, width), 250.0, within=outside)
+        canvas.paint(block, np.maximum(shell + 1.5, width + 2.0), -900.0, within=outside)
+    # the headrest: from the couch top up to depth mm in front of it, under the neck and occiput
+    bx, _ = model.bend.body_frame(block.x, block.y, block.z)
+    z_lo, z_hi = model.shoulder_z + 15.0, float(model.head.centre[2])
+    rest = np.maximum(np.maximum(np.abs(bx) - np.float32(immobilisation.headrest_half_x),
+                                 np.maximum(np.float32(z_lo) - block.z, block.z - np.float32(z_hi))),
+                      np.maximum(block.y - surface, surface - np.float32(immobilisation.headrest_depth_mm) - block.y))
+    if immobilisation.coat_mm > 0:
+        canvas.paint(block, rest, immobilisation.coat_hu, within=outside)
+    canvas.paint(block, rest + np.float32(immobilisation.coat_mm), immobilisation.headrest_hu, within=outside)
+    if immobilisation.mask:
+        _paint_mask(canvas, model, immobilisation)
+
+
+def _paint_mask(canvas: Canvas, model: HeadNeckModel, immobilisation: Immobilisation) -> None:
+    """A perforated thermoplastic shell ``mask_gap_mm`` off the skin, from ``mask_bottom_z`` over the
+    top of the head and down the sides to ``mask_edge_y``, where a rigid rim 6 x 10 mm runs along it."""
+    lo, hi = model.bbox()
+    block = canvas.block((np.array([lo[0] - 10, -150.0, immobilisation.mask_bottom_z]),
+                          np.array([hi[0] + 10, immobilisation.mask_edge_y + 8, model.z_range[1] + 5])))
+    if block is None:
+        return
+    outside = ~canvas.mask("External")[block.index]
+    sd = model.body_sd(block.x, block.y, block.z) - np.float32(immobilisation.mask_gap_mm)
+    edge = np.float32(immobilisation.mask_edge_y)
+    shell = np.maximum(np.maximum(-sd, sd - np.float32(immobilisation.mask_mm)), block.y - edge)
+    # the perforations: a square grid of holes over the shell (seen in-plane as a broken line)
+    pitch = np.float32(2 * np.pi / immobilisation.mask_hole_pitch_mm)
+    holes = (np.cos(pitch * (block.x + block.y)) * np.cos(pitch * block.z)) > np.float32(
+        1.0 - 2.0 * immobilisation.mask_open)
+    canvas.paint(block, shell, immobilisation.mask_hu, within=outside & ~holes)
+    rim = np.maximum(np.maximum(-sd, sd - np.float32(10.0)), np.abs(block.y - edge + np.float32(3.0)) - np.float32(3.0))
+    canvas.paint(block, rim, immobilisation.rim_hu, within=outside)
 
 
 def _paint_tumour(canvas: Canvas, model: HeadNeckModel) -> None:
