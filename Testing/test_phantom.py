@@ -372,3 +372,61 @@ def test_headneck_brainstem_and_submandibular_glands_have_visible_boundaries():
             ring = ndimage.binary_dilation(gland, in_plane, iterations=2) & ~gland
             ring &= ~canvas.masks["Mandible"]
             assert (canvas.hu[ring] < -40).mean() >= 0.33, (index, name, float((canvas.hu[ring] < -40).mean()))
+
+
+def test_headneck_patient_lies_on_a_couch_and_headrest_under_a_mask():
+    """Head-and-neck phantoms are scanned as in a clinic (docs/phantom.md): on every couch type, with
+    and without a thermoplastic mask. Noise-free renders: the shoulders touch the couch top (at most
+    2 mm of air on any full-shoulder slice; the occiput touches instead where it reaches further
+    back), the couch, headrest and mask lie outside the External, every organ's mask is the same as
+    without them, and a masked face has the shell within a few mm in front of it."""
+    from scipy import ndimage
+
+    from rtdeep.phantom.anatomy_headneck import render_headneck, sample_headneck
+    from rtdeep.phantom.grid import GridSpec
+
+    models = [sample_headneck(np.random.default_rng([5, 2, index, 0])) for index in range(40)]
+    assert {m.scanner.couch for m in models} == set(COUCH_TYPES)
+    assert {m.immobilisation.mask for m in models} == {True, False}
+    assert {m.immobilisation.mask_bottom_z < m.shoulder_z for m in models if m.immobilisation.mask} == {True, False}
+    picked = {}
+    for model in models:
+        picked.setdefault((model.scanner.couch, model.immobilisation.mask), model)
+    spacing = np.array([1.0, 1.0, 6.0])
+    for (couch, masked), model in sorted(picked.items()):
+        immobilisation = model.immobilisation
+        lo = np.array([-90.0, -140.0, model.z_range[0]])
+        hi = np.array([90.0, immobilisation.couch_top_y + 45, model.z_range[1]])
+        shape = tuple(int(n) for n in np.floor((hi - lo) / spacing).astype(int)[::-1] + 1)
+        grid = GridSpec(shape, tuple(spacing), tuple(lo))
+        canvas = render_headneck(model, grid, edge_mm=1.0, fine_texture=False)
+        model.immobilisation = None
+        bare = render_headneck(model, grid, edge_mm=1.0, fine_texture=False)
+        model.immobilisation = immobilisation
+        external = canvas.masks["External"]
+        for name, mask in canvas.masks.items():
+            if name != "External":
+                assert np.array_equal(mask, bare.masks[name]), (couch, masked, name)
+        assert not (external & ~bare.masks["External"]).any()  # flattened on the couch, never grown
+        devices = (canvas.hu > -990) & ~ndimage.binary_dilation(bare.masks["External"], iterations=2)
+        assert devices.sum() > 1000, (couch, masked)  # the couch top and headrest at least
+        y = lo[1] + np.arange(shape[1]) * spacing[1]
+        front = ndimage.binary_erosion(external, iterations=2) & (y < immobilisation.couch_top_y - 30)[None, :, None]
+        assert np.abs(canvas.hu[front] - bare.hu[front]).max() < 1e-3, (couch, masked)  # nothing painted inside
+        z = lo[2] + np.arange(shape[0]) * spacing[2]
+        column = shape[2] // 2
+        gaps = []
+        for k in range(shape[0]):
+            rows = np.flatnonzero(external[k, :, column])
+            if rows.size:
+                below = canvas.hu[k, rows[-1] + 1:, column]
+                gaps.append((z[k], int(np.argmax(below > -960)) * spacing[1]))
+        assert min(gap for _, gap in gaps) <= 1.0, (couch, masked)  # the patient lies on something
+        shoulder_gaps = [gap for zk, gap in gaps if zk < model.shoulder_z - 35]
+        occiput_rests = min(gap for zk, gap in gaps if zk > model.shoulder_z + 15) <= 1.0
+        assert occiput_rests or max(shoulder_gaps, default=0.0) <= 2.0, (couch, masked, shoulder_gaps)
+        # the face: in front of the skin at the eyes' level, the mask's shell within gap + 4 mm
+        k = int(np.argmin(np.abs(z - model.eyes[0].centre[2])))
+        face = np.flatnonzero(external[k].any(axis=1))[0]
+        in_front = canvas.hu[k, max(face - int(immobilisation.mask_gap_mm + 4), 0):face, 60:121]
+        assert bool((in_front > -500).any()) == masked, (couch, masked)

@@ -4,6 +4,7 @@ Dice floor on a held-out phantom, and `rtdeep segment` writes an RTSTRUCT that p
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +188,6 @@ SHIPPED = shipped_segmentation_bundles()
 
 
 def test_withdrawn_bundles_are_listed_with_a_reason_and_absent() -> None:
-    import json
 
     from rtdeep.bundles import models_dir
 
@@ -279,7 +279,6 @@ def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Pa
     """train_all package: an organ below its issue-9 floor (not only a weak organ) keeps a model out
     of the bundles, with the reason in models.json; a model that is good again is shipped and leaves
     the not-shipped list."""
-    import json
     import shutil
 
     from rtdeep.model_database import WEAK_DICE
@@ -377,8 +376,36 @@ def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Pa
     assert load_bundle(models / "headneck_unet25d").config["heldout_dice_median"] == {o: 0.9 for o in organs}
 
 
+def test_equal_budget_means_the_same_iterations_phantoms_and_phantom_generator(tmp_path: Path) -> None:
+    """A model card may call a peer's budget equal only when the iterations, the phantom indices and
+    the version of the phantom generator they were drawn from all agree; a peer trained on an older
+    generator (or from before the generator was recorded) has the same indices but other phantoms."""
+    from rtdeep.training import train_all
+    from rtdeep.training.model_card import segmentation_metadata
+
+    def peer(name: str, generator: str | None) -> None:
+        (tmp_path / name / "models").mkdir(parents=True)
+        training = {"budget": "3000 iterations, from scratch", "training_phantoms": "seed 1, 72 phantoms"}
+        if generator is not None:
+            training["phantom_generator"] = generator
+        metadata = segmentation_metadata(SITES["headneck"], ARCHITECTURES["unet25d_fine"], training=training)
+        (tmp_path / name / "configs").mkdir()
+        (tmp_path / name / "configs" / "metadata.json").write_text(json.dumps(metadata))
+
+    peer("headneck_a", "b3eb6de6a32c")
+    peer("headneck_b", None)
+    peer("headneck_c", "095832738776")
+    result = {"iterations_budget": 3000, "train_phantoms": "seed 1, 72 phantoms", "phantom_generator": "b3eb6de6a32c"}
+    line = train_all._budget_peers(tmp_path, "headneck_new", "headneck", result)
+    assert line == "the same budget and phantoms as headneck_a (equal budget)"
+    (tmp_path / "headneck_a" / "models").rmdir()  # not a network bundle any more
+    line = train_all._budget_peers(tmp_path, "headneck_new", "headneck", result)
+    assert line.startswith("the same budget and phantom indices as headneck_b, headneck_c, but phantoms of another")
+    line = train_all._budget_peers(tmp_path, "headneck_new", "headneck", {**result, "iterations_budget": 1400})
+    assert line.startswith("a budget no other shipped model")
+
+
 def test_enforce_floors_withdraws_shipped_models_below_a_floor_and_keeps_ensembles_whole(tmp_path: Path) -> None:
-    import json
 
     from rtdeep.errors import RtDeepError
     from rtdeep.training import train_all
@@ -422,7 +449,6 @@ def test_training_phantoms_grow_without_touching_validation_or_heldout() -> None
 
 def test_default_model_is_the_best_measured_model_of_the_site(tmp_path: Path) -> None:
     """One source for the model the demo, the web app and the panels start with: models.json."""
-    import json
 
     from rtdeep.model_database import default_model
     from rtdeep.sites import get_site

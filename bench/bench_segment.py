@@ -3,10 +3,11 @@
 Each model runs as its own process (``python -m rtdeep segment CT --model M --out DIR --threads 2``)
 pinned to two CPU cores where ``taskset`` exists; the peak resident set size comes from the
 kernel's rusage of that child (``os.wait4``). The CT is a clinical-grid phantom (512x512 pixels,
-2.5-3 mm slices) written to ``bench/out/bench_segment/``. Medians over ``--repeats`` runs.
+2.5-3 mm slices; the generator's couch, headrest and mask included) written to
+``bench/out/bench_segment/``, one per version of the phantom generator. Medians over ``--repeats`` runs.
 
 Usage:
-    python bench/bench_segment.py [--models thorax_unet3d ...] [--repeats 3] [--couch] [--json OUT.json]
+    python bench/bench_segment.py [--models thorax_unet3d ...] [--repeats 3] [--json OUT.json]
 
 Targets (issue 5, item 8): <= 15 s wall and <= 3 GB peak RSS per deep model on 2 cores.
 """
@@ -29,9 +30,9 @@ OUT_DIR = PROJECT_ROOT / "bench" / "out" / "bench_segment"
 sys.path.insert(0, str(PROJECT_ROOT))
 
 
-def _ct_folder(site: str, couch: bool = False) -> tuple[Path, tuple[int, int, int]]:
-    """Write (once) a clinical-grid phantom of ``site`` (with ``couch``: a flat RT couch top painted
-    under it, ``bench_couch.add_couch_top``) and return its CT folder and shape.
+def _ct_folder(site: str) -> tuple[Path, tuple[int, int, int]]:
+    """Write (once per version of the phantom generator) a clinical-grid phantom of ``site`` and return
+    its CT folder and shape.
 
     The phantom is made in a child process: each ``rtdeep segment`` run is forked from this one, and
     the kernel's peak RSS of a child (``ru_maxrss``) starts from its parent's resident size at the
@@ -39,10 +40,12 @@ def _ct_folder(site: str, couch: bool = False) -> tuple[Path, tuple[int, int, in
     reported as every model's peak."""
     import multiprocessing
 
-    name = f"{site}_couch" if couch else site
+    from rtdeep.phantom import generator_fingerprint
+
+    name = f"{site}_p{generator_fingerprint(site)}"  # a changed generator makes a new benchmark CT
     marker = OUT_DIR / f"{name}.json"
     if not marker.is_file():
-        writer = multiprocessing.get_context("spawn").Process(target=_write_ct, args=(site, couch, name, marker))
+        writer = multiprocessing.get_context("spawn").Process(target=_write_ct, args=(site, name, marker))
         writer.start()
         writer.join()
         if writer.exitcode != 0 or not marker.is_file():
@@ -51,16 +54,10 @@ def _ct_folder(site: str, couch: bool = False) -> tuple[Path, tuple[int, int, in
     return Path(info["ct_dir"]), tuple(info["shape"])  # type: ignore[return-value]
 
 
-def _write_ct(site: str, couch: bool, name: str, marker: Path) -> None:
-    import dataclasses
-
-    from bench_couch import add_couch_top
-
+def _write_ct(site: str, name: str, marker: Path) -> None:
     from rtdeep.phantom import generate_patient, write_patient
 
     patient = generate_patient(site, 900, 7, grid="clinical")
-    if couch:
-        patient = dataclasses.replace(patient, ct=add_couch_top(patient.ct))
     folder = write_patient(patient, OUT_DIR / name, overwrite=True)
     info = {"ct_dir": str(folder / "CT"), "shape": list(patient.ct.shape), "rs": str(folder / "RS.dcm")}
     marker.write_text(json.dumps(info))
@@ -95,9 +92,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", help="bundle names or paths (default: every bundled segmentation model)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--couch", action="store_true",
-                        help="run on the benchmark CT with a flat RT couch top painted under the patient "
-                             "(bench/bench_couch.py; the head-and-neck phantom has none)")
     parser.add_argument("--json", type=Path, help="write the results here (read by rtdeep.training.train_all package)")
     args = parser.parse_args(argv)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
@@ -110,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         metadata = read_metadata(model)
         site = metadata["rtdeep"]["site"]
-        ct_dir, shape = _ct_folder(site, args.couch)
+        ct_dir, shape = _ct_folder(site)
         runs = [_run_once(ct_dir, model) for _ in range(args.repeats)]
         wall = statistics.median(r[0] for r in runs)
         rss = statistics.median(r[1] for r in runs)
@@ -123,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             "ct_shape_kji": list(shape),
             "description": (
                 f"`rtdeep segment` DICOM folder -> RTSTRUCT, phantom CT {shape[2]}x{shape[1]}x{shape[0]} (i x j x k)"
-                f"{' on a flat RT couch top' if args.couch else ''}, "
+                f"{' (couch, headrest and mask of its own)' if site == 'headneck' else ' (on a couch)'}, "
                 f"2 cores, 2 torch threads, median of {args.repeats} runs (machine shared with other jobs); "
                 f"CPU time (user+sys) median {cpu:.1f} s"
             ),

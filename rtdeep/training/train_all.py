@@ -77,6 +77,7 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
         n_train: training phantoms (:func:`train_indices`; the shipped bundles had 24).
     """
     from rtdeep.models.architectures import get_arch
+    from rtdeep.phantom import generator_fingerprint
     from rtdeep.sites import get_site
     from rtdeep.training.data import cases_from_phantoms
     from rtdeep.training.model_card import bundle_name
@@ -116,6 +117,7 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
                                   f"without {VAL_INDICES[0]}-{VAL_INDICES[-1]}",
                 "val_phantoms": f"seed {TRAIN_SEED}, indices {VAL_INDICES[0]}-{VAL_INDICES[-1]}",
                 "iterations_budget": iterations, "minutes_cap": minutes,
+                "phantom_generator": generator_fingerprint(site_name),
                 "start": ("fine-tuned from the previously shipped bundle of the same name" if init else "from scratch")
                          + (f" ({start_note})" if start_note else ""),
                 "augmentation": "rtdeep.training.sampling.augmentation (MONAI)",
@@ -471,19 +473,26 @@ def _write_database(database_path: Path, database: dict) -> None:
 
 
 def _budget_peers(models_dir: Path, name: str, site_name: str, result: dict) -> str:
-    """Which of the site's shipped network bundles had the same budget (iterations and phantoms)."""
+    """Which of the site's shipped network bundles had the same budget: iterations, phantom indices and
+    phantom generator (``phantom_generator``, the fingerprint of :mod:`rtdeep.phantom`; bundles from
+    before it was recorded count as another generator)."""
     from rtdeep.bundles import read_metadata
 
-    peers = []
+    peers, other_generator = [], []
     for other in sorted(models_dir.glob(f"{site_name}_*")):
         if other.name == name or not (other / "models").is_dir():
             continue
         training = read_metadata(other)["rtdeep"].get("training", {})
         if (str(training.get("budget", "")).split(" ")[0] == str(result.get("iterations_budget"))
                 and training.get("training_phantoms") == result["train_phantoms"]):
-            peers.append(other.name)
-    return (f"the same budget and phantoms as {', '.join(peers)} (equal budget)" if peers else
-            "a budget no other shipped model of this site had (their cards say theirs)")
+            same = training.get("phantom_generator") == result.get("phantom_generator") is not None
+            (peers if same else other_generator).append(other.name)
+    if peers:
+        return f"the same budget and phantoms as {', '.join(peers)} (equal budget)"
+    if other_generator:
+        return (f"the same budget and phantom indices as {', '.join(other_generator)}, but phantoms of another "
+                "version of the generator than theirs (their cards say which)")
+    return "a budget no other shipped model of this site had (their cards say theirs)"
 
 
 def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Path | None) -> None:
@@ -523,11 +532,13 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                 continue
             withdrawn.pop(name, None)
             speed = bench.get(name, {})
+            devices = "couch, headrest, thermoplastic mask" if site.name == "headneck" else "couch"
             training = {
                 "data": "synthetic phantoms from rtdeep.phantom.generate_patient, clinical grid with per-patient "
                         "scanner randomisation (512x512, 0.5-1.2 mm pixels, 1-5 mm slices, noise, kernel, contrast "
-                        "phase, streaks, couch; docs/phantom.md), no patient data",
+                        f"phase, streaks, {devices}; docs/phantom.md), no patient data",
                 "training_phantoms": result["train_phantoms"],
+                **({"phantom_generator": result["phantom_generator"]} if "phantom_generator" in result else {}),
                 "validation_phantoms": result["val_phantoms"] + " (used to pick the best epoch)",
                 "training_time": f"{result['train_seconds'] / 60:.1f} min wall on CPU ({result['threads']} thread(s), "
                                  f"machine shared with other jobs), {result['iterations']} iterations of batch "
