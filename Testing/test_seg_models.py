@@ -397,7 +397,8 @@ def test_equal_budget_means_the_same_iterations_phantoms_and_phantom_generator(t
     peer("headneck_c", "095832738776")
     result = {"iterations_budget": 3000, "train_phantoms": "seed 1, 72 phantoms", "phantom_generator": "b3eb6de6a32c"}
     line = train_all._budget_peers(tmp_path, "headneck_new", "headneck", result)
-    assert line == "the same budget and phantoms as headneck_a (equal budget)"
+    assert line.startswith("the same budget and phantoms as headneck_a (equal budget); the same budget and "
+                           "phantom indices as headneck_b, headneck_c, but phantoms of another version")
     (tmp_path / "headneck_a" / "models").rmdir()  # not a network bundle any more
     line = train_all._budget_peers(tmp_path, "headneck_new", "headneck", result)
     assert line.startswith("the same budget and phantom indices as headneck_b, headneck_c, but phantoms of another")
@@ -620,6 +621,18 @@ def test_3d_windows_cover_each_slab_s_tissue_only_and_change_nothing_there() -> 
     on_couch = image.copy()  # a couch top's skins, 1 voxel thick and as wide as the image, in every slice
     on_couch[:, 84, :] = on_couch[:, 88, :] = 0.6
     assert tissue_slabs(on_couch, 0.0, roi, overlap) == slabs  # thin sheets widen no box, fill no slab of air
+    masked = image.copy()  # a thermoplastic mask: a 1-voxel shell 2 voxels off the head, its outline
+    for k in range(14, 30):  # growing by a voxel every second slice: a band 8 voxels wide in projection
+        grow = (k - 14) // 2
+        r0, r1, c0, c1 = 27 - grow, 72 + grow, 57 - grow, 102 + grow
+        masked[k, r0, c0:c1 + 1] = masked[k, r1, c0:c1 + 1] = masked[k, r0:r1 + 1, c0] = masked[k, r0:r1 + 1, c1] = 0.5
+    masked[14:30, 48:53, 112:117] = 0.8  # and the rim of its frame beside the head: 25 voxels, 1.6 % of the head
+    assert tissue_slabs(masked, 0.0, roi, overlap) == slabs
+    with_arm = masked.copy()
+    with_arm[14:30, 40:50, 120:130] = 0.5  # a piece 6 % of the head (an arm beside a chest): tissue
+    widths_arm = {slab.start: box[2].stop - box[2].start for slab, box in tissue_slabs(with_arm, 0.0, roi, overlap)
+                  if box is not None}
+    assert widths_arm[18] == 130 + TISSUE_MARGIN - (60 - TISSUE_MARGIN)
 
     network = _PointwiseNetwork().eval()
     whole = predict_probabilities(network, image, spatial_dims=3, roi_size=roi, overlap=overlap, size_divisor=8)

@@ -190,6 +190,24 @@ def _slab_slices(n_slices: int, window_slices: int, overlap: float) -> list[slic
     return [slice(start, start + window_slices) for start in _window_starts(n_slices, window_slices, overlap)]
 
 
+#: share of a slice's largest piece of tissue under which a separate piece is not the patient
+SMALL_PIECE = 0.02
+
+
+def _slice_tissue(plane: np.ndarray) -> np.ndarray:
+    """The patient's tissue on one slice: ``plane`` (bool) without sheets thinner than a disk of
+    radius :data:`THIN_STRUCTURE` and without pieces under :data:`SMALL_PIECE` of its largest."""
+    from scipy import ndimage
+
+    tissue = open_thin_sheets(plane, THIN_STRUCTURE, THIN_STRUCTURE)
+    labels, n = ndimage.label(tissue)
+    if n <= 1:
+        return tissue
+    areas = np.bincount(labels.ravel())[1:]
+    keep = np.concatenate([[False], areas >= SMALL_PIECE * areas.max()])
+    return keep[labels]
+
+
 def tissue_slabs(image: np.ndarray, tissue_level: float, roi: Sequence[int],
                  overlap: float) -> list[tuple[slice, tuple[slice, slice, slice] | None]]:
     """Each slab of 3D windows (slices placed as MONAI's sliding window places them along k) and
@@ -197,14 +215,18 @@ def tissue_slabs(image: np.ndarray, tissue_level: float, roi: Sequence[int],
     above ``tissue_level``) plus :data:`TISSUE_MARGIN`, widened about their centre to one window
     where the image allows. The box is None for a slab without tissue.
 
-    Structures too thin for a disk of radius :data:`THIN_STRUCTURE` voxels (in the slab's
-    projection) do not count as tissue: a couch top's carbon-fibre skins (1-3 mm over foam) or a
-    thermoplastic mask is as wide as the field of view and would otherwise widen every box to it
-    (and a slab of couch alone, beyond the patient, gets no windows)."""
+    Structures too thin for a disk of radius :data:`THIN_STRUCTURE` voxels on their slice do not
+    count as tissue: a couch top's carbon-fibre skins (1-3 mm over foam) are as wide as the field of
+    view and would otherwise widen every box to it (and a slab of couch alone, beyond the patient,
+    gets no windows). Each slice is opened before the slab's projection: a thermoplastic mask's
+    shell is thin on every slice, but its projection over a slab's slices (it follows the head's
+    outline as that grows and shrinks) is a band as thick as the outline moves. Pieces under
+    :data:`SMALL_PIECE` of a slice's largest piece do not count either: the rigid rim of a mask's frame
+    beside the head, a marker, a cable (an arm beside the chest is larger)."""
     slabs: list[tuple[slice, tuple[slice, slice, slice] | None]] = []
+    tissue_by_slice = np.stack([_slice_tissue(plane > tissue_level) for plane in image])
     for slab in _slab_slices(image.shape[0], roi[0], overlap):
-        projection = (image[slab] > tissue_level).any(axis=0)
-        tissue = open_thin_sheets(projection, THIN_STRUCTURE, THIN_STRUCTURE)
+        tissue = tissue_by_slice[slab].any(axis=0)
         rows, columns = np.flatnonzero(tissue.any(axis=1)), np.flatnonzero(tissue.any(axis=0))
         if rows.size == 0:
             slabs.append((slab, None))

@@ -487,12 +487,11 @@ def _budget_peers(models_dir: Path, name: str, site_name: str, result: dict) -> 
                 and training.get("training_phantoms") == result["train_phantoms"]):
             same = training.get("phantom_generator") == result.get("phantom_generator") is not None
             (peers if same else other_generator).append(other.name)
-    if peers:
-        return f"the same budget and phantoms as {', '.join(peers)} (equal budget)"
+    parts = [f"the same budget and phantoms as {', '.join(peers)} (equal budget)"] if peers else []
     if other_generator:
-        return (f"the same budget and phantom indices as {', '.join(other_generator)}, but phantoms of another "
-                "version of the generator than theirs (their cards say which)")
-    return "a budget no other shipped model of this site had (their cards say theirs)"
+        parts.append(f"the same budget and phantom indices as {', '.join(other_generator)}, but phantoms of another "
+                     "version of the generator than theirs (their cards say which)")
+    return "; ".join(parts) or "a budget no other shipped model of this site had (their cards say theirs)"
 
 
 def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Path | None) -> None:
