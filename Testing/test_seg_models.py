@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -404,6 +405,47 @@ def test_equal_budget_means_the_same_iterations_phantoms_and_phantom_generator(t
     assert line.startswith("the same budget and phantom indices as headneck_b, headneck_c, but phantoms of another")
     line = train_all._budget_peers(tmp_path, "headneck_new", "headneck", {**result, "iterations_budget": 1400})
     assert line.startswith("a budget no other shipped model")
+
+
+def test_packaging_a_peer_brings_the_budget_lines_of_the_cards_before_it_up_to_date(tmp_path: Path) -> None:
+    """A card packaged first says no other model had its budget; once its equal-budget twin is packaged,
+    its budget line (card and metadata, manifest rewritten) names the twin. Lines written by hand stay."""
+    from rtdeep.bundles import verify_bundle, write_manifest
+    from rtdeep.training import train_all
+    from rtdeep.training.model_card import segmentation_metadata
+
+    tail = "capped at 400.0 min; from scratch"
+
+    def bundle(name: str, budget: str) -> Path:
+        path = tmp_path / name
+        (path / "models").mkdir(parents=True)
+        (path / "models" / "model.pt").write_bytes(b"weights")
+        training = {"training_phantoms": "seed 1, 72 phantoms", "phantom_generator": "b3eb6de6a32c", "budget": budget}
+        (path / "configs").mkdir()
+        (path / "configs" / "metadata.json").write_text(json.dumps(segmentation_metadata(
+            SITES["headneck"], ARCHITECTURES["unet25d_fine"], training=training)))
+        (path / "docs").mkdir()
+        (path / "docs" / "README.md").write_text(f"# {name}\n\n## Training\n- budget: {budget}\n- other: kept\n")
+        write_manifest(path)
+        return path
+
+    first = bundle("headneck_a", f"3000 iterations, a budget no other shipped model of this site had (their cards "
+                                 f"say theirs), {tail}")
+    twin = bundle("headneck_b", f"3000 iterations, the same budget and phantoms as headneck_a (equal budget), {tail}")
+    by_hand = bundle("headneck_c", "1400 iterations for each of the four architectures (equal budget)")
+    card_by_hand = (by_hand / "docs" / "README.md").read_text()
+
+    assert train_all.refresh_budget_peers(tmp_path, "headneck") == ["headneck_a"]
+    expected = f"3000 iterations, the same budget and phantoms as headneck_b (equal budget), {tail}"
+    assert json.loads((first / "configs" / "metadata.json").read_text())["rtdeep"]["training"]["budget"] == expected
+    assert (first / "docs" / "README.md").read_text() == f"# headneck_a\n\n## Training\n- budget: {expected}\n- other: kept\n"
+    verify_bundle(first)  # the manifest follows the rewritten card and metadata
+    assert (by_hand / "docs" / "README.md").read_text() == card_by_hand
+    assert train_all.refresh_budget_peers(tmp_path, "headneck") == []  # up to date: nothing rewritten
+
+    shutil.rmtree(twin / "models")  # the twin withdrawn: the first card says so again
+    assert train_all.refresh_budget_peers(tmp_path, "headneck") == ["headneck_a"]
+    assert "- budget: 3000 iterations, a budget no other shipped" in (first / "docs" / "README.md").read_text()
 
 
 def test_enforce_floors_withdraws_shipped_models_below_a_floor_and_keeps_ensembles_whole(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -313,6 +314,8 @@ def enforce_floors(models_dir: Path) -> list[str]:
     database["models"] = [entries[k] for k in sorted(entries)]
     database["not_shipped"] = [withdrawn[k] for k in sorted(withdrawn)]
     _write_database(database_path, database)
+    for site_name in sorted({name.split("_", 1)[0] for name in failing}):  # peers no longer name them
+        refresh_budget_peers(models_dir, site_name)
     return sorted(failing)
 
 
@@ -494,6 +497,47 @@ def _budget_peers(models_dir: Path, name: str, site_name: str, result: dict) -> 
     return "; ".join(parts) or "a budget no other shipped model of this site had (their cards say theirs)"
 
 
+#: a budget line as :func:`package` writes it: iterations, then :func:`_budget_peers`' words, then the cap
+_GENERATED_BUDGET = re.compile(r"^(\d+) iterations, ((?:the same budget|a budget no other).*?), capped at ")
+
+
+def refresh_budget_peers(models_dir: Path, site_name: str) -> list[str]:
+    """Name each shipped network bundle of the site in the budget line of its peers' cards.
+
+    A card's budget line names the bundles that had the same budget *when it was packaged*; a peer
+    packaged or withdrawn later would leave it stale. This rewrites the peers' words of every budget
+    line that :func:`package` generated (a line written by hand is kept), in ``metadata.json`` and the
+    card, and the bundle's manifest. Returns the bundles rewritten."""
+    from rtdeep.bundles import write_manifest
+
+    rewritten = []
+    for bundle in sorted(models_dir.glob(f"{site_name}_*")):
+        metadata_path, card_path = bundle / "configs" / "metadata.json", bundle / "docs" / "README.md"
+        if not (bundle / "models").is_dir() or not metadata_path.is_file():
+            continue
+        metadata = json.loads(metadata_path.read_text())
+        training = metadata["rtdeep"].get("training", {})
+        old = str(training.get("budget", ""))
+        match = _GENERATED_BUDGET.match(old)
+        if match is None:
+            continue
+        facts = {"iterations_budget": int(match[1]), "train_phantoms": training.get("training_phantoms"),
+                 "phantom_generator": training.get("phantom_generator")}
+        new = f"{match[1]} iterations, {_budget_peers(models_dir, bundle.name, site_name, facts)}, " + old[
+            match.end() - len("capped at "):]
+        card = card_path.read_text()
+        if new == old or f"- budget: {old}\n" not in card:
+            continue
+        training["budget"] = new
+        for path, text in ((card_path, card.replace(f"- budget: {old}\n", f"- budget: {new}\n")),
+                           (metadata_path, json.dumps(metadata, indent=2) + "\n")):
+            path.with_suffix(".tmp").write_text(text)
+            path.with_suffix(".tmp").replace(path)
+        write_manifest(bundle)  # card and metadata are bundle files: their checksums change
+        rewritten.append(bundle.name)
+    return rewritten
+
+
 def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Path | None) -> None:
     """Final bundles with model cards (training time, held-out Dice, speed) and ``models.json``.
 
@@ -572,6 +616,8 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
             write_bundle(models_dir / name, network, metadata, card, overwrite=True)
             entries[name] = _database_entry(name, f"{site.title}: {arch.title}", site, arch.name, speed, heldout)
             _say(f"packaged {models_dir / name}")
+        for peer in refresh_budget_peers(models_dir, site_name):  # the cards packaged before name it too
+            _say(f"budget line of {peer} brought up to date")
     # other sections (the pneumonitis "classifiers") belong to other writers: keep them as they are
     database["description"] = ("rtdeep bundled segmentation models (trained on synthetic phantoms only); "
                                "cpu_seconds_median: `rtdeep segment` wall time, DICOM folder to RTSTRUCT, 512x512 CT, "
