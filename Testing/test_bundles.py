@@ -24,7 +24,7 @@ from rtdeep.bundles import (
     write_bundle,
     write_manifest,
 )
-from rtdeep.errors import BundleError
+from rtdeep.errors import BundleError, RtDeepError
 from rtdeep.models import build_network
 from rtdeep.models.architectures import ARCHITECTURES
 from rtdeep.sites import SITES
@@ -162,6 +162,44 @@ def test_model_database_lists_every_bundle() -> None:
         entry = entries[name]
         assert entry["segments"] == list(SITES[entry["site"]].organ_names)
         assert (models_dir() / name).is_dir()
+
+
+def test_readme_table_of_the_bundled_models_is_the_one_models_json_gives() -> None:
+    """The README's table of the bundled models is generated (``python -m rtdeep.model_database
+    --readme README.md``): a model packaged, re-measured or withdrawn without it fails here."""
+    from rtdeep.model_database import README_BEGIN, README_END, models_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shown = readme.split(README_BEGIN + "\n", 1)[1].split(README_END, 1)[0]
+    assert shown == models_table()
+
+
+def test_models_table_marks_the_default_and_organs_below_their_floor(tmp_path: Path) -> None:
+    from rtdeep.model_database import README_BEGIN, README_END, models_table, update_readme
+
+    def entry(name: str, dice: dict[str, float], seconds: float) -> dict:
+        return {"name": name, "title": f"Head and neck: {name}", "site": "headneck",
+                "segments": list(SITES["headneck"].organ_names), "heldout_dice_median": dice,
+                "cpu_seconds_median": seconds, "peak_rss_mb_median": 1536.0}
+
+    good = dict.fromkeys(SITES["headneck"].organ_names, 0.9)
+    weak = {**good, "Parotid_L": 0.849}
+    database = {"models": [entry("headneck_good", good, 7.84), entry("headneck_weak", weak, 14.26)],
+                "not_shipped": [{"name": "headneck_old", "reason": "below"}]}
+    (tmp_path / "models.json").write_text(json.dumps(database))
+    table = models_table(tmp_path)
+    rows = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| `")}
+    assert rows["| `headneck_good` (default): headneck_good"].endswith("| 0.900 | 7.8 | 1.50 |")
+    assert "| **0.849 below** | 0.900 |" in rows["| `headneck_weak`: headneck_weak"]
+    assert "Thorax" not in table and "`headneck_old`" in table.splitlines()[-1]
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# top\n{README_BEGIN}\nstale\n{README_END}\nafter\n")
+    assert update_readme(readme, tmp_path) and not update_readme(readme, tmp_path)
+    assert readme.read_text() == f"# top\n{README_BEGIN}\n{table}{README_END}\nafter\n"
+    readme.write_text("# no table here\n")
+    with pytest.raises(RtDeepError, match="needs one line"):
+        update_readme(readme, tmp_path)
 
 
 def test_copied_bundle_loads_from_its_new_place(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """The model database (``Resources/Models/models.json``): what the panels and the web app list.
 
-``rtdeep.training.train_all publish`` writes one entry per bundled segmentation model: title, site,
-organs, median held-out Dice per organ and median CPU seconds per CT (from
-``bench/bench_seg_methods.py``). The atlas baselines have no bundle and no entry; they are listed
+``python -m rtdeep.training.train_all package`` writes one entry per bundled segmentation model: title,
+site, organs, median held-out Dice per organ, median wall seconds and peak RSS per CT (from
+``bench/bench_segment.py``). :func:`models_table` renders the entries as the README's table of the
+bundled models (``python -m rtdeep.model_database --readme README.md`` rewrites it there). The atlas baselines have no bundle and no entry; they are listed
 with their title only. A model is *weak* when an organ's median held-out Dice is below
 :data:`WEAK_DICE`: the panel says so next to the model.
 
@@ -23,8 +24,8 @@ from pathlib import Path
 from rtdeep.errors import BundleError
 from rtdeep.sites import ORGANS, SITES
 
-__all__ = ["DATABASE_NAME", "WEAK_DICE", "ModelEntry", "default_model", "describe_model", "organs_below_floor",
-           "read_model_database", "weak_organs"]
+__all__ = ["DATABASE_NAME", "WEAK_DICE", "ModelEntry", "default_model", "describe_model", "models_table",
+           "organs_below_floor", "read_model_database", "update_readme", "weak_organs"]
 
 DATABASE_NAME = "models.json"
 #: an organ below this median held-out Dice makes a model "weak" in the panel
@@ -56,6 +57,7 @@ class ModelEntry:
         heldout_dice: median held-out Dice per organ (empty when not measured).
         cpu_seconds: median seconds per CT on a CPU (None when not measured).
         gpu_seconds: median seconds per CT on a GPU (None when not measured).
+        peak_rss_mb: median peak resident memory per CT in MB (None when not measured).
     """
 
     name: str
@@ -65,6 +67,7 @@ class ModelEntry:
     heldout_dice: dict[str, float] = field(default_factory=dict)
     cpu_seconds: float | None = None
     gpu_seconds: float | None = None
+    peak_rss_mb: float | None = None
 
     @property
     def weak_organs(self) -> list[str]:
@@ -122,6 +125,7 @@ def read_model_database(models_dir: str | Path | None = None) -> dict[str, Model
                     heldout_dice={str(k): float(v) for k, v in (item.get("heldout_dice_median") or {}).items()},
                     cpu_seconds=_number(item.get("cpu_seconds_median")),
                     gpu_seconds=_number(item.get("gpu_seconds_median")),
+                    peak_rss_mb=_number(item.get("peak_rss_mb_median")),
                 )
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise BundleError(f"not a model database: {error}", path=path) from error
@@ -166,3 +170,86 @@ def describe_model(entry: ModelEntry) -> str:
         lines.append(entry.warning)
     lines.append("Built from synthetic phantoms only; not for clinical use.")
     return "\n".join(lines)
+
+
+#: the lines around the README's table of the bundled models (:func:`update_readme`)
+README_BEGIN = "<!-- models.json table: python -m rtdeep.model_database --readme README.md -->"
+README_END = "<!-- end of the models.json table -->"
+
+
+def models_table(models_dir: str | Path | None = None) -> str:
+    """The bundled segmentation models of ``models.json`` as Markdown: one table per site with each
+    model's median held-out Dice per organ (below its floor in bold, with "below"), wall time and peak
+    RSS per CT, the site's default marked; then the models not shipped, by name (the database says why).
+
+    Raises:
+        BundleError: ``models.json`` exists but is not a valid database.
+    """
+    from rtdeep.bundles import models_dir as default_models_dir
+
+    entries = read_model_database(models_dir)
+    lines = []
+    for site in SITES.values():
+        networks = sorted((e for e in entries.values() if e.site == site.name and e.heldout_dice),
+                          key=lambda e: e.name)
+        if not networks:
+            continue
+        default = default_model(site.name, models_dir)
+        lines += [f"**{site.title}**: median Dice on 6 held-out phantoms; the floor each organ must reach to ship",
+                  "", "| model | " + " | ".join(site.organ_names) + " | wall s per CT | peak RSS GiB |",
+                  "|---" * (len(site.organ_names) + 3) + "|",
+                  "| floor | " + " | ".join(f"{ORGANS[o].dice_floor:.2f}" if ORGANS[o].dice_floor else "-"
+                                           for o in site.organ_names) + " | 15 | 3 |"]
+        for entry in networks:
+            below = set(entry.organs_below_floor)
+            cells = [(f"**{entry.heldout_dice[o]:.3f} below**" if o in below else f"{entry.heldout_dice[o]:.3f}")
+                     if o in entry.heldout_dice else "-" for o in site.organ_names]
+            seconds = f"{entry.cpu_seconds:.1f}" if entry.cpu_seconds is not None else "-"
+            memory = f"{entry.peak_rss_mb / 1024:.2f}" if entry.peak_rss_mb is not None else "-"
+            name = f"`{entry.name}` (default)" if entry.name == default else f"`{entry.name}`"
+            lines.append(f"| {name}: {entry.title.split(': ', 1)[-1]} | " + " | ".join(cells)
+                         + f" | {seconds} | {memory} |")
+        lines.append("")
+    path = Path(models_dir or default_models_dir()) / DATABASE_NAME
+    withdrawn = sorted(str(item["name"]) for item in json.loads(path.read_text()).get("not_shipped", [])) \
+        if path.is_file() else []
+    if withdrawn:
+        lines.append("Not shipped (`models.json`, `not_shipped`, says why): " + ", ".join(f"`{n}`" for n in withdrawn)
+                     + ".")
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def update_readme(readme: str | Path, models_dir: str | Path | None = None) -> bool:
+    """Replace the table between :data:`README_BEGIN` and :data:`README_END` in ``readme`` with
+    :func:`models_table` (written beside it, then renamed). Returns whether the file changed.
+
+    Raises:
+        RtDeepError: ``readme`` lacks the two lines.
+    """
+    from rtdeep.errors import RtDeepError
+
+    path = Path(readme)
+    text = path.read_text()
+    if text.count(README_BEGIN) != 1 or text.count(README_END) != 1:
+        raise RtDeepError(f"needs one line {README_BEGIN!r} and one line {README_END!r}", path=path)
+    head, rest = text.split(README_BEGIN + "\n", 1)
+    _, tail = rest.split(README_END, 1)
+    new = head + README_BEGIN + "\n" + models_table(models_dir) + README_END + tail
+    if new == text:
+        return False
+    path.with_suffix(".tmp").write_text(new)
+    path.with_suffix(".tmp").replace(path)
+    return True
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="The bundled models of models.json as the README's Markdown table.")
+    parser.add_argument("--models-dir", default=None, help="folder of models.json (default: the shipped models)")
+    parser.add_argument("--readme", default=None, help="rewrite the table in this README instead of printing it")
+    args = parser.parse_args()
+    if args.readme:
+        print("updated" if update_readme(args.readme, args.models_dir) else "up to date", args.readme)
+    else:
+        print(models_table(args.models_dir), end="")

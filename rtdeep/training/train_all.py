@@ -469,10 +469,16 @@ def _database_entry(name: str, title: str, site, architecture: str, speed: dict,
 
 
 def _write_database(database_path: Path, database: dict) -> None:
-    """Replace ``models.json`` atomically (written beside it, then renamed)."""
+    """Replace ``models.json`` atomically (written beside it, then renamed); for the shipped models,
+    the README's table of them too (:func:`rtdeep.model_database.update_readme`)."""
     tmp = database_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(database, indent=1) + "\n")
     tmp.replace(database_path)
+    readme = PROJECT_ROOT / "README.md"
+    if database_path.parent.resolve() == (PROJECT_ROOT / "Resources" / "Models").resolve() and readme.is_file():
+        from rtdeep.model_database import update_readme
+
+        update_readme(readme, database_path.parent)  # the README's table of the bundled models follows
 
 
 def _budget_peers(models_dir: Path, name: str, site_name: str, result: dict) -> str:
