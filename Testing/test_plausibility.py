@@ -98,6 +98,25 @@ def test_cord_moved_into_the_vertebral_body_fails_canal_check(thorax):
     assert ("SpinalCord", "position") in [(f.organ, f.check) for f in findings]
 
 
+def test_lungs_cut_by_the_scan_fail_coverage(thorax):
+    """A scan that stops halfway down the lungs: both lungs and the heart are cut by its inferior edge
+    (a lung's mean dose and V20 would be wrong); the tubes, which run through every scan, are not."""
+    from rtdeep.inference.preprocess import crop_volume
+
+    lungs = thorax.roi("Lung_L").mask | thorax.roi("Lung_R").mask
+    extent = np.nonzero(lungs.any(axis=(1, 2)))[0]
+    assert thorax.ct.index_to_lps(np.array([0.0, 0.0, 0.0]))[2] < thorax.ct.index_to_lps(
+        np.array([0.0, 0.0, float(extent[-1])]))[2]  # slice 0 is the inferior end
+    box = (slice(int(extent[0] + extent[-1]) // 2, None), slice(None), slice(None))
+    ct = crop_volume(thorax.ct, box)
+    rois = [dataclasses.replace(roi, mask=np.asarray(roi.mask)[box]) for roi in thorax.rois]
+    findings = [f for f in check_plausibility(ct, rois) if f.check == "coverage"]
+    assert [f.organ for f in findings] == ["Lung_L", "Lung_R", "Heart"]
+    assert all("inferior edge" in f.message and f.value >= 0.1 for f in findings)
+    whole = check_plausibility(thorax.ct, thorax.rois)  # the same lungs on the whole scan: nothing
+    assert [f for f in whole if f.check == "coverage"] == []
+
+
 def test_empty_organ_is_reported(thorax):
     findings = check_plausibility(thorax.ct, _replace(thorax.rois, "Esophagus", np.zeros_like(thorax.roi("Esophagus").mask)))
     assert [(f.organ, f.check) for f in findings] == [("Esophagus", "empty")]

@@ -228,6 +228,22 @@ def test_weight_averaging_of_the_last_epochs_is_chosen_on_the_calibration_part()
     assert not off.averaged
 
 
+def test_lungs_cut_by_the_scan_are_reported_with_the_figures():
+    """A CT that stops through the lungs still gives the figures of the part scanned, with a warning
+    naming the edge; the whole study gives none."""
+    ct, masks, dose = synthetic_study(False, seed=4)
+    assert not [w for w in lung_dose_report(ct, masks, dose).warnings if "cut by the CT" in w]
+    lungs = np.flatnonzero((masks["Lung_L"] | masks["Lung_R"]).any(axis=(1, 2)))
+    top = int(lungs[0] + lungs[-1]) // 2  # slices from the lungs' middle on are not scanned
+    cut = Volume(ct.array[:top].copy(), ct.affine)
+    report = lung_dose_report(cut, {name: mask[:top] for name, mask in masks.items()},
+                              Volume(dose.array[:top].copy(), dose.affine))
+    superior = "superior" if ct.index_to_lps(np.array([0.0, 0.0, top]))[2] > ct.affine[2, 3] else "inferior"
+    assert [w for w in report.warnings if "cut by the CT" in w] == [w for w in report.warnings if
+                                                                     f"cut by the CT's {superior} edge" in w]
+    assert len([w for w in report.warnings if "cut by the CT" in w]) == 1 and "part scanned" in report.warnings[-1]
+
+
 def test_bad_inputs_give_clear_errors():
     ct, masks, dose = synthetic_study(False, seed=4)
     no_lungs = {name: mask for name, mask in masks.items() if not name.startswith("Lung")}

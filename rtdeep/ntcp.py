@@ -27,6 +27,7 @@ import numpy as np
 
 from rtdeep.dvh import DVH, dvh_from_samples, sample_on_grid
 from rtdeep.errors import DoseError
+from rtdeep.plausibility import scan_cut
 
 if TYPE_CHECKING:
     from rtdeep.dicomrt.types import StructureSet
@@ -304,5 +305,13 @@ def lung_dose_report(
     crop.dose = grid.with_array(np.where(covered, values, np.float32(0.0)))
     dvh = dvh_from_samples(NORMAL_LUNG_NAME, values[inside & covered], grid.voxel_volume_cc,
                            uncovered_fraction=uncovered, grid="ct")
+    warnings = list(crop.warnings)
+    areas = np.zeros(ct.shape[0])
+    areas[crop.bbox_index[0][0]:crop.bbox_index[0][1]] = np.count_nonzero(inside, axis=(1, 2))
+    cut = scan_cut(ct, areas)
+    if cut is not None:  # a lung base below the scan: the figures are of the part scanned
+        warnings.append(f"{NORMAL_LUNG_NAME} is cut by the CT's {cut[0]} ({100 * cut[1]:.0f} % of its largest "
+                        "cross-section on the edge slice): its volume, mean dose, V5, V20 and NTCP are of the "
+                        "part scanned only")
     return LungDoseReport.from_dvh(dvh, n_fractions=n_fractions, alpha_beta_gy=alpha_beta_gy, lung_crop=crop,
-                                   warnings=crop.warnings)
+                                   warnings=warnings)

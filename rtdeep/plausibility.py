@@ -10,6 +10,10 @@ Checks (ranges from the organ table :mod:`rtdeep.sites`, deliberately wide):
 
 * ``empty``: the organ has no voxel.
 * ``volume``: the organ's volume is outside ``Organ.volume_cc``.
+* ``coverage``: an organ that ends inside a scan of its site (not a tube such as the cord) is cut by
+  the CT's first or last slice: that slice holds :data:`CUT_SHARE` or more of its largest
+  cross-section. The scan then misses part of it, so its volume and any dose-volume figure of it
+  (a lung's mean dose, V20) are wrong; a planning CT should cover the whole organ.
 * ``continuity``: a tubular organ (one with ``Organ.cross_section_cm2``: esophagus, spinal cord)
   is missing on slices inside its own extent; the spinal cord is also missing on more than 10 % of
   the slices between the lung apex and base (it runs through the whole chest).
@@ -39,7 +43,7 @@ from rtdeep.dicomrt.types import Roi
 from rtdeep.sites import ORGANS
 from rtdeep.volume import Volume
 
-__all__ = ["Finding", "check_plausibility"]
+__all__ = ["CUT_SHARE", "Finding", "check_plausibility", "scan_cut"]
 
 #: HU above which a voxel counts as bone for the canal check (cortical and most cancellous bone)
 BONE_HU = 150.0
@@ -49,6 +53,10 @@ BONE_HU = 150.0
 CORD_IN_BONE_HU = 70.0
 #: how far in front of the cord centre (mm) the vertebral body is looked for
 VERTEBRA_SEARCH_MM = (4.0, 45.0)
+#: share of an organ's largest axial cross-section on the CT's first or last slice from which the scan
+#: cuts the organ. The tip of a lung's base or apex that a scan just reaches is far below it (1-2 %
+#: on the held-out thorax phantoms); a scan that stops through the lung bases is far above it.
+CUT_SHARE = 0.10
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,8 @@ class Finding:
 
     Attributes:
         organ: the ROI name.
-        check: ``empty``, ``volume``, ``continuity``, ``cross_section``, ``position`` or ``laterality``.
+        check: ``empty``, ``volume``, ``coverage``, ``continuity``, ``cross_section``, ``position`` or
+            ``laterality``.
         message: one line for a user, naming the organ, the value and what was expected.
         value: the measured value (cc, cm2, mm, fraction), when there is one.
         expected: the plausible range, when there is one.
@@ -107,6 +116,38 @@ def _volume_checks(ct: Volume, name: str, mask: np.ndarray) -> list[Finding]:
     shown = f"{volume:.1f}" if volume < 100 else f"{volume:.0f}"  # 2.96 cc must not read "3 cc" against a 3 cc limit
     return [Finding(name, "volume", f"{name}: volume {shown} cc outside the plausible {low:g}-{high:g} cc",
                     round(volume, 1), (low, high))]
+
+
+def scan_cut(ct: Volume, slice_areas: np.ndarray) -> tuple[str, float] | None:
+    """Whether the CT's first or last slice cuts an organ, from its voxel count on each slice of
+    ``ct``: (``"superior edge"``, ``"inferior edge"`` or ``"superior and inferior edges"``, the largest
+    share of its largest cross-section on a cutting edge slice), or None when no edge slice holds
+    :data:`CUT_SHARE` of it (or the organ is empty)."""
+    areas = np.asarray(slice_areas, float)
+    if areas.max(initial=0.0) <= 0:
+        return None
+    last = len(areas) - 1
+    cut = {index: areas[index] / areas.max() for index in {0, last} if areas[index] / areas.max() >= CUT_SHARE}
+    if not cut:
+        return None
+    if len(cut) == 2 or last == 0:
+        return "superior and inferior edges", float(max(cut.values()))
+    first_is_superior = ct.index_to_lps(np.array([0.0, 0.0, 0.0]))[2] > ct.index_to_lps(np.array([0.0, 0.0, last]))[2]
+    (index, share), = cut.items()
+    return ("superior edge" if (index == 0) == first_is_superior else "inferior edge"), float(share)
+
+
+def _coverage_checks(ct: Volume, name: str, mask: np.ndarray) -> list[Finding]:
+    organ = ORGANS.get(name)
+    if organ is None or organ.volume_cc is None or organ.cross_section_cm2 is not None:
+        return []  # tubes (cord, esophagus) run through every scan of their site
+    cut = scan_cut(ct, np.count_nonzero(mask, axis=(1, 2)))
+    if cut is None:
+        return []
+    edges, share = cut
+    return [Finding(name, "coverage", f"{name}: cut by the CT's {edges} ({100 * share:.0f} % of its largest "
+                    "cross-section on the edge slice): the scan misses part of it, so its volume and any "
+                    "dose-volume figure of it are too low", round(share, 3), (0.0, CUT_SHARE))]
 
 
 def _tube_checks(ct: Volume, name: str, mask: np.ndarray, lungs: np.ndarray | None) -> list[Finding]:
@@ -231,8 +272,8 @@ def check_plausibility(ct: Volume, rois: Sequence[Roi]) -> list[Finding]:
         rois: contours on the CT grid.
 
     Returns:
-        The failed checks, in ROI order (empty organs first, then volume, continuity, cross-section,
-        position and laterality). An empty list means every check passed.
+        The failed checks, in ROI order (empty organs first, then volume, coverage, continuity,
+        cross-section, position and laterality). An empty list means every check passed.
     """
     organs = [roi for roi in rois if roi.name in ORGANS and ORGANS[roi.name].interpreted_type == "ORGAN"]
     findings: list[Finding] = []
@@ -251,6 +292,7 @@ def check_plausibility(ct: Volume, rois: Sequence[Roi]) -> list[Finding]:
                 lungs |= masks[name]
     for name, mask in masks.items():
         findings += _volume_checks(ct, name, mask)
+        findings += _coverage_checks(ct, name, mask)
         findings += _tube_checks(ct, name, mask, lungs)
     findings += _positions(ct, masks)
     midline = None
