@@ -293,14 +293,16 @@ def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Pa
     site = get_site("headneck")
     organs = site.organ_names
     (models / "headneck_gan3d").mkdir(parents=True)  # shipped before, below the parotid floor now
+    (models / "headneck_unet3d").mkdir(parents=True)  # shipped, every floor met: its retrained twin is not
+    good_before = {o: 0.9 for o in organs}
     (models / "models.json").write_text(json.dumps({
-        "models": [{"name": "headneck_gan3d"}],
+        "models": [{"name": "headneck_gan3d"}, {"name": "headneck_unet3d", "heldout_dice_median": good_before}],
         "not_shipped": [{"name": "headneck_unet25d", "reason": "weak before"}],
         "classifiers": [{"name": "kept as it is"}],
     }))
     below_floor = train_all.FLOORS[organs[0]] - 0.01
     assert below_floor > WEAK_DICE  # not weak: the floor alone withdraws it
-    for arch_name, dice in (("gan3d", below_floor), ("unet25d", 0.9)):
+    for arch_name, dice in (("gan3d", below_floor), ("unet25d", 0.9), ("unet3d", below_floor)):
         folder = work / f"headneck_{arch_name}"
         folder.mkdir(parents=True)
         (folder / "result.json").write_text(json.dumps({
@@ -318,9 +320,11 @@ def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Pa
         torch.save(network.state_dict(), folder / "best_model.pt")
     # the bundle the new one replaces, measured before packaging: the card says so
     shutil.copy(work / "headneck_unet25d" / "heldout.json", work / "headneck_unet25d" / "heldout_shipped.json")
-    train_all.package(["headneck"], ["gan3d", "unet25d"], models, None)
+    train_all.package(["headneck"], ["gan3d", "unet25d", "unet3d"], models, None)
     database = json.loads((models / "models.json").read_text())
-    assert [entry["name"] for entry in database["models"]] == ["headneck_unet25d"]
+    assert [entry["name"] for entry in database["models"]] == ["headneck_unet25d", "headneck_unet3d"]
+    assert database["models"][1] == {"name": "headneck_unet3d", "heldout_dice_median": good_before}
+    assert (models / "headneck_unet3d").is_dir() and not any((models / "headneck_unet3d").iterdir())  # untouched
     assert (models / "headneck_unet25d" / "models" / "model.pt").is_file()
     card = (models / "headneck_unet25d" / "docs" / "README.md").read_text()
     assert "| grid ceiling |" in card and f"| {organs[1]} | 0.900 (0.900-0.900) | 0.937 |" in card

@@ -549,7 +549,9 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
 
     A model with an organ's median held-out Dice below its issue-9 floor (:data:`FLOORS`) is not
     shipped: its bundle is removed and ``models.json`` lists it under ``not_shipped`` with the
-    reason; a model that is shipped again leaves that list."""
+    reason; a model that is shipped again leaves that list. A retrained model below a floor never
+    replaces a shipped bundle of its name that meets every floor (by its ``models.json`` numbers):
+    that bundle is kept as it is."""
     import torch
 
     from rtdeep.bundles import write_bundle
@@ -574,6 +576,11 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
             result = json.loads((work / "result.json").read_text())
             heldout = json.loads((work / "heldout.json").read_text()) if (work / "heldout.json").is_file() else {}
             below = _below_floors(heldout.get("dice_median", {}))
+            shipped = entries.get(name, {}).get("heldout_dice_median")
+            if below and shipped and (models_dir / name).is_dir() and not _below_floors(shipped):
+                _say(f"{name}: the retrained model is below the floor ({', '.join(below)}); the shipped bundle, "
+                     "which meets every floor, is kept as it is")
+                continue
             if below:  # not shipped: a clinic would get contours below the accuracy the product promises
                 _withdraw(models_dir, name, f"held-out median Dice below the floor: {', '.join(below)}, after "
                           f"{result['iterations']} iterations ({result.get('start', '')}); "
