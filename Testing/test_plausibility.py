@@ -148,6 +148,39 @@ def test_segment_prints_each_finding_keeps_every_organ_and_writes_json(tmp_path,
     assert not (tmp_path / "out2").exists()
 
 
+def test_segment_on_a_two_slice_real_ct_warns_once_per_organ_not_found(tmp_path, capsys, real_dicom_dir):
+    """A GE phantom scan of two 5 mm slices (no patient): each organ the model does not find gets one
+    warning, saying it is left out of the RTSTRUCT; each organ it does find is cut by both edges of the
+    scan and says so."""
+    import shutil
+
+    import pydicom
+
+    from rtdeep.cli import main
+
+    ct_dir = tmp_path / "ct"
+    ct_dir.mkdir()
+    for path in sorted((real_dicom_dir / "mim-rtstruct-ge-ct").glob("CT_*.dcm")):
+        shutil.copy(path, ct_dir / path.name)
+    code = main(["segment", str(ct_dir), "--model", "thorax_unet25d", "--out", str(tmp_path / "out"), "--threads", "2"])
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert not [line for line in lines if line.startswith("WARNING: ROI")]  # the writer's second notice
+    if code == 2:  # nothing found at all: one error, no file
+        assert "every ROI mask is empty" in err and not (tmp_path / "out" / "RS.thorax_unet25d.dcm").exists()
+        return
+    assert code == 0
+    written = [roi.ROIName for roi in pydicom.dcmread(tmp_path / "out" / "RS.thorax_unet25d.dcm").StructureSetROISequence]
+    for organ in ("Lung_L", "Lung_R", "Heart", "Esophagus", "SpinalCord"):
+        not_found = [line for line in lines if line.startswith(f"warning: {organ}: not found")]
+        if organ in written:
+            assert not not_found
+            if organ.startswith(("Lung", "Heart")):
+                assert f"warning: {organ}: cut by the CT's superior and inferior edges" in err
+        else:
+            assert not_found == [f"warning: {organ}: not found on this CT (empty contour); left out of the RTSTRUCT"]
+
+
 def test_organ_centre_is_the_mean_voxel_position(thorax):
     """The centre the position and laterality checks use (from per-axis voxel counts) is the mean of
     the organ's voxel positions in LPS mm, on the phantom's grid and on a flipped one."""

@@ -116,8 +116,9 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     rs_path = None
     if args.format in ("rtstruct", "both"):
+        found = [roi for roi in rois if roi.mask.any()] or rois  # an organ not found: one warning, below
         rs_path = write_rtstruct(
-            ct, rois, outputs["rtstruct"], label=args.label[:16], generation_algorithm="AUTOMATIC",
+            ct, found, outputs["rtstruct"], label=args.label[:16], generation_algorithm="AUTOMATIC",
             series_description=f"AI contours {model_name}"[:64], overwrite=args.overwrite,
         )
         print(f"wrote {rs_path}")
@@ -137,8 +138,9 @@ def run(args: argparse.Namespace) -> int:
     from rtdeep.plausibility import check_plausibility
 
     findings = check_plausibility(ct.volume, rois)  # warnings only: every organ stays in the RTSTRUCT
+    left_out = "; left out of the " + " and ".join(kind.upper() for kind in wanted if kind != "nifti")
     for finding in findings:
-        print(f"warning: {finding.message}", file=sys.stderr)
+        print(f"warning: {finding.message}{left_out if finding.check == 'empty' else ''}", file=sys.stderr)
     if args.json is not None:
         _write_json(args.json, model_name, rs_path, ct.volume, rois, findings, args.overwrite)
     if args.reference is not None:
