@@ -3,9 +3,9 @@
 ``python -m rtdeep.training.train_all package`` writes one entry per bundled segmentation model: title,
 site, organs, median held-out Dice per organ, median wall seconds and peak RSS per CT (from
 ``bench/bench_segment.py``). :func:`models_table` renders the entries as the README's table of the
-bundled models (``python -m rtdeep.model_database --readme README.md`` rewrites it there). The atlas baselines have no bundle and no entry; they are listed
-with their title only. A model is *weak* when an organ's median held-out Dice is below
-:data:`WEAK_DICE`: the panel says so next to the model.
+bundled models (``python -m rtdeep.model_database --readme README.md`` rewrites it there). The atlas
+baselines have no bundle and no entry; they are listed with their title only. A model is *weak*
+when an organ's median held-out Dice is below :data:`WEAK_DICE`: the panel says so next to the model.
 
 Example:
     >>> entries = read_model_database()

@@ -54,8 +54,8 @@ CORD_IN_BONE_HU = 70.0
 #: how far in front of the cord centre (mm) the vertebral body is looked for
 VERTEBRA_SEARCH_MM = (4.0, 45.0)
 #: share of an organ's largest axial cross-section on the CT's first or last slice from which the scan
-#: cuts the organ. The tip of a lung's base or apex that a scan just reaches is far below it (1-2 %
-#: on the held-out thorax phantoms); a scan that stops through the lung bases is far above it.
+#: cuts the organ. The tip of a lung's base or apex that a scan just reaches is far below it (under
+#: 2 % on the held-out thorax phantoms); a scan that stops through the lung bases is far above it.
 CUT_SHARE = 0.10
 
 

@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {nifti_path}")
     from rtdeep.plausibility import check_plausibility
 
-    findings = check_plausibility(ct.volume, rois)  # warnings only: every organ stays in the RTSTRUCT
+    findings = check_plausibility(ct.volume, rois)  # warnings only: every organ found stays in the RTSTRUCT
     left_out = "; left out of the " + " and ".join(kind.upper() for kind in wanted if kind != "nifti")
     for finding in findings:
         print(f"warning: {finding.message}{left_out if finding.check == 'empty' else ''}", file=sys.stderr)
