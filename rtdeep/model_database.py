@@ -145,8 +145,12 @@ def default_model(site: str, models_dir: str | Path | None = None) -> str:
     Raises:
         BundleError: ``models.json`` exists but is not a valid database.
     """
-    measured = [entry for entry in read_model_database(models_dir).values()
-                if entry.site == site and entry.heldout_dice]
+    return _default_of(read_model_database(models_dir), site)
+
+
+def _default_of(entries: Mapping[str, ModelEntry], site: str) -> str:
+    """:func:`default_model` among ``entries`` (a database already read)."""
+    measured = [entry for entry in entries.values() if entry.site == site and entry.heldout_dice]
     if not measured:
         return f"{site}_atlas"
     best = min(measured, key=lambda entry: (len(entry.organs_below_floor),
@@ -194,7 +198,7 @@ def models_table(models_dir: str | Path | None = None) -> str:
                           key=lambda e: e.name)
         if not networks:
             continue
-        default = default_model(site.name, models_dir)
+        default = _default_of(entries, site.name)
         lines += [f"**{site.title}**: median Dice on 6 held-out phantoms; the floor each organ must reach to ship",
                   "", "| model | " + " | ".join(site.organ_names) + " | wall s per CT | peak RSS GiB |",
                   "|---" * (len(site.organ_names) + 3) + "|",
@@ -221,12 +225,13 @@ def models_table(models_dir: str | Path | None = None) -> str:
 
 def update_readme(readme: str | Path, models_dir: str | Path | None = None) -> bool:
     """Replace the table between :data:`README_BEGIN` and :data:`README_END` in ``readme`` with
-    :func:`models_table` (written beside it, then renamed). Returns whether the file changed.
+    :func:`models_table` (:func:`rtdeep.fileio.atomic_write`). Returns whether the file changed.
 
     Raises:
         RtDeepError: ``readme`` lacks the two lines.
     """
     from rtdeep.errors import RtDeepError
+    from rtdeep.fileio import atomic_write
 
     path = Path(readme)
     text = path.read_text()
@@ -237,8 +242,7 @@ def update_readme(readme: str | Path, models_dir: str | Path | None = None) -> b
     new = head + README_BEGIN + "\n" + models_table(models_dir) + README_END + tail
     if new == text:
         return False
-    path.with_suffix(".tmp").write_text(new)
-    path.with_suffix(".tmp").replace(path)
+    atomic_write(path, lambda tmp: tmp.write_text(new), overwrite=True)
     return True
 
 

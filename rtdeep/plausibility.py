@@ -126,8 +126,8 @@ def scan_cut(ct: Volume, slice_areas: np.ndarray) -> tuple[str, float] | None:
     areas = np.asarray(slice_areas, float)
     if areas.max(initial=0.0) <= 0:
         return None
-    last = len(areas) - 1
-    cut = {index: areas[index] / areas.max() for index in {0, last} if areas[index] / areas.max() >= CUT_SHARE}
+    last, shares = len(areas) - 1, areas / areas.max()
+    cut = {index: shares[index] for index in {0, last} if shares[index] >= CUT_SHARE}
     if not cut:
         return None
     if len(cut) == 2 or last == 0:

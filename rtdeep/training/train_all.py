@@ -383,7 +383,6 @@ def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note
     (``bench/bench_segment.py --json``) holds for them, when it holds any. Only the card's measured
     sections are rewritten (and its description of the output step); what it says of the network
     and its training stays as written when the bundle was made."""
-    from rtdeep.bundles import write_manifest
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
     from rtdeep.training.model_card import OUTPUT_STEP, bundle_name, held_out_section, speed_section
@@ -421,10 +420,7 @@ def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note
                     + f"\nRe-measured with the same weights ({time.strftime('%Y-%m-%d')}): {note} Before: Dice "
                     + ", ".join(f"{o} {d:.3f}" for o, d in before.items()) + speed_before + ".\n" + written)
             metadata["rtdeep"]["heldout_dice_median"] = heldout["dice_median"]
-            for path, text in ((card_path, card), (metadata_path, json.dumps(metadata, indent=2) + "\n")):
-                path.with_suffix(".tmp").write_text(text)
-                path.with_suffix(".tmp").replace(path)
-            write_manifest(bundle)  # card and metadata are bundle files: their checksums change
+            _rewrite_card_and_metadata(bundle, card, metadata)
             if name in entries:
                 entries[name]["heldout_dice_median"] = heldout["dice_median"]
                 entries[name]["floors_met"] = _floors_met(heldout)
@@ -471,14 +467,25 @@ def _database_entry(name: str, title: str, site, architecture: str, speed: dict,
 def _write_database(database_path: Path, database: dict) -> None:
     """Replace ``models.json`` atomically (written beside it, then renamed); for the shipped models,
     the README's table of them too (:func:`rtdeep.model_database.update_readme`)."""
-    tmp = database_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(database, indent=1) + "\n")
-    tmp.replace(database_path)
+    from rtdeep.fileio import atomic_write
+
+    atomic_write(database_path, lambda tmp: tmp.write_text(json.dumps(database, indent=1) + "\n"), overwrite=True)
     readme = PROJECT_ROOT / "README.md"
     if database_path.parent.resolve() == (PROJECT_ROOT / "Resources" / "Models").resolve() and readme.is_file():
         from rtdeep.model_database import update_readme
 
         update_readme(readme, database_path.parent)  # the README's table of the bundled models follows
+
+
+def _rewrite_card_and_metadata(bundle: Path, card: str, metadata: dict) -> None:
+    """Replace a bundle's model card and ``metadata.json`` (each written beside it, then renamed) and
+    its manifest, whose checksums they change."""
+    from rtdeep.bundles import METADATA_PATH, MODEL_CARD_PATH, write_manifest
+    from rtdeep.fileio import atomic_write
+
+    for relative, text in ((MODEL_CARD_PATH, card), (METADATA_PATH, json.dumps(metadata, indent=2) + "\n")):
+        atomic_write(bundle / relative, lambda tmp, text=text: tmp.write_text(text), overwrite=True)
+    write_manifest(bundle)
 
 
 def _budget_peers(models_dir: Path, name: str, site_name: str, result: dict) -> str:
@@ -514,8 +521,6 @@ def refresh_budget_peers(models_dir: Path, site_name: str) -> list[str]:
     packaged or withdrawn later would leave it stale. This rewrites the peers' words of every budget
     line that :func:`package` generated (a line written by hand is kept), in ``metadata.json`` and the
     card, and the bundle's manifest. Returns the bundles rewritten."""
-    from rtdeep.bundles import write_manifest
-
     rewritten = []
     for bundle in sorted(models_dir.glob(f"{site_name}_*")):
         metadata_path, card_path = bundle / "configs" / "metadata.json", bundle / "docs" / "README.md"
@@ -535,11 +540,7 @@ def refresh_budget_peers(models_dir: Path, site_name: str) -> list[str]:
         if new == old or f"- budget: {old}\n" not in card:
             continue
         training["budget"] = new
-        for path, text in ((card_path, card.replace(f"- budget: {old}\n", f"- budget: {new}\n")),
-                           (metadata_path, json.dumps(metadata, indent=2) + "\n")):
-            path.with_suffix(".tmp").write_text(text)
-            path.with_suffix(".tmp").replace(path)
-        write_manifest(bundle)  # card and metadata are bundle files: their checksums change
+        _rewrite_card_and_metadata(bundle, card.replace(f"- budget: {old}\n", f"- budget: {new}\n"), metadata)
         rewritten.append(bundle.name)
     return rewritten
 
