@@ -6,7 +6,10 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from rtdeep.volume import Volume
 
 os.environ.setdefault("RTDEEP_NO_PROGRESS", "1")
 
@@ -41,6 +44,22 @@ def shipped_network_bundles() -> list[str]:
 def shipped_segmentation_bundles() -> list[str]:
     """Every segmentation bundle that must be in Resources/Models: the networks, then the ensembles."""
     return [*shipped_network_bundles(), *SHIPPED_ENSEMBLES]
+
+
+def stored_as(volume: Volume, reversed_axes: tuple[int, ...] = (), order: tuple[int, int, int] = (0, 1, 2)) -> Volume:
+    """``volume`` (head-first supine) as another scanner would store it: array axes reversed
+    (``(2,)``: feet first, i runs to the patient's right; ``(1, 2)``: prone), then transposed to
+    ``order``; every voxel keeps its LPS position."""
+    array, affine = volume.array, volume.affine.copy()
+    for axis in reversed_axes:
+        affine[:3, 3] += affine[:3, 2 - axis] * (array.shape[axis] - 1)
+        affine[:3, 2 - axis] = -affine[:3, 2 - axis]
+        array = np.flip(array, axis)
+    transposed = np.eye(4)
+    transposed[:3, 3] = affine[:3, 3]
+    for new_axis, old_axis in enumerate(order):  # array axes; index axis 2 - axis
+        transposed[:3, 2 - new_axis] = affine[:3, 2 - old_axis]
+    return Volume(np.ascontiguousarray(np.transpose(array, order)), transposed)
 
 
 @pytest.fixture(scope="session")

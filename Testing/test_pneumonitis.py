@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import stored_as
 
 from rtdeep.bundles import list_bundles, models_dir, verify_bundle
 from rtdeep.cli import main as cli_main
@@ -284,6 +285,20 @@ def test_three_bundles_verify_load_and_repeat(crop_name):
     assert np.array_equal(first.saliency.array, second.saliency.array)
     assert first.saliency.same_grid(first.crop.ct) and first.saliency.array.max() <= 1.0
     assert first.crop_name == crop_name and POSITIVE_CLASS in first.summary()
+
+
+def test_a_feet_first_study_gets_the_crop_and_risk_of_the_head_first_one():
+    """A feet-first CT, its masks and dose (i runs to the patient's right) give the crop of the
+    head-first-supine study, voxel for voxel, and its risk: the network and the figures see both
+    in a head-first-supine CT's axes."""
+    ct, masks, dose = synthetic_study(True, seed=5)
+    supine = predict_pneumonitis(ct, masks, dose)
+    feet_first = predict_pneumonitis(stored_as(ct, (2,)), {name: np.flip(mask, 2) for name, mask in masks.items()},
+                                     stored_as(dose, (2,)))
+    np.testing.assert_array_equal(feet_first.crop.ct.array, supine.crop.ct.array)
+    np.testing.assert_allclose(feet_first.crop.ct.affine, supine.crop.ct.affine, atol=1e-9)
+    assert feet_first.risk == pytest.approx(supine.risk, abs=1e-5)
+    assert feet_first.report.mld_gy == pytest.approx(supine.report.mld_gy, abs=1e-4)
 
 
 def test_bundled_model_beats_a_constant_on_held_out_phantoms():

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import NOT_SHIPPED, shipped_segmentation_bundles
+from conftest import NOT_SHIPPED, shipped_segmentation_bundles, stored_as
 
 from rtdeep.bundles import load_bundle
 from rtdeep.inference.segment import segment_volume
@@ -122,6 +122,40 @@ def test_resampling_axis_by_axis_equals_smoothing_the_whole_image_first(flip_k: 
         np.testing.assert_allclose(resampled.affine, affine)
         assert resampled.array.dtype == np.float32 and resampled.array.shape == tuple(shape)
         np.testing.assert_allclose(resampled.array, expected, atol=2e-3)  # HU
+
+
+def test_lps_ordered_undoes_any_axis_reversal_and_order_exactly() -> None:
+    rng = np.random.default_rng(4)
+    hfs = Volume(rng.normal(size=(7, 9, 11)).astype(np.float32),
+                 affine_from_geometry((-20.0, 31.0, -5.0), (0.8, 0.9, 2.5)))
+    assert hfs.lps_ordered() is hfs
+    for reversed_axes in ((), (2,), (1, 2), (1,), (0,), (0, 1, 2)):
+        for order in ((0, 1, 2), (2, 1, 0), (1, 0, 2), (2, 0, 1)):
+            stored = stored_as(hfs, reversed_axes, order)
+            ordered = stored.lps_ordered()
+            np.testing.assert_array_equal(ordered.array, hfs.array)
+            np.testing.assert_allclose(ordered.affine, hfs.affine, atol=1e-9)
+            # every voxel of the stored volume sits where the same value sits in the original
+            k, j, i = 3, 2, 5
+            position = stored.index_to_lps(np.array([i, j, k]))
+            original = np.round(hfs.lps_to_index(position)).astype(int)
+            assert stored.array[k, j, i] == hfs.array[original[2], original[1], original[0]]
+
+
+def test_feet_first_and_prone_cts_are_segmented_as_head_first_supine(heldout_small_phantoms) -> None:
+    """A feet-first or prone CT is seen by the network in a head-first-supine CT's axes: the organs
+    come out where they are (before, a feet-first thorax gave both lungs swapped, Dice 0.00)."""
+    from rtdeep.model_database import default_model
+
+    torch.set_num_threads(2)
+    patient = heldout_small_phantoms["thorax"]
+    bundle = load_bundle(default_model("thorax"))
+    supine = {roi.name: roi.mask for roi in segment_volume(patient.ct, bundle)}
+    for reversed_axes in ((2,), (1, 2)):  # feet first supine, head first prone
+        stored = stored_as(patient.ct, reversed_axes)
+        for roi in segment_volume(stored, bundle):
+            back = np.flip(roi.mask, reversed_axes)
+            assert dice_coefficient(supine[roi.name], back) >= 0.99, (reversed_axes, roi.name)
 
 
 @pytest.mark.parametrize("flip_k", [False, True])

@@ -127,6 +127,16 @@ class Crop:
             return None
         return float(self.dose.array[self.mask.array].mean())
 
+    def lps_ordered(self) -> Crop:
+        """This crop with its CT, mask and dose in :meth:`rtdeep.volume.Volume.lps_ordered` axes
+        (as a head-first-supine CT's: what the pneumonitis networks were trained on and what the
+        figures assume); itself when they already are."""
+        ct = self.ct.lps_ordered()
+        if ct is self.ct:
+            return self
+        return replace(self, ct=ct, mask=self.mask.lps_ordered(),
+                       dose=None if self.dose is None else self.dose.lps_ordered())
+
 
 @dataclass
 class FixedCrop:

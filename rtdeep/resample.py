@@ -137,9 +137,13 @@ def sample_on_grid(
 def model_grid_affine(ct: Volume, spacing_mm: Sequence[float]) -> tuple[np.ndarray, tuple[int, int, int]]:
     """Affine and shape ``(k, j, i)`` of the grid with ``spacing_mm`` (i, j, k) covering ``ct``.
 
-    The grid keeps the CT's direction cosines; its first voxel centre is the CT's and it spans the
-    CT's extent (rounded), so the map between the grids is a per-axis scale and shift.
+    The grid's axes are the CT's in :meth:`~rtdeep.volume.Volume.lps_ordered` order (i to the
+    patient's left, j posterior, k superior, as closely as the CT's axes allow), so a network sees a
+    feet-first or prone CT as it saw its head-first-supine training CTs. Its first voxel centre is a
+    corner voxel centre of the CT and it spans the CT's extent (rounded), so the map between the
+    grids is a per-axis scale and shift (an axis reversed where the CT's runs the other way).
     """
+    ct = ct.lps_ordered()
     spacing = np.asarray(spacing_mm, dtype=np.float64)
     extent_mm = (np.asarray(ct.size_ijk) - 1) * ct.spacing_mm
     size_ijk = np.maximum(np.round(extent_mm / spacing).astype(int) + 1, 1)
@@ -163,6 +167,7 @@ def resample_to_spacing(image: Volume, spacing_mm: Sequence[float]) -> Volume:
     Axes that are downsampled are smoothed first (Gaussian, sigma half the reduction), so a fine
     CT and a coarse CT of the same anatomy look alike on the model grid.
     """
+    image = image.lps_ordered()  # model_grid_affine's axes: a view, no value interpolated
     affine, shape = model_grid_affine(image, spacing_mm)
     to_source = _to_source(image.affine, affine)
     scale = np.abs(np.diag(to_source[:3, :3]))[::-1]  # [k, j, i]

@@ -140,3 +140,29 @@ class Volume:
         """True when the grid axes are the LPS axes (possibly flipped), as in an axial CT."""
         direction = np.abs(self.direction)
         return bool(np.allclose(direction, np.round(direction), atol=tolerance))
+
+    def lps_ordered(self) -> Volume:
+        """The same voxels with the array axes reordered and reversed so that i, j and k run as
+        closely as the grid allows along +x (patient left), +y (posterior) and +z (superior): the
+        axes of a head-first-supine axial CT. No value is interpolated and every voxel keeps its LPS
+        position; ``self`` itself when its axes already run that way.
+
+        A feet-first CT has i reversed (i runs to the patient's right), a prone one i and j, a
+        sagittal or coronal series its axes permuted. Networks trained on head-first-supine CTs see
+        every patient this way (:func:`rtdeep.resample.model_grid_affine`); a grid whose axes lie at
+        45 degrees to the LPS axes has no closest order and is returned as it is.
+        """
+        direction = self.direction
+        along = np.argmax(np.abs(direction), axis=0)  # the LPS axis each index axis (i, j, k) runs along most
+        reversed_axes = [c for c in range(3) if direction[along[c], c] < 0]
+        if sorted(along.tolist()) != [0, 1, 2] or (not reversed_axes and along.tolist() == [0, 1, 2]):
+            return self
+        array, affine = self.array, self.affine.copy()
+        for c in reversed_axes:  # index axis c is array axis 2 - c
+            affine[:3, 3] += affine[:3, c] * (array.shape[2 - c] - 1)
+            affine[:3, c] = -affine[:3, c]
+            array = np.flip(array, axis=2 - c)
+        source = np.argsort(along)  # new index axis a is old index axis source[a]
+        ordered = np.eye(4)
+        ordered[:3, :3], ordered[:3, 3] = affine[:3, source], affine[:3, 3]
+        return Volume(np.transpose(array, [2 - source[2 - x] for x in range(3)]), ordered)

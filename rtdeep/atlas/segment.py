@@ -88,7 +88,7 @@ def segment_with_atlas(
 
     body = crop_volume(volume, body_box(volume))
     fixed = resample_to_spacing(body, (ATLAS_SPACING_MM,) * 3)
-    vote_affine, vote_shape = model_grid_affine(body, np.maximum(body.spacing_mm, VOTE_SPACING_MM))
+    vote_affine, vote_shape = model_grid_affine(body, np.maximum(body.lps_ordered().spacing_mm, VOTE_SPACING_MM))
     vote_reference = _reference_image(vote_affine, vote_shape)
     votes = np.zeros((len(organ_names), *vote_shape), np.uint8)
     for number, atlas in enumerate(atlases):

@@ -196,6 +196,7 @@ def prepare_crop(
         raise CropError(f"channels must be taken from {CHANNELS} and end with 'mask', got {channels}")
     if "dose" in channels and crop.dose is None:
         raise CropError(f"channel 'dose' asked for but crop '{crop.spec.name}' has no dose")
+    crop = crop.lps_ordered()  # a feet-first or prone CT's crop in a head-first-supine CT's axes
     shape_out = _canvas_shape(crop, spacing_mm, canvas, fit)
     in_shape = np.array(crop.ct.shape, dtype=np.float64)
     scale = spacing_mm / crop.ct.spacing_mm[::-1]  # input voxels per output voxel, [k, j, i]

@@ -171,7 +171,8 @@ def predict_pneumonitis(
                         f"threshold {crop_threshold:g} Gy gives an input it has not seen")
     if report is None:
         report = lung_dose_report(ct, structures, dose_volume, lung_names=lung_names)
-    crop = cut_crop(ct, structures, dose_volume, report, crop_name, crop_threshold)
+    # in a head-first-supine CT's axes (as prepare_crop takes it), so the saliency and its figure share them
+    crop = cut_crop(ct, structures, dose_volume, report, crop_name, crop_threshold).lps_ordered()
     spacing = float(config["spacing_mm"][0])
     prepared = prepare_crop(crop, tuple(config["channels"]), tuple(config["canvas"]), spacing, fit=True)
     if prepared.array.shape[1:] != tuple(config["canvas"]):
