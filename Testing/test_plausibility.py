@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from conftest import stored_as
 from scipy import ndimage
 
 from rtdeep.phantom import generate_patient
@@ -115,6 +116,26 @@ def test_lungs_cut_by_the_scan_fail_coverage(thorax):
     assert all("inferior edge" in f.message and f.value >= 0.1 for f in findings)
     whole = check_plausibility(thorax.ct, thorax.rois)  # the same lungs on the whole scan: nothing
     assert [f for f in whole if f.check == "coverage"] == []
+
+
+@pytest.mark.parametrize("reversed_axes,order", [((2,), (0, 1, 2)), ((1, 2), (0, 1, 2)), ((0,), (2, 0, 1))])
+def test_checks_give_the_same_findings_whatever_the_ct_s_axis_order(thorax, reversed_axes, order):
+    """Feet first, prone, or a series stored with its axial slices along another array axis: the
+    phantom passes, and the same broken masks (lungs swapped, cord cut) fail the same checks."""
+    def stored(rois):
+        return [dataclasses.replace(roi, mask=stored_as(thorax.ct.with_array(np.asarray(roi.mask)), reversed_axes,
+                                                        order).array) for roi in rois]
+
+    ct = stored_as(thorax.ct, reversed_axes, order)
+    assert check_plausibility(ct, stored(thorax.rois)) == []
+    cord = thorax.roi("SpinalCord").mask.copy()
+    cord[cord.shape[0] // 2:cord.shape[0] // 2 + 4] = False
+    broken = _replace(_replace(_replace(thorax.rois, "Lung_L", new_name="Lung_X"), "Lung_R", new_name="Lung_L"),
+                      "Lung_X", new_name="Lung_R")
+    broken = _replace(broken, "SpinalCord", cord)
+    expected = [(f.organ, f.check, f.message) for f in check_plausibility(thorax.ct, broken)]
+    assert ("Lung_L", "laterality") in [f[:2] for f in expected] and ("SpinalCord", "continuity") in [f[:2] for f in expected]
+    assert [(f.organ, f.check, f.message) for f in check_plausibility(ct, stored(broken))] == expected
 
 
 def test_empty_organ_is_reported(thorax):

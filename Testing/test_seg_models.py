@@ -151,11 +151,12 @@ def test_feet_first_and_prone_cts_are_segmented_as_head_first_supine(heldout_sma
     patient = heldout_small_phantoms["thorax"]
     bundle = load_bundle(default_model("thorax"))
     supine = {roi.name: roi.mask for roi in segment_volume(patient.ct, bundle)}
-    for reversed_axes in ((2,), (1, 2)):  # feet first supine, head first prone
-        stored = stored_as(patient.ct, reversed_axes)
+    # feet first supine, head first prone, and a series whose axial slices lie along the array's last axis
+    for reversed_axes, order in (((2,), (0, 1, 2)), ((1, 2), (0, 1, 2)), ((0,), (2, 0, 1))):
+        stored = stored_as(patient.ct, reversed_axes, order)
         for roi in segment_volume(stored, bundle):
-            back = np.flip(roi.mask, reversed_axes)
-            assert dice_coefficient(supine[roi.name], back) >= 0.99, (reversed_axes, roi.name)
+            back = stored.with_array(roi.mask).lps_ordered().array
+            assert dice_coefficient(supine[roi.name], back) >= 0.99, (reversed_axes, order, roi.name)
 
 
 @pytest.mark.parametrize("flip_k", [False, True])

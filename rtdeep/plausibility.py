@@ -283,7 +283,8 @@ def check_plausibility(ct: Volume, rois: Sequence[Roi]) -> list[Finding]:
         if not mask.any():
             findings.append(Finding(roi.name, "empty", f"{roi.name}: not found on this CT (empty contour)"))
             continue
-        masks[roi.name] = mask
+        masks[roi.name] = ct.with_array(mask).lps_ordered().array  # axial slices first, as the CT's below
+    ct = ct.lps_ordered()  # a sagittal or coronal series too: array axis 0 runs along the patient's length
     lungs = None
     if "Lung_L" in masks or "Lung_R" in masks:
         lungs = np.zeros(ct.shape, bool)

@@ -86,9 +86,10 @@ def segment_with_atlas(
     report_progress(progress_callback, 0.0, "loading atlases")
     atlases = load_atlases(site, n_atlases)
 
-    body = crop_volume(volume, body_box(volume))
+    ordered = volume.lps_ordered()  # a feet-first, prone or sagittal CT in a head-first-supine CT's axes (a view)
+    body = crop_volume(ordered, body_box(ordered))
     fixed = resample_to_spacing(body, (ATLAS_SPACING_MM,) * 3)
-    vote_affine, vote_shape = model_grid_affine(body, np.maximum(body.lps_ordered().spacing_mm, VOTE_SPACING_MM))
+    vote_affine, vote_shape = model_grid_affine(body, np.maximum(body.spacing_mm, VOTE_SPACING_MM))
     vote_reference = _reference_image(vote_affine, vote_shape)
     votes = np.zeros((len(organ_names), *vote_shape), np.uint8)
     for number, atlas in enumerate(atlases):

@@ -1,7 +1,8 @@
 """Segment a CT with a bundled model: the Python API behind ``rtdeep segment`` and the Slicer module.
 
-Steps: crop the CT to the body (HU > -500), resample to the model spacing (trilinear, anti-aliased),
-window, run the network (3D sliding window or 2.5D slice batches; an ensemble bundle runs each
+Steps: take the CT in a head-first-supine CT's axes (:meth:`~rtdeep.volume.Volume.lps_ordered`: a
+feet-first, prone or sagittal series reordered, no value interpolated), crop it to the body
+(HU > -500), resample to the model spacing (trilinear, anti-aliased), window, run the network (3D sliding window or 2.5D slice batches; an ensemble bundle runs each
 member on its own model grid and averages their probabilities on the ensemble's grid, resampled
 trilinearly where a member's grid differs; a later member on the ensemble's grid runs only inside
 the box of the organs the earlier ones found plus 25 mm, see :func:`_organ_box`), take the most
@@ -62,7 +63,8 @@ def predict_model_grid(
     for member in bundle.members:
         _check_config(member)
     device = device or bundle.device
-    cropped = crop_volume(ct, body_box(ct))
+    ordered = ct.lps_ordered()  # a feet-first, prone or sagittal CT in a head-first-supine CT's axes (a view)
+    cropped = crop_volume(ordered, body_box(ordered))
     grid = tuple(float(v) for v in bundle.config["spacing_mm"])
     images = {grid: resample_to_spacing(cropped, grid)}  # the CT on each model grid, resampled once
     image = images[grid]
