@@ -296,6 +296,15 @@ def _tilt(study: Path, _out: Path) -> None:
                                             *[float(v) for v in ds.ImagePositionPatient[1:]]]))
 
 
+def _variable_spacing(study: Path, _out: Path) -> None:
+    """A variable-thickness protocol: the upper half of the slices 1.4 times as far apart as the lower."""
+    files = ct_files(study)
+    z0, z1 = (float(pydicom.dcmread(files[k], stop_before_pixels=True).ImagePositionPatient[2]) for k in (0, 1))
+    for k, path in enumerate(files[20:], start=20):
+        edit(path, lambda ds, k=k: setattr(ds, "ImagePositionPatient", [
+            *[float(v) for v in ds.ImagePositionPatient[:2]], float(ds.ImagePositionPatient[2]) + 0.4 * (z1 - z0) * (k - 20)]))
+
+
 def _mixed_size(ds: pydicom.Dataset) -> None:
     ds.Rows, ds.Columns = 64, 64
     ds.PixelData = np.zeros((64, 64), "<i2").tobytes()
@@ -389,6 +398,7 @@ CASES: list[Case] = [
     Case("ct_empty_file", _empty(7), "info", ("CT_0008.dcm", "empty")),
     Case("ct_missing_slice", _delete(25), "dvh", ("CT", "ImagePositionPatient", "missing slices")),
     Case("ct_gantry_tilt", _tilt, "info", ("CT", "ImagePositionPatient", "tilt")),
+    Case("ct_variable_slice_spacing", _variable_spacing, "segment", ("CT", "ImagePositionPatient", "uneven slice spacing")),
     Case("ct_mixed_orientation", _one_ct(_set("ImageOrientationPatient", "DS", "1\\0\\0\\0\\0.8\\-0.6")), "info",
          ("CT_0011.dcm", "ImageOrientationPatient")),
     Case("ct_mixed_size", _one_ct(_mixed_size), "info", ("CT_0011.dcm", "Rows")),

@@ -484,6 +484,13 @@ def test_ct_gantry_tilt_duplicates_and_uneven_spacing(tmp_path):
     assert any("uneven slice spacing" in w for w in ct.warnings)
     assert ct.volume.affine[2, 2] == pytest.approx(2.0)
 
+    # 2 mm slices through the middle, 3 mm above and below: the mean grid (2.571 mm) puts slice 5 0.86 mm off
+    variable = np.array([[0, 0, z] for z in (0.0, 3.0, 6.0, 8.0, 10.0, 12.0, 15.0, 18.0)])
+    write_ct(tmp_path / "variable", stored_values((8, 4, 4)), affine, positions=variable)
+    with pytest.raises(SeriesError, match=r"uneven slice spacing \(2\.000 to 3\.000 mm.*CT_005\.dcm lies 0\.86 mm") as error:
+        read_ct_series(tmp_path / "variable")
+    assert "ImagePositionPatient (0020,0032)" in str(error.value)
+
 
 def test_ct_truncated_pixel_data_names_file_and_tag(tmp_path):
     paths = write_ct(tmp_path, stored_values((3, 8, 8)), axial_affine())

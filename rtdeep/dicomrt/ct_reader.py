@@ -37,6 +37,9 @@ _WHOLE_FILE_BYTES = 2 << 20
 _TILT_TOLERANCE_MM = 0.05
 _SAME_TOLERANCE = 1e-4
 _UNIT_TOLERANCE = 1e-2  # direction cosines: unit length and orthogonal within this
+#: a slice farther than this share of the mean spacing from its place on an evenly spaced grid is refused
+#: (a variable-thickness protocol); nearer ones (rounded positions) are read on the evenly spaced grid
+UNEVEN_SHARE = 0.25
 
 
 def patient_info(ds: pydicom.Dataset) -> PatientInfo:
@@ -263,9 +266,18 @@ def _slice_gap(
             f"(after {_names([items[m][0] for m in missing])})", path=folder, tag="ImagePositionPatient (0020,0032)")
     gap = float(along[-1] / (len(items) - 1))
     if np.abs(diffs - gap).max() > max(0.01 * gap, 1e-3):
+        off = np.abs(along - gap * np.arange(len(items)))  # each slice's distance from its evenly spaced place
+        worst = int(np.argmax(off))
+        if off[worst] > UNEVEN_SHARE * gap:
+            raise SeriesError(
+                f"uneven slice spacing ({diffs.min():.3f} to {diffs.max():.3f} mm, e.g. a protocol with thinner "
+                f"slices through the target): {items[worst][0].name} lies {off[worst]:.2f} mm from its place on an "
+                f"evenly spaced grid (mean spacing {gap:.3f} mm), more than {UNEVEN_SHARE:g} of a slice, so contours "
+                "and dose would be placed off their slices; resample the series to even spacing first",
+                path=folder, tag="ImagePositionPatient (0020,0032)")
         warnings.append(
-            f"{folder}: uneven slice spacing ({diffs.min():.3f} to {diffs.max():.3f} mm); "
-            f"using the mean {gap:.4f} mm")
+            f"{folder}: uneven slice spacing ({diffs.min():.3f} to {diffs.max():.3f} mm, every slice within "
+            f"{off[worst]:.2f} mm of an evenly spaced grid); using the mean {gap:.4f} mm")
     return gap
 
 
