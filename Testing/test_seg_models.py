@@ -519,6 +519,44 @@ def test_enforce_floors_withdraws_shipped_models_below_a_floor_and_keeps_ensembl
     assert after["classifiers"] == database["classifiers"]
 
 
+def test_a_training_seed_repeats_exactly_another_trains_differently_and_spread_compares_runs(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    """Runs of one recipe differ only by their seed: the same seed gives the same weights, another
+    seed other weights (what ``train --seed`` varies); ``spread`` sets the runs' held-out medians side
+    by side with their range, and says when the runs differ in more than the seed."""
+    from rtdeep.training import train_all
+
+    site = SITES["thorax"]
+    arch = dataclasses.replace(ARCHITECTURES["unet25d"], patch_size=(32, 32), batch_size=2)
+    weights = {}
+    for run, seed in (("a", 0), ("b", 0), ("c", 1)):
+        config = TrainConfig(site="thorax", arch="unet25d", time_budget_s=1e9, max_epochs=1, iterations_per_epoch=3,
+                             threads=1, seed=seed)
+        train_segmentation(config, site, arch, _toy_cases(2), [], tmp_path / run)
+        weights[run] = torch.load(tmp_path / run / "best_model.pt", weights_only=True)
+    assert all(torch.equal(weights["a"][key], weights["b"][key]) for key in weights["a"])
+    assert not all(torch.equal(weights["a"][key], weights["c"][key]) for key in weights["a"])
+
+    monkeypatch.setattr(train_all, "WORK_DIR", tmp_path / "work")
+    organs = SITES["headneck"].organ_names
+    assert train_all.run_name("headneck_unet3d_fine", 0) == "headneck_unet3d_fine"
+    for seed, dice, generator in ((0, 0.90, "b3eb6de6a32c"), (2, 0.86, "b3eb6de6a32c")):
+        run = tmp_path / "work" / train_all.run_name("headneck_unet3d_fine", seed)
+        run.mkdir(parents=True)
+        (run / "heldout.json").write_text(json.dumps({"dice_median": {o: dice for o in organs}}))
+        (run / "result.json").write_text(json.dumps({"iterations_budget": 3000, "phantom_generator": generator}))
+    assert (tmp_path / "work" / "headneck_unet3d_fine_seed2").is_dir()
+    assert train_all.main(["spread", "--sites", "headneck", "--archs", "unet3d_fine", "--seeds", "0", "1", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "(not measured: seed 1)" in table and "| seed 0 | seed 2 | range |" in table
+    assert f"| {organs[0]} | 0.900 | 0.860 | 0.040 |" in table and "| mean | 0.900 | 0.860 | 0.040 |" in table
+    assert "differ in more than the seed" not in table
+    result = tmp_path / "work" / "headneck_unet3d_fine_seed2" / "result.json"
+    result.write_text(json.dumps({"iterations_budget": 3000, "phantom_generator": "095832738776"}))
+    assert train_all.main(["spread", "--sites", "headneck", "--archs", "unet3d_fine", "--seeds", "0", "2"]) == 0
+    assert "these runs differ in more than the seed (phantom_generator)" in capsys.readouterr().out
+
+
 def test_training_phantoms_grow_without_touching_validation_or_heldout() -> None:
     from rtdeep.training.train_all import HELDOUT_INDICES, TRAIN_INDICES, VAL_INDICES, train_indices
 

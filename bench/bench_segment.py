@@ -6,8 +6,11 @@ kernel's rusage of that child (``os.wait4``). The CT is a clinical-grid phantom 
 2.5-3 mm slices; the generator's couch, headrest and mask included) written to
 ``bench/out/bench_segment/``, one per version of the phantom generator. Medians over ``--repeats`` runs.
 
+With ``--slice-mm 1`` the CT is the first phantom of that seed from index 900 on whose scanner
+was sampled with that slice thickness (a 1 mm thorax or head-and-neck CT has 300-340 slices).
+
 Usage:
-    python bench/bench_segment.py [--models thorax_unet3d ...] [--repeats 3] [--json OUT.json]
+    python bench/bench_segment.py [--models thorax_unet3d ...] [--repeats 3] [--json OUT.json] [--slice-mm 1]
 
 Targets (issue 5, item 8): <= 15 s wall and <= 3 GB peak RSS per deep model on 2 cores.
 """
@@ -30,7 +33,21 @@ OUT_DIR = PROJECT_ROOT / "bench" / "out" / "bench_segment"
 sys.path.insert(0, str(PROJECT_ROOT))
 
 
-def _ct_folder(site: str) -> tuple[Path, tuple[int, int, int]]:
+def _phantom_index(site: str, slice_mm: float | None) -> int:
+    """Index (seed 7) of the benchmark phantom: 900, or the first from 900 on whose sampled scanner
+    has ``slice_mm`` slices (the phantom's own sampler, which draws the scanner before any image)."""
+    if slice_mm is None:
+        return 900
+    from rtdeep.phantom.patient import _rng, _site  # the sampler alone: no phantom is drawn to find it
+
+    spec = _site(site)
+    for index in range(900, 2000):
+        if spec.sample(_rng(7, spec, index, 0)).scanner.slice_mm == slice_mm:
+            return index
+    raise SystemExit(f"no {site} phantom of seed 7 with {slice_mm:g} mm slices between indices 900 and 1999")
+
+
+def _ct_folder(site: str, slice_mm: float | None = None) -> tuple[Path, tuple[int, int, int]]:
     """Write (once per version of the phantom generator) a clinical-grid phantom of ``site`` and return
     its CT folder and shape.
 
@@ -42,10 +59,11 @@ def _ct_folder(site: str) -> tuple[Path, tuple[int, int, int]]:
 
     from rtdeep.phantom import generator_fingerprint
 
-    name = f"{site}_p{generator_fingerprint(site)}"  # a changed generator makes a new benchmark CT
+    index = _phantom_index(site, slice_mm)
+    name = f"{site}_p{generator_fingerprint(site)}" + ("" if slice_mm is None else f"_i{index}")
     marker = OUT_DIR / f"{name}.json"
     if not marker.is_file():
-        writer = multiprocessing.get_context("spawn").Process(target=_write_ct, args=(site, name, marker))
+        writer = multiprocessing.get_context("spawn").Process(target=_write_ct, args=(site, index, name, marker))
         writer.start()
         writer.join()
         if writer.exitcode != 0 or not marker.is_file():
@@ -54,10 +72,10 @@ def _ct_folder(site: str) -> tuple[Path, tuple[int, int, int]]:
     return Path(info["ct_dir"]), tuple(info["shape"])  # type: ignore[return-value]
 
 
-def _write_ct(site: str, name: str, marker: Path) -> None:
+def _write_ct(site: str, index: int, name: str, marker: Path) -> None:
     from rtdeep.phantom import generate_patient, write_patient
 
-    patient = generate_patient(site, 900, 7, grid="clinical")
+    patient = generate_patient(site, index, 7, grid="clinical")
     folder = write_patient(patient, OUT_DIR / name, overwrite=True)
     info = {"ct_dir": str(folder / "CT"), "shape": list(patient.ct.shape), "rs": str(folder / "RS.dcm")}
     marker.write_text(json.dumps(info))
@@ -93,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", help="bundle names or paths (default: every bundled segmentation model)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, help="write the results here (read by rtdeep.training.train_all package)")
+    parser.add_argument("--slice-mm", type=float, help="a phantom scanned with these slices (e.g. 1: 300-340 slices)")
     args = parser.parse_args(argv)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
 
@@ -104,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         metadata = read_metadata(model)
         site = metadata["rtdeep"]["site"]
-        ct_dir, shape = _ct_folder(site)
+        ct_dir, shape = _ct_folder(site, args.slice_mm)
         runs = [_run_once(ct_dir, model) for _ in range(args.repeats)]
         wall = statistics.median(r[0] for r in runs)
         rss = statistics.median(r[1] for r in runs)

@@ -10,12 +10,16 @@ Usage (from the project root; each stage can be re-run on its own)::
     python -m rtdeep.training.train_all select --sites thorax --candidates unet3d unet3d+unet25d_fine
     python -m rtdeep.training.train_all ensemble --sites headneck --archs unet3d unet25d --choice "..."
     python -m rtdeep.training.train_all enforce-floors  # withdraw shipped models below an organ's floor
+    python -m rtdeep.training.train_all spread --sites headneck --archs unet3d_fine --seeds 0 1 2  # run-to-run spread
 
 Data (all synthetic, from :func:`rtdeep.phantom.generate_patient` on the clinical 512x512 grid):
 training phantoms seed 1 indices 0-25 without 16-17 (24; ``--train-phantoms 72``: indices 0-73), validation
 (best epoch) seed 1 indices 16-17, selection (``select``: an ensemble's members) seed 1 indices 200-205,
 held-out test seed 2 indices 100-105, never used in training or model selection. Work files go to
-``bench/out/train_bundles/<site>_<arch>/`` (checkpoints, ``result.json``, ``heldout.json``).
+``bench/out/train_bundles/<site>_<arch>/`` (checkpoints, ``result.json``, ``heldout.json``); a run with
+``--seed N`` other than 0 (network initialisation, patch order, augmentation) to
+``<site>_<arch>_seedN/``, so that several runs of one recipe measure how far training alone moves the
+held-out Dice (``spread``). ``--device cuda`` trains on a GPU where one is present.
 """
 
 from __future__ import annotations
@@ -50,6 +54,12 @@ def train_indices(n_phantoms: int) -> list[int]:
 
 
 TRAIN_INDICES = train_indices(24)
+
+
+def run_name(bundle: str, seed: int = 0) -> str:
+    """The work folder of one training run of ``bundle``: its name for seed 0 (the shipped runs), with
+    ``_seed<N>`` for another training seed."""
+    return bundle if seed == 0 else f"{bundle}_seed{seed}"
 HELDOUT_INDICES = list(range(100, 106))
 #: phantoms for choosing between trained models (an ensemble's members): seed 1 like the training
 #: phantoms but indices no model trained on, so the held-out phantoms stay unseen by every choice
@@ -63,7 +73,7 @@ def _say(message: str) -> None:
 
 def train(sites: list[str], archs: list[str], minutes: float, threads: int, iterations: int | None = None,
           finetune_from: Path | None = None, start_note: str = "", decay_from: int | None = None,
-          n_train: int = len(TRAIN_INDICES)) -> None:
+          n_train: int = len(TRAIN_INDICES), seed: int = 0, device: str = "cpu") -> None:
     """Train each (site, architecture) on the same phantoms.
 
     Args:
@@ -76,6 +86,9 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
             (:attr:`TrainConfig.decay_from_iteration`); a run resumed with a larger ``iterations``
             continues its checkpoint into the decay.
         n_train: training phantoms (:func:`train_indices`; the shipped bundles had 24).
+        seed: training seed (network initialisation, patch order, augmentation); the work folder is
+            :func:`run_name`'s.
+        device: ``cpu`` or ``cuda``.
     """
     from rtdeep.models.architectures import get_arch
     from rtdeep.phantom import generator_fingerprint
@@ -94,17 +107,18 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
                 cases[site.spacing_mm] = (cases_from_phantoms(site, indices, TRAIN_SEED, GRID, CACHE_DIR),
                                           cases_from_phantoms(site, VAL_INDICES, TRAIN_SEED, GRID, CACHE_DIR))
             train_cases, val_cases = cases[site.spacing_mm]
-            name = bundle_name(site, arch)
+            name = run_name(bundle_name(site, arch), seed)
             out = WORK_DIR / name
-            _say(f"training {name}: {iterations or 'unlimited'} iterations, at most {minutes} min")
+            _say(f"training {name}: {iterations or 'unlimited'} iterations, at most {minutes} min, seed {seed}, {device}")
             per_epoch = 50
             init = None
-            if finetune_from is not None and (finetune_from / name / "models" / "model.pt").is_file():
+            shipped = finetune_from / bundle_name(site, arch) if finetune_from is not None else None
+            if shipped is not None and (shipped / "models" / "model.pt").is_file():
                 out.mkdir(parents=True, exist_ok=True)
                 init = out / "init_model.pt"  # a copy: the bundle may be replaced while this trains
                 if not init.is_file():
-                    shutil.copyfile(finetune_from / name / "models" / "model.pt", init)
-            config = TrainConfig(site=site.name, arch=arch.name, seed=0, time_budget_s=minutes * 60,
+                    shutil.copyfile(shipped / "models" / "model.pt", init)
+            config = TrainConfig(site=site.name, arch=arch.name, seed=seed, device=device, time_budget_s=minutes * 60,
                                  max_epochs=-(-iterations // per_epoch) if iterations else 1000,
                                  iterations_per_epoch=per_epoch, threads=threads,
                                  init_weights=None if init is None else str(init), decay_from_iteration=decay_from)
@@ -114,6 +128,7 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
                 "train_seconds": result.train_seconds, "iterations": result.iterations,
                 "best_epoch": result.best_epoch, "epochs": len(result.history),
                 "best_val_dice": result.best_val_dice, "threads": threads, "batch_size": arch.batch_size,
+                "seed": seed, "device": device,
                 "train_phantoms": f"seed {TRAIN_SEED}, {len(indices)} phantoms, indices {indices[0]}-{indices[-1]} "
                                   f"without {VAL_INDICES[0]}-{VAL_INDICES[-1]}",
                 "val_phantoms": f"seed {TRAIN_SEED}, indices {VAL_INDICES[0]}-{VAL_INDICES[-1]}",
@@ -128,8 +143,9 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
             }, indent=1))
 
 
-def _staging_bundle(site_name: str, arch_name: str, card: str = "# staging\n"):  # -> Path
-    """Write ``WORK_DIR/<name>/bundle`` from ``best_model.pt`` (no measured numbers yet)."""
+def _staging_bundle(site_name: str, arch_name: str, card: str = "# staging\n", seed: int = 0):  # -> Path
+    """Write ``WORK_DIR/<run>/bundle`` from ``best_model.pt`` of the run with training ``seed`` (no
+    measured numbers yet)."""
     import torch
 
     from rtdeep.bundles import write_bundle
@@ -139,7 +155,7 @@ def _staging_bundle(site_name: str, arch_name: str, card: str = "# staging\n"): 
     from rtdeep.training.model_card import bundle_name, segmentation_metadata
 
     site, arch = get_site(site_name), get_arch(arch_name)
-    work = WORK_DIR / bundle_name(site, arch)
+    work = WORK_DIR / run_name(bundle_name(site, arch), seed)
     network = build_network(arch.network_spec(site))
     network.load_state_dict(torch.load(work / "best_model.pt", weights_only=True))
     return write_bundle(work / "bundle", network, segmentation_metadata(site, arch), card, overwrite=True)
@@ -172,13 +188,14 @@ def heldout_phantom(site_name: str, index: int, seed: int = HELDOUT_SEED):  # ->
         return Volume(hu, data["affine"]), masks, str(data["patient_id"])
 
 
-def evaluate(sites: list[str], archs: list[str], threads: int, shipped: Path | None = None) -> None:
+def evaluate(sites: list[str], archs: list[str], threads: int, shipped: Path | None = None, seed: int = 0) -> None:
     """Held-out Dice, HD95 and surface Dice (2 mm) per organ on the CT grid (full pipeline:
     segment_volume), median and range over the phantoms, plus the plausibility findings.
 
     Args:
         shipped: evaluate the bundles in this models folder (``heldout_shipped.json``) instead of
             the freshly trained ones (``heldout.json``).
+        seed: the training run to evaluate (:func:`run_name`), when not ``shipped``.
     """
     from rtdeep.bundles import load_bundle
     from rtdeep.models.architectures import get_arch
@@ -192,8 +209,8 @@ def evaluate(sites: list[str], archs: list[str], threads: int, shipped: Path | N
             name = bundle_name(site, get_arch(arch_name))
             if shipped is not None and (shipped / name).is_dir():
                 bundles[name] = load_bundle(shipped / name)
-            elif shipped is None and (WORK_DIR / name / "best_model.pt").is_file():
-                bundles[name] = load_bundle(_staging_bundle(site_name, arch_name))
+            elif shipped is None and (WORK_DIR / run_name(name, seed) / "best_model.pt").is_file():
+                bundles[run_name(name, seed)] = load_bundle(_staging_bundle(site_name, arch_name, seed=seed))
         for name, summary in _evaluate_bundles(site, bundles, threads).items():
             _write_heldout(name, summary, "heldout.json" if shipped is None else "heldout_shipped.json")
             _say(f"{name}{' (shipped)' if shipped else ''}: "
@@ -545,14 +562,15 @@ def refresh_budget_peers(models_dir: Path, site_name: str) -> list[str]:
     return rewritten
 
 
-def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Path | None) -> None:
+def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Path | None, seed: int = 0) -> None:
     """Final bundles with model cards (training time, held-out Dice, speed) and ``models.json``.
 
     A model with an organ's median held-out Dice below its issue-9 floor (:data:`FLOORS`) is not
     shipped: its bundle is removed and ``models.json`` lists it under ``not_shipped`` with the
     reason; a model that is shipped again leaves that list. A retrained model below a floor never
     replaces a shipped bundle of its name that meets every floor (by its ``models.json`` numbers):
-    that bundle is kept as it is."""
+    that bundle is kept as it is. ``seed`` picks the training run (:func:`run_name`); choose it before
+    any held-out number is seen (choosing the best seed by them would tune on the test phantoms)."""
     import torch
 
     from rtdeep.bundles import write_bundle
@@ -570,7 +588,7 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
         for arch_name in archs:
             site, arch = get_site(site_name), get_arch(arch_name)
             name = bundle_name(site, arch)
-            work = WORK_DIR / name
+            work = WORK_DIR / run_name(name, seed)
             if not (work / "result.json").is_file():
                 _say(f"{name}: not trained, skipped")
                 continue
@@ -606,6 +624,7 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                            f"augmentation: {result.get('augmentation', 'intensity jitter')}; learning rate "
                            f"{result.get('learning_rate', 'constant')}"),
                 "validation_dice_model_grid": ", ".join(f"{k} {v:.3f}" for k, v in result["best_val_dice"].items()),
+                "training_seed": f"{result.get('seed', 0)} (network initialisation, patch order, augmentation)",
             }
             metadata = segmentation_metadata(site, arch, training=training)
             if heldout:
@@ -640,6 +659,51 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
     database["not_shipped"] = [withdrawn[k] for k in sorted(withdrawn)]
     database_path.parent.mkdir(parents=True, exist_ok=True)
     _write_database(database_path, database)
+
+
+#: what must be equal for two training runs to differ by their seed alone
+_RECIPE_KEYS = ("iterations_budget", "train_phantoms", "phantom_generator", "learning_rate", "start", "batch_size")
+
+
+def spread(sites: list[str], archs: list[str], seeds: list[int]) -> str:
+    """Markdown: the held-out median Dice per organ of each training run (seed) of each site x
+    architecture that ``evaluate --seed`` measured, with the range (max - min) between the runs: how
+    far training alone moves a column of the talk's table. Runs whose recipe differs (budget,
+    phantoms, generator, schedule) are named, since their spread is not the seed's alone."""
+    from rtdeep.models.architectures import get_arch
+    from rtdeep.sites import get_site
+    from rtdeep.training.model_card import bundle_name
+
+    lines: list[str] = []
+    for site_name in sites:
+        site = get_site(site_name)
+        for arch_name in archs:
+            name = bundle_name(site, get_arch(arch_name))
+            runs = {seed: WORK_DIR / run_name(name, seed) for seed in seeds}
+            measured = {seed: json.loads((run / "heldout.json").read_text())["dice_median"]
+                        for seed, run in runs.items() if (run / "heldout.json").is_file()}
+            missing = [seed for seed in seeds if seed not in measured]
+            lines.append(f"**{name}**: median Dice on the held-out phantoms per training seed"
+                         + (f" (not measured: seed {', '.join(map(str, missing))})" if missing else ""))
+            if not measured:
+                lines.append("")
+                continue
+            recipes = {seed: tuple(json.loads((runs[seed] / "result.json").read_text()).get(key)
+                                   for key in _RECIPE_KEYS) if (runs[seed] / "result.json").is_file() else None
+                       for seed in measured}
+            if len(set(recipes.values())) > 1:
+                lines.append("Note: these runs differ in more than the seed ("
+                             + ", ".join(key for i, key in enumerate(_RECIPE_KEYS)
+                                         if len({r[i] if r else None for r in recipes.values()}) > 1) + ").")
+            lines += ["", "| organ | " + " | ".join(f"seed {seed}" for seed in measured) + " | range |",
+                      "|---|" + "---|" * (len(measured) + 1)]
+            for organ in site.organ_names:
+                values = [measured[seed].get(organ, float("nan")) for seed in measured]
+                lines.append(f"| {organ} | " + " | ".join(f"{v:.3f}" for v in values)
+                             + f" | {np.nanmax(values) - np.nanmin(values):.3f} |")
+            means = [float(np.nanmean([measured[seed].get(o, np.nan) for o in site.organ_names])) for seed in measured]
+            lines += ["| mean | " + " | ".join(f"{m:.3f}" for m in means) + f" | {max(means) - min(means):.3f} |", ""]
+    return "\n".join(lines)
 
 
 def _ensemble_metadata(site, archs: list[str], models_dir: Path) -> tuple[dict[str, str], dict]:
@@ -766,7 +830,7 @@ def select(sites: list[str], candidates: list[str], models_dir: Path, threads: i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=["prepare", "train", "heldout", "evaluate", "package", "remeasure",
-                                          "ensemble", "select", "enforce-floors"])
+                                          "ensemble", "select", "enforce-floors", "spread"])
     parser.add_argument("--sites", nargs="+", default=["thorax", "headneck"])
     parser.add_argument("--archs", nargs="+", default=["unet3d", "unet25d", "gan3d", "gan25d"])
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -777,6 +841,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-note", default="", help="train: what the starting weights were, for the card")
     parser.add_argument("--decay-from", type=int, help="train: iteration where the cosine learning-rate decay "
                         "starts (it ends at --iterations); resume a run with more --iterations to add the decay")
+    parser.add_argument("--seed", type=int, default=0, help="train/evaluate/package: the training run's seed "
+                        "(work folder <site>_<arch>_seed<N> unless 0)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="spread: the runs to compare")
+    parser.add_argument("--device", default="cpu", help="train: cpu or cuda")
     parser.add_argument("--train-phantoms", type=int, default=len(TRAIN_INDICES),
                         help="prepare/train: training phantoms of seed 1 (default 24, as the shipped bundles)")
     parser.add_argument("--choice", default="", help="ensemble: how its members were chosen, for the card")
@@ -791,7 +859,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.stage == "train":
         train(args.sites, args.archs, args.minutes, args.threads, args.iterations,
-              args.models_dir if args.finetune else None, args.start_note, args.decay_from, args.train_phantoms)
+              args.models_dir if args.finetune else None, args.start_note, args.decay_from, args.train_phantoms,
+              args.seed, args.device)
     elif args.stage == "prepare":  # training caches, once, before the models train in parallel
         from rtdeep.models.architectures import get_arch
         from rtdeep.sites import get_site
@@ -815,9 +884,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.stage == "ensemble":
         package_ensemble(args.sites, args.archs, args.models_dir, args.bench_json, args.threads, args.choice)
     elif args.stage == "evaluate":
-        evaluate(args.sites, args.archs, args.threads, args.models_dir if args.shipped else None)
+        evaluate(args.sites, args.archs, args.threads, args.models_dir if args.shipped else None, args.seed)
+    elif args.stage == "spread":
+        print(spread(args.sites, args.archs, args.seeds))
     else:
-        package(args.sites, args.archs, args.models_dir, args.bench_json)
+        package(args.sites, args.archs, args.models_dir, args.bench_json, args.seed)
     return 0
 
 
