@@ -311,6 +311,35 @@ def test_segment_command_writes_a_valid_rtstruct(tmp_path: Path, heldout_small_p
     assert main(["segment", str(folder / "CT"), "--model", "thorax_unet3d", "--out", str(out)]) == 2
 
 
+def test_segment_command_on_a_feet_first_dicom_ct_puts_each_organ_where_it_is(tmp_path: Path,
+                                                                               heldout_small_phantoms) -> None:
+    """A feet-first CT series (ImageOrientationPatient -1\\0\\0\\0\\1\\0, PatientPosition FFS), end to
+    end through ``rtdeep segment``: the RTSTRUCT's lungs lie on the reference lungs (swapped, as
+    before session 32, they would score 0) and pass the structure-set checks."""
+    import pydicom
+
+    from rtdeep.cli import main
+    from rtdeep.dicomrt.ct_reader import read_ct_series
+    from rtdeep.dicomrt.ct_writer import write_ct_series
+    from rtdeep.dicomrt.rtstruct_reader import read_rtstruct
+    from rtdeep.dicomrt.validate import check_rtstruct
+
+    patient = heldout_small_phantoms["thorax"]
+    series = write_ct_series(stored_as(patient.ct, (2,)), tmp_path / "CT", patient.patient_info)
+    first = pydicom.dcmread(series.files[0], stop_before_pixels=True)
+    assert first.PatientPosition == "FFS" and [float(v) for v in first.ImageOrientationPatient[:3]] == [-1, 0, 0]
+    assert main(["segment", str(tmp_path / "CT"), "--model", "thorax_unet3d", "--out", str(tmp_path / "out"),
+                 "--threads", "2"]) == 0
+    rs_path = tmp_path / "out" / "RS.thorax_unet3d.dcm"
+    assert [f for f in check_rtstruct(rs_path, tmp_path / "CT") if f.severity == "error"] == []
+    ct = read_ct_series(tmp_path / "CT")  # slices ordered along the normal, rows x columns: towards the feet
+    assert ct.volume.direction[2, 2] < 0
+    contours = {roi.name: roi.mask for roi in read_rtstruct(rs_path, ct).rois}
+    for organ in ("Lung_L", "Lung_R", "Heart"):  # compared in the head-first-supine order of the phantom
+        found = ct.volume.with_array(contours[organ]).lps_ordered().array
+        assert dice_coefficient(patient.roi(organ).mask, found) >= 0.9, organ
+
+
 def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Path, monkeypatch) -> None:
     """train_all package: an organ below its issue-9 floor (not only a weak organ) keeps a model out
     of the bundles, with the reason in models.json; a model that is good again is shipped and leaves
