@@ -178,6 +178,31 @@ def test_mask_survives_the_trip_to_the_model_grid_and_back(flip_k: bool) -> None
     assert np.linalg.norm(centre - centre_back) < 1.0
 
 
+def test_organ_clean_up_inside_the_bounding_box_equals_the_whole_array_definition() -> None:
+    """largest_component and fill_holes_axial work inside the organ's bounding box (plus one voxel):
+    the same masks as labelling and filling the whole array, on random masks touching every edge."""
+    from scipy import ndimage
+
+    from rtdeep.inference.postprocess import fill_holes_axial, largest_component
+
+    def whole_largest(mask):
+        labelled, count = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+        sizes = np.bincount(labelled.ravel())
+        sizes[0] = 0
+        return labelled == int(sizes.argmax()) if count else mask.copy()
+
+    def whole_filled(mask):
+        return np.stack([ndimage.binary_fill_holes(plane) for plane in mask])
+
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        mask = rng.random(tuple(rng.integers(1, 18, 3))) < rng.uniform(0.02, 0.8)
+        if trial % 2:
+            mask = ndimage.binary_dilation(mask)  # rings around holes
+        np.testing.assert_array_equal(largest_component(mask), whole_largest(mask))
+        np.testing.assert_array_equal(fill_holes_axial(mask), whole_filled(mask))
+
+
 def test_network_probability_places_the_boundary_between_model_voxels() -> None:
     """With the organ's probability, the boundary on a finer CT grid falls where the probability
     crosses 0.5, not half-way between model voxels: a sphere comes back closer to itself, and every

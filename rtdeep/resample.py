@@ -180,10 +180,11 @@ def resample_to_spacing(image: Volume, spacing_mm: Sequence[float]) -> Volume:
         values, _ = sample_on_grid(Volume(source, image.affine), affine, shape)
         return Volume(values, affine)
     # Smoothing and interpolating along one axis commute with both along another, so each axis is
-    # smoothed and sampled in turn (i, then j, then k): the later axes work on the reduced array
-    # (the same values as smoothing all three axes of the whole image first, to float rounding).
+    # smoothed and sampled in turn, the one reduced most first (the slices of a 1 mm CT onto 3 mm):
+    # the later axes work on the reduced array (the same values as smoothing all three axes of the
+    # whole image first, to float rounding).
     values = source
-    for axis in (2, 1, 0):  # array axis; its index axis in to_source is 2 - axis
+    for axis in sorted((2, 1, 0), key=lambda a: -scale[a]):  # array axis; its index axis in to_source is 2 - axis
         if smooth and sigma[axis] > 1e-15:
             values = ndimage.gaussian_filter1d(values, float(sigma[axis]), axis=axis, mode="nearest", truncate=2.0)
         a = 2 - axis

@@ -118,7 +118,8 @@ def _organ_box(probabilities: np.ndarray, spacing_mm: tuple[float, float, float]
     outside it the members so far saw background with a margin of 25 mm, and the later member's
     probabilities there are taken as background (the argmax cannot change)."""
     margin_j, margin_i = (int(np.ceil(ORGAN_BOX_MARGIN_MM / spacing_mm[axis])) for axis in (1, 0))
-    return rows_columns_box(probabilities.argmax(axis=0) != 0, margin_j, margin_i)
+    organ = probabilities[1:].max(axis=0) > probabilities[0]  # argmax != 0, without the index search
+    return rows_columns_box(organ, margin_j, margin_i)
 
 
 def _onto_grid(probabilities: np.ndarray, affine: np.ndarray, target: Volume) -> np.ndarray:
