@@ -53,7 +53,7 @@ def test_info_prints_study_contents(study_folder, capsys):
     assert re.search(r"Series RTSTRUCT\s+1 file", out)
     assert re.search(r"PTV\s+ORGAN\s+0\.07 cc", out)  # 36 voxels x 2 mm^3
     assert re.search(r"Empty\s+ORGAN\s+0\.00 cc", out) and "empty ROI" in out
-    assert f"max {dose.max():.2f} Gy" in out and "8x8x5 voxels" in out
+    assert f"max {dose.max():.2f} Gy" in out and "8x8x5 voxels" in out and ", orientation HFS" in out
     assert "60.00 Gy in 30 fraction(s), 2 beam(s)" in out
     assert "gantry 180, 90, 0 deg" in out
     assert "notes.txt" in out

@@ -336,7 +336,7 @@ def test_segment_command_writes_a_valid_rtstruct(tmp_path: Path, heldout_small_p
     assert main(["segment", str(folder / "CT"), "--model", "thorax_unet3d", "--out", str(out)]) == 2
 
 
-def test_segment_command_on_a_feet_first_dicom_ct_puts_each_organ_where_it_is(tmp_path: Path,
+def test_segment_command_on_a_feet_first_dicom_ct_puts_each_organ_where_it_is(tmp_path: Path, capsys,
                                                                                heldout_small_phantoms) -> None:
     """A feet-first CT series (ImageOrientationPatient -1\\0\\0\\0\\1\\0, PatientPosition FFS), end to
     end through ``rtdeep segment``: the RTSTRUCT's lungs lie on the reference lungs (swapped, as
@@ -353,6 +353,7 @@ def test_segment_command_on_a_feet_first_dicom_ct_puts_each_organ_where_it_is(tm
     series = write_ct_series(stored_as(patient.ct, (2,)), tmp_path / "CT", patient.patient_info)
     first = pydicom.dcmread(series.files[0], stop_before_pixels=True)
     assert first.PatientPosition == "FFS" and [float(v) for v in first.ImageOrientationPatient[:3]] == [-1, 0, 0]
+    assert main(["info", str(tmp_path / "CT")]) == 0 and ", orientation FFS" in capsys.readouterr().out
     assert main(["segment", str(tmp_path / "CT"), "--model", "thorax_unet3d", "--out", str(tmp_path / "out"),
                  "--threads", "2"]) == 0
     rs_path = tmp_path / "out" / "RS.thorax_unet3d.dcm"
