@@ -2,15 +2,14 @@
 
 Steps: take the CT in a head-first-supine CT's axes (:meth:`~rtdeep.volume.Volume.lps_ordered`: a
 feet-first, prone or sagittal series reordered, no value interpolated), crop it to the body
-(HU > -500), resample to the model spacing (trilinear, anti-aliased), window, run the network (3D sliding window or 2.5D slice batches; an ensemble bundle runs each
-member on its own model grid and averages their probabilities on the ensemble's grid, resampled
-trilinearly where a member's grid differs; a later member on the ensemble's grid runs only inside
-the box of the organs the earlier ones found plus 25 mm, see :func:`_organ_box`), take the most
-probable class,
-post-process each organ on the model grid (largest connected component, holes filled), then
-resample each organ back onto the CT grid (trilinear on the organ's softmax inside its bounding
-box, held above 0.5 inside the cleaned mask and below it outside, > 0.5; see
-:func:`model_mask_to_ct`). Masks are bool ``[k, j, i]`` on the CT grid; geometry is LPS.
+(HU > -500), resample to the model spacing (trilinear, anti-aliased), window, run the network (3D
+sliding window or 2.5D slice batches; an ensemble bundle runs each member on its own model grid
+and averages their probabilities on the ensemble's grid, resampled trilinearly where a member's grid
+differs; a later member on the ensemble's grid runs only inside the box of the organs the earlier
+ones found plus 25 mm, see :func:`_organ_box`), take the most probable class, post-process each organ
+on the model grid (largest connected component, holes filled), then resample each organ back onto
+the CT grid (trilinear on the organ's softmax inside its bounding box, held above 0.5 inside the
+cleaned mask and below it outside, > 0.5; see :func:`model_mask_to_ct`). Masks are bool ``[k, j, i]`` on the CT grid; geometry is LPS.
 
 Example:
     >>> from rtdeep.bundles import load_bundle
