@@ -9,7 +9,8 @@ differs; a later member on the ensemble's grid runs only inside the box of the o
 ones found plus 25 mm, see :func:`_organ_box`), take the most probable class, post-process each organ
 on the model grid (largest connected component, holes filled), then resample each organ back onto
 the CT grid (trilinear on the organ's softmax inside its bounding box, held above 0.5 inside the
-cleaned mask and below it outside, > 0.5; see :func:`model_mask_to_ct`). Masks are bool ``[k, j, i]`` on the CT grid; geometry is LPS.
+cleaned mask and below it outside, > 0.5; see :func:`model_mask_to_ct`). Masks are bool ``[k, j, i]``
+on the CT grid; geometry is LPS.
 
 Example:
     >>> from rtdeep.bundles import load_bundle
