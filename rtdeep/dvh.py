@@ -209,14 +209,15 @@ def masks_from_structures(structures: StructureSet | Mapping[str, np.ndarray]) -
     return dict(structures)
 
 
-def bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """Smallest box ``[k, j, i]`` holding all True voxels (None when empty)."""
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, slice, slice] | None:
+    """Smallest box ``[k, j, i]`` holding all True voxels, grown by ``margin`` voxels on each side
+    (clipped at the array's edge); None when empty."""
     box = []
-    for axes in ((1, 2), (0, 2), (0, 1)):
+    for axis, axes in enumerate(((1, 2), (0, 2), (0, 1))):
         hits = np.flatnonzero(mask.any(axis=axes))
         if hits.size == 0:
             return None
-        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+        box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis])))
     return tuple(box)  # type: ignore[return-value]
 
 

@@ -22,6 +22,7 @@ from rtdeep.atlas.library import ATLAS_SPACING_MM, load_atlases
 from rtdeep.atlas.names import ATLAS_MODELS, atlas_site
 from rtdeep.atlas.register import register_atlas, to_sitk
 from rtdeep.dicomrt.types import CtSeries, Roi
+from rtdeep.dvh import bounding_box
 from rtdeep.errors import RtDeepError
 from rtdeep.progress import ProgressCallback, report_progress
 from rtdeep.sites import SITES
@@ -37,14 +38,6 @@ DEFAULT_N_ATLASES = 5
 VOTE_SPACING_MM = 2.0
 def _reference_image(affine: np.ndarray, shape_kji: tuple[int, int, int]) -> sitk.Image:
     return to_sitk(Volume(np.zeros(shape_kji, np.uint8), affine), np.uint8)
-
-
-def _box(mask: np.ndarray, margin: int = 1) -> tuple[slice, slice, slice]:
-    slices = []
-    for axis in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        slices.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + margin + 1, mask.shape[axis])))
-    return tuple(slices)  # type: ignore[return-value]
 
 
 def segment_with_atlas(
@@ -109,7 +102,8 @@ def segment_with_atlas(
         if 2 * int(organ_votes.max()) <= len(atlases):
             continue
         fraction = organ_votes.astype(np.float32) / len(atlases)
-        target_box, values = resample_box_to_grid(fraction, vote_affine, _box(organ_votes > 0), volume)
+        box = bounding_box(organ_votes > 0, margin=1)
+        target_box, values = resample_box_to_grid(fraction, vote_affine, box, volume)
         wins = (values > 0.5) & (values > best[target_box])
         label_map[target_box][wins] = position + 1
         best[target_box] = np.where(wins, values, best[target_box])

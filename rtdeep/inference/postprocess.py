@@ -9,24 +9,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from rtdeep.dvh import bounding_box
+
 __all__ = ["clean_organ_mask", "fill_holes_axial", "largest_component"]
-
-
-def _box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The bounding box of ``mask``'s true voxels with one voxel of margin (clipped at the edge); None
-    when it has none. Labelling and hole filling inside it give what they give on the whole array:
-    everything outside is background connected to the box's rim (or the array's edge)."""
-    present = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-               for axis in range(mask.ndim)]
-    if present[0].size == 0:
-        return None
-    return tuple(slice(max(int(p[0]) - 1, 0), min(int(p[-1]) + 2, n)) for p, n in zip(present, mask.shape))
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 26-connected component of ``mask`` (empty stays empty)."""
     out = np.zeros_like(mask, dtype=bool)
-    box = _box(mask)
+    box = bounding_box(mask, margin=1)  # outside it: background joined to its rim, as on the whole array
     if box is None:
         return out
     labelled, count = ndimage.label(mask[box], structure=np.ones((3, 3, 3), bool))
@@ -42,7 +33,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 def fill_holes_axial(mask: np.ndarray) -> np.ndarray:
     """Fill holes in each axial slice ``mask[k]``."""
     filled = np.array(mask, dtype=bool)
-    box = _box(mask)
+    box = bounding_box(mask, margin=1)  # outside it: background joined to its rim, as on the whole array
     if box is None:
         return filled
     for k in range(box[0].start, box[0].stop):
