@@ -342,6 +342,42 @@ def test_thorax_esophagus_runs_behind_the_heart_not_through_it():
         assert touching.sum() <= 0.01 * behind.sum(), (index, int(touching.sum()), int(behind.sum()))
 
 
+def test_thorax_scan_may_go_on_into_the_upper_abdomen():
+    """Some scans end below the lung bases, others go on 90-170 mm into the abdomen, as planning CTs
+    do. There, below the lowest lung voxel: gas in the bowel or stomach that is no lung (no organ
+    contour), kidneys beside the spine, and no ribs below the costal margin (only the spine and the
+    arms are bone). A network trained on these must leave abdominal gas and soft tissue alone."""
+    from rtdeep.phantom.anatomy_thorax import sample_thorax
+
+    models = [sample_thorax(np.random.default_rng([5, 1, index, 0])) for index in range(8)]
+    reach = [-m.z_range[0] for m in models]
+    assert min(reach) < 75 and max(reach) > 90, reach  # both kinds of scan
+    model = models[int(np.argmax(reach))]
+    half_x, half_y = model.body_half_x + 5, model.body_half_y + 5
+    z0 = model.z_range[0]
+    canvas = _render_thorax_box(model, (-half_x, -half_y, z0), (half_x, half_y, 0.0), (2.0, 2.0, 5.0))
+    hu, masks = canvas.hu, canvas.masks
+    lungs = masks["Lung_L"] | masks["Lung_R"]
+    lowest = int(np.nonzero(lungs.any(axis=(1, 2)))[0].min())
+    abdomen = slice(0, max(lowest - 2, 1))
+    contoured = np.zeros_like(lungs)
+    for name in ("Lung_L", "Lung_R", "Heart", "Esophagus"):
+        contoured |= masks[name]
+    gas = (hu[abdomen] < -900) & masks["External"][abdomen]
+    assert gas.sum() > 50 and not (gas & contoured[abdomen]).any()
+    for kidney in model.kidneys:
+        k = int(round((kidney.centre[2] - z0) / 5.0))
+        j, i = (int(round((kidney.centre[a] + h) / 2.0)) for a, h in ((1, half_y), (0, half_x)))
+        assert abs(hu[k, j, i] - model.kidney_hu) < 1.0, (hu[k, j, i], model.kidney_hu)
+    below_ribs = int((min(model.costal_margin_mm) - 8 - z0) // 5.0)
+    assert below_ribs > 0
+    x = (-half_x + 2.0 * np.arange(hu.shape[2], dtype=np.float32))[None, None, :]
+    y = (-half_y + 2.0 * np.arange(hu.shape[1], dtype=np.float32))[None, :, None]
+    z = (z0 + 5.0 * np.arange(below_ribs, dtype=np.float32))[:, None, None]
+    trunk = (model.body_sd(x, y, z) < -3.0) & (np.abs(x) > 50)  # the trunk (no arms) beside the spine
+    assert trunk.sum() > 1000 and (hu[:below_ribs][trunk] < 300).all()
+
+
 def test_headneck_brainstem_and_submandibular_glands_have_visible_boundaries():
     """On CT the brainstem is seen by the CSF of the cisterns and the fourth ventricle around it, and
     the submandibular glands by the fat of the submandibular space. Noise-free render: the 1-3 mm

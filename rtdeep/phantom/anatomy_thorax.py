@@ -1,6 +1,8 @@
 """Thorax phantom: body, chest wall, ribs, spine and cord, lungs with vessels and airways, heart,
 great vessels, esophagus, trachea and main bronchi, a lung tumour (GTV/PTV) and optional patches
-of interstitial abnormality (ground glass with reticulation).
+of interstitial abnormality (ground glass with reticulation); below the diaphragm the upper abdomen
+(liver with its inferior edge, gallbladder, stomach, spleen, kidneys, colon with gas and stool,
+visceral fat) as far as the scan reaches.
 
 Coordinates are LPS mm, head-first supine: x to the patient's left, y posterior, z superior.
 z = 0 is about the top of the diaphragm domes; the lungs reach up to ``lung_height_mm``.
@@ -114,6 +116,18 @@ class ThoraxModel:
     stomach: Ellipsoid | None = None
     stomach_air_y: float = 0.0
     spleen: Ellipsoid | None = None
+    liver_low_mm: float = -400.0
+    liver_rise_mm: float = 0.0
+    gallbladder: Ellipsoid | None = None
+    kidneys: list[Ellipsoid] = field(default_factory=list)
+    psoas: list[Capsule] = field(default_factory=list)
+    kidney_hu: float = 35.0
+    colon: list[Capsule] = field(default_factory=list)
+    colon_air_share: float = 0.5
+    stool_texture: SmoothField | None = None
+    visceral_fat: float = 0.0
+    visceral_texture: SmoothField | None = None
+    costal_margin_mm: tuple[float, float] = (-400.0, -400.0)
     vessels: list[tuple[Capsule, int]] = field(default_factory=list)
     airways: list[tuple[Capsule, int]] = field(default_factory=list)
     rib_period: float = 26.0
@@ -326,6 +340,7 @@ def sample_thorax(rng: np.random.Generator) -> ThoraxModel:
         Capsule((2, trachea_y - 26 * s, arch_z - 4), (24 * s, trachea_y - 4, arch_z + 6), r_ao, r_ao * 0.95),
         Capsule((24 * s, trachea_y - 4, arch_z + 6), (20 * s, esophagus_y + 10 * s, arch_z - 10), r_ao * 0.95, r_ao * 0.85),
         Capsule((20 * s, esophagus_y + 10 * s, arch_z - 10), (16 * s, esophagus_y + 14 * s, -90.0), r_ao * 0.85, r_ao * 0.75),
+        Capsule((16 * s, esophagus_y + 14 * s, -90.0), (12 * s, esophagus_y + 10 * s, -260.0), r_ao * 0.75, r_ao * 0.7),
     ]
     arch_branches = [
         Capsule((2 * s, trachea_y - 22 * s, arch_z + 4), (-14 * s, trachea_y - 14 * s, top + 30), 6.5 * s, 6.0 * s),
@@ -349,6 +364,7 @@ def sample_thorax(rng: np.random.Generator) -> ThoraxModel:
         Capsule((-22 * s, trachea_y - 16 * s, top + 30), (-20 * s, trachea_y - 12 * s, arch_z - 10), r_svc, r_svc),
         Capsule((-20 * s, trachea_y - 12 * s, arch_z - 10), right_atrium + np.array([4, -4, 10]), r_svc, r_svc),
         Capsule(right_atrium + np.array([6, 8, -20]), (-12 * s, vertebra_y - 30 * s, -100.0), 11 * s, 11 * s),
+        Capsule((-12 * s, vertebra_y - 30 * s, -100.0), (-18 * s, vertebra_y - 24 * s, -260.0), 11 * s, 10 * s),
     ]
     carina = np.array([-1.0, trachea_y + 4, carina_z])
     r_tr = _uniform(rng, 8.5, 11.5) * s
@@ -396,6 +412,7 @@ def sample_thorax(rng: np.random.Generator) -> ThoraxModel:
     _sample_lung_disease(model, rng)
     _sample_body(model, rng, top)
     _sample_scan(model, rng, top)
+    _sample_abdomen(model, rng)  # drawn last: the thorax above is the one drawn without it
     return model
 
 
@@ -586,15 +603,20 @@ def _sample_chest_muscles(model: ThoraxModel, rng: np.random.Generator) -> None:
     model.muscle_plane_mm = _uniform(rng, 0.8, 1.6) + 0.03 * model.fat_mm
 
 
+def _scan_range(top: float, bottom: float, slice_mm: float) -> tuple[float, float]:
+    """z of the first and last slice: whole slices centred on ``bottom``..``top``."""
+    n_slices = round((top - bottom) / slice_mm) + 1
+    z0 = (top + bottom) / 2 - (n_slices - 1) * slice_mm / 2
+    return z0, z0 + (n_slices - 1) * slice_mm
+
+
 def _sample_scan(model: ThoraxModel, rng: np.random.Generator, top: float) -> None:
-    """The patient's scanner (:mod:`rtdeep.phantom.scanner`) and the scanned range."""
+    """The patient's scanner (:mod:`rtdeep.phantom.scanner`) and the scanned range (its lower end may
+    move on into the abdomen, :func:`_sample_abdomen`)."""
     bottom = -_uniform(rng, 45, 70)
     model.scanner = sample_scanner(rng, 2 * model.imaged_half_width())
     slice_mm = model.scanner.slice_mm
-    n_slices = round((top - bottom) / slice_mm) + 1
-    centre_z = (top + bottom) / 2
-    z0 = centre_z - (n_slices - 1) * slice_mm / 2
-    model.z_range = (z0, z0 + (n_slices - 1) * slice_mm)
+    model.z_range = _scan_range(top, bottom, slice_mm)
     model.slice_mm = slice_mm
     model.pixel_mm = model.scanner.pixel_mm
     model.fov_mm = model.scanner.fov_mm
@@ -603,6 +625,71 @@ def _sample_scan(model: ThoraxModel, rng: np.random.Generator, top: float) -> No
     # couch top is a shallow trough (sides about 30 mm higher 20 cm off the midline)
     model.back_flat_mm = abs(model.bend.amplitude_y) + _uniform(rng, 2.0, 7.0) + 0.08 * model.fat_mm
     model.couch_curve = _uniform(rng, 0.0006, 0.0009) if model.scanner.couch == "curved" else 0.0
+
+
+def _sample_abdomen(model: ThoraxModel, rng: np.random.Generator) -> None:
+    """How far the scan reaches below the lung bases, and the upper abdomen there.
+
+    Lung planning CTs end anywhere from just below the costophrenic recesses to the second lumbar
+    vertebra (whole liver and kidneys: 4D CT, motion management, liver dose): here 45-70 mm below the
+    domes in 40 % of patients, 90-170 mm in the others. Below the domes: the liver's inferior edge
+    (lowest laterally on the right, 110-165 mm below the domes, rising towards the left lobe), a
+    gallbladder (80 %), both kidneys (upper poles at about T12, the right lower), the hepatic and
+    splenic flexures and the transverse colon (gas in front, stool with bubbles behind), visceral fat
+    between bowel loops (more in fatter patients), the psoas muscles, the abdominal aorta and the
+    inferior vena cava.
+    The lowest ribs end along a costal margin that falls from the front (35-55 mm below the domes)
+    to the back (100-130 mm)."""
+    s = model.size
+    if rng.uniform() < 0.6:
+        top = model.z_range[1]
+        model.z_range = _scan_range(top, -_uniform(rng, 90, 170), model.slice_mm)
+    cy, hy = model.cavity_centre_y, model.cavity_half_y
+    dome = 0.5 * (model.dome_left + model.dome_right)
+    model.costal_margin_mm = (dome - _uniform(rng, 35, 55) * s, dome - _uniform(rng, 100, 130) * s)
+    model.liver_low_mm = model.dome_right - _uniform(rng, 110, 165) * s
+    model.liver_rise_mm = _uniform(rng, 50, 90) * s
+    if rng.uniform() < 0.8:
+        edge = model.liver_low_mm + 0.35 * model.liver_rise_mm
+        model.gallbladder = Ellipsoid((-_uniform(rng, 25, 45) * s, cy - _uniform(rng, 0.35, 0.6) * hy,
+                                       edge + _uniform(rng, 10, 25) * s),
+                                      np.array([_uniform(rng, 12, 18), _uniform(rng, 12, 18), _uniform(rng, 25, 40)]) * s,
+                                      rotation_matrix(0, _uniform(rng, -25, 25), _uniform(rng, 10, 40)),
+                                      random_perturbation(rng, 0.06))
+    kidney_y = cy + _uniform(rng, 0.35, 0.5) * hy  # beside the vertebral bodies, on the posterior wall
+    for side in (1.0, -1.0):
+        radii = np.array([_uniform(rng, 24, 30), _uniform(rng, 20, 26), _uniform(rng, 48, 60)]) * s
+        upper_pole = (model.dome_left - _uniform(rng, 70, 95) * s if side > 0
+                      else model.dome_right - _uniform(rng, 95, 125) * s)
+        half_x = model.cavity_half_x_left if side > 0 else model.cavity_half_x_right
+        centre = (side * _uniform(rng, 0.42, 0.55) * half_x, kidney_y, upper_pole - radii[2])
+        # long axes converge upwards (upper poles medial) and the hila face forwards and inwards
+        model.kidneys.append(Ellipsoid(centre, radii, rotation_matrix(side * _uniform(rng, 20, 40), side * _uniform(rng, 8, 18), 0),
+                                       random_perturbation(rng, 0.05)))
+    # psoas muscles: from the twelfth thoracic vertebra down beside the vertebral bodies, growing
+    psoas_top = min(model.costal_margin_mm) - _uniform(rng, 0, 20) * s
+    for side in (1.0, -1.0):
+        model.psoas.append(Capsule((side * 22 * s, model.vertebra_y - 4 * s, psoas_top),
+                                   (side * 42 * s, model.vertebra_y - 14 * s, psoas_top - 220 * s), 6 * s, 24 * s))
+    scanner = model.scanner
+    enhancement = max(scanner.spleen_hu - 45.0, 0.0) if scanner is not None else 0.0
+    model.kidney_hu = _uniform(rng, 28, 40) + 1.3 * enhancement
+    r_colon = _uniform(rng, 18, 28) * s
+    hepatic = np.array([-0.6 * model.cavity_half_x_right, cy - _uniform(rng, 0.1, 0.4) * hy,
+                        model.liver_low_mm + 0.2 * model.liver_rise_mm - r_colon + _uniform(rng, -5, 15)])
+    splenic = np.array([0.72 * model.cavity_half_x_left, cy + _uniform(rng, -0.1, 0.2) * hy,
+                        model.dome_left - _uniform(rng, 85, 120) * s])
+    transverse = np.array([_uniform(rng, -15, 15), cy - _uniform(rng, 0.55, 0.7) * hy,
+                           min(hepatic[2], splenic[2]) - _uniform(rng, 10, 60) * s])
+    descending = splenic + np.array([0.0, 0.25 * hy, -200.0])
+    ascending = hepatic + np.array([0.0, 0.2 * hy, -200.0])
+    model.colon = [Capsule(ascending, hepatic, r_colon, r_colon), Capsule(hepatic, transverse, r_colon, r_colon * 0.9),
+                   Capsule(transverse, splenic, r_colon * 0.9, r_colon * 0.85),
+                   Capsule(splenic, descending, r_colon * 0.85, r_colon * 0.8)]
+    model.colon_air_share = _uniform(rng, 0.1, 0.9)
+    model.stool_texture = SmoothField(rng, 6, (6.0, 14.0))
+    model.visceral_fat = float(np.clip(0.15 + model.fat_mm / 80.0 + _uniform(rng, -0.1, 0.1), 0.1, 0.75))
+    model.visceral_texture = SmoothField(rng, 6, (18.0, 40.0))
 
 
 # --- rendering --------------------------------------------------------------------------------------
@@ -655,7 +742,9 @@ def _paint_ribs(canvas: Canvas, model: ThoraxModel, block, cavity: np.ndarray) -
     dz = np.minimum(phase, np.float32(model.rib_period) - phase)
     radial = cavity[kk, jj, ii] - np.float32(6.5)
     rib_sd = np.sqrt((radial / 4.5) ** 2 + (dz / 6.0) ** 2) * np.float32(4.5) - np.float32(4.5)
-    rib_sd = np.where((z > model.lung_height + 20) | (np.abs(bx) < 18 * model.size), np.float32(50), rib_sd)
+    front, back = model.costal_margin_mm
+    costal = np.float32(front) + np.float32(back - front) * (np.float32(1.0) + sin_phi) * np.float32(0.5)
+    rib_sd = np.where((z > model.lung_height + 20) | (np.abs(bx) < 18 * model.size) | (z < costal), np.float32(50), rib_sd)
     cartilage = sin_phi < -0.82
     value = np.where(cartilage, np.float32(HU["cartilage"]),
                      np.where(rib_sd > -1.6, np.float32(model.spine.cortical_hu),
@@ -825,14 +914,48 @@ def _paint_chest_muscles(canvas: Canvas, model: ThoraxModel) -> None:
 
 
 def _paint_abdomen(canvas: Canvas, model: ThoraxModel, block, cavity: np.ndarray) -> None:
-    """Below the diaphragm: liver (right, its left lobe anterior), stomach with air, spleen."""
+    """Below the diaphragm: liver (right, its left lobe anterior, down to its inferior edge), visceral
+    fat and bowel, colon, gallbladder, stomach with air, spleen, kidneys (:func:`_sample_abdomen`)."""
     scanner = model.scanner
     liver_hu = scanner.liver_hu if scanner is not None else HU["liver"]
     below = model.diaphragm_z(block.x, block.y) - block.z
     bx, by = model.bend.body_frame(block.x, block.y, block.z)
     liver_side = bx < np.float32(model.liver_extent_x) - np.float32(0.5) * (by - np.float32(model.cavity_centre_y))
-    abdomen_value = np.where(liver_side, np.float32(liver_hu), np.float32(HU["soft"] - 5))
-    canvas.paint(block, np.maximum(cavity, -below), abdomen_value)
+    across = np.clip((bx + np.float32(model.cavity_half_x_right))
+                     / np.float32(model.cavity_half_x_right + model.liver_extent_x), 0.0, 1.0)
+    liver = liver_side & (block.z > np.float32(model.liver_low_mm) + np.float32(model.liver_rise_mm) * across)
+    bowel = np.float32(HU["soft"] - 5)
+    if model.visceral_texture is not None and model.visceral_fat > 0:
+        fatty = model.visceral_texture(bx, by, block.z) > np.float32(1.0 - 2.0 * model.visceral_fat)
+        bowel = np.where(fatty, np.float32(HU["fat"] + 10), bowel)
+    canvas.paint(block, np.maximum(cavity, -below), np.where(liver, np.float32(liver_hu), bowel))
+    del liver, liver_side, across, bowel
+
+    def under_diaphragm(sd, x, y, z, clearance: float = 3.0):
+        """``sd`` kept below the diaphragm and inside the cavity (never through the ribs or lungs)."""
+        sd = np.maximum(sd, z - (model.diaphragm_z(x, y) - np.float32(clearance)))
+        return np.maximum(sd, model.cavity_sd(x, y, z) + np.float32(1.5))
+
+    if model.colon:
+        cb = _tubes_block(canvas, model.colon, 4)
+        if cb is not None:
+            cx, cyy = model.bend.body_frame(cb.x, cb.y, cb.z)
+            sd = under_diaphragm(_tubes_sd(model, model.colon, cb), cb.x, cb.y, cb.z, 5.0)
+            canvas.paint(cb, sd, HU["soft"])
+            lumen = sd + np.float32(2.5)
+            stool = np.float32(15.0)
+            if model.stool_texture is not None:
+                stool = np.where(model.stool_texture(cx, cyy, cb.z) > np.float32(1.1), np.float32(HU["air"]), stool)
+            canvas.paint(cb, lumen, stool)
+            # gas rises to the front of the lumen (supine): in front of a level through each segment
+            radius = float(np.mean([c.radius_a for c in model.colon]))
+            axis_y = np.float32(np.mean([0.5 * (c.a[1] + c.b[1]) for c in model.colon]))
+            level = axis_y + np.float32(radius * (2.0 * model.colon_air_share - 1.0))
+            canvas.paint(cb, np.maximum(lumen, cyy - level), HU["air"])
+    if model.gallbladder is not None:
+        gallbladder = model.gallbladder
+        canvas.paint_shape(lambda x, y, z: under_diaphragm(gallbladder.sd(*model.bend.body_frame(x, y, z), z), x, y, z),
+                           gallbladder.bbox(3), 12.0)
     if model.stomach is not None:
         stomach = model.stomach
         sb = canvas.block(stomach.bbox(4))
@@ -846,11 +969,20 @@ def _paint_abdomen(canvas: Canvas, model: ThoraxModel, block, cavity: np.ndarray
     if model.spleen is not None:
         spleen = model.spleen
         value = scanner.spleen_hu if scanner is not None else 45.0
-        # below the diaphragm and inside the cavity (1.5 mm from its wall): never through the ribs
-        canvas.paint_shape(lambda x, y, z: np.maximum(np.maximum(spleen.sd(*model.bend.body_frame(x, y, z), z),
-                                                                 z - (model.diaphragm_z(x, y) - 3.0)),
-                                                      model.cavity_sd(x, y, z) + np.float32(1.5)),
+        canvas.paint_shape(lambda x, y, z: under_diaphragm(spleen.sd(*model.bend.body_frame(x, y, z), z), x, y, z),
                            spleen.bbox(3), value)
+    if model.psoas:
+        pb = _tubes_block(canvas, model.psoas, 3)
+        if pb is not None:
+            canvas.paint(pb, under_diaphragm(_tubes_sd(model, model.psoas, pb), pb.x, pb.y, pb.z), HU["muscle"])
+    perirenal = 3.0 + 0.2 * model.fat_mm
+    for kidney in model.kidneys:
+        kb = canvas.block(kidney.bbox(perirenal + 3))
+        if kb is None:
+            continue
+        sd = under_diaphragm(kidney.sd(*model.bend.body_frame(kb.x, kb.y, kb.z), kb.z), kb.x, kb.y, kb.z, 4.0)
+        canvas.paint(kb, sd - np.float32(perirenal), HU["fat"])
+        canvas.paint(kb, sd, model.kidney_hu)
 
 
 def _paint_heart(canvas: Canvas, model: ThoraxModel) -> None:

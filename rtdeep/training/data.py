@@ -183,14 +183,19 @@ def _roi_map(row: dict[str, str], manifest: Path) -> dict[str, str]:
                           path=manifest) from error
 
 
+def _phantom_cache(site: Site, grid: str, seed: int, index: int, cache_dir: Path) -> Path:
+    from rtdeep.phantom import generator_fingerprint
+
+    # the generator's fingerprint is in the file name: arrays of an older phantom are never reused
+    return cache_dir / f"{_tag(site)}_{grid}_p{generator_fingerprint(site.name)}_s{seed}_i{index}.npz"
+
+
 def cases_from_phantoms(
     site: Site, indices: Sequence[int], seed: int, grid: str, cache_dir: Path | None
 ) -> list[SegCase]:
     """Cases generated in memory by :func:`rtdeep.phantom.generate_patient` (cached when ``cache_dir``)."""
-    from rtdeep.phantom import generate_patient, generator_fingerprint
+    from rtdeep.phantom import generate_patient
 
-    # the generator's fingerprint is in the file name: arrays of an older phantom are never reused
-    version = generator_fingerprint(site.name)
     cases = []
     for index in indices:
 
@@ -198,9 +203,27 @@ def cases_from_phantoms(
             patient = generate_patient(site.name, index, seed, grid=grid)
             return prepare_case(patient.patient_id, patient.ct, patient.rois, site)
 
-        cache = None if cache_dir is None else cache_dir / f"{_tag(site)}_{grid}_p{version}_s{seed}_i{index}.npz"
+        cache = None if cache_dir is None else _phantom_cache(site, grid, seed, index, cache_dir)
         cases.append(load_or_prepare(cache, make, site))
     return cases
+
+
+def cache_phantoms(sites: Sequence[Site], indices: Sequence[int], seed: int, grid: str, cache_dir: Path) -> int:
+    """Write the missing caches of :func:`cases_from_phantoms` for every model grid in ``sites`` (one
+    anatomical site), generating each phantom once for all grids. Returns the phantoms generated."""
+    from rtdeep.phantom import generate_patient
+
+    generated = 0
+    for index in indices:
+        missing = [(site, _phantom_cache(site, grid, seed, index, cache_dir)) for site in sites]
+        missing = [(site, path) for site, path in missing if not path.is_file()]
+        if not missing:
+            continue
+        patient = generate_patient(missing[0][0].name, index, seed, grid=grid)
+        for site, path in missing:
+            _save(prepare_case(patient.patient_id, patient.ct, patient.rois, site), path)
+        generated += 1
+    return generated
 
 
 def _safe(text: str) -> str:

@@ -143,6 +143,27 @@ def train(sites: list[str], archs: list[str], minutes: float, threads: int, iter
             }, indent=1))
 
 
+def prepare(site_name: str, archs: list[str], indices: list[int], workers: int = 1) -> None:
+    """Cache the training phantoms ``indices`` of seed 1 on the model grid of each architecture named
+    (each phantom generated once for all grids), in ``workers`` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rtdeep.models.architectures import get_arch
+    from rtdeep.sites import get_site
+    from rtdeep.training.data import cache_phantoms
+
+    sites = list({site.spacing_mm: site for site in (get_arch(a).model_site(get_site(site_name)) for a in archs)}.values())
+    shares = [indices[w::workers] for w in range(max(workers, 1))]
+    _say(f"caching {len(indices)} {site_name} phantoms on {len(sites)} model grid(s), {len(shares)} process(es)")
+    if len(shares) == 1:
+        generated = cache_phantoms(sites, indices, TRAIN_SEED, GRID, CACHE_DIR)
+    else:
+        with ProcessPoolExecutor(len(shares)) as pool:
+            generated = sum(pool.map(cache_phantoms, [sites] * len(shares), shares, [TRAIN_SEED] * len(shares),
+                                     [GRID] * len(shares), [CACHE_DIR] * len(shares)))
+    _say(f"{generated} phantoms generated, the others were cached")
+
+
 def _staging_bundle(site_name: str, arch_name: str, card: str = "# staging\n", seed: int = 0):  # -> Path
     """Write ``WORK_DIR/<run>/bundle`` from ``best_model.pt`` of the run with training ``seed`` (no
     measured numbers yet)."""
@@ -835,6 +856,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--archs", nargs="+", default=["unet3d", "unet25d", "gan3d", "gan25d"])
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="prepare: processes generating phantoms")
     parser.add_argument("--iterations", type=int, help="equal training budget: iterations per model")
     parser.add_argument("--finetune", action="store_true",
                         help="start each model from the bundle of the same name in --models-dir")
@@ -862,14 +884,8 @@ def main(argv: list[str] | None = None) -> int:
               args.models_dir if args.finetune else None, args.start_note, args.decay_from, args.train_phantoms,
               args.seed, args.device)
     elif args.stage == "prepare":  # training caches, once, before the models train in parallel
-        from rtdeep.models.architectures import get_arch
-        from rtdeep.sites import get_site
-        from rtdeep.training.data import cases_from_phantoms
-
         for site_name in args.sites:
-            grid_sites = {site.spacing_mm: site for site in (get_arch(a).model_site(get_site(site_name)) for a in args.archs)}
-            for site in grid_sites.values():  # one cache per model grid of the architectures named
-                cases_from_phantoms(site, VAL_INDICES + train_indices(args.train_phantoms), TRAIN_SEED, GRID, CACHE_DIR)
+            prepare(site_name, args.archs, VAL_INDICES + train_indices(args.train_phantoms), args.workers)
     elif args.stage == "heldout":
         for site_name in args.sites:
             for index in HELDOUT_INDICES:
