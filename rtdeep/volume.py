@@ -141,6 +141,17 @@ class Volume:
         direction = np.abs(self.direction)
         return bool(np.allclose(direction, np.round(direction), atol=tolerance))
 
+    @property
+    def patient_position(self) -> str:
+        """PatientPosition (0018,5100) of an axial CT on this grid: HFS (rows run to the patient's
+        left, columns posterior), FFS (rows to the right), HFP (both reversed) or FFP (columns
+        anterior); HFS for a grid that is not axial."""
+        row, column = self.direction[:, 0], self.direction[:, 1]
+        if abs(row[0]) < 0.9 or abs(column[1]) < 0.9:
+            return "HFS"
+        return {(True, True): "HFS", (False, True): "FFS", (False, False): "HFP", (True, False): "FFP"}[
+            (bool(row[0] > 0), bool(column[1] > 0))]
+
     def lps_ordered(self) -> Volume:
         """The same voxels with the array axes reordered and reversed so that i, j and k run as
         closely as the grid allows along +x (patient left), +y (posterior) and +z (superior): the

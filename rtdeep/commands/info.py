@@ -35,14 +35,12 @@ def _print_inventory(infos: list, skipped: list[str], folder: Path) -> None:
 
 
 def _print_study(study, folder: Path) -> None:
-    from rtdeep.dicomrt.ct_writer import patient_position
-
     ct = study.ct
     volume = ct.volume
     n_i, n_j, n_k = volume.size_ijk
     spacing = " x ".join(f"{s:.3g}" for s in volume.spacing_mm)
     print(f"CT {ct.series_instance_uid}: {n_i}x{n_j}x{n_k} voxels, spacing {spacing} mm, "
-          f"HU {volume.array.min():.0f} to {volume.array.max():.0f}, orientation {patient_position(volume.direction)}")
+          f"HU {volume.array.min():.0f} to {volume.array.max():.0f}, orientation {volume.patient_position}")
     if study.structure_set is not None:
         print(f"Structure set {study.structure_set.path.name} '{study.structure_set.label}': "
               f"{len(study.structure_set.rois)} ROI(s)")

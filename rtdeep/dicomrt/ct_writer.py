@@ -30,7 +30,7 @@ from rtdeep.errors import GeometryError, SeriesError
 from rtdeep.fileio import ensure_new_path
 from rtdeep.volume import Volume
 
-__all__ = ["RESCALE_INTERCEPT", "patient_position", "slice_geometry", "write_ct_series"]
+__all__ = ["RESCALE_INTERCEPT", "slice_geometry", "write_ct_series"]
 
 #: stored value = HU - RESCALE_INTERCEPT
 RESCALE_INTERCEPT = -1024.0
@@ -61,17 +61,6 @@ def slice_geometry(volume: Volume, tolerance: float = 1e-4) -> tuple[Volume, np.
         affine[:3, 2] = -affine[:3, 2]
         volume = Volume(volume.array[::-1], affine)
     return volume, row_dir, col_dir
-
-
-def patient_position(direction: np.ndarray) -> str:
-    """PatientPosition (0018,5100) of an axial CT whose rows and columns run along ``direction``'s
-    first two columns (LPS): HFS (rows to the patient's left, columns posterior), FFS (rows to the
-    right), HFP (both reversed) or FFP (columns anterior); HFS for a grid that is not axial."""
-    row, column = np.asarray(direction, float)[:, 0], np.asarray(direction, float)[:, 1]
-    if abs(row[0]) < 0.9 or abs(column[1]) < 0.9:
-        return "HFS"
-    return {(True, True): "HFS", (False, True): "FFS", (False, False): "HFP", (True, False): "FFP"}[
-        (bool(row[0] > 0), bool(column[1] > 0))]
 
 
 def write_ct_series(
@@ -142,7 +131,7 @@ def write_ct_series(
     dataset.SeriesDate = patient.study_date
     dataset.SeriesTime = patient.study_time
     dataset.SeriesDescription = series_description
-    dataset.PatientPosition = patient_position(volume.direction)
+    dataset.PatientPosition = volume.patient_position
     dataset.Laterality = ""
     dataset.FrameOfReferenceUID = for_uid
     dataset.PositionReferenceIndicator = ""
