@@ -89,6 +89,42 @@ def test_organ_five_times_too_big_fails_volume(thorax):
     assert [f.organ for f in volume] == ["Heart"] and volume[0].value > volume[0].expected[1]
 
 
+def test_liver_labelled_heart_below_the_lungs_fails_position(thorax):
+    """A heart contour that goes on down into the liver (a network that never saw the abdomen) is
+    found: it reaches below the lowest lung voxel, where the heart never is."""
+    heart = thorax.roi("Heart").mask
+    lungs = thorax.roi("Lung_L").mask | thorax.roi("Lung_R").mask
+    lowest_lung = int(np.nonzero(lungs.any(axis=(1, 2)))[0].min())  # slice 0 is the inferior end
+    lowest_heart = int(np.nonzero(heart.any(axis=(1, 2)))[0].min())
+    assert lowest_heart > lowest_lung  # as drawn: above the costophrenic recesses
+    spilled = heart.copy()
+    depth = lowest_heart - lowest_lung + round(20.0 / thorax.ct.spacing_mm[2])
+    for step in range(1, depth + 1):
+        k = lowest_heart - step
+        if k < 0:
+            break
+        spilled[k] = heart[lowest_heart] & ~lungs[k]
+    findings = check_plausibility(thorax.ct, _replace(thorax.rois, "Heart", spilled))
+    below = [f for f in findings if f.organ == "Heart" and "below the lowest lung voxel" in f.message]
+    assert len(below) == 1 and below[0].check == "position" and below[0].value > 10.0
+
+
+def test_soft_tissue_labelled_lung_fails_density(thorax):
+    """A left lung contour that took in the heart and the soft tissue around it (median voxel no longer
+    air) is reported; the real lungs, heart and cord pass."""
+    lung = thorax.roi("Lung_L").mask
+    grown = lung | thorax.roi("Heart").mask
+    body = thorax.roi("External").mask
+    while np.median(thorax.ct.array[grown]) < -500:
+        grown = ndimage.binary_dilation(grown) & body
+    findings = check_plausibility(thorax.ct, _replace(thorax.rois, "Lung_L", grown))
+    density = [f for f in findings if f.check == "density"]
+    assert [f.organ for f in density] == ["Lung_L"] and density[0].value > -500
+    mostly_lung = thorax.roi("Heart").mask | lung
+    findings = check_plausibility(thorax.ct, _replace(thorax.rois, "Heart", mostly_lung))
+    assert ("Heart", "density") in [(f.organ, f.check) for f in findings]
+
+
 def test_cord_moved_into_the_vertebral_body_fails_canal_check(thorax):
     cord = thorax.roi("SpinalCord").mask
     ny = thorax.ct.spacing_mm[1]

@@ -18,9 +18,14 @@ Checks (ranges from the organ table :mod:`rtdeep.sites`, deliberately wide):
   is missing on slices inside its own extent; the spinal cord is also missing on more than 10 % of
   the slices between the lung apex and base (it runs through the whole chest).
 * ``cross_section``: the median axial cross-section of a tubular organ is outside its range.
+* ``density``: the median HU inside the contour is outside ``Organ.median_hu``: a lung contour
+  whose median voxel is soft tissue (liver, heart or bowel labelled lung), a heart contour that is
+  mostly lung.
 * ``position``: the heart's centre is not between the lungs (left-right) or not anterior to the
-  spinal cord; the spinal cord is not posterior to bone (the vertebral body) on at least half of
-  its slices, or lies in bone; the mandible is not anterior to the cord; the brainstem is not
+  spinal cord, or reaches more than :data:`HEART_BELOW_LUNGS_MM` below the lowest lung voxel (the
+  heart rests on the diaphragm, above the costophrenic recesses; below them lies the liver, which
+  a network may take for heart on a scan that goes on into the abdomen); the spinal cord is not
+  posterior to bone (the vertebral body) on at least half of its slices, or lies in bone; the mandible is not anterior to the cord; the brainstem is not
   above the cord's centre.
 * ``laterality``: an organ named left (``_L``) lies to the right of its right-hand twin, or on the
   patient's right of the body midline (LPS: +x is the patient's left).
@@ -57,6 +62,9 @@ VERTEBRA_SEARCH_MM = (4.0, 45.0)
 #: cuts the organ. The tip of a lung's base or apex that a scan just reaches is far below it (under
 #: 2 % on the held-out thorax phantoms); a scan that stops through the lung bases is far above it.
 CUT_SHARE = 0.10
+#: how far (mm) the heart's lowest voxel may lie below the lungs' lowest voxel: the heart sits on the
+#: central tendon of the diaphragm, the posterior costophrenic recesses reach several cm lower
+HEART_BELOW_LUNGS_MM = 10.0
 
 
 @dataclass(frozen=True)
@@ -65,8 +73,8 @@ class Finding:
 
     Attributes:
         organ: the ROI name.
-        check: ``empty``, ``volume``, ``coverage``, ``continuity``, ``cross_section``, ``position`` or
-            ``laterality``.
+        check: ``empty``, ``volume``, ``coverage``, ``density``, ``continuity``, ``cross_section``,
+            ``position`` or ``laterality``.
         message: one line for a user, naming the organ, the value and what was expected.
         value: the measured value (cc, cm2, mm, fraction), when there is one.
         expected: the plausible range, when there is one.
@@ -135,6 +143,18 @@ def scan_cut(ct: Volume, slice_areas: np.ndarray) -> tuple[str, float] | None:
     first_is_superior = ct.index_to_lps(np.array([0.0, 0.0, 0.0]))[2] > ct.index_to_lps(np.array([0.0, 0.0, last]))[2]
     (index, share), = cut.items()
     return ("superior edge" if (index == 0) == first_is_superior else "inferior edge"), float(share)
+
+
+def _density_checks(ct: Volume, name: str, mask: np.ndarray) -> list[Finding]:
+    organ = ORGANS.get(name)
+    if organ is None or organ.median_hu is None:
+        return []
+    median = float(np.median(ct.array[mask]))
+    low, high = organ.median_hu
+    if low <= median <= high:
+        return []
+    return [Finding(name, "density", f"{name}: median {median:.0f} HU inside the contour, outside the plausible "
+                    f"{low:g} to {high:g} HU (another tissue labelled {name}?)", round(median, 1), (low, high))]
 
 
 def _coverage_checks(ct: Volume, name: str, mask: np.ndarray) -> list[Finding]:
@@ -259,6 +279,13 @@ def _positions(ct: Volume, masks: dict[str, np.ndarray]) -> list[Finding]:
     if "Brainstem" in centre and "SpinalCord" in centre and centre["Brainstem"][2] <= centre["SpinalCord"][2]:
         findings.append(Finding("Brainstem", "position", "Brainstem: centre not above the SpinalCord centre",
                                 round(float(centre["Brainstem"][2] - centre["SpinalCord"][2]), 1)))
+    if "Heart" in masks and ("Lung_L" in masks or "Lung_R" in masks):
+        lungs = masks.get("Lung_L", np.zeros(ct.shape, bool)) | masks.get("Lung_R", np.zeros(ct.shape, bool))
+        below_mm = float(_slice_extent(lungs)[0] - _slice_extent(masks["Heart"])[0]) * float(ct.spacing_mm[2])
+        if below_mm > HEART_BELOW_LUNGS_MM:  # axis 0 of the lps_ordered arrays runs from inferior to superior
+            findings.append(Finding("Heart", "position",
+                                    f"Heart: reaches {below_mm:.0f} mm below the lowest lung voxel (expected above the "
+                                    "lung bases: liver labelled heart?)", round(below_mm, 1)))
     if "SpinalCord" in masks:
         findings += _cord_in_canal(ct, masks["SpinalCord"])
     return findings
@@ -272,8 +299,8 @@ def check_plausibility(ct: Volume, rois: Sequence[Roi]) -> list[Finding]:
         rois: contours on the CT grid.
 
     Returns:
-        The failed checks, in ROI order (empty organs first, then volume, coverage, continuity,
-        cross-section, position and laterality). An empty list means every check passed.
+        The failed checks, in ROI order (empty organs first, then volume, coverage, density,
+        continuity, cross-section, position and laterality). An empty list means every check passed.
     """
     organs = [roi for roi in rois if roi.name in ORGANS and ORGANS[roi.name].interpreted_type == "ORGAN"]
     findings: list[Finding] = []
@@ -294,6 +321,7 @@ def check_plausibility(ct: Volume, rois: Sequence[Roi]) -> list[Finding]:
     for name, mask in masks.items():
         findings += _volume_checks(ct, name, mask)
         findings += _coverage_checks(ct, name, mask)
+        findings += _density_checks(ct, name, mask)
         findings += _tube_checks(ct, name, mask, lungs)
     findings += _positions(ct, masks)
     midline = None

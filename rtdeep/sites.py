@@ -88,6 +88,8 @@ class Organ:
         laterality: SNOMED CT laterality modifier of a paired organ, else None.
         volume_cc: plausible whole-structure volume (low, high) in cc, or None (no check).
         cross_section_cm2: plausible axial cross-section (low, high) of a tubular organ in cm2.
+        median_hu: plausible median HU (low, high) of the CT inside the contour, any contrast phase,
+            or None (no check).
         dice_floor: the median held-out Dice a bundled model must reach for this organ (issue 9's
             floors, near the human inter-observer agreement in ../shared/ANCHORS.md), or None.
     """
@@ -100,6 +102,7 @@ class Organ:
     laterality: Code | None = None
     volume_cc: tuple[float, float] | None = None
     cross_section_cm2: tuple[float, float] | None = None
+    median_hu: tuple[float, float] | None = None
     dice_floor: float | None = None
 
 
@@ -113,9 +116,15 @@ ORGANS: dict[str, Organ] = {
     organ.name: organ
     for organ in (
         _organ("External", (0, 190, 0), "38266002", "Entire body", interpreted_type="EXTERNAL"),
-        _organ("Lung_L", (0, 160, 255), "39607008", "Lung", laterality=LEFT, volume_cc=(700.0, 4000.0), dice_floor=0.95),
-        _organ("Lung_R", (0, 220, 200), "39607008", "Lung", laterality=RIGHT, volume_cc=(700.0, 4000.0), dice_floor=0.95),
-        _organ("Heart", (220, 30, 60), "80891009", "Heart", volume_cc=(300.0, 1300.0), dice_floor=0.9),
+        # median HU: aerated lung is -950 to -700 HU (emphysema lower; fibrosis, dependent atelectasis
+        # and small effusions included stay well below -500); blood and myocardium 35-60 HU unenhanced,
+        # up to about 400 HU in the arterial phase (scanner table, docs/phantom.md)
+        _organ("Lung_L", (0, 160, 255), "39607008", "Lung", laterality=LEFT, volume_cc=(700.0, 4000.0),
+               median_hu=(-1024.0, -500.0), dice_floor=0.95),
+        _organ("Lung_R", (0, 220, 200), "39607008", "Lung", laterality=RIGHT, volume_cc=(700.0, 4000.0),
+               median_hu=(-1024.0, -500.0), dice_floor=0.95),
+        _organ("Heart", (220, 30, 60), "80891009", "Heart", volume_cc=(300.0, 1300.0), median_hu=(-100.0, 500.0),
+               dice_floor=0.9),
         _organ("Esophagus", (255, 140, 0), "32849002", "Esophagus", volume_cc=(8.0, 80.0),
                cross_section_cm2=(0.3, 6.0), dice_floor=0.8),
         # clinical cord contours on CT follow the bony canal (RTOG thoracic atlas, Kong et al., IJROBP
