@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,7 @@ def grid_ceiling_dice(ct: Volume, masks: dict[str, np.ndarray], site: Site) -> d
 
 def _save(case: SegCase, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # processes caching the same case never share a file
     np.savez_compressed(
         tmp, hu=case.image.astype(np.float16), labels=case.labels, affine=case.affine, present=case.present,
         case_id=np.array(case.case_id),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -199,9 +200,10 @@ def heldout_phantom(site_name: str, index: int, seed: int = HELDOUT_SEED):  # ->
         patient = generate_patient(site_name, index, seed, grid=GRID)
         masks = {roi.name: np.packbits(roi.mask) for roi in patient.rois if roi.name in site.organ_names}
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path.with_suffix(".tmp.npz"), hu=patient.ct.array.astype(np.int16),
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # processes caching the same phantom never share a file
+        np.savez_compressed(tmp, hu=patient.ct.array.astype(np.int16),
                             affine=patient.ct.affine, patient_id=np.array(patient.patient_id), **masks)
-        path.with_suffix(".tmp.npz").replace(path)
+        tmp.replace(path)
     with np.load(path) as data:
         hu = data["hu"].astype(np.float32)
         masks = {name: np.unpackbits(data[name], count=hu.size).reshape(hu.shape).astype(bool)
