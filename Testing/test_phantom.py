@@ -366,8 +366,8 @@ def test_thorax_scan_may_go_on_into_the_upper_abdomen():
     gas = (hu[abdomen] < -900) & masks["External"][abdomen]
     assert gas.sum() > 50 and not (gas & contoured[abdomen]).any()
     for kidney in model.kidneys:
-        k = int(round((kidney.centre[2] - z0) / 5.0))
-        j, i = (int(round((kidney.centre[a] + h) / 2.0)) for a, h in ((1, half_y), (0, half_x)))
+        k = round((kidney.centre[2] - z0) / 5.0)
+        j, i = (round((kidney.centre[a] + h) / 2.0) for a, h in ((1, half_y), (0, half_x)))
         assert abs(hu[k, j, i] - model.kidney_hu) < 1.0, (hu[k, j, i], model.kidney_hu)
     below_ribs = int((min(model.costal_margin_mm) - 8 - z0) // 5.0)
     assert below_ribs > 0

@@ -125,6 +125,23 @@ def test_soft_tissue_labelled_lung_fails_density(thorax):
     assert ("Heart", "density") in [(f.organ, f.check) for f in findings]
 
 
+def test_a_volume_just_outside_its_range_never_reads_as_the_limit(thorax):
+    """A heart of 299.6 cc against a 300 cc limit reads "299.6 cc", not "300 cc outside ... 300-1300"
+    (seen on a held-out phantom)."""
+    heart = thorax.roi("Heart").mask
+    voxel_cc = thorax.ct.voxel_volume_cc
+    target = int(299.7 / voxel_cc)  # just under 300 cc
+    small = heart.copy()
+    while small.sum() > target:
+        small &= ~(small & ~ndimage.binary_erosion(small))  # peel the surface
+    flat = np.flatnonzero(heart & ~small)
+    small.flat[flat[:target - int(small.sum())]] = True
+    volume = float(small.sum()) * voxel_cc
+    assert 299.0 < volume < 299.95
+    finding = [f for f in check_plausibility(thorax.ct, _replace(thorax.rois, "Heart", small)) if f.check == "volume"]
+    assert len(finding) == 1 and finding[0].message.startswith(f"Heart: volume {volume:.1f} cc outside")
+
+
 def test_cord_moved_into_the_vertebral_body_fails_canal_check(thorax):
     cord = thorax.roi("SpinalCord").mask
     ny = thorax.ct.spacing_mm[1]

@@ -113,6 +113,16 @@ def _axial_direction_sign(ct: Volume) -> tuple[float, float]:
     return float(np.sign(direction[0, 0]) or 1.0), float(np.sign(direction[1, 1]) or 1.0)
 
 
+def _outside(value: float, low: float, high: float, decimals: int) -> str:
+    """``value`` with as many decimals as it takes (from ``decimals``, at most 3) to read outside
+    ``low``-``high``: 299.6 cc must not read "300 cc" against a 300 cc limit."""
+    for places in range(decimals, 4):
+        shown = f"{value:.{places}f}"
+        if not low <= float(shown) <= high:
+            return shown
+    return shown
+
+
 def _volume_checks(ct: Volume, name: str, mask: np.ndarray) -> list[Finding]:
     organ = ORGANS.get(name)
     if organ is None or organ.volume_cc is None:
@@ -121,7 +131,7 @@ def _volume_checks(ct: Volume, name: str, mask: np.ndarray) -> list[Finding]:
     low, high = organ.volume_cc
     if low <= volume <= high:
         return []
-    shown = f"{volume:.1f}" if volume < 100 else f"{volume:.0f}"  # 2.96 cc must not read "3 cc" against a 3 cc limit
+    shown = _outside(volume, low, high, 0 if volume >= 100 else 1)
     return [Finding(name, "volume", f"{name}: volume {shown} cc outside the plausible {low:g}-{high:g} cc",
                     round(volume, 1), (low, high))]
 
