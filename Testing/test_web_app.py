@@ -358,7 +358,8 @@ def test_segmentation_fills_the_dice_table(segmented):
     dice = _page_dice(page)
     assert THORAX_ORGANS <= set(dice), dice
     # issue 13's target on the demo patient: every thorax organ >= 0.9 (the default thorax model gave
-    # lungs 0.971 / 0.981, heart 0.962, esophagus 0.908, cord 0.953 in `rtdeep demo`)
+    # lungs 0.971 / 0.980, heart 0.960, esophagus 0.901, cord 0.956 in `rtdeep demo`, session 33: the
+    # demo patient's scan goes on into the abdomen since then; the esophagus has 0.001 to spare)
     low = {organ: dice[organ] for organ in THORAX_ORGANS if dice[organ] < 0.9}
     assert not low, f"Dice below 0.9: {low} (all: {dice})"
     assert page.locator("#seg-message").inner_text().startswith(f"{len(dice)} structures")
