@@ -79,14 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         below_mm.append(reach)
         voxel_cc = float(np.prod(ct.spacing_mm)) / 1000.0
         for name, bundle in bundles.items():
-            for roi in segment_volume(ct, bundle):
+            rois = segment_volume(ct, bundle)
+            for roi in rois:
                 if roi.name not in reference:
                     continue
                 dice.setdefault((name, roi.name), []).append(dice_coefficient(reference[roi.name], roi.mask))
                 stray = roi.mask[abdomen] & ~reference[roi.name][abdomen]
                 outside_cc.setdefault((name, roi.name), []).append(float(stray.sum()) * voxel_cc)
-            findings[name] += [f"{patient_id}: {f.message}"
-                               for f in check_plausibility(ct, segment_volume(ct, bundle))]
+            findings[name] += [f"{patient_id}: {f.message}" for f in check_plausibility(ct, rois)]
         print(f"{patient_id}: scan reaches {reach:.0f} mm below the lung bases", file=sys.stderr, flush=True)
 
     print(f"thorax: {len(used)} held-out phantoms (seed {HELDOUT_SEED}, {', '.join(used)}) whose scan reaches "

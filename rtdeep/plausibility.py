@@ -25,8 +25,8 @@ Checks (ranges from the organ table :mod:`rtdeep.sites`, deliberately wide):
   spinal cord, or reaches more than :data:`HEART_BELOW_LUNGS_MM` below the lowest lung voxel (the
   heart rests on the diaphragm, above the costophrenic recesses; below them lies the liver, which
   a network may take for heart on a scan that goes on into the abdomen); the spinal cord is not
-  posterior to bone (the vertebral body) on at least half of its slices, or lies in bone; the mandible is not anterior to the cord; the brainstem is not
-  above the cord's centre.
+  posterior to bone (the vertebral body) on at least half of its slices, or lies in bone; the
+  mandible is not anterior to the cord; the brainstem is not above the cord's centre.
 * ``laterality``: an organ named left (``_L``) lies to the right of its right-hand twin, or on the
   patient's right of the body midline (LPS: +x is the patient's left).
 
@@ -269,7 +269,7 @@ def _laterality(ct: Volume, masks: dict[str, np.ndarray], midline_x: float | Non
     return findings
 
 
-def _positions(ct: Volume, masks: dict[str, np.ndarray]) -> list[Finding]:
+def _positions(ct: Volume, masks: dict[str, np.ndarray], lungs: np.ndarray | None) -> list[Finding]:
     findings = []
     centre = {name: _centroid_lps(ct, mask) for name, mask in masks.items()}
     if "Heart" in centre and "Lung_L" in centre and "Lung_R" in centre:
@@ -289,8 +289,7 @@ def _positions(ct: Volume, masks: dict[str, np.ndarray]) -> list[Finding]:
     if "Brainstem" in centre and "SpinalCord" in centre and centre["Brainstem"][2] <= centre["SpinalCord"][2]:
         findings.append(Finding("Brainstem", "position", "Brainstem: centre not above the SpinalCord centre",
                                 round(float(centre["Brainstem"][2] - centre["SpinalCord"][2]), 1)))
-    if "Heart" in masks and ("Lung_L" in masks or "Lung_R" in masks):
-        lungs = masks.get("Lung_L", np.zeros(ct.shape, bool)) | masks.get("Lung_R", np.zeros(ct.shape, bool))
+    if "Heart" in masks and lungs is not None:
         below_mm = float(_slice_extent(lungs)[0] - _slice_extent(masks["Heart"])[0]) * float(ct.spacing_mm[2])
         if below_mm > HEART_BELOW_LUNGS_MM:  # axis 0 of the lps_ordered arrays runs from inferior to superior
             findings.append(Finding("Heart", "position",
@@ -333,7 +332,7 @@ def check_plausibility(ct: Volume, rois: Sequence[Roi]) -> list[Finding]:
         findings += _coverage_checks(ct, name, mask)
         findings += _density_checks(ct, name, mask)
         findings += _tube_checks(ct, name, mask, lungs)
-    findings += _positions(ct, masks)
+    findings += _positions(ct, masks, lungs)
     midline = None
     if "SpinalCord" in masks:
         midline = float(_centroid_lps(ct, masks["SpinalCord"])[0])

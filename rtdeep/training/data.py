@@ -12,7 +12,6 @@ import csv
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,14 +92,22 @@ def grid_ceiling_dice(ct: Volume, masks: dict[str, np.ndarray], site: Site) -> d
     }
 
 
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """``np.savez_compressed`` to ``path`` through :func:`rtdeep.fileio.atomic_write` (a temporary file
+    of its own, then renamed): a reader never sees a half-written cache, and processes caching the
+    same case never share a file."""
+    from rtdeep.fileio import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a file object: numpy appends no ".npz" to the temporary name
+            np.savez_compressed(handle, **arrays)
+
+    atomic_write(path, write, overwrite=True)
+
+
 def _save(case: SegCase, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # processes caching the same case never share a file
-    np.savez_compressed(
-        tmp, hu=case.image.astype(np.float16), labels=case.labels, affine=case.affine, present=case.present,
-        case_id=np.array(case.case_id),
-    )
-    tmp.replace(path)
+    save_npz(path, hu=case.image.astype(np.float16), labels=case.labels, affine=case.affine, present=case.present,
+             case_id=np.array(case.case_id))
 
 
 def _load(path: Path) -> SegCase:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -154,7 +153,8 @@ def prepare(site_name: str, archs: list[str], indices: list[int], workers: int =
     from rtdeep.training.data import cache_phantoms
 
     sites = list({site.spacing_mm: site for site in (get_arch(a).model_site(get_site(site_name)) for a in archs)}.values())
-    shares = [indices[w::workers] for w in range(max(workers, 1))]
+    workers = max(workers, 1)
+    shares = [indices[w::workers] for w in range(workers)]
     _say(f"caching {len(indices)} {site_name} phantoms on {len(sites)} model grid(s), {len(shares)} process(es)")
     if len(shares) == 1:
         generated = cache_phantoms(sites, indices, TRAIN_SEED, GRID, CACHE_DIR)
@@ -188,6 +188,7 @@ def heldout_phantom(site_name: str, index: int, seed: int = HELDOUT_SEED):  # ->
     organ masks and patient ID, cached under ``bench/out``."""
     from rtdeep.phantom import generate_patient
     from rtdeep.sites import get_site
+    from rtdeep.training.data import save_npz
     from rtdeep.volume import Volume
 
     site = get_site(site_name)
@@ -199,11 +200,8 @@ def heldout_phantom(site_name: str, index: int, seed: int = HELDOUT_SEED):  # ->
     if not path.is_file():
         patient = generate_patient(site_name, index, seed, grid=GRID)
         masks = {roi.name: np.packbits(roi.mask) for roi in patient.rois if roi.name in site.organ_names}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # processes caching the same phantom never share a file
-        np.savez_compressed(tmp, hu=patient.ct.array.astype(np.int16),
-                            affine=patient.ct.affine, patient_id=np.array(patient.patient_id), **masks)
-        tmp.replace(path)
+        save_npz(path, hu=patient.ct.array.astype(np.int16), affine=patient.ct.affine,
+                 patient_id=np.array(patient.patient_id), **masks)
     with np.load(path) as data:
         hu = data["hu"].astype(np.float32)
         masks = {name: np.unpackbits(data[name], count=hu.size).reshape(hu.shape).astype(bool)
