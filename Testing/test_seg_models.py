@@ -410,6 +410,9 @@ def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Pa
         torch.save(network.state_dict(), folder / "best_model.pt")
     # the bundle the new one replaces, measured before packaging: the card says so
     shutil.copy(work / "headneck_unet25d" / "heldout.json", work / "headneck_unet25d" / "heldout_shipped.json")
+    # its training history: the card says how much the last stretch of training still added
+    (work / "headneck_unet25d" / "history.json").write_text(json.dumps(
+        [{"iterations": i, "val_mean_dice": dice} for i, dice in ((500, 0.5), (1000, 0.8), (1500, 0.85), (2000, 0.86))]))
     train_all.package(["headneck"], ["gan3d", "unet25d", "unet3d"], models, None)
     database = json.loads((models / "models.json").read_text())
     assert [entry["name"] for entry in database["models"]] == ["headneck_unet25d", "headneck_unet3d"]
@@ -418,6 +421,8 @@ def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Pa
     assert (models / "headneck_unet25d" / "models" / "model.pt").is_file()
     card = (models / "headneck_unet25d" / "docs" / "README.md").read_text()
     assert "| grid ceiling |" in card and f"| {organs[1]} | 0.900 (0.900-0.900) | 0.937 |" in card
+    assert ("- convergence: best validation mean Dice 0.860 after 2000 iterations; the last 500 iterations added "
+            "+0.010 to the best, the 500 before them +0.050") in card
     assert not (models / "headneck_gan3d").exists()
     assert [entry["name"] for entry in database["not_shipped"]] == ["headneck_gan3d"]
     assert f"{organs[0]} {below_floor:.3f} (floor {train_all.FLOORS[organs[0]]:.2f})" in database["not_shipped"][0]["reason"]
@@ -852,3 +857,15 @@ def test_sliding_window_is_monai_s_constant_mode_sliding_window(shape: tuple[int
     assert ours.shape == (1, 3, *shape)
     assert n_ours == len(calls) - n_ours and all(call == (1, 2, *roi) for call in calls)
     torch.testing.assert_close(ours, theirs, rtol=0.0, atol=1e-6)
+
+
+def test_convergence_reads_the_gain_of_the_last_iterations_from_the_best_so_far() -> None:
+    """A dip at the end does not count as a loss (the best epoch is what ships); too short a history
+    says nothing."""
+    from rtdeep.training.train_all import convergence
+
+    history = [{"iterations": i, "val_mean_dice": d} for i, d in ((100, 0.6), (200, 0.7), (300, 0.9), (400, 0.85))]
+    assert convergence(history, window=100) == ("best validation mean Dice 0.900 after 400 iterations; the last 100 "
+                                                "iterations added +0.000 to the best, the 100 before them +0.200")
+    assert convergence(history, window=300) == ""
+    assert convergence([]) == ""

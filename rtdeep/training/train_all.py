@@ -583,6 +583,36 @@ def refresh_budget_peers(models_dir: Path, site_name: str) -> list[str]:
     return rewritten
 
 
+def _history(work: Path) -> list[dict]:
+    """The per-epoch record a training run wrote (``history.json``), or [] where there is none."""
+    path = work / "history.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+#: the last stretch of training (iterations) over which :func:`convergence` measures the gain
+CONVERGENCE_WINDOW = 500
+
+
+def convergence(history: list[dict], window: int = CONVERGENCE_WINDOW) -> str:
+    """One line for a model card on how near its plateau a run ended: the best validation mean Dice
+    before the last ``window`` iterations, and what those iterations and the ``window`` before them
+    added to it. A small last gain at a decayed learning rate is what a converged run shows; it is
+    not proof (a longer run could still climb). Empty without a history that long."""
+    if not history:
+        return ""
+    end = history[-1]["iterations"]
+
+    def best_until(iterations: float) -> float | None:
+        scores = [record["val_mean_dice"] for record in history if record["iterations"] <= iterations]
+        return max(scores) if scores else None
+
+    before, earlier, final = best_until(end - window), best_until(end - 2 * window), best_until(end)
+    if before is None or earlier is None:
+        return ""
+    return (f"best validation mean Dice {final:.3f} after {end} iterations; the last {window} iterations added "
+            f"{final - before:+.3f} to the best, the {window} before them {before - earlier:+.3f}")
+
+
 def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Path | None, seed: int = 0) -> None:
     """Final bundles with model cards (training time, held-out Dice, speed) and ``models.json``.
 
@@ -645,6 +675,7 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
                            f"augmentation: {result.get('augmentation', 'intensity jitter')}; learning rate "
                            f"{result.get('learning_rate', 'constant')}"),
                 "validation_dice_model_grid": ", ".join(f"{k} {v:.3f}" for k, v in result["best_val_dice"].items()),
+                **({"convergence": line} if (line := convergence(_history(work))) else {}),
                 "training_seed": f"{result.get('seed', 0)} (network initialisation, patch order, augmentation)",
             }
             metadata = segmentation_metadata(site, arch, training=training)
