@@ -423,6 +423,15 @@ def test_package_ships_a_good_model_and_withdraws_one_below_a_floor(tmp_path: Pa
     assert "| grid ceiling |" in card and f"| {organs[1]} | 0.900 (0.900-0.900) | 0.937 |" in card
     assert ("- convergence: best validation mean Dice 0.860 after 2000 iterations; the last 500 iterations added "
             "+0.010 to the best, the 500 before them +0.050") in card
+    assert "The bundle this one replaced, on the same held-out phantoms" in card
+    # measured on another generator's phantoms: not the same held-out set, so no comparison is printed
+    shipped_before = work / "headneck_unet25d" / "heldout_shipped.json"
+    same_phantoms = shipped_before.read_text()
+    shipped_before.write_text(json.dumps(json.loads(same_phantoms) | {"phantom_generator": "older"}))
+    train_all.package(["headneck"], ["unet25d"], models, None)
+    assert "The bundle this one replaced" not in (models / "headneck_unet25d" / "docs" / "README.md").read_text()
+    shipped_before.write_text(same_phantoms)
+    train_all.package(["headneck"], ["unet25d"], models, None)
     assert not (models / "headneck_gan3d").exists()
     assert [entry["name"] for entry in database["not_shipped"]] == ["headneck_gan3d"]
     assert f"{organs[0]} {below_floor:.3f} (floor {train_all.FLOORS[organs[0]]:.2f})" in database["not_shipped"][0]["reason"]

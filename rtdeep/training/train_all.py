@@ -254,6 +254,7 @@ def _evaluate_bundles(site, bundles: dict, threads: int, seed: int = HELDOUT_SEE
 
     from rtdeep.inference.segment import segment_volume
     from rtdeep.metrics import segment_metrics
+    from rtdeep.phantom import generator_fingerprint
     from rtdeep.plausibility import check_plausibility
     from rtdeep.training.data import grid_ceiling_dice
 
@@ -283,6 +284,7 @@ def _evaluate_bundles(site, bundles: dict, threads: int, seed: int = HELDOUT_SEE
     return {name: {
         "heldout_phantoms": f"seed {seed}, indices {indices[0]}-{indices[-1]} "
                             f"({len(indices)} phantoms, {GRID} grid, scanner-randomised)",
+        "phantom_generator": generator_fingerprint(site.name),  # which phantoms these were: never compare across
         "dice_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["dice"].items()},
         "dice_min": {o: float(np.nanmin(v)) for o, v in scores[name]["dice"].items()},
         "dice_max": {o: float(np.nanmax(v)) for o, v in scores[name]["dice"].items()},
@@ -388,8 +390,9 @@ def _heldout_details(site, heldout: dict, command: str = "evaluate") -> str:  # 
 
 def _heldout_description(heldout: dict) -> str:
     """The sentence above a card's held-out Dice table."""
-    return (f"Dice on the CT grid against the phantoms' own structures, {heldout.get('heldout_phantoms', '')}; "
-            "never seen in training or model selection.")
+    generator = f" of generator {heldout['phantom_generator']}" if heldout.get("phantom_generator") else ""
+    return (f"Dice on the CT grid against the phantoms' own structures, {heldout.get('heldout_phantoms', '')}"
+            f"{generator}; never seen in training or model selection.")
 
 
 #: the output step as cards described it before boundaries came from probabilities
@@ -688,8 +691,9 @@ def package(sites: list[str], archs: list[str], models_dir: Path, bench_json: Pa
             )
             card += _heldout_details(site, heldout)
             previous = work / "heldout_shipped.json"
-            if previous.is_file():  # the bundle this one replaced, measured on the same phantoms before packaging
-                before = json.loads(previous.read_text())
+            before = json.loads(previous.read_text()) if previous.is_file() else {}
+            if before and before.get("phantom_generator") == heldout.get("phantom_generator"):
+                # the bundle this one replaced, measured on the same phantoms before packaging
                 card += ("\nThe bundle this one replaced, on the same held-out phantoms (`evaluate --shipped` before "
                          "packaging): Dice " + ", ".join(f"{o} {d:.3f}" for o, d in before["dice_median"].items())
                          + f"; {len(before['plausibility_findings'])} plausibility findings.\n")
