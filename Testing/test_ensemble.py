@@ -206,6 +206,10 @@ def test_train_all_ensemble_measures_once_then_adds_the_speed(tmp_path: Path, mo
                                                        "peak_rss_mb_median": 1500.0}}))
     train_all.package_ensemble(["headneck"], ["unet3d", "unet25d_fine"], models, bench, 2, "the two U-Nets")
     assert measured.stat().st_mtime_ns == before
+    # measured on another phantom generator's phantoms: measured again, never reused
+    measured.write_text(json.dumps(json.loads(measured.read_text()) | {"phantom_generator": "older"}))
+    train_all.package_ensemble(["headneck"], ["unet3d", "unet25d_fine"], models, bench, 2, "the two U-Nets")
+    assert json.loads(measured.read_text())["phantom_generator"] != "older"
     assert "- wall time median s: 12.5" in (models / "headneck_ensemble" / MODEL_CARD_PATH).read_text()
     assert json.loads((models / "models.json").read_text())["models"][0]["cpu_seconds_median"] == 12.5
 

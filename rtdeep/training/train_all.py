@@ -259,6 +259,7 @@ def _evaluate_bundles(site, bundles: dict, threads: int, seed: int = HELDOUT_SEE
     from rtdeep.training.data import grid_ceiling_dice
 
     torch.set_num_threads(threads)
+    generator = generator_fingerprint(site.name)  # which phantoms these are: never compared across generators
     metrics = ("dice", "hd95_mm", "surface_dice_2mm")
     scores = {n: {m: {o: [] for o in site.organ_names} for m in metrics} for n in bundles}
     findings: dict[str, list[str]] = {n: [] for n in bundles}
@@ -284,7 +285,7 @@ def _evaluate_bundles(site, bundles: dict, threads: int, seed: int = HELDOUT_SEE
     return {name: {
         "heldout_phantoms": f"seed {seed}, indices {indices[0]}-{indices[-1]} "
                             f"({len(indices)} phantoms, {GRID} grid, scanner-randomised)",
-        "phantom_generator": generator_fingerprint(site.name),  # which phantoms these were: never compare across
+        "phantom_generator": generator,
         "dice_median": {o: float(np.nanmedian(v)) for o, v in scores[name]["dice"].items()},
         "dice_min": {o: float(np.nanmin(v)) for o, v in scores[name]["dice"].items()},
         "dice_max": {o: float(np.nanmax(v)) for o, v in scores[name]["dice"].items()},
@@ -597,9 +598,8 @@ CONVERGENCE_WINDOW = 500
 
 
 def convergence(history: list[dict], window: int = CONVERGENCE_WINDOW) -> str:
-    """One line for a model card on how near its plateau a run ended: the best validation mean Dice
-    before the last ``window`` iterations, and what those iterations and the ``window`` before them
-    added to it. A small last gain at a decayed learning rate is what a converged run shows; it is
+    """One line for a model card on how near its plateau a run ended: its best validation mean Dice,
+    and what its last ``window`` iterations and the ``window`` before them added to the best so far. A small last gain at a decayed learning rate is what a converged run shows; it is
     not proof (a longer run could still climb). Empty without a history that long."""
     if not history:
         return ""
@@ -794,6 +794,7 @@ def package_ensemble(sites: list[str], archs: list[str], models_dir: Path, bench
     entry. ``choice`` says in the card how the members were chosen."""
     from rtdeep.bundles import MANIFEST_NAME, WEIGHTS_PATH, load_bundle, write_ensemble_bundle
     from rtdeep.models.architectures import get_arch
+    from rtdeep.phantom import generator_fingerprint
     from rtdeep.sites import get_site
     from rtdeep.training.model_card import bundle_name, ensemble_card
 
@@ -814,7 +815,9 @@ def package_ensemble(sites: list[str], archs: list[str], models_dir: Path, bench
                        for member in names}  # the members' weights (their cards may change without them)
         measured = WORK_DIR / name / "heldout.json"
         heldout = json.loads(measured.read_text()) if measured.is_file() else {}
-        if heldout.get("members_weights_sha256") != fingerprint:  # else measured with these very weights: reused
+        if (heldout.get("members_weights_sha256") != fingerprint
+                or heldout.get("phantom_generator") != generator_fingerprint(site.name)):
+            # else measured with these very weights on these very phantoms: reused
             staging = _write_staging_ensemble(WORK_DIR / name / "staging", metadata, models_dir)
             heldout = _evaluate_bundles(site, {name: load_bundle(staging)}, threads)[name]
             heldout["members_weights_sha256"] = fingerprint
