@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from rtdeep.dicomrt.types import Roi
-from rtdeep.metrics import compare_structure_sets, segment_metrics
+from rtdeep.metrics import compare_structure_sets, extent_offsets_mm, segment_metrics
 from rtdeep.names import pair_roi_names
 from rtdeep.volume import Volume, affine_from_geometry
 
@@ -123,6 +123,24 @@ def test_metrics_need_neither_torch_nor_monai() -> None:
             "print(sorted(name for name in ('torch', 'monai') if name in sys.modules))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+@pytest.mark.parametrize("z_step_mm", [3.0, -3.0])  # slices stored head first or feet first
+def test_extent_offsets_count_slices_beyond_or_short_of_the_reference(z_step_mm: float) -> None:
+    affine = np.diag([1.0, 1.25, z_step_mm, 1.0])
+    volume = Volume(np.zeros(SHAPE_KJI, np.float32), affine)
+    reference = np.zeros(SHAPE_KJI, bool)
+    reference[10:30, 40:50, 40:50] = True
+    test = np.zeros(SHAPE_KJI, bool)
+    test[12:33, 42:48, 42:48] = True  # two slices missing at k = 10-11, three added at k = 30-32
+    inferior, superior = extent_offsets_mm(reference, test, volume)
+    if z_step_mm > 0:  # k grows upwards: the missing slices are the reference's lowest
+        assert (inferior, superior) == (-6.0, 9.0)
+    else:  # k grows downwards: the same slices are now the reference's highest
+        assert (inferior, superior) == (9.0, -6.0)
+    assert all(math.isnan(v) for v in extent_offsets_mm(reference, np.zeros(SHAPE_KJI, bool), volume))
+    with pytest.raises(ValueError, match="differ"):
+        extent_offsets_mm(reference, test[:-1], volume)
 
 
 def test_identical_masks_are_perfect() -> None:

@@ -25,7 +25,7 @@ from rtdeep.dicomrt.types import Roi, StructureSet
 from rtdeep.names import pair_roi_names
 from rtdeep.volume import Volume
 
-__all__ = ["METRIC_COLUMNS", "compare_structure_sets", "dice_coefficient", "segment_metrics"]
+__all__ = ["METRIC_COLUMNS", "compare_structure_sets", "dice_coefficient", "extent_offsets_mm", "segment_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,26 @@ def dice_coefficient(reference: np.ndarray, test: np.ndarray) -> float:
     reference, test = np.asarray(reference, bool), np.asarray(test, bool)
     total = int(reference.sum()) + int(test.sum())
     return float("nan") if total == 0 else 2.0 * float((reference & test).sum()) / total
+
+
+def extent_offsets_mm(reference: np.ndarray, test: np.ndarray, volume: Volume) -> tuple[float, float]:
+    """How far ``test`` ends below and above where ``reference`` ends, along the patient's z axis (mm).
+
+    For tubular organs (esophagus, spinal cord) the extent matters beside the overlap: a contour that
+    stops two slices short of the gastro-oesophageal junction loses little Dice but changes the
+    organ's length. Masks are bool ``[k, j, i]`` on ``volume``'s grid (an axial scan: each ``k``
+    one z). Returns (inferior, superior): positive where ``test`` reaches beyond the reference
+    (lower at the inferior end, higher at the superior end), negative where it stops short; NaN
+    when either mask is empty.
+    """
+    reference, test = np.asarray(reference, bool), np.asarray(test, bool)
+    if reference.shape != test.shape or reference.shape != volume.shape:
+        raise ValueError(f"mask shapes {reference.shape} and {test.shape} differ from the grid's {volume.shape}")
+    z = volume.affine[2, 3] + volume.affine[2, 2] * np.arange(volume.shape[0])
+    in_reference, in_test = z[reference.any(axis=(1, 2))], z[test.any(axis=(1, 2))]
+    if in_reference.size == 0 or in_test.size == 0:
+        return float("nan"), float("nan")
+    return float(in_reference.min() - in_test.min()), float(in_test.max() - in_reference.max())
 
 
 def _crop_to_union(reference: np.ndarray, test: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:

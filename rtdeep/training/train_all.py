@@ -186,14 +186,12 @@ def _staging_bundle(site_name: str, arch_name: str, card: str = "# staging\n", s
 def heldout_phantom(site_name: str, index: int, seed: int = HELDOUT_SEED):  # -> (Volume, dict, str)
     """A held-out clinical-grid phantom (or, with ``seed`` = TRAIN_SEED, a selection phantom): CT (HU),
     organ masks and patient ID, cached under ``bench/out``."""
-    from rtdeep.phantom import generate_patient
+    from rtdeep.phantom import generate_patient, generator_fingerprint
     from rtdeep.sites import get_site
     from rtdeep.training.data import save_npz
     from rtdeep.volume import Volume
 
     site = get_site(site_name)
-    from rtdeep.phantom import generator_fingerprint
-
     # the generator's fingerprint is in the name: phantoms of an older generator are never reused
     path = (PROJECT_ROOT / "bench" / "out" / "heldout_cache"
             / f"{site_name}_{GRID}_p{generator_fingerprint(site_name)}_s{seed}_i{index}.npz")
