@@ -24,7 +24,7 @@ REAL_DICOM_DIR = SHARED_DIR / "data" / "real-dicom"
 # its own single member beats, or a fine-grid 3D network not trained yet (models.json says which and
 # how to train it). Every other site x architecture must be shipped.
 NOT_SHIPPED: frozenset[str] = frozenset({
-    "headneck_ensemble", "headneck_unet3d", "headneck_unet25d", "headneck_gan3d", "headneck_gan25d", "thorax_gan25d",
+    "headneck_ensemble", "headneck_unet3d", "headneck_unet25d", "headneck_gan3d", "headneck_gan25d",
     "thorax_unet3d_fine", "thorax_gan3d_fine",
 })
 

@@ -112,7 +112,7 @@ def test_preparing_a_run_that_fails_leaves_no_folder(scene, tmp_path, monkeypatc
 def test_model_list_reads_the_model_database() -> None:
     thorax = {model["name"]: model for model in SegmentationLogic.modelDescriptions("thorax")}
     assert {"thorax_unet3d", "thorax_unet25d", "thorax_gan3d", "thorax_unet25d_fine", "thorax_atlas"} <= set(thorax)
-    assert "thorax_gan25d" not in thorax  # withdrawn: esophagus below its floor (models.json not_shipped)
+    assert "thorax_unet3d_fine" not in thorax  # withdrawn: heart and esophagus below their floors (not_shipped)
     assert list(thorax)[-1] == "thorax_atlas"
     assert thorax["thorax_unet3d"]["title"] == "Thorax: 3D U-Net"
     assert "Lung_L 0." in thorax["thorax_unet3d"]["tooltip"] and "CPU about" in thorax["thorax_unet3d"]["tooltip"]
