@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                 dice.setdefault((name, roi.name), []).append(dice_coefficient(reference[roi.name], roi.mask))
                 stray = roi.mask[abdomen] & ~reference[roi.name][abdomen]
                 outside_cc.setdefault((name, roi.name), []).append(float(stray.sum()) * voxel_cc)
-                lower_end_mm.setdefault((name, roi.name), []).append(extent_offsets_mm(reference[roi.name], roi.mask, ct)[0])
+                lower_end, _ = extent_offsets_mm(reference[roi.name], roi.mask, ct)
+                lower_end_mm.setdefault((name, roi.name), []).append(lower_end)
             findings[name] += [f"{patient_id}: {f.message}" for f in check_plausibility(ct, rois)]
         print(f"{patient_id}: scan reaches {reach:.0f} mm below the lung bases", file=sys.stderr, flush=True)
 

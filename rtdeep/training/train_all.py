@@ -597,8 +597,9 @@ CONVERGENCE_WINDOW = 500
 
 def convergence(history: list[dict], window: int = CONVERGENCE_WINDOW) -> str:
     """One line for a model card on how near its plateau a run ended: its best validation mean Dice,
-    and what its last ``window`` iterations and the ``window`` before them added to the best so far. A small last gain at a decayed learning rate is what a converged run shows; it is
-    not proof (a longer run could still climb). Empty without a history that long."""
+    and what its last ``window`` iterations and the ``window`` before them added to the best so far.
+    A small last gain at a decayed learning rate is what a converged run shows; it is not proof (a
+    longer run could still climb). Empty without a history that long."""
     if not history:
         return ""
     end = history[-1]["iterations"]
