@@ -203,6 +203,37 @@ def test_organ_clean_up_inside_the_bounding_box_equals_the_whole_array_definitio
         np.testing.assert_array_equal(fill_holes_axial(mask), whole_filled(mask))
 
 
+def test_strands_leaving_a_compact_organ_are_cut_and_its_thin_edges_stay() -> None:
+    """trim_strands on the model grids (2.5 and 1.25 mm in plane, 3 mm slices): a strand under 5 mm
+    wide that leaves a lung-sized block and runs 90 mm down is cut within STRAND_REACH_MM of the
+    block; a thin wedge at the block's edge shorter than the reach (a costophrenic recess) and a
+    thin sheet reaching 35 mm out in front of it, within its slices (the lung's edge in front of
+    the heart), stay whole; a mask with no body (a 5 mm tube, like a cord) comes back unchanged; clean_organ_mask
+    trims only when given a spacing."""
+    from rtdeep.inference.postprocess import STRAND_REACH_MM, clean_organ_mask, trim_strands
+
+    for spacing in ((3.0, 2.5, 2.5), (3.0, 1.25, 1.25)):
+        dz, dy, dx = spacing
+        shape = (int(200 / dz), int(150 / dy), int(150 / dx))
+        z, y, x = np.meshgrid(*(np.arange(n) * d for n, d in zip(shape, spacing)), indexing="ij")
+        block = (z < 90) & (abs(y - 75) < 40) & (abs(x - 75) < 40)
+        strand = (z >= 90) & (z < 180) & (abs(y - 75) < 2.5) & (abs(x - 60) < 2.5)
+        wedge = (z >= 90) & (z < 90 + 15) & (abs(y - 75) < 30) & (x > 95 + (z - 90) * 20 / 15) & (x < 115)
+        sheet = (z > 10) & (z < 80) & (y <= 36) & (abs(x - 75) < 2)  # under 4 mm thin, 35 mm out in front
+        trimmed = trim_strands(block | strand | wedge | sheet, spacing)
+        assert trimmed[block].all() and trimmed[wedge].all() and trimmed[sheet].all()
+        kept_strand = trimmed & strand
+        lowest_kept_mm = z[kept_strand].max() - 90 if kept_strand.any() else 0.0
+        assert lowest_kept_mm <= STRAND_REACH_MM + dz, (spacing, lowest_kept_mm)
+        assert strand.sum() > 3 * kept_strand.sum()
+        # no body: a thin tube is not trimmed at all
+        tube = (abs(y - 75) < 2.5) & (abs(x - 75) < 2.5)
+        np.testing.assert_array_equal(trim_strands(tube, spacing), tube)
+        # clean_organ_mask: without a spacing (tubular organs) the strand stays
+        np.testing.assert_array_equal(clean_organ_mask(block | strand), block | strand)
+        assert not (clean_organ_mask(block | strand, spacing) & strand & (z > 90 + STRAND_REACH_MM + dz)).any()
+
+
 def test_network_probability_places_the_boundary_between_model_voxels() -> None:
     """With the organ's probability, the boundary on a finer CT grid falls where the probability
     crosses 0.5, not half-way between model voxels: a sphere comes back closer to itself, and every

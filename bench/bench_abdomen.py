@@ -42,7 +42,7 @@ MARGIN_MM = 5.0
 def abdominal_slices(ct, lungs: np.ndarray) -> np.ndarray:
     """Bool per slice ``k`` of a head-first axial ``ct``: more than :data:`MARGIN_MM` below the lowest
     voxel of ``lungs``."""
-    z = ct.affine[2, 3] + ct.affine[2, 2] * np.arange(ct.shape[0])
+    z = ct.slice_z_mm
     lowest = float(z[lungs.any(axis=(1, 2))].min())
     return z < lowest - MARGIN_MM
 

@@ -33,6 +33,26 @@ OUT_DIR = PROJECT_ROOT / "bench" / "out" / "bench_segment"
 sys.path.insert(0, str(PROJECT_ROOT))
 
 
+def _busy_cpu_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy (``/proc/stat``: all but idle and iowait), or None
+    where there is no ``/proc/stat``."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _other_jobs_share(busy_before: float | None, elapsed_s: float, own_cpu_s: float) -> str:
+    """How busy the machine was with other work while a model's runs went: its busy CPU time less
+    the runs' own, as a share of the 2 cores' time."""
+    busy_after = _busy_cpu_seconds()
+    if busy_before is None or busy_after is None or elapsed_s <= 0:
+        return "other jobs on the machine not measured"
+    share = max(busy_after - busy_before - own_cpu_s, 0.0) / (2 * elapsed_s)
+    return f"other jobs used {100 * share:.0f} % of 2 cores meanwhile"
+
+
 def _phantom_index(site: str, slice_mm: float | None) -> int:
     """Index (seed 7) of the benchmark phantom: 900, or the first from 900 on whose sampled scanner
     has ``slice_mm`` slices (the phantom's own sampler, which draws the scanner before any image)."""
@@ -124,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         metadata = read_metadata(model)
         site = metadata["rtdeep"]["site"]
         ct_dir, shape = _ct_folder(site, args.slice_mm)
+        busy_before, started = _busy_cpu_seconds(), time.perf_counter()
         runs = [_run_once(ct_dir, model) for _ in range(args.repeats)]
+        other_share = _other_jobs_share(busy_before, time.perf_counter() - started, sum(r[2] for r in runs))
         wall = statistics.median(r[0] for r in runs)
         rss = statistics.median(r[1] for r in runs)
         cpu = statistics.median(r[2] for r in runs)
@@ -137,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             "description": (
                 f"`rtdeep segment` DICOM folder -> RTSTRUCT, phantom CT {shape[2]}x{shape[1]}x{shape[0]} (i x j x k)"
                 f"{' (couch, headrest and mask of its own)' if site == 'headneck' else ' (on a couch)'}, "
-                f"2 cores, 2 torch threads, median of {args.repeats} runs (machine shared with other jobs); "
+                f"2 cores, 2 torch threads, median of {args.repeats} runs ({other_share}); "
                 f"CPU time (user+sys) median {cpu:.1f} s"
             ),
         }

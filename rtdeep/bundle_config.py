@@ -12,7 +12,8 @@ crop to the body (``rtdeep.inference.preprocess.body_voxels``: HU > -500 less th
 couch top, 4 voxels margin in rows and columns), resample to the model spacing
 (``Spacingd``, bilinear; rtdeep also smooths downsampled axes, so results differ slightly), window
 the HU to [0, 1], run the network (3D sliding window or 2.5D slice stacks), take the most probable
-class, keep each organ's largest connected component, fill holes, invert the crop and resampling
+class, keep each organ's largest connected component, fill holes (rtdeep also trims the strands a
+compact organ sends out, :func:`rtdeep.inference.postprocess.trim_strands`), invert the crop and resampling
 (nearest) and save a label map ``<name>_seg.nii.gz`` (label values = ``rtdeep.labels`` values).
 """
 

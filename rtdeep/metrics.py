@@ -68,7 +68,7 @@ def extent_offsets_mm(reference: np.ndarray, test: np.ndarray, volume: Volume) -
     reference, test = np.asarray(reference, bool), np.asarray(test, bool)
     if reference.shape != test.shape or reference.shape != volume.shape:
         raise ValueError(f"mask shapes {reference.shape} and {test.shape} differ from the grid's {volume.shape}")
-    z = volume.affine[2, 3] + volume.affine[2, 2] * np.arange(volume.shape[0])
+    z = volume.slice_z_mm
     in_reference, in_test = z[reference.any(axis=(1, 2))], z[test.any(axis=(1, 2))]
     if in_reference.size == 0 or in_test.size == 0:
         return float("nan"), float("nan")

@@ -92,6 +92,10 @@ class Organ:
             or None (no check).
         dice_floor: the median held-out Dice a bundled model must reach for this organ (issue 9's
             floors, near the human inter-observer agreement in ../shared/ANCHORS.md), or None.
+        compact: a bulky organ with no thin part of its own (lungs, heart): network output that
+            leaves it as a thin strand is cut where the strand leaves the organ
+            (:func:`rtdeep.inference.postprocess.trim_strands`). Tubes (esophagus, cord) and organs
+            with thin parts (mandible, glands) are not compact.
     """
 
     name: str
@@ -104,6 +108,7 @@ class Organ:
     cross_section_cm2: tuple[float, float] | None = None
     median_hu: tuple[float, float] | None = None
     dice_floor: float | None = None
+    compact: bool = False
 
 
 def _organ(name: str, color_rgb: tuple[int, int, int], type_value: str, type_meaning: str, **kwargs) -> Organ:
@@ -120,11 +125,11 @@ ORGANS: dict[str, Organ] = {
         # and small effusions included stay well below -500); blood and myocardium 35-60 HU unenhanced,
         # up to about 400 HU in the arterial phase (scanner table, docs/phantom.md)
         _organ("Lung_L", (0, 160, 255), "39607008", "Lung", laterality=LEFT, volume_cc=(700.0, 4000.0),
-               median_hu=(-1024.0, -500.0), dice_floor=0.95),
+               median_hu=(-1024.0, -500.0), dice_floor=0.95, compact=True),
         _organ("Lung_R", (0, 220, 200), "39607008", "Lung", laterality=RIGHT, volume_cc=(700.0, 4000.0),
-               median_hu=(-1024.0, -500.0), dice_floor=0.95),
+               median_hu=(-1024.0, -500.0), dice_floor=0.95, compact=True),
         _organ("Heart", (220, 30, 60), "80891009", "Heart", volume_cc=(300.0, 1300.0), median_hu=(-100.0, 500.0),
-               dice_floor=0.9),
+               dice_floor=0.9, compact=True),
         _organ("Esophagus", (255, 140, 0), "32849002", "Esophagus", volume_cc=(8.0, 80.0),
                cross_section_cm2=(0.3, 6.0), dice_floor=0.8),
         # clinical cord contours on CT follow the bony canal (RTOG thoracic atlas, Kong et al., IJROBP

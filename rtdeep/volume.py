@@ -90,6 +90,12 @@ class Volume:
         return np.linalg.norm(self.affine[:3, :3], axis=0)
 
     @property
+    def slice_z_mm(self) -> np.ndarray:
+        """Patient z (LPS, mm; superior is positive) of each slice ``k`` of an axial volume (the z of
+        its voxel (0, 0, k))."""
+        return self.affine[2, 3] + self.affine[2, 2] * np.arange(self.shape[0])
+
+    @property
     def origin_lps(self) -> np.ndarray:
         """LPS position (mm) of the centre of voxel (0, 0, 0)."""
         return self.affine[:3, 3].copy()

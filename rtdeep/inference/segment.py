@@ -7,7 +7,8 @@ sliding window or 2.5D slice batches; an ensemble bundle runs each member on its
 and averages their probabilities on the ensemble's grid, resampled trilinearly where a member's grid
 differs; a later member on the ensemble's grid runs only inside the box of the organs the earlier
 ones found plus 25 mm, see :func:`_organ_box`), take the most probable class, post-process each organ
-on the model grid (largest connected component, holes filled), then resample each organ back onto
+on the model grid (largest connected component, a compact organ's strands trimmed, holes filled;
+:mod:`rtdeep.inference.postprocess`), then resample each organ back onto
 the CT grid (trilinear on the organ's softmax inside its bounding box, held above 0.5 inside the
 cleaned mask and below it outside, > 0.5; see :func:`model_mask_to_ct`). Masks are bool ``[k, j, i]``
 on the CT grid; geometry is LPS.
@@ -179,7 +180,8 @@ def segment_volume(
         bundle: a loaded segmentation bundle (:func:`rtdeep.bundles.load_bundle`).
         device: torch device (default: the bundle's).
         progress_callback: called with (fraction 0-1, message).
-        postprocess: keep each organ's largest component and fill its holes.
+        postprocess: keep each organ's largest component, trim a compact organ's strands and fill
+            its holes (:mod:`rtdeep.inference.postprocess`).
 
     Returns:
         One :class:`Roi` per bundle label (TG-263 name, colour, type, ``AUTOMATIC``), masks bool on
@@ -188,11 +190,12 @@ def segment_volume(
     report_progress(progress_callback, 0.0, "preparing the CT")
     probabilities, model_affine = predict_model_grid(ct, bundle, device, progress_callback)
     labels = probabilities.argmax(axis=0)
+    model_spacing_kji = tuple(float(s) for s in np.linalg.norm(model_affine[:3, :3], axis=0)[::-1])
     rois = []
     for index, (value, organ_spec) in enumerate(bundle.labels.items()):
         organ = labels == value
         if postprocess:
-            organ = clean_organ_mask(organ)
+            organ = clean_organ_mask(organ, model_spacing_kji if organ_spec.compact else None)
         mask = model_mask_to_ct(organ, model_affine, ct, probabilities[value])
         rois.append(
             Roi(

@@ -84,9 +84,12 @@ def grid_ceiling_dice(ct: Volume, masks: dict[str, np.ndarray], site: Site) -> d
     """
     rois = [Roi(name=name, mask=mask) for name, mask in masks.items()]
     case = prepare_case("grid-ceiling", ct, rois, site)
+    spacing_kji = tuple(reversed(site.spacing_mm))
     return {
-        organ.name: dice_coefficient(masks[organ.name], model_mask_to_ct(clean_organ_mask(case.labels == value),
-                                                                         case.affine, ct))
+        organ.name: dice_coefficient(
+            masks[organ.name],
+            model_mask_to_ct(clean_organ_mask(case.labels == value, spacing_kji if organ.compact else None), case.affine, ct),
+        )
         for value, organ in enumerate(site.organs, start=1)
         if organ.name in masks
     }

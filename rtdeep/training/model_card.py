@@ -11,11 +11,12 @@ import monai
 import numpy as np
 import torch
 
+from rtdeep.inference.postprocess import STRAND_REACH_MM, STRAND_WIDTH_MM
 from rtdeep.inference.preprocess import BODY_THRESHOLD_HU, THIN_SHEET_MM
 from rtdeep.models.architectures import ArchSpec
 from rtdeep.sites import Site
 
-__all__ = ["OUTPUT_STEP", "bundle_name", "ensemble_card", "ensemble_metadata", "held_out_section", "model_card",
+__all__ = ["OUTPUT_STEP", "POSTPROCESS", "bundle_name", "ensemble_card", "ensemble_metadata", "held_out_section", "model_card",
            "segmentation_metadata"]
 
 BUNDLE_VERSION = "0.1.0"
@@ -102,7 +103,7 @@ def segmentation_metadata(
                 "overlap": arch.inference_overlap,
                 "slice_batch": 4,  # on 2 CPU threads 4 slices per pass ran twice as fast as 32 (cache)
                 "size_divisor": arch.size_divisor,
-                "postprocess": "largest connected component, holes filled per axial slice",
+                "postprocess": POSTPROCESS,
             },
             "training": dict(training or {}),
         },
@@ -148,9 +149,14 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+#: the metadata's description of the clean-up on the model grid (:mod:`rtdeep.inference.postprocess`)
+POSTPROCESS = (f"largest connected component; compact organs (lungs, heart) lose the strands under "
+               f"{STRAND_WIDTH_MM:g} mm wide that reach more than {STRAND_REACH_MM:g} mm out of them; holes filled per "
+               "axial slice")
 #: the card's description of what happens to each organ after the network (a line of the Model section)
-OUTPUT_STEP = ("  each organ keeps its largest connected component with holes filled, and its boundary falls "
-               "where its probability crosses 0.5 between model voxels.")
+OUTPUT_STEP = ("  each organ keeps its largest connected component with holes filled (lungs and heart lose the "
+               f"strands under {STRAND_WIDTH_MM:g} mm wide that reach more than {STRAND_REACH_MM:g} mm out of them), and "
+               "its boundary falls where its probability crosses 0.5 between model voxels.")
 
 
 def held_out_section(held_out_dice: Mapping[str, float] | None, description: str) -> list[str]:

@@ -394,8 +394,13 @@ def _heldout_description(heldout: dict) -> str:
             f"{generator}; never seen in training or model selection.")
 
 
-#: the output step as cards described it before boundaries came from probabilities
-_OLD_OUTPUT_STEP = "  each organ keeps its largest connected component with holes filled."
+#: the output step as cards described it before boundaries came from probabilities, and before
+#: compact organs' strands were trimmed
+_OLD_OUTPUT_STEPS = (
+    "  each organ keeps its largest connected component with holes filled.",
+    ("  each organ keeps its largest connected component with holes filled, and its boundary falls "
+     "where its probability crosses 0.5 between model voxels."),
+)
 
 
 #: the card headings ``package`` and ``remeasure_shipped`` write; any other ``## `` section of a card
@@ -421,11 +426,17 @@ def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note
     card and ``models.json`` get the numbers of ``evaluate --shipped`` (``heldout_shipped.json``),
     with ``note`` saying what changed and the numbers before it, and the speed ``bench_json``
     (``bench/bench_segment.py --json``) holds for them, when it holds any. Only the card's measured
-    sections are rewritten (and its description of the output step); what it says of the network
-    and its training stays as written when the bundle was made."""
+    sections are rewritten (and its description of the output step, in the card and the metadata);
+    what it says of the network and its training stays as written when the bundle was made."""
     from rtdeep.models.architectures import get_arch
     from rtdeep.sites import get_site
-    from rtdeep.training.model_card import OUTPUT_STEP, bundle_name, held_out_section, speed_section
+    from rtdeep.training.model_card import (
+        OUTPUT_STEP,
+        POSTPROCESS,
+        bundle_name,
+        held_out_section,
+        speed_section,
+    )
 
     bench = json.loads(bench_json.read_text()) if bench_json and bench_json.is_file() else {}
     database_path = models_dir / "models.json"
@@ -441,7 +452,10 @@ def remeasure_shipped(sites: list[str], archs: list[str], models_dir: Path, note
             metadata_path, card_path = bundle / "configs" / "metadata.json", bundle / "docs" / "README.md"
             metadata = json.loads(metadata_path.read_text())
             heldout, before = json.loads(measured.read_text()), metadata["rtdeep"].get("heldout_dice_median", {})
-            old_card = card_path.read_text().replace(_OLD_OUTPUT_STEP, OUTPUT_STEP)
+            old_card = card_path.read_text()
+            for old_step in _OLD_OUTPUT_STEPS:
+                old_card = old_card.replace(old_step, OUTPUT_STEP)
+            metadata["rtdeep"].get("inference", {})["postprocess"] = POSTPROCESS
             head, rest = old_card.split("## Held-out accuracy (measured)\n", 1)
             speed = rest[rest.index("## Speed and memory (measured)"):].split("\n## ", 1)[0].rstrip("\n")
             speed_before = ""
