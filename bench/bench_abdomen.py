@@ -14,7 +14,8 @@ and prints per model:
   reference like every organ);
 * per organ, where its lowest AI slice lies against its lowest reference slice (mm; positive: the
   contour runs on below the reference, negative: it stops short; :func:`rtdeep.metrics.extent_offsets_mm`),
-  median and range: the esophagus's end at the gastro-oesophageal junction, the lung bases;
+  median and range: the esophagus's end at the gastro-oesophageal junction, the lung bases; and the
+  same for its highest slice (positive: above the reference's), the lung apices;
 * the plausibility findings (``rtdeep.plausibility``), which need no reference.
 
 Run:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     dice: dict[tuple[str, str], list[float]] = {}
     outside_cc: dict[tuple[str, str], list[float]] = {}
-    lower_end_mm: dict[tuple[str, str], list[float]] = {}
+    end_offsets_mm: dict[tuple[str, str], list[tuple[float, float]]] = {}
     findings: dict[str, list[str]] = {name: [] for name in bundles}
     below_mm, used = [], []
     index = HELDOUT_INDICES[0]
@@ -91,23 +92,24 @@ def main(argv: list[str] | None = None) -> int:
                 dice.setdefault((name, roi.name), []).append(dice_coefficient(reference[roi.name], roi.mask))
                 stray = roi.mask[abdomen] & ~reference[roi.name][abdomen]
                 outside_cc.setdefault((name, roi.name), []).append(float(stray.sum()) * voxel_cc)
-                lower_end, _ = extent_offsets_mm(reference[roi.name], roi.mask, ct)
-                lower_end_mm.setdefault((name, roi.name), []).append(lower_end)
+                end_offsets_mm.setdefault((name, roi.name), []).append(extent_offsets_mm(reference[roi.name], roi.mask, ct))
             findings[name] += [f"{patient_id}: {f.message}" for f in check_plausibility(ct, rois)]
         print(f"{patient_id}: scan reaches {reach:.0f} mm below the lung bases", file=sys.stderr, flush=True)
 
     print(f"thorax: {len(used)} held-out phantoms (seed {HELDOUT_SEED}, {', '.join(used)}) whose scan reaches "
           f"{min(below_mm):.0f}-{max(below_mm):.0f} mm below the lowest lung voxel")
     print(f"{'model':<22} {'organ':<11} {'Dice median':>11} {'min':>6} {'abdomen cc median':>17} {'max':>7} "
-          f"{'lower end mm median':>19} {'range':>15}")
+          f"{'lower end mm median':>19} {'range':>15} {'upper end mm median':>19} {'range':>15}")
     for name in bundles:
         for organ in sorted({o for (model, o) in dice if model == name}):
             d, cc = dice[(name, organ)], outside_cc[(name, organ)]
-            ends = [e for e in lower_end_mm[(name, organ)] if not np.isnan(e)]
-            end_text = (f"{statistics.median(ends):+19.1f} {f'[{min(ends):+.1f}, {max(ends):+.1f}]':>15}" if ends
-                        else f"{'-':>19} {'-':>15}")
+            end_text = ""
+            for side in (0, 1):  # inferior, superior
+                ends = [pair[side] for pair in end_offsets_mm[(name, organ)] if not np.isnan(pair[side])]
+                end_text += (f" {statistics.median(ends):+19.1f} {f'[{min(ends):+.1f}, {max(ends):+.1f}]':>15}" if ends
+                             else f" {'-':>19} {'-':>15}")
             print(f"{name:<22} {organ:<11} {statistics.median(d):11.3f} {min(d):6.3f} "
-                  f"{statistics.median(cc):17.1f} {max(cc):7.1f} {end_text}")
+                  f"{statistics.median(cc):17.1f} {max(cc):7.1f}{end_text}")
         print(f"{name:<22} plausibility findings: {len(findings[name])}")
         for line in findings[name]:
             print(f"    {line}")

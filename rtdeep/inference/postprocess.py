@@ -27,7 +27,8 @@ __all__ = ["STRAND_REACH_MM", "STRAND_WIDTH_MM", "clean_organ_mask", "fill_holes
 
 #: parts of a compact organ narrower than this (mm) are not its body
 STRAND_WIDTH_MM = 6.0
-#: how far (mm, measured inside the mask) a thin part may reach out of the body and stay
+#: how far (mm, measured inside the mask from the body) a thin part may run on above or below a
+#: compact organ's body and stay
 STRAND_REACH_MM = 20.0
 
 
@@ -86,8 +87,8 @@ def trim_strands(
 
     The body is the largest component of ``mask`` opened with a ball ``width_mm`` across (parts
     narrower than about that vanish). Only slices beyond the body's first or last slice lose voxels:
-    within its craniocaudal extent a thin part is anatomy (a lung's anterior edge in front of the
-    heart runs thinner than 6 mm for 15 cm). There the result keeps the voxels of ``mask`` reached
+    within its craniocaudal extent a thin part is anatomy (on a held-out phantom the left lung's
+    edge in front of the heart ran thinner than 6 mm over 15 cm). Beyond them the result keeps the voxels of ``mask`` reached
     from the body by growing it inside ``mask`` in steps of the coarsest spacing, ``reach_mm`` in
     all. A mask with no body (every part thin) is returned as it is.
 
