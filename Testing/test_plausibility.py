@@ -109,6 +109,31 @@ def test_liver_labelled_heart_below_the_lungs_fails_position(thorax):
     assert len(below) == 1 and below[0].check == "position" and below[0].value > 10.0
 
 
+def test_esophagus_running_on_into_the_abdomen_fails_position(thorax):
+    """An esophagus contour that runs on below the gastro-oesophageal junction, down beside the
+    aorta (what networks trained on phantoms whose esophagus ended in soft tissue did on phantoms
+    whose esophagus ends in the stomach), is found once it reaches more than
+    ESOPHAGUS_BELOW_LUNGS_MM below the lowest lung voxel; one that stops just below it is not."""
+    from rtdeep.plausibility import ESOPHAGUS_BELOW_LUNGS_MM
+
+    esophagus = thorax.roi("Esophagus").mask
+    lungs = thorax.roi("Lung_L").mask | thorax.roi("Lung_R").mask
+    lowest_lung = int(np.nonzero(lungs.any(axis=(1, 2)))[0].min())  # slice 0 is the inferior end
+    lowest = int(np.nonzero(esophagus.any(axis=(1, 2)))[0].min())
+    assert lowest > lowest_lung  # as drawn: it ends above the lung bases
+    slice_mm = float(thorax.ct.spacing_mm[2])
+    for below_mm, found in ((ESOPHAGUS_BELOW_LUNGS_MM - slice_mm, False), (ESOPHAGUS_BELOW_LUNGS_MM + 2 * slice_mm, True)):
+        run_on = esophagus.copy()
+        bottom = lowest_lung - int(np.ceil(below_mm / slice_mm))
+        assert bottom >= 0  # the scan goes on far enough below the lungs
+        run_on[bottom:lowest] = esophagus[lowest]
+        findings = check_plausibility(thorax.ct, _replace(thorax.rois, "Esophagus", run_on))
+        below = [f for f in findings if f.organ == "Esophagus" and f.check == "position"]
+        assert len(below) == int(found), (below_mm, findings)
+        if found:
+            assert below[0].value > ESOPHAGUS_BELOW_LUNGS_MM and "below the lowest lung voxel" in below[0].message
+
+
 def test_soft_tissue_labelled_lung_fails_density(thorax):
     """A left lung contour that took in the heart and the soft tissue around it (median voxel no longer
     air) is reported; the real lungs, heart and cord pass."""

@@ -24,7 +24,10 @@ Checks (ranges from the organ table :mod:`rtdeep.sites`, deliberately wide):
 * ``position``: the heart's centre is not between the lungs (left-right) or not anterior to the
   spinal cord, or reaches more than :data:`HEART_BELOW_LUNGS_MM` below the lowest lung voxel (the
   heart rests on the diaphragm, above the costophrenic recesses; below them lies the liver, which
-  a network may take for heart on a scan that goes on into the abdomen); the spinal cord is not
+  a network may take for heart on a scan that goes on into the abdomen); the esophagus reaches more
+  than :data:`ESOPHAGUS_BELOW_LUNGS_MM` below the lowest lung voxel (it ends in the stomach at
+  about T11, above the posterior costophrenic recesses; a contour that runs on has followed the
+  aorta, a crus or the stomach); the spinal cord is not
   posterior to bone (the vertebral body) on at least half of its slices, or lies in bone; the
   mandible is not anterior to the cord; the brainstem is not above the cord's centre.
 * ``laterality``: an organ named left (``_L``) lies to the right of its right-hand twin, or on the
@@ -48,7 +51,8 @@ from rtdeep.dicomrt.types import Roi
 from rtdeep.sites import ORGANS
 from rtdeep.volume import Volume
 
-__all__ = ["CUT_SHARE", "Finding", "check_plausibility", "scan_cut"]
+__all__ = ["CUT_SHARE", "ESOPHAGUS_BELOW_LUNGS_MM", "HEART_BELOW_LUNGS_MM", "Finding", "check_plausibility",
+           "scan_cut"]
 
 #: HU above which a voxel counts as bone for the canal check (cortical and most cancellous bone)
 BONE_HU = 150.0
@@ -65,6 +69,11 @@ CUT_SHARE = 0.10
 #: how far (mm) the heart's lowest voxel may lie below the lungs' lowest voxel: the heart sits on the
 #: central tendon of the diaphragm, the posterior costophrenic recesses reach several cm lower
 HEART_BELOW_LUNGS_MM = 10.0
+#: how far (mm) the esophagus's lowest voxel may lie below the lungs' lowest voxel: the
+#: gastro-oesophageal junction lies at about T11 and the posterior costophrenic recesses reach T12
+#: or L1 (Gray's Anatomy, 42nd ed.), so the esophagus normally ends above the lowest lung voxel (0-30 mm
+#: above it on the 12 held-out and selection thorax phantoms); 30 mm leaves room for a shallow recess
+ESOPHAGUS_BELOW_LUNGS_MM = 30.0
 
 
 @dataclass(frozen=True)
@@ -289,12 +298,15 @@ def _positions(ct: Volume, masks: dict[str, np.ndarray], lungs: np.ndarray | Non
     if "Brainstem" in centre and "SpinalCord" in centre and centre["Brainstem"][2] <= centre["SpinalCord"][2]:
         findings.append(Finding("Brainstem", "position", "Brainstem: centre not above the SpinalCord centre",
                                 round(float(centre["Brainstem"][2] - centre["SpinalCord"][2]), 1)))
-    if "Heart" in masks and lungs is not None:
-        below_mm = float(_slice_extent(lungs)[0] - _slice_extent(masks["Heart"])[0]) * float(ct.spacing_mm[2])
-        if below_mm > HEART_BELOW_LUNGS_MM:  # axis 0 of the lps_ordered arrays runs from inferior to superior
-            findings.append(Finding("Heart", "position",
-                                    f"Heart: reaches {below_mm:.0f} mm below the lowest lung voxel (expected above the "
-                                    "lung bases: liver labelled heart?)", round(below_mm, 1)))
+    below_lungs = {"Heart": (HEART_BELOW_LUNGS_MM, "liver labelled heart?"),
+                   "Esophagus": (ESOPHAGUS_BELOW_LUNGS_MM, "aorta, crus or stomach labelled esophagus?")}
+    for name, (limit_mm, hint) in below_lungs.items():
+        if name in masks and lungs is not None:
+            # axis 0 of the lps_ordered arrays runs from inferior to superior
+            below_mm = float(_slice_extent(lungs)[0] - _slice_extent(masks[name])[0]) * float(ct.spacing_mm[2])
+            if below_mm > limit_mm:
+                findings.append(Finding(name, "position", f"{name}: reaches {below_mm:.0f} mm below the lowest lung "
+                                        f"voxel (expected above the lung bases: {hint})", round(below_mm, 1)))
     if "SpinalCord" in masks:
         findings += _cord_in_canal(ct, masks["SpinalCord"])
     return findings

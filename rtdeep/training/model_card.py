@@ -16,8 +16,8 @@ from rtdeep.inference.preprocess import BODY_THRESHOLD_HU, THIN_SHEET_MM
 from rtdeep.models.architectures import ArchSpec
 from rtdeep.sites import Site
 
-__all__ = ["OUTPUT_STEP", "POSTPROCESS", "bundle_name", "ensemble_card", "ensemble_metadata", "held_out_section", "model_card",
-           "segmentation_metadata"]
+__all__ = ["OUTPUT_STEP", "POSTPROCESS", "bundle_name", "ensemble_card", "ensemble_metadata", "held_out_section",
+           "model_card", "segmentation_metadata"]
 
 BUNDLE_VERSION = "0.1.0"
 
