@@ -208,8 +208,8 @@ def test_strands_leaving_a_compact_organ_are_cut_and_its_thin_edges_stay() -> No
     wide that leaves a lung-sized block and runs 90 mm down is cut within STRAND_REACH_MM of the
     block; a thin wedge at the block's edge shorter than the reach (a costophrenic recess) and a
     thin sheet reaching 35 mm out in front of it, within its slices (the lung's edge in front of
-    the heart), stay whole; a mask with no body (a 5 mm tube, like a cord) comes back unchanged; clean_organ_mask
-    trims only when given a spacing."""
+    the heart), stay whole; a mask with no body (a 5 mm tube, like a cord) comes back unchanged;
+    clean_organ_mask trims only when given a spacing."""
     from rtdeep.inference.postprocess import STRAND_REACH_MM, clean_organ_mask, trim_strands
 
     for spacing in ((3.0, 2.5, 2.5), (3.0, 1.25, 1.25)):

@@ -88,9 +88,9 @@ def trim_strands(
     The body is the largest component of ``mask`` opened with a ball ``width_mm`` across (parts
     narrower than about that vanish). Only slices beyond the body's first or last slice lose voxels:
     within its craniocaudal extent a thin part is anatomy (on a held-out phantom the left lung's
-    edge in front of the heart ran thinner than 6 mm over 15 cm). Beyond them the result keeps the voxels of ``mask`` reached
-    from the body by growing it inside ``mask`` in steps of the coarsest spacing, ``reach_mm`` in
-    all. A mask with no body (every part thin) is returned as it is.
+    edge in front of the heart ran thinner than 6 mm over 15 cm). Beyond them the result keeps the
+    voxels of ``mask`` reached from the body by growing it inside ``mask`` in steps of the coarsest
+    spacing, ``reach_mm`` in all. A mask with no body (every part thin) is returned as it is.
 
     Args:
         mask: bool ``[k, j, i]``.
