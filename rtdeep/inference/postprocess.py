@@ -83,7 +83,7 @@ def trim_strands(
     width_mm: float = STRAND_WIDTH_MM,
     reach_mm: float = STRAND_REACH_MM,
 ) -> np.ndarray:
-    """``mask`` without the thin strands that reach more than ``reach_mm`` out of its body.
+    """``mask`` without the thin strands that run on more than ``reach_mm`` above or below its body.
 
     The body is the largest component of ``mask`` opened with a ball ``width_mm`` across (parts
     narrower than about that vanish). Only slices beyond the body's first or last slice lose voxels:

@@ -151,12 +151,12 @@ def _fmt(value: float, digits: int = 3) -> str:
 
 #: the metadata's description of the clean-up on the model grid (:mod:`rtdeep.inference.postprocess`)
 POSTPROCESS = (f"largest connected component; compact organs (lungs, heart) lose the strands under "
-               f"{STRAND_WIDTH_MM:g} mm wide that reach more than {STRAND_REACH_MM:g} mm out of them; holes filled per "
-               "axial slice")
+               f"{STRAND_WIDTH_MM:g} mm wide that run on more than {STRAND_REACH_MM:g} mm above or below them; holes "
+               "filled per axial slice")
 #: the card's description of what happens to each organ after the network (a line of the Model section)
 OUTPUT_STEP = ("  each organ keeps its largest connected component with holes filled (lungs and heart lose the "
-               f"strands under {STRAND_WIDTH_MM:g} mm wide that reach more than {STRAND_REACH_MM:g} mm out of them), and "
-               "its boundary falls where its probability crosses 0.5 between model voxels.")
+               f"strands under {STRAND_WIDTH_MM:g} mm wide that run on more than {STRAND_REACH_MM:g} mm above or below "
+               "them), and its boundary falls where its probability crosses 0.5 between model voxels.")
 
 
 def held_out_section(held_out_dice: Mapping[str, float] | None, description: str) -> list[str]:

@@ -400,6 +400,9 @@ _OLD_OUTPUT_STEPS = (
     "  each organ keeps its largest connected component with holes filled.",
     ("  each organ keeps its largest connected component with holes filled, and its boundary falls "
      "where its probability crosses 0.5 between model voxels."),
+    ("  each organ keeps its largest connected component with holes filled (lungs and heart lose the strands "
+     "under 6 mm wide that reach more than 20 mm out of them), and its boundary falls where its probability "
+     "crosses 0.5 between model voxels."),
 )
 
 
