@@ -74,6 +74,10 @@ HEART_BELOW_LUNGS_MM = 10.0
 #: or L1 (Gray's Anatomy, 42nd ed.), so the esophagus normally ends above the lowest lung voxel (0-30 mm
 #: above it on the 12 held-out and selection thorax phantoms); 30 mm leaves room for a shallow recess
 ESOPHAGUS_BELOW_LUNGS_MM = 30.0
+#: organs that end above the lung bases: how far (mm) below the lowest lung voxel each may reach, and
+#: what a contour that reaches further has most likely taken for it
+_ABOVE_LUNG_BASES = {"Heart": (HEART_BELOW_LUNGS_MM, "liver labelled heart?"),
+                     "Esophagus": (ESOPHAGUS_BELOW_LUNGS_MM, "aorta, crus or stomach labelled esophagus?")}
 
 
 @dataclass(frozen=True)
@@ -298,12 +302,12 @@ def _positions(ct: Volume, masks: dict[str, np.ndarray], lungs: np.ndarray | Non
     if "Brainstem" in centre and "SpinalCord" in centre and centre["Brainstem"][2] <= centre["SpinalCord"][2]:
         findings.append(Finding("Brainstem", "position", "Brainstem: centre not above the SpinalCord centre",
                                 round(float(centre["Brainstem"][2] - centre["SpinalCord"][2]), 1)))
-    below_lungs = {"Heart": (HEART_BELOW_LUNGS_MM, "liver labelled heart?"),
-                   "Esophagus": (ESOPHAGUS_BELOW_LUNGS_MM, "aorta, crus or stomach labelled esophagus?")}
-    for name, (limit_mm, hint) in below_lungs.items():
-        if name in masks and lungs is not None:
-            # axis 0 of the lps_ordered arrays runs from inferior to superior
-            below_mm = float(_slice_extent(lungs)[0] - _slice_extent(masks[name])[0]) * float(ct.spacing_mm[2])
+    if lungs is not None:
+        lowest_lung = _slice_extent(lungs)[0]  # axis 0 of the lps_ordered arrays runs from inferior to superior
+        for name, (limit_mm, hint) in _ABOVE_LUNG_BASES.items():
+            if name not in masks:
+                continue
+            below_mm = float(lowest_lung - _slice_extent(masks[name])[0]) * float(ct.spacing_mm[2])
             if below_mm > limit_mm:
                 findings.append(Finding(name, "position", f"{name}: reaches {below_mm:.0f} mm below the lowest lung "
                                         f"voxel (expected above the lung bases: {hint})", round(below_mm, 1)))
